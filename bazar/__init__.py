@@ -1,0 +1,1 @@
+"""Bazar: a replicated, cached online bookstore on Twisted."""

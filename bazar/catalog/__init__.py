@@ -1,0 +1,1 @@
+"""The catalog role: books, their prices and stock, replicated in sequence order."""

@@ -1,0 +1,110 @@
+"""The catalog replica's HTTP API (internal: every call needs the cluster secret).
+
+Reads are served from this replica's own SQLite file. Writes go to the catalog sequencer:
+a follower forwards them; the sequencer applies each atomically, replicates it to every
+follower and has the front end drop its cached copies, all before it answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import inlineCallbacks
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+
+from bazar import validation
+from bazar.catalog.store import CatalogStore
+from bazar.client import ReplicaClient
+from bazar.config import Replica
+from bazar.replica import ReplicaEndpoints, RequireSecret, forward
+from bazar.replication import Sequencer
+from bazar.web import install_json_errors, parse_id, read_json, respond_json
+
+
+class CatalogApp:
+    app = Klein()
+    install_json_errors(app)
+
+    def __init__(
+        self,
+        replica: Replica,
+        store: CatalogStore,
+        client: ReplicaClient,
+        sequencer: Replica,
+        writer: Sequencer | None,
+        secret: str,
+    ) -> None:
+        """``writer`` is given on the sequencer only; followers forward writes to ``sequencer``."""
+        self.replica = replica
+        self.store = store
+        self.client = client
+        self.sequencer = sequencer
+        self.writer = writer
+        self.secret = secret
+        self.endpoints = ReplicaEndpoints(replica, store, sequencer)
+
+    def resource(self) -> IResource:
+        return RequireSecret(self.app.resource(), self.secret, self.replica.name)
+
+    @app.route("/internal/", branch=True)
+    def internal(self, request: IRequest) -> IResource:
+        return self.endpoints.app.resource()
+
+    # -- reads -----------------------------------------------------------------------
+
+    @app.route("/catalog/books", methods=["GET"])
+    @inlineCallbacks
+    def all_books(self, request: IRequest) -> Any:
+        books = yield self.store.all_books()
+        return respond_json(request, books)
+
+    @app.route("/catalog/books/<book_id>", methods=["GET"])
+    @inlineCallbacks
+    def book(self, request: IRequest, book_id: str) -> Any:
+        book = yield self.store.book(parse_id(book_id))
+        return respond_json(request, book)
+
+    @app.route("/catalog/search/<path:topic>", methods=["GET"])
+    @inlineCallbacks
+    def search(self, request: IRequest, topic: str) -> Any:
+        books = yield self.store.search(topic)
+        return respond_json(request, books)
+
+    # -- writes ----------------------------------------------------------------------
+
+    @app.route("/catalog/books/<book_id>/buy", methods=["POST"])
+    def buy(self, request: IRequest, book_id: str) -> Any:
+        book = parse_id(book_id)
+        body = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
+        return self._write(
+            request, f"/catalog/books/{book}/buy", body, lambda: self.store.buy(book, body["quantity"])
+        )
+
+    @app.route("/catalog/books/<book_id>/price", methods=["PUT"])
+    def update_price(self, request: IRequest, book_id: str) -> Any:
+        book = parse_id(book_id)
+        body = {"price": validation.new_price(read_json(request))}
+        return self._write(
+            request, f"/catalog/books/{book}/price", body, lambda: self.store.set_price(book, body["price"])
+        )
+
+    @app.route("/catalog/books/<book_id>/quantity", methods=["PUT"])
+    def update_quantity(self, request: IRequest, book_id: str) -> Any:
+        book = parse_id(book_id)
+        change = validation.quantity_change(read_json(request))
+
+        def apply() -> Any:
+            if "delta" in change:
+                return self.store.add_quantity(book, change["delta"])
+            return self.store.set_quantity(book, change["quantity"])
+
+        return self._write(request, f"/catalog/books/{book}/quantity", change, apply)
+
+    @inlineCallbacks
+    def _write(self, request: IRequest, path: str, body: dict[str, Any], apply: Any) -> Any:
+        if self.writer is None:
+            return (yield forward(self.client, self.sequencer, request, path, body))
+        entry = yield self.writer.write(apply())
+        return respond_json(request, entry["book"])

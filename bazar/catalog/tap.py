@@ -1,0 +1,38 @@
+"""``twistd -n bazar-catalog --config FILE --replica NAME``: one catalog replica."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+
+from bazar.catalog.app import CatalogApp
+from bazar.catalog.store import CatalogStore
+from bazar.client import ReplicaClient
+from bazar.config import Config, Replica
+from bazar.invalidation import FrontendInvalidator
+from bazar.replica import replica_service
+from bazar.replication import Sequencer
+from bazar.service import ReplicaOptions
+
+
+class Options(ReplicaOptions):
+    synopsis = "--replica NAME [--config FILE]"
+    longdesc = (
+        "Run one catalog replica. The first catalog replica in the config sequences every catalog write."
+    )
+
+
+def _app(
+    config: Config, replica: Replica, store: CatalogStore, client: ReplicaClient, writer: Sequencer | None
+) -> CatalogApp:
+    return CatalogApp(replica, store, client, config.catalog_sequencer, writer, config.secret)
+
+
+def _invalidate_frontend(config: Config, client: ReplicaClient) -> Any:
+    invalidator = FrontendInvalidator(client, config.frontend)
+    return lambda entry: invalidator.invalidate(entry["book"])
+
+
+def makeService(options: Options, reactor: Any = None) -> MultiService:
+    return replica_service("catalog", options, CatalogStore, _app, _invalidate_frontend, reactor)

@@ -1,0 +1,100 @@
+"""How a Bazar process calls the others: one treq HTTPClient on one persistent pool.
+
+The pool keeps connections open between calls (treq's module default keeps only two per
+host, which throttles a replica under concurrency), every call carries the cluster
+secret, has a deadline, and transport failures become ``Unavailable`` naming the replica,
+so callers deal with one exception type rather than Twisted's many.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.error import ConnectError, ConnectionClosed, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, _HTTP11ClientFactory
+from twisted.web.iweb import IAgent
+
+from bazar.config import SECRET_HEADER, Replica
+from bazar.errors import ReplicaError, Unavailable
+from bazar.web import JSON, REPLICA_HEADER
+
+POOL_SIZE_PER_HOST = 64
+TRANSPORT_ERRORS = (ConnectError, ConnectionClosed, ResponseFailed, TimeoutError, CancelledError)
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False  # no "Starting factory" log line for every new pooled connection
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietClientFactory
+
+
+def make_pool(reactor: Any) -> HTTPConnectionPool:
+    pool = _QuietPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = POOL_SIZE_PER_HOST
+    pool.cachedConnectionTimeout = 60
+    pool.retryAutomatically = False  # a write must not be sent twice behind our back
+    return pool
+
+
+def make_agent(reactor: Any, pool: HTTPConnectionPool) -> IAgent:
+    return Agent(reactor, pool=pool)
+
+
+@dataclass(frozen=True)
+class ReplicaResponse:
+    code: int
+    body: bytes
+    replica: str
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def raise_for_error(self) -> ReplicaResponse:
+        """Turn a replica's JSON error into a ReplicaError with the same status and message."""
+        if self.code < 400:
+            return self
+        try:
+            message = self.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"{self.replica} answered {self.code}"
+        raise ReplicaError(self.code, message)
+
+
+class ReplicaClient:
+    def __init__(self, http: HTTPClient, secret: str, clock: IReactorTime, timeout: float = 10.0) -> None:
+        self.http = http
+        self.secret = secret
+        self.clock = clock
+        self.timeout = timeout
+
+    @inlineCallbacks
+    def request(self, method: str, replica: Replica, path: str, body: Any = None) -> Any:
+        """Send ``body`` as JSON to ``replica``; the answer, whatever its status."""
+        headers: dict[str | bytes, str | bytes] = {SECRET_HEADER: self.secret, "Accept": JSON}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = JSON
+            data = json.dumps(body).encode()
+        d = self.http.request(method, replica.url + path, headers=headers, data=data)
+        d.addTimeout(self.timeout, self.clock)
+        try:
+            response = yield d
+            content = yield treq.content(response)
+        except TRANSPORT_ERRORS as e:
+            raise Unavailable(f"{replica.name} is unreachable: {type(e).__name__}") from None
+        name = response.headers.getRawHeaders(REPLICA_HEADER, [replica.name])[0]
+        return ReplicaResponse(response.code, content, name)
+
+    def call(self, method: str, replica: Replica, path: str, body: Any = None) -> Deferred[Any]:
+        """Like ``request``, but the decoded JSON of a success, and ReplicaError for an error."""
+        d = self.request(method, replica, path, body)
+        d.addCallback(lambda r: r.raise_for_error().json())
+        return d

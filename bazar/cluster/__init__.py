@@ -1,0 +1,1 @@
+"""The whole cluster in one command: every role as a supervised child process."""

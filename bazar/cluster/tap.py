@@ -1,0 +1,70 @@
+"""``twistd -n bazar-cluster [--config FILE]``: the front end and every replica, supervised.
+
+Each role runs as its own ``twistd -n bazar-<role>`` child under Twisted's
+``ProcessMonitor``, which restarts a child that dies and stops them all when the cluster
+stops (Ctrl-C, SIGTERM).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.logger import Logger
+from twisted.runner.procmon import ProcessMonitor
+
+from bazar.config import Config
+from bazar.service import ConfigOptions, check_port_free, load_config
+
+log = Logger()
+
+# Run twistd with this interpreter, so the children see exactly the packages the parent does.
+_TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+class Options(ConfigOptions):
+    synopsis = "[--config FILE]"
+    longdesc = "Run the whole Bazar cluster: one front end and every catalog and order replica in the config."
+
+
+def child_command(role: str, config_path: str | None, replica: str | None = None) -> list[str]:
+    """One child's command line: ``twistd -n --pidfile= bazar-<role> ...`` (no pidfile: one cwd for all)."""
+    command = [sys.executable, "-c", _TWISTD, "--nodaemon", "--pidfile=", f"bazar-{role}"]
+    if config_path is not None:
+        command += ["--config", str(Path(config_path).resolve())]
+    if replica is not None:
+        command += ["--replica", replica]
+    return command
+
+
+def children(config: Config, config_path: str | None) -> dict[str, list[str]]:
+    out = {}
+    for replica in (*config.catalog, *config.order):
+        out[replica.name] = child_command(replica.role, config_path, replica.name)
+    out["frontend"] = child_command("frontend", config_path)
+    return out
+
+
+def makeService(options: Options, reactor: Any = None) -> MultiService:
+    config = load_config(
+        "cluster", options["config"]
+    )  # also creates the secret file, before any child reads it
+    for replica in (config.frontend, *config.catalog, *config.order):
+        check_port_free("cluster", replica.listen)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    monitor = ProcessMonitor(reactor=reactor) if reactor is not None else ProcessMonitor()
+    monitor.threshold = 5  # a child that ran this long and died is restarted at once
+    monitor.killTime = 10
+    for name, command in children(config, options["config"]).items():
+        monitor.addProcess(name, command, env=dict(os.environ))
+    log.info(
+        "starting Bazar: front end at {url}, data in {data_dir}",
+        url=config.frontend.url,
+        data_dir=config.data_dir,
+    )
+    service = MultiService()
+    monitor.setServiceParent(service)
+    return service

@@ -1,0 +1,171 @@
+"""The cluster's configuration: one TOML file names every replica, its endpoint and URL.
+
+Every process of the cluster reads the same file, so they agree on who the replicas are
+and which one sequences writes. Missing keys fall back to the embedded defaults below,
+which are also what ``etc/bazar.toml`` spells out.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("etc/bazar.toml")
+SECRET_HEADER = "X-Bazar-Secret"
+
+DEFAULT_FRONTEND_PORT = 5000
+DEFAULT_REPLICA_PORTS = {"catalog": (5101, 5102, 5103), "order": (5201, 5202, 5203)}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why, for a human."""
+
+
+@dataclass(frozen=True)
+class Replica:
+    name: str
+    role: str
+    listen: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Config:
+    frontend: Replica
+    catalog: tuple[Replica, ...]
+    order: tuple[Replica, ...]
+    cache_size: int
+    data_dir: Path
+    secret: str
+    source: str = field(default="embedded defaults", compare=False)
+
+    def replica(self, role: str, name: str) -> Replica:
+        """The replica of ``role`` called ``name``, or a ConfigError naming the known ones."""
+        replicas = self.catalog if role == "catalog" else self.order
+        for replica in replicas:
+            if replica.name == name:
+                return replica
+        known = ", ".join(r.name for r in replicas)
+        raise ConfigError(f"unknown {role} replica {name!r} in {self.source}; known: {known}")
+
+    @property
+    def catalog_sequencer(self) -> Replica:
+        """The catalog replica that orders every catalog write: the first one listed."""
+        return self.catalog[0]
+
+    @property
+    def order_sequencer(self) -> Replica:
+        """The order replica that assigns order ids: the first one listed."""
+        return self.order[0]
+
+    def database_path(self, replica: Replica) -> Path:
+        return self.data_dir / f"{replica.name}.sqlite"
+
+
+def _loopback(port: int) -> tuple[str, str]:
+    return f"tcp:port={port}:interface=127.0.0.1", f"http://127.0.0.1:{port}"
+
+
+def _default_replicas(role: str) -> list[dict[str, Any]]:
+    out = []
+    for number, port in enumerate(DEFAULT_REPLICA_PORTS[role], start=1):
+        listen, url = _loopback(port)
+        out.append({"name": f"{role}-{number}", "listen": listen, "url": url})
+    return out
+
+
+def _string(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+def _replica(table: Any, role: str, where: str) -> Replica:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    name = _string(table, "name", where, role)
+    listen = _string(table, "listen", where)
+    url = _string(table, "url", where).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: 'url' must start with http:// or https://, not {url!r}")
+    return Replica(name=name, role=role, listen=listen, url=url)
+
+
+def _replicas(raw: dict[str, Any], role: str) -> tuple[Replica, ...]:
+    tables = raw.get(role, _default_replicas(role))
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"[[{role}]] must list at least one replica")
+    replicas = tuple(_replica(t, role, f"[[{role}]] #{i + 1}") for i, t in enumerate(tables))
+    names = [r.name for r in replicas]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"[[{role}]] replica names must be unique, got {names}")
+    return replicas
+
+
+def _secret(cluster: dict[str, Any], data_dir: Path) -> str:
+    """The shared secret: given inline, read from a file, or generated once into a 0600 file."""
+    if "secret" in cluster:
+        return _string(cluster, "secret", "[cluster]")
+    path = Path(cluster.get("secret_file", data_dir / "secret"))
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    except OSError as e:
+        raise ConfigError(f"cannot read the secret file {path}: {e.strerror}") from None
+    if existing:
+        return existing
+    generated = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(generated + "\n")
+    except OSError as e:
+        raise ConfigError(f"cannot write the secret file {path}: {e.strerror}") from None
+    return generated
+
+
+def parse(raw: dict[str, Any], source: str = "embedded defaults") -> Config:
+    """Turn a TOML document (already parsed) into a Config, filling in defaults."""
+    cluster = raw.get("cluster", {})
+    if not isinstance(cluster, dict):
+        raise ConfigError("[cluster] must be a table")
+    cache_size = cluster.get("cache_size", 5)
+    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
+        raise ConfigError(f"[cluster]: 'cache_size' must be an integer >= 1, not {cache_size!r}")
+    data_dir = Path(_string(cluster, "data_dir", "[cluster]", "bazar-data"))
+    listen, url = _loopback(DEFAULT_FRONTEND_PORT)
+    frontend = _replica(raw.get("frontend", {"listen": listen, "url": url}), "frontend", "[frontend]")
+    return Config(
+        frontend=frontend,
+        catalog=_replicas(raw, "catalog"),
+        order=_replicas(raw, "order"),
+        cache_size=cache_size,
+        data_dir=data_dir,
+        secret=_secret(cluster, data_dir),
+        source=source,
+    )
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Load ``path``; with no path, ``etc/bazar.toml`` if it exists here, else the defaults."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            return parse({})
+        path = DEFAULT_CONFIG_PATH
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return parse(raw, source=str(path))

@@ -1,0 +1,203 @@
+"""The front end's public HTTP API.
+
+Reads (info, search) are answered from the LRU cache, or fetched from the next catalog
+replica in round-robin order and cached. Writes go to the next replica of the right role
+and are passed through: by the time a replica answers, the write is on every replica and
+the catalog sequencer has already told this front end which cache entries to drop
+(``/internal/invalidate``), so no later read can see the old value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from klein import Klein
+from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from bazar import validation
+from bazar.client import ReplicaClient, ReplicaResponse
+from bazar.config import Config, Replica
+from bazar.errors import BadRequest, Unavailable
+from bazar.invalidation import ALL_BOOKS_KEY, info_key, search_key
+from bazar.lru import LRUCache
+from bazar.readthrough import ReadThroughCache
+from bazar.roundrobin import RoundRobin
+from bazar.web import (
+    CACHE_HEADER,
+    REPLICA_HEADER,
+    check_secret,
+    install_json_errors,
+    parse_id,
+    read_json,
+    respond,
+    respond_json,
+)
+
+log = Logger()
+
+
+def _cacheable(response: ReplicaResponse) -> bool:
+    return response.code == 200
+
+
+class FrontendApp:
+    app = Klein()
+    install_json_errors(app)
+
+    def __init__(self, config: Config, client: ReplicaClient) -> None:
+        self.config = config
+        self.client = client
+        self.cache: ReadThroughCache[str, ReplicaResponse] = ReadThroughCache(
+            LRUCache(config.cache_size), cacheable=_cacheable
+        )
+        self.catalogs = RoundRobin(config.catalog)
+        self.orders = RoundRobin(config.order)
+
+    # -- reads through the cache -----------------------------------------------------
+
+    @app.route("/bazar/info/all", methods=["GET"])
+    def info_all(self, request: IRequest) -> Any:
+        return self._cached_read(request, ALL_BOOKS_KEY, "/catalog/books")
+
+    @app.route("/bazar/info/<book_id>", methods=["GET"])
+    def info(self, request: IRequest, book_id: str) -> Any:
+        book = parse_id(book_id)
+        return self._cached_read(request, info_key(book), f"/catalog/books/{book}")
+
+    @app.route("/bazar/search/<path:topic>", methods=["GET"])
+    def search(self, request: IRequest, topic: str) -> Any:
+        if not topic.strip():
+            raise BadRequest("a topic is required")
+        return self._cached_read(request, search_key(topic), f"/catalog/search/{quote(topic, safe='')}")
+
+    def _cached_read(self, request: IRequest, key: str, path: str) -> Any:
+        cached, pending = self.cache.get(key, lambda: self._read(self.catalogs, path))
+        if pending is None:
+            assert cached is not None
+            request.setHeader(CACHE_HEADER, "hit")
+            return respond(request, cached.body, cached.code)
+        request.setHeader(CACHE_HEADER, "miss")
+        return pending.addCallback(self._relay, request)
+
+    @inlineCallbacks
+    def _read(self, replicas: RoundRobin[Replica], path: str) -> Any:
+        """GET from the next replica in turn; if it cannot be reached, from the one after."""
+        error: Unavailable | None = None
+        for replica in replicas.rotation():
+            try:
+                return (yield self.client.request("GET", replica, path))
+            except Unavailable as e:
+                error = e
+        assert error is not None
+        raise error
+
+    @staticmethod
+    def _relay(response: ReplicaResponse, request: IRequest) -> bytes:
+        request.setHeader(REPLICA_HEADER, response.replica)
+        return respond(request, response.body, response.code)
+
+    # -- writes and order reads ------------------------------------------------------
+
+    @app.route("/bazar/purchase/<book_id>", methods=["POST"])
+    def purchase(self, request: IRequest, book_id: str) -> Any:
+        book = parse_id(book_id)
+        body = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
+        return self._send(request, "POST", self.orders.next(), f"/order/purchase/{book}", body)
+
+    @app.route("/bazar/update_price/<book_id>", methods=["PUT"])
+    def update_price(self, request: IRequest, book_id: str) -> Any:
+        book = parse_id(book_id)
+        body = {"price": validation.new_price(read_json(request))}
+        return self._send(request, "PUT", self.catalogs.next(), f"/catalog/books/{book}/price", body)
+
+    @app.route("/bazar/update_quantity/<book_id>", methods=["PUT"])
+    def update_quantity(self, request: IRequest, book_id: str) -> Any:
+        book = parse_id(book_id)
+        body = validation.quantity_change(read_json(request))
+        return self._send(request, "PUT", self.catalogs.next(), f"/catalog/books/{book}/quantity", body)
+
+    def _send(self, request: IRequest, method: str, replica: Replica, path: str, body: Any) -> Any:
+        return self.client.request(method, replica, path, body).addCallback(self._relay, request)
+
+    @app.route("/bazar/orders", methods=["GET"])
+    def orders_all(self, request: IRequest) -> Any:
+        return self._read(self.orders, "/order/orders").addCallback(self._relay, request)
+
+    @app.route("/bazar/orders/<order_id>", methods=["GET"])
+    def order(self, request: IRequest, order_id: str) -> Any:
+        order = parse_id(order_id, "order id")
+        return self._read(self.orders, f"/order/orders/{order}").addCallback(self._relay, request)
+
+    # -- the cluster at a glance -------------------------------------------------------
+
+    @app.route("/bazar/cluster", methods=["GET"])
+    @inlineCallbacks
+    def cluster(self, request: IRequest) -> Any:
+        """Every replica's name, role, URL, health and data digest: equal digests mean equal data."""
+        replicas = [*self.config.catalog, *self.config.order]
+        results = yield DeferredList(
+            [self.client.call("GET", r, "/internal/status") for r in replicas], consumeErrors=True
+        )
+        out = []
+        for replica, (ok, result) in zip(replicas, results, strict=True):
+            entry: dict[str, Any] = {
+                "name": replica.name,
+                "role": replica.role,
+                "url": replica.url,
+                "healthy": ok,
+            }
+            if ok:
+                entry.update(
+                    digest=result["digest"], last_seq=result["last_seq"], sequencer=result["sequencer"]
+                )
+            else:
+                entry["error"] = result.getErrorMessage()
+            out.append(entry)
+        stats = self.cache.lru.stats
+        cache = {
+            "capacity": self.cache.lru.capacity,
+            "size": len(self.cache.lru),
+            "keys": self.cache.lru.keys(),
+            "hits": stats.hits,
+            "misses": stats.misses,
+            "evictions": stats.evictions,
+            "invalidations": stats.invalidations,
+        }
+        return respond_json(request, {"replicas": out, "cache": cache})
+
+    # -- internal ----------------------------------------------------------------------
+
+    @app.route("/internal/invalidate", methods=["POST"])
+    def invalidate(self, request: IRequest) -> Any:
+        """Called by the catalog sequencer after a write is on every catalog replica, before it answers."""
+        check_secret(request, self.config.secret)
+        keys = read_json(request).get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise BadRequest("'keys' must be a list of strings")
+        for key in keys:
+            self.cache.invalidate(key)
+        log.debug("invalidated {keys}", keys=keys)
+        return respond_json(request, {"invalidated": keys})
+
+    @app.route("/", methods=["GET"])
+    def index(self, request: IRequest) -> Any:
+        return respond_json(
+            request,
+            {
+                "service": "bazar",
+                "endpoints": [
+                    "GET /bazar/info/all",
+                    "GET /bazar/info/<id>",
+                    "GET /bazar/search/<topic>",
+                    "POST /bazar/purchase/<id>",
+                    "PUT /bazar/update_price/<id>",
+                    "PUT /bazar/update_quantity/<id>",
+                    "GET /bazar/orders",
+                    "GET /bazar/orders/<order_id>",
+                    "GET /bazar/cluster",
+                ],
+            },
+        )

@@ -1,0 +1,36 @@
+"""``twistd -n bazar-frontend [--config FILE]``: the front end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+
+from bazar.frontend.app import FrontendApp
+from bazar.service import (
+    CallOnStop,
+    ConfigOptions,
+    check_port_free,
+    load_config,
+    replica_client,
+    role_service,
+    web_service,
+)
+from bazar.web import make_site
+
+
+class Options(ConfigOptions):
+    synopsis = "[--config FILE]"
+    longdesc = "Run Bazar's front end: the public API, the LRU cache, round robin over the replicas."
+
+
+def makeService(options: Options, reactor: Any = None) -> MultiService:
+    if reactor is None:
+        from twisted.internet import reactor
+    config = load_config("frontend", options["config"])
+    check_port_free("frontend", config.frontend.listen)
+    client, close_pool = replica_client(reactor, config)
+    app = FrontendApp(config, client)
+    return role_service(
+        web_service(config.frontend.listen, make_site(app.app.resource()), reactor), CallOnStop(close_pool)
+    )

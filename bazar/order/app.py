@@ -1,0 +1,83 @@
+"""The order replica's HTTP API (internal: every call needs the cluster secret).
+
+A purchase reaching a follower is forwarded to the order sequencer. The sequencer has the
+catalog take the stock (one atomic conditional decrement at the catalog sequencer,
+replicated and invalidated before it answers), then records the order under the next
+sequence number and replicates it to every order follower, and only then answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import inlineCallbacks
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+
+from bazar import validation
+from bazar.client import ReplicaClient
+from bazar.config import Replica
+from bazar.order.store import OrderStore
+from bazar.replica import ReplicaEndpoints, RequireSecret, forward
+from bazar.replication import Sequencer
+from bazar.web import install_json_errors, parse_id, read_json, respond_json
+
+
+class OrderApp:
+    app = Klein()
+    install_json_errors(app)
+
+    def __init__(
+        self,
+        replica: Replica,
+        store: OrderStore,
+        client: ReplicaClient,
+        sequencer: Replica,
+        writer: Sequencer | None,
+        catalog_sequencer: Replica,
+        secret: str,
+    ) -> None:
+        """``writer`` is given on the order sequencer only; followers forward purchases to ``sequencer``."""
+        self.replica = replica
+        self.store = store
+        self.client = client
+        self.sequencer = sequencer
+        self.writer = writer
+        self.catalog_sequencer = catalog_sequencer
+        self.secret = secret
+        self.endpoints = ReplicaEndpoints(replica, store, sequencer)
+
+    def resource(self) -> IResource:
+        return RequireSecret(self.app.resource(), self.secret, self.replica.name)
+
+    @app.route("/internal/", branch=True)
+    def internal(self, request: IRequest) -> IResource:
+        return self.endpoints.app.resource()
+
+    @app.route("/order/purchase/<book_id>", methods=["POST"])
+    @inlineCallbacks
+    def purchase(self, request: IRequest, book_id: str) -> Any:
+        book = parse_id(book_id)
+        quantity = validation.purchase_quantity(read_json(request, required=False))
+        path = f"/order/purchase/{book}"
+        if self.writer is None:
+            return (yield forward(self.client, self.sequencer, request, path, {"quantity": quantity}))
+        bought = yield self.client.call(
+            "POST", self.catalog_sequencer, f"/catalog/books/{book}/buy", {"quantity": quantity}
+        )
+        entry = yield self.writer.write(self.store.record(book, bought["title"], bought["price"], quantity))
+        order = entry["order"]
+        return respond_json(request, {**order, "message": f"bought book {order['title']}"})
+
+    @app.route("/order/orders", methods=["GET"])
+    @inlineCallbacks
+    def orders(self, request: IRequest) -> Any:
+        orders = yield self.store.all_orders()
+        return respond_json(request, orders)
+
+    @app.route("/order/orders/<order_id>", methods=["GET"])
+    @inlineCallbacks
+    def order(self, request: IRequest, order_id: str) -> Any:
+        order = yield self.store.order(parse_id(order_id, "order id"))
+        return respond_json(request, order)

@@ -1,0 +1,83 @@
+"""Read-through caching in front of the replicas, safe against racing writes.
+
+Two things the plain LRU cannot do alone:
+
+* **Coalescing**: concurrent misses for one key share a single backend request.
+* **Fill guard**: a fetch that started before an invalidation of its key must not put the
+  old value back into the cache. An invalidation therefore marks the key's in-flight fetch
+  stale (its result is still returned to the requests that were already waiting, which
+  began before the write was acknowledged) and detaches it, so a request that arrives
+  after the invalidation starts a fresh fetch instead of joining the stale one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from bazar.lru import LRUCache
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Fill(Generic[V]):
+    """One backend fetch and the requests waiting for it."""
+
+    def __init__(self) -> None:
+        self.stale = False
+        self.waiters: list[Deferred[V]] = []
+
+    def wait(self) -> Deferred[V]:
+        d: Deferred[V] = Deferred()
+        self.waiters.append(d)
+        return d
+
+    def fire(self, result: V | Failure) -> None:
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+
+class ReadThroughCache(Generic[K, V]):
+    def __init__(self, lru: LRUCache[K, V], cacheable: Callable[[V], bool] = lambda value: True) -> None:
+        self.lru = lru
+        self._cacheable = cacheable
+        self._inflight: dict[K, _Fill[V]] = {}
+
+    def get(self, key: K, fetch: Callable[[], Deferred[V]]) -> tuple[V | None, Deferred[V] | None]:
+        """``(value, None)`` on a hit; ``(None, deferred)`` on a miss, fetching once per key."""
+        value = self.lru.get(key)
+        if value is not None:
+            return value, None
+        fill = self._inflight.get(key)
+        if fill is not None:
+            return None, fill.wait()
+        fill = self._inflight[key] = _Fill()
+        waiting = fill.wait()  # before fetching: a fetch may complete synchronously
+        fetch().addBoth(self._filled, key, fill)
+        return None, waiting
+
+    def _filled(self, result: V | Failure, key: K, fill: _Fill[V]) -> None:
+        if self._inflight.get(key) is fill:
+            del self._inflight[key]
+        if not fill.stale and not isinstance(result, Failure) and self._cacheable(result):
+            self.lru.put(key, result)
+        fill.fire(result)
+
+    def invalidate(self, key: K) -> None:
+        """Forget ``key`` now, and make sure no fetch already under way stores it again."""
+        self.lru.invalidate(key)
+        fill = self._inflight.pop(key, None)
+        if fill is not None:
+            fill.stale = True
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)

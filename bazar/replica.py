@@ -1,0 +1,147 @@
+"""What every catalog and order replica has in common.
+
+* ``ReplicaEndpoints``: the internal endpoints through which the sequencer replicates
+  (``/internal/replicate``) and anyone inspects a replica (``/internal/status``).
+* ``RequireSecret``: wraps a replica's whole resource, since nothing on a replica is public.
+* ``forward``: a write that reaches a follower is sent on to the sequencer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from klein import Klein
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+
+from bazar.client import ReplicaClient
+from bazar.config import Config, ConfigError, Replica
+from bazar.errors import BadRequest, BazarError
+from bazar.replication import FollowerLink, Sequencer
+from bazar.service import (
+    CallOnStop,
+    check_port_free,
+    fail,
+    load_config,
+    replica_client,
+    role_service,
+    web_service,
+)
+from bazar.storage import Entry, ReplicatedStore, SequenceGap, open_store
+from bazar.web import (
+    REPLICA_HEADER,
+    check_secret,
+    install_json_errors,
+    make_site,
+    read_json,
+    respond,
+    respond_json,
+)
+
+S = TypeVar("S", bound=ReplicatedStore)
+
+
+class RequireSecret(Resource):
+    """Refuses every request without the cluster secret before the app sees it."""
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource, secret: str, name: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.secret = secret
+        self.name = name
+
+    def render(self, request: IRequest) -> Any:
+        request.setHeader(REPLICA_HEADER, self.name)
+        try:
+            check_secret(request, self.secret)
+        except BazarError as e:
+            return respond(request, e.body(), e.code)
+        return self.inner.render(request)
+
+
+class ReplicaEndpoints:
+    app = Klein()
+    install_json_errors(app)
+
+    def __init__(self, replica: Replica, store: ReplicatedStore, sequencer: Replica) -> None:
+        self.replica = replica
+        self.store = store
+        self.sequencer = sequencer
+
+    @app.route("/replicate", methods=["POST"])
+    @inlineCallbacks
+    def replicate(self, request: IRequest) -> Any:
+        """Apply the sequencer's entries in order; 409 with our last_seq when some are missing."""
+        entries = read_json(request).get("entries")
+        if not isinstance(entries, list) or not all(
+            isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and isinstance(e[1], dict)
+            for e in entries
+        ):
+            raise BadRequest("'entries' must be a list of [seq, entry] pairs")
+        try:
+            last_seq = yield self.store.apply([(seq, entry) for seq, entry in entries])
+        except SequenceGap as gap:
+            return respond_json(
+                request, {"last_seq": gap.last_seq, "error": {"code": 409, "message": gap.message}}, 409
+            )
+        return respond_json(request, {"last_seq": last_seq})
+
+    @app.route("/status", methods=["GET"])
+    @inlineCallbacks
+    def status(self, request: IRequest) -> Any:
+        state = yield self.store.status()
+        return respond_json(
+            request,
+            {
+                "name": self.replica.name,
+                "role": self.replica.role,
+                "sequencer": self.sequencer.name,
+                **state,
+            },
+        )
+
+
+@inlineCallbacks
+def forward(client: ReplicaClient, sequencer: Replica, request: IRequest, path: str, body: Any) -> Any:
+    """Send a write on to the sequencer and answer with whatever it answered."""
+    response = yield client.request(request.method.decode(), sequencer, path, body)
+    return respond(request, response.body, response.code)
+
+
+def replica_service(
+    role: str,
+    options: Mapping[str, Any],
+    store_type: type[S],
+    make_app: Callable[[Config, Replica, S, ReplicaClient, Sequencer | None], Any],
+    after_write: Callable[[Config, ReplicaClient], Callable[[Entry], Deferred[Any]]] | None = None,
+    reactor: Any = None,
+) -> MultiService:
+    """Everything one catalog or order replica process runs: its store, its client, its site."""
+    if reactor is None:
+        from twisted.internet import reactor
+    config = load_config(role, options["config"])
+    try:
+        replica = config.replica(role, options["replica"])
+    except ConfigError as e:
+        raise fail(role, str(e)) from None
+    check_port_free(role, replica.listen)
+    try:
+        store = open_store(store_type, config.database_path(replica))
+    except (OSError, sqlite3.Error) as e:
+        raise fail(role, f"cannot open {config.database_path(replica)}: {e}") from None
+    client, close_pool = replica_client(reactor, config)
+    replicas = config.catalog if role == "catalog" else config.order
+    writer = None
+    if replica == replicas[0]:
+        links = [FollowerLink(follower, client, store) for follower in replicas if follower != replica]
+        writer = Sequencer(store, links, after_write(config, client) if after_write else None)
+    app = make_app(config, replica, store, client, writer)
+    return role_service(
+        web_service(replica.listen, make_site(app.resource()), reactor), CallOnStop(close_pool, store.close)
+    )

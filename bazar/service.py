@@ -1,0 +1,120 @@
+"""What every role's ``tap.py`` shares: options, loading the config, checking ports, cleanup.
+
+Errors a user can cause (bad config, unknown replica, port in use) end the process with
+one clear line instead of a traceback: ``SystemExit`` carrying the message.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from treq.client import HTTPClient
+from twisted.application import strports
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.python import usage
+from twisted.web.server import Site
+
+from bazar.client import ReplicaClient, make_agent, make_pool
+from bazar.config import Config, ConfigError, load
+
+
+class ConfigOptions(usage.Options):
+    optParameters: ClassVar[list[list[Any]]] = [
+        [
+            "config",
+            "c",
+            None,
+            "The cluster's TOML config (default: ./etc/bazar.toml if present, else built-in).",
+        ],
+    ]
+
+
+class ReplicaOptions(ConfigOptions):
+    optParameters: ClassVar[list[list[Any]]] = [
+        ["replica", "r", None, "This replica's name in the config, e.g. catalog-1."]
+    ]
+
+    def postOptions(self) -> None:
+        if not self["replica"]:
+            raise usage.UsageError("--replica NAME is required (e.g. --replica catalog-1)")
+
+
+def fail(role: str, message: str) -> SystemExit:
+    """The way a tap reports a problem the user can fix: one line, exit status 1."""
+    return SystemExit(f"bazar-{role}: {message}")
+
+
+def load_config(role: str, path: str | None) -> Config:
+    try:
+        return load(path)
+    except ConfigError as e:
+        raise fail(role, str(e)) from None
+
+
+def tcp_address(listen: str) -> tuple[str, int] | None:
+    """(interface, port) of a ``tcp:`` endpoint string, or None for other kinds of endpoint."""
+    kind, _, rest = listen.partition(":")
+    if kind != "tcp":
+        return None
+    interface, port = "", None
+    for part in rest.split(":"):
+        key, eq, value = part.partition("=")
+        if not eq:
+            port = key
+        elif key == "port":
+            port = value
+        elif key == "interface":
+            interface = value
+    if port is None or not port.isdigit():
+        return None
+    return interface, int(port)
+
+
+def check_port_free(role: str, listen: str) -> None:
+    """Fail clearly now rather than with a traceback from the reactor later."""
+    address = tcp_address(listen)
+    if address is None or address[1] == 0:
+        return
+    probe = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted's own listener does
+    try:
+        probe.bind(address)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise fail(role, f"cannot listen on {listen}: port {address[1]} is already in use") from None
+        raise fail(role, f"cannot listen on {listen}: {e.strerror}") from None
+    finally:
+        probe.close()
+
+
+class CallOnStop(Service):
+    """Runs cleanups (closing connection pools, databases) when the process stops."""
+
+    def __init__(self, *cleanups: Callable[[], Any]) -> None:
+        self.cleanups = cleanups
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        return DeferredList([maybeDeferred(c) for c in self.cleanups], consumeErrors=True)
+
+
+def replica_client(reactor: Any, config: Config) -> tuple[ReplicaClient, Callable[[], Deferred[None]]]:
+    """The process's one HTTP client on one persistent pool, and how to close that pool."""
+    pool = make_pool(reactor)
+    client = ReplicaClient(HTTPClient(make_agent(reactor, pool)), config.secret, reactor)
+    return client, pool.closeCachedConnections
+
+
+def web_service(listen: str, site: Site, reactor: Any) -> IService:
+    return strports.service(listen, site, reactor=reactor)
+
+
+def role_service(*children: IService) -> MultiService:
+    service = MultiService()
+    for child in children:
+        child.setServiceParent(service)
+    return service

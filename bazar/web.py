@@ -1,0 +1,157 @@
+"""HTTP plumbing every role shares: JSON in and out, JSON errors, the cluster secret, the site.
+
+Each Klein app calls ``install_json_errors(app)`` in its class body, so every failure, from
+a domain error to an unknown path, leaves as ``{"error": {"code", "message"}}`` and never
+as a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from typing import Any
+
+from klein import Klein
+from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+from werkzeug.exceptions import HTTPException
+
+from bazar.config import SECRET_HEADER
+from bazar.errors import BadRequest, BazarError, Forbidden, Unauthorized, Unavailable, error_body
+
+log = Logger()
+
+JSON = "application/json"
+REPLICA_HEADER = "X-Bazar-Replica"
+CACHE_HEADER = "X-Bazar-Cache"
+MAX_BODY = 64 * 1024
+
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def respond(request: IRequest, body: bytes, code: int = 200) -> bytes:
+    """Answer with JSON ``body`` (already encoded), with a Content-Length rather than chunks."""
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", JSON)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
+def respond_json(request: IRequest, obj: Any, code: int = 200) -> bytes:
+    return respond(request, json_bytes(obj), code)
+
+
+def read_json(request: IRequest, *, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object body; ``{}`` for an empty body when not ``required``."""
+    raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"request body larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        if required:
+            raise BadRequest("a JSON object body is required")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def parse_id(text: str, what: str = "book id") -> int:
+    """A non-negative integer from a path segment, or a 400 that says what was wrong."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise BadRequest(f"{what} must be a non-negative integer, not {text!r}")
+    return int(text)
+
+
+def integer_field(body: dict[str, Any], name: str, *, minimum: int | None = None) -> int:
+    value = body.get(name)
+    if value is None:
+        raise BadRequest(f"field {name!r} is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"field {name!r} must be an integer, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise BadRequest(f"field {name!r} must be at least {minimum}, not {value}")
+    if abs(value) > 2**53:
+        raise BadRequest(f"field {name!r} is too large")
+    return value
+
+
+def number_field(body: dict[str, Any], name: str, *, minimum: float) -> float:
+    value = body.get(name)
+    if value is None:
+        raise BadRequest(f"field {name!r} is required")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRequest(f"field {name!r} must be a number, not {value!r}")
+    if value < minimum:
+        raise BadRequest(f"field {name!r} must be at least {minimum}, not {value}")
+    if value > 1e12:
+        raise BadRequest(f"field {name!r} is too large")
+    return float(value)
+
+
+def check_secret(request: IRequest, secret: str) -> None:
+    """Internal endpoints: 401 without the cluster secret, 403 with a wrong one (constant time)."""
+    given = request.getHeader(SECRET_HEADER)
+    if given is None:
+        raise Unauthorized(f"this endpoint is internal: the {SECRET_HEADER} header is required")
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        raise Forbidden("wrong cluster secret")
+
+
+def _bazar_error(self: Any, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, BazarError)
+    return respond(request, error.body(), error.code)
+
+
+def _http_error(self: Any, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, HTTPException)
+    code = error.code or 500
+    if code == 405:
+        allowed = error.valid_methods or []  # type: ignore[attr-defined]
+        request.setHeader(b"Allow", ", ".join(allowed))
+        message = f"method {request.method.decode()} not allowed here; use {', '.join(allowed)}"
+    elif code == 404:
+        message = f"no such path: {request.path.decode(errors='replace')}"
+    else:
+        message = error.description or error.name
+    return respond(request, error_body(code, message), code)
+
+
+def _unreachable(self: Any, request: IRequest, failure: Failure) -> bytes:
+    log.warn("replica unreachable: {error}", error=failure.getErrorMessage())
+    error = Unavailable(f"a replica could not be reached: {failure.getErrorMessage()}")
+    return respond(request, error.body(), error.code)
+
+
+def _unexpected(self: Any, request: IRequest, failure: Failure) -> bytes:
+    log.failure("unexpected error on {method} {path}", failure, method=request.method, path=request.path)
+    return respond(request, error_body(500, "internal error; see the server's log"), 500)
+
+
+def install_json_errors(app: Klein) -> None:
+    """Map every failure an app can raise to the JSON error shape (most specific first)."""
+    app.handle_errors(BazarError)(_bazar_error)
+    app.handle_errors(HTTPException)(_http_error)
+    app.handle_errors(ConnectError, ConnectionClosed)(_unreachable)
+    app.handle_errors(Exception)(_unexpected)
+
+
+def make_site(resource: IResource) -> Site:
+    """A Site that never shows tracebacks; per-request access logging is left out (it costs ~15%)."""
+    site = Site(resource)
+    site.displayTracebacks = False
+    site.noisy = False
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
