@@ -40,6 +40,10 @@ class Conflict(BazarError):
     code = 409
 
 
+class PayloadTooLarge(BazarError):
+    code = 413
+
+
 class Unavailable(BazarError):
     code = 503
 

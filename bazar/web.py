@@ -8,28 +8,36 @@ as a traceback.
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import math
 from typing import Any
 
 from klein import Klein
-from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException
 
 from bazar.config import SECRET_HEADER
-from bazar.errors import BadRequest, BazarError, Forbidden, Unauthorized, Unavailable, error_body
+from bazar.errors import (
+    BadRequest,
+    BazarError,
+    Forbidden,
+    PayloadTooLarge,
+    Unauthorized,
+    error_body,
+)
 
 log = Logger()
 
 JSON = "application/json"
 REPLICA_HEADER = "X-Bazar-Replica"
 CACHE_HEADER = "X-Bazar-Cache"
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 * 1024  # bytes: the largest request body any endpoint accepts
+IDLE_TIMEOUT = 60  # seconds an idle client connection is kept open
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -52,7 +60,7 @@ def read_json(request: IRequest, *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object body; ``{}`` for an empty body when not ``required``."""
     raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
     if len(raw) > MAX_BODY:
-        raise BadRequest(f"request body larger than {MAX_BODY} bytes")
+        raise PayloadTooLarge(f"request body larger than {MAX_BODY} bytes")
     if not raw.strip():
         if required:
             raise BadRequest("a JSON object body is required")
@@ -129,12 +137,6 @@ def _http_error(self: Any, request: IRequest, failure: Failure) -> bytes:
     return respond(request, error_body(code, message), code)
 
 
-def _unreachable(self: Any, request: IRequest, failure: Failure) -> bytes:
-    log.warn("replica unreachable: {error}", error=failure.getErrorMessage())
-    error = Unavailable(f"a replica could not be reached: {failure.getErrorMessage()}")
-    return respond(request, error.body(), error.code)
-
-
 def _unexpected(self: Any, request: IRequest, failure: Failure) -> bytes:
     log.failure("unexpected error on {method} {path}", failure, method=request.method, path=request.path)
     return respond(request, error_body(500, "internal error; see the server's log"), 500)
@@ -144,13 +146,42 @@ def install_json_errors(app: Klein) -> None:
     """Map every failure an app can raise to the JSON error shape (most specific first)."""
     app.handle_errors(BazarError)(_bazar_error)
     app.handle_errors(HTTPException)(_http_error)
-    app.handle_errors(ConnectError, ConnectionClosed)(_unreachable)
     app.handle_errors(Exception)(_unexpected)
 
 
+class BoundedRequest(Request):
+    """A request that refuses a body over ``MAX_BODY`` with 413, without buffering it."""
+
+    _too_large = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > MAX_BODY:
+            self._too_large = True
+            self.content = io.BytesIO()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > MAX_BODY:
+            self._too_large = True
+        if not self._too_large:
+            super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if not self._too_large:
+            super().process()
+            return
+        self.setHeader(b"Connection", b"close")
+        self.write(respond(self, PayloadTooLarge(f"request body larger than {MAX_BODY} bytes").body(), 413))
+        self.finish()
+
+
 def make_site(resource: IResource) -> Site:
-    """A Site that never shows tracebacks; per-request access logging is left out (it costs ~15%)."""
-    site = Site(resource)
+    """A Site that never shows tracebacks, bounds bodies, drops idle connections, and skips
+    per-request access logging (it costs ~15% of throughput)."""
+    site = Site(resource, requestFactory=BoundedRequest, timeout=IDLE_TIMEOUT)
     site.displayTracebacks = False
     site.noisy = False
     site.log = lambda request: None  # type: ignore[method-assign]
