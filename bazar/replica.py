@@ -132,7 +132,7 @@ def replica_service(
         raise fail(role, str(e)) from None
     check_port_free(role, replica.listen)
     try:
-        store = open_store(store_type, config.database_path(replica))
+        store = open_store(store_type, config.database_path(replica), reactor)
     except (OSError, sqlite3.Error) as e:
         raise fail(role, f"cannot open {config.database_path(replica)}: {e}") from None
     client, close_pool = replica_client(reactor, config)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, FirstError, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -113,14 +113,10 @@ class Sequencer:
     def write(self, sequenced: Deferred[tuple[int, Entry]]) -> Any:
         """``sequenced`` is the store's write; the entry, once every follower has it."""
         seq, entry = yield sequenced
-        replicated = DeferredList(
-            [link.ship(seq, entry) for link in self.links], fireOnOneErrback=True, consumeErrors=True
-        )
-        failure: Failure | None = None
-        try:
-            yield replicated
-        except FirstError as e:
-            failure = e.subFailure
+        # Wait for every follower, even after one failed: ``after`` must not run while a
+        # follower may still be applying the write (a read from it could refill a cache).
+        results = yield DeferredList([link.ship(seq, entry) for link in self.links], consumeErrors=True)
+        failure: Failure | None = next((result for ok, result in results if not ok), None)
         if self.after is not None:
             # Even a write that some follower missed changed the sequencer's data: drop
             # cached copies of it either way.

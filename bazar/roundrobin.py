@@ -25,5 +25,6 @@ class RoundRobin(Generic[T]):
 
     def rotation(self) -> list[T]:
         """Every item once, starting with the next in turn: for retrying a failed call elsewhere."""
-        first = self._items.index(self.next())
+        first = self._next
+        self.next()
         return [self._items[(first + i) % len(self._items)] for i in range(len(self._items))]

@@ -64,11 +64,17 @@ def _configure(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous=FULL")
 
 
-def open_pool(path: Path) -> adbapi.ConnectionPool:
+def open_pool(path: Path, reactor: Any = None) -> adbapi.ConnectionPool:
     """One connection, so transactions run strictly one after another, in submission order."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return adbapi.ConnectionPool(
-        "sqlite3", str(path), check_same_thread=False, cp_min=1, cp_max=1, cp_openfun=_configure
+        "sqlite3",
+        str(path),
+        check_same_thread=False,
+        cp_min=1,
+        cp_max=1,
+        cp_openfun=_configure,
+        cp_reactor=reactor,
     )
 
 
@@ -125,12 +131,13 @@ class ReplicatedStore:
         return self.runner.runInteraction(self._apply, entries)
 
     def _apply(self, txn: Cursor, entries: list[tuple[int, Entry]]) -> int:
-        last = self._last_seq(txn)
+        start = last = self._last_seq(txn)
         for seq, entry in sorted(entries, key=lambda e: e[0]):
             if seq <= last:
                 continue
             if seq != last + 1:
-                raise SequenceGap(last, seq)
+                # The transaction rolls back, undoing this batch: report where we really are.
+                raise SequenceGap(start, seq)
             self._apply_entry(txn, entry)
             txn.execute("INSERT INTO log (seq, entry) VALUES (?, ?)", (seq, json.dumps(entry)))
             last = seq
@@ -176,11 +183,11 @@ class ReplicatedStore:
 S = TypeVar("S", bound=ReplicatedStore)
 
 
-def open_store(store_type: type[S], path: Path) -> S:
+def open_store(store_type: type[S], path: Path, reactor: Any = None) -> S:
     """Create and seed the database file if it is new (a few statements, run before the
     reactor starts), then hand it to a one-connection adbapi pool for everything after."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    store = store_type(open_pool(path))
+    store = store_type(open_pool(path, reactor))
     connection = sqlite3.connect(path)
     try:
         _configure(connection)

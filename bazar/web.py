@@ -12,6 +12,7 @@ import io
 import json
 import math
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.logger import Logger
@@ -20,6 +21,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from bazar.config import SECRET_HEADER
 from bazar.errors import (
@@ -132,6 +134,9 @@ def _http_error(self: Any, request: IRequest, failure: Failure) -> bytes:
         message = f"method {request.method.decode()} not allowed here; use {', '.join(allowed)}"
     elif code == 404:
         message = f"no such path: {request.path.decode(errors='replace')}"
+    elif isinstance(error, RequestRedirect):  # e.g. "/internal" -> "/internal/": say where to
+        request.setHeader(b"Location", error.new_url)
+        message = f"moved to {error.new_url}"
     else:
         message = error.description or error.name
     return respond(request, error_body(code, message), code)
@@ -147,6 +152,14 @@ def install_json_errors(app: Klein) -> None:
     app.handle_errors(BazarError)(_bazar_error)
     app.handle_errors(HTTPException)(_http_error)
     app.handle_errors(Exception)(_unexpected)
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class BoundedRequest(Request):
@@ -170,6 +183,11 @@ class BoundedRequest(Request):
             super().handleContentChunk(data)
 
     def process(self) -> None:
+        if not self._too_large and not _utf8(unquote_to_bytes(self.path)):
+            # Klein would answer (and log an error) in plain text, not in JSON.
+            self.write(respond(self, BadRequest("the URL path is not valid UTF-8").body(), 400))
+            self.finish()
+            return
         if not self._too_large:
             super().process()
             return

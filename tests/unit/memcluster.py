@@ -1,0 +1,325 @@
+"""A whole Bazar cluster in memory: the front end, three catalog and three order replicas.
+
+Every app is wired the way ``bazar.replica.replica_service`` and the taps wire it in
+production (the first replica of each role sequences, the catalog sequencer pushes
+invalidations to the front end), except that:
+
+* each store runs on an ``InlineRunner`` (synchronous, in-memory SQLite);
+* every ``ReplicaClient`` shares ONE ``treq.testing.StubTreq`` whose resource dispatches
+  on the request's ``Host`` header to the app that the config gives that URL, so a call
+  from one app to another is an in-memory HTTP request through real Twisted Web;
+* the clock is a ``task.Clock`` that nobody advances, so no deadline ever fires.
+
+Any replica can be told to hold back its next request (``hold_next``) and answer it
+later, to make a response arrive after something else has happened.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from bazar import config as bazar_config
+from bazar.catalog import tap as catalog_tap
+from bazar.catalog.store import CatalogStore
+from bazar.client import ReplicaClient
+from bazar.config import SECRET_HEADER, Config, Replica
+from bazar.frontend.app import FrontendApp
+from bazar.order import tap as order_tap
+from bazar.order.store import OrderStore
+from bazar.replication import FollowerLink, Sequencer
+from bazar.storage import InlineRunner, ReplicatedStore
+from bazar.web import make_site, respond_json
+
+SECRET = "unit-test-secret"
+MAX_FLUSHES = 50
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that has already fired; raises its failure, or if it has not fired."""
+    results: list[Any] = []
+    d.addBoth(results.append)
+    if not results:
+        raise AssertionError(f"{d!r} has not fired")
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+class Reply(NamedTuple):
+    """A response: status, headers (lower-case names, last value of each) and decoded JSON."""
+
+    code: int
+    headers: dict[str, str]
+    json: Any
+
+
+@dataclass
+class Seen:
+    """One request as a replica (or the front end) received it."""
+
+    name: str
+    method: str
+    path: str
+
+
+class Held:
+    """An answer a replica has computed but not sent yet (see ``MemCluster.hold_next``)."""
+
+    def __init__(self, cluster: MemCluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.request: IRequest | None = None
+        self._writes: list[bytes] = []
+        self._finished = False
+
+    @property
+    def arrived(self) -> bool:
+        """The held request reached the replica and the replica has answered it (into the hold)."""
+        return self.request is not None and self._finished
+
+    def capture(self, request: IRequest, resource: IResource) -> Any:
+        """Render ``request`` now, but keep what it writes instead of sending it."""
+        self.request = request
+        request.write = self._writes.append  # type: ignore[method-assign]
+        request.finish = self._finish  # type: ignore[method-assign]
+        body = resource.render(request)
+        if body is not NOT_DONE_YET:
+            self._writes.append(body)
+            self._finished = True
+        return NOT_DONE_YET
+
+    def _finish(self) -> None:
+        self._finished = True
+
+    def release(self) -> None:
+        """Send the answer the replica gave when the request arrived, and deliver it."""
+        if not self.arrived:
+            raise AssertionError(f"{self.name} has not answered a held request")
+        request, self.request = self.request, None
+        assert request is not None
+        del request.write, request.finish  # type: ignore[attr-defined]
+        for chunk in self._writes:
+            request.write(chunk)
+        request.finish()
+        self.cluster.flush()
+
+
+class HostDispatch(Resource):
+    """The root of the StubTreq: hands each request to the app whose URL has its Host."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_host: dict[str, str] = {}
+        self.resources: dict[str, IResource] = {}
+        self.seen: list[Seen] = []
+        self.holds: dict[str, Held] = {}
+
+    def add(self, replica: Replica, resource: IResource) -> None:
+        self.by_host[urlsplit(replica.url).netloc] = replica.name
+        self.resources[replica.name] = resource
+
+    def render(self, request: IRequest) -> Any:
+        host = (request.getHeader("host") or "").lower()
+        name = self.by_host.get(host)
+        if name is None:
+            # Not an app's answer: the shape tells a test that dispatch itself failed.
+            return respond_json(request, {"dispatch": f"no app at host {host!r}"}, 599)
+        self.seen.append(Seen(name, request.method.decode(), request.path.decode()))
+        held = self.holds.pop(name, None)
+        if held is not None:
+            return held.capture(request, self.resources[name])
+        return self.resources[name].render(request)
+
+
+class MemCluster:
+    """Seven apps behind one StubTreq; see the module docstring."""
+
+    def __init__(self, cache_size: int = 5) -> None:
+        self._tmp = tempfile.mkdtemp(prefix="bazar-unit-")
+        self.config: Config = bazar_config.parse(
+            {"cluster": {"secret": SECRET, "data_dir": self._tmp, "cache_size": cache_size}},
+            source="memcluster",
+        )
+        self.clock = Clock()
+        self.dispatch = HostDispatch()
+        self.stub: Any = StubTreq(self.dispatch)  # its treq functions are set per instance
+        # Serve through production's request class and settings (body limit, JSON for bad
+        # paths, no tracebacks), not StubTreq's plain Site ones.
+        production = make_site(self.dispatch)
+        site = self.stub._agent._serverFactory  # treq.testing keeps its Site there
+        assert isinstance(site, Site)
+        site.requestFactory = production.requestFactory
+        site.displayTracebacks = production.displayTracebacks
+        self.stores: dict[str, ReplicatedStore] = {}
+        self.apps: dict[str, Any] = {}
+
+        self.frontend = FrontendApp(self.config, self.client())
+        self.dispatch.add(self.config.frontend, self.frontend.app.resource())
+        self._replicas(self.config.catalog, CatalogStore, catalog_tap._app, catalog_tap._invalidate_frontend)
+        self._replicas(self.config.order, OrderStore, order_tap._app, None)
+
+    def client(self) -> ReplicaClient:
+        """A client like each process's own: the cluster secret, the shared StubTreq, our clock."""
+        return ReplicaClient(self.stub, self.config.secret, self.clock)
+
+    def _replicas(
+        self,
+        replicas: tuple[Replica, ...],
+        store_type: type[ReplicatedStore],
+        make_app: Callable[..., Any],
+        after_write: Callable[[Config, ReplicaClient], Any] | None,
+    ) -> None:
+        """Mirrors ``replica_service``: one store and client each, the first one sequences."""
+        for replica in replicas:
+            store = store_type(InlineRunner())
+            result_of(store.setup())
+            client = self.client()
+            writer = None
+            if replica == replicas[0]:
+                links = [FollowerLink(f, client, store) for f in replicas if f != replica]
+                writer = Sequencer(store, links, after_write(self.config, client) if after_write else None)
+            app = make_app(self.config, replica, store, client, writer)
+            self.stores[replica.name] = store
+            self.apps[replica.name] = app
+            self.dispatch.add(replica, app.resource())
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # -- driving requests --------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Move every byte between every in-memory client and server that can move now."""
+        for _ in range(3):
+            self.stub.flush()
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        to: str = "frontend",
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Deferred[Reply]:
+        """Start a request to the front end (or to replica ``to``); fires with its Reply.
+
+        ``body`` is sent as JSON; ``data`` as raw bytes. No secret unless ``headers`` has one.
+        Redirects are not followed.
+        """
+        url = self.url(to) + path
+        if body is not None:
+            data = json.dumps(body).encode()
+        d = self.stub.request(method, url, data=data, headers=headers or {}, allow_redirects=False)
+        d.addCallback(self._read)
+        return d
+
+    def _read(self, response: Any) -> Deferred[Reply]:
+        def decode(content: bytes) -> Reply:
+            headers = {k.decode().lower(): v[-1].decode() for k, v in response.headers.getAllRawHeaders()}
+            try:
+                decoded = json.loads(content)
+            except ValueError:
+                raise AssertionError(f"not JSON ({response.code}): {content!r}") from None
+            return Reply(response.code, headers, decoded)
+
+        return self.stub.content(response).addCallback(decode)
+
+    def wait(self, d: Deferred[Reply]) -> Reply:
+        """Flush until ``d`` fires; its Reply."""
+        results: list[Any] = []
+        d.addBoth(results.append)
+        for _ in range(MAX_FLUSHES):
+            if results:
+                break
+            self.stub.flush()
+        if not results:
+            raise AssertionError("no response: the request is still in flight")
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
+        return self.wait(self.send(method, path, body, **kwargs))
+
+    def get(self, path: str, **kwargs: Any) -> Reply:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> Reply:
+        return self.request("POST", path, json, **kwargs)
+
+    def put(self, path: str, json: Any = None, **kwargs: Any) -> Reply:
+        return self.request("PUT", path, json, **kwargs)
+
+    def internal(self, method: str, to: str, path: str, body: Any = None) -> Reply:
+        """A request to ``to`` carrying the cluster secret, as another replica would send it."""
+        return self.request(method, path, body, to=to, headers={SECRET_HEADER: self.config.secret})
+
+    def hold_next(self, name: str) -> Held:
+        """Make ``name`` answer the next request it receives at once, but send the answer
+        only on ``release()``: an answer computed before, and delivered after, whatever the
+        test does in between."""
+        held = self.dispatch.holds[name] = Held(self, name)
+        return held
+
+    # -- looking inside ----------------------------------------------------------------
+
+    def url(self, name: str) -> str:
+        if name == "frontend":
+            return self.config.frontend.url
+        for replica in (*self.config.catalog, *self.config.order):
+            if replica.name == name:
+                return replica.url
+        raise KeyError(name)
+
+    @property
+    def catalog_names(self) -> list[str]:
+        return [r.name for r in self.config.catalog]
+
+    @property
+    def order_names(self) -> list[str]:
+        return [r.name for r in self.config.order]
+
+    def books(self, name: str) -> list[dict[str, Any]]:
+        """Every book in catalog replica ``name``'s own store."""
+        store = self.stores[name]
+        assert isinstance(store, CatalogStore)
+        return result_of(store.all_books())
+
+    def book(self, name: str, book_id: int) -> dict[str, Any]:
+        store = self.stores[name]
+        assert isinstance(store, CatalogStore)
+        return result_of(store.book(book_id))
+
+    def orders(self, name: str) -> list[dict[str, Any]]:
+        """Every order in order replica ``name``'s own store."""
+        store = self.stores[name]
+        assert isinstance(store, OrderStore)
+        return result_of(store.all_orders())
+
+    def cached_keys(self) -> list[str]:
+        """The front end's cache keys, least recently used first."""
+        return self.frontend.cache.lru.keys()
+
+    def served(self, name: str) -> list[Seen]:
+        """The requests that reached ``name``, in order."""
+        return [s for s in self.dispatch.seen if s.name == name]

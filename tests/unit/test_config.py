@@ -1,0 +1,284 @@
+"""Tests for ``bazar.config``: the defaults, etc/bazar.toml, the shared secret, and invalid files.
+
+Every test that could write a secret file points ``data_dir`` and ``secret_file`` (or the
+working directory) at a fresh temporary directory, never at the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bazar.config import ConfigError, Replica, load, parse
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "etc" / "bazar.toml"
+
+
+def defaults() -> dict[str, Any]:
+    """A document that sets only an inline secret: everything else comes from the built-in defaults."""
+    return {"cluster": {"secret": "s3cret"}}
+
+
+class TempDirMixin:
+    def tempdir(self) -> Path:
+        """A fresh directory outside the repository, removed after the test."""
+        path = Path(tempfile.mkdtemp(prefix="bazar-config-test-"))
+        self.addCleanup(shutil.rmtree, path, True)  # type: ignore[attr-defined]
+        return path
+
+    def write_config(self, body: str, cluster: str = "") -> Path:
+        """A config file: ``body``, then a [cluster] that keeps data and secret in a temp dir."""
+        directory = self.tempdir()
+        path = directory / "bazar.toml"
+        path.write_text(
+            f"{body}\n[cluster]\ndata_dir = '{directory / 'data'}'\nsecret_file = '{directory / 'secret'}'\n"
+            f"{cluster}\n"
+        )
+        return path
+
+
+class DefaultsTests(SynchronousTestCase):
+    def test_frontend(self) -> None:
+        """One front end, listening and reachable on 127.0.0.1:5000."""
+        config = parse(defaults())
+        self.assertEqual(
+            config.frontend,
+            Replica(
+                name="frontend",
+                role="frontend",
+                listen="tcp:port=5000:interface=127.0.0.1",
+                url="http://127.0.0.1:5000",
+            ),
+        )
+
+    def test_replicas(self) -> None:
+        """Three catalog and three order replicas on loopback, the first of each the sequencer."""
+        config = parse(defaults())
+        self.assertEqual([r.name for r in config.catalog], ["catalog-1", "catalog-2", "catalog-3"])
+        self.assertEqual([r.name for r in config.order], ["order-1", "order-2", "order-3"])
+        self.assertEqual({r.role for r in config.catalog}, {"catalog"})
+        self.assertEqual({r.role for r in config.order}, {"order"})
+        self.assertEqual(
+            [r.url for r in config.catalog + config.order],
+            [f"http://127.0.0.1:{port}" for port in (5101, 5102, 5103, 5201, 5202, 5203)],
+        )
+        self.assertEqual(config.catalog[1].listen, "tcp:port=5102:interface=127.0.0.1")
+        self.assertEqual(config.catalog_sequencer.name, "catalog-1")
+        self.assertEqual(config.order_sequencer.name, "order-1")
+
+    def test_cache_size_and_data_dir(self) -> None:
+        """The cache holds 5 entries; data lives under bazar-data/, one SQLite file per replica."""
+        config = parse(defaults())
+        self.assertEqual(config.cache_size, 5)
+        self.assertEqual(config.data_dir, Path("bazar-data"))
+        self.assertEqual(config.database_path(config.order[2]), Path("bazar-data") / "order-3.sqlite")
+        self.assertEqual(config.source, "embedded defaults")
+
+    def test_replica_lookup(self) -> None:
+        """Config.replica finds a replica of a role by name."""
+        config = parse(defaults())
+        self.assertIs(config.replica("catalog", "catalog-2"), config.catalog[1])
+        self.assertIs(config.replica("order", "order-3"), config.order[2])
+
+
+class RepoConfigTests(TempDirMixin, SynchronousTestCase):
+    def load_repo_config(self) -> tuple[dict[str, Any], Any]:
+        """etc/bazar.toml as written, and parsed with its data dir and secret moved to a temp dir."""
+        raw = tomllib.loads(REPO_CONFIG.read_text())
+        original = {**raw["cluster"]}
+        directory = self.tempdir()
+        raw["cluster"]["data_dir"] = str(directory / "data")
+        raw["cluster"]["secret_file"] = str(directory / "secret")
+        return original, parse(raw, source=str(REPO_CONFIG))
+
+    def test_same_as_the_defaults(self) -> None:
+        """etc/bazar.toml spells out the built-in defaults: same replicas and cache size."""
+        _, config = self.load_repo_config()
+        builtin = parse(defaults())
+        self.assertEqual(config.frontend, builtin.frontend)
+        self.assertEqual(config.catalog, builtin.catalog)
+        self.assertEqual(config.order, builtin.order)
+        self.assertEqual(config.cache_size, builtin.cache_size)
+
+    def test_same_data_dir_and_secret_file_as_the_defaults(self) -> None:
+        """Its data_dir and secret_file are where the defaults put them."""
+        original, _ = self.load_repo_config()
+        self.assertEqual(Path(original["data_dir"]), parse(defaults()).data_dir)
+        self.assertEqual(Path(original["secret_file"]), Path(original["data_dir"]) / "secret")
+
+
+class SecretTests(TempDirMixin, SynchronousTestCase):
+    def cluster(self, directory: Path, secret_file: Path | None = None) -> dict[str, Any]:
+        cluster: dict[str, Any] = {"data_dir": str(directory / "data")}
+        if secret_file is not None:
+            cluster["secret_file"] = str(secret_file)
+        return {"cluster": cluster}
+
+    def test_generated_with_mode_0600(self) -> None:
+        """Without a secret, one is generated into secret_file, readable by its owner only."""
+        directory = self.tempdir()
+        path = directory / "nested" / "secret"
+        config = parse(self.cluster(directory, path))
+        self.assertGreaterEqual(len(config.secret), 32)
+        self.assertEqual(path.read_text(), config.secret + "\n")
+        self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
+
+    def test_reused_on_second_load(self) -> None:
+        """A second load reads the secret the first one generated, and leaves the file alone."""
+        directory = self.tempdir()
+        path = directory / "secret"
+        first = parse(self.cluster(directory, path))
+        second = parse(self.cluster(directory, path))
+        self.assertEqual(first.secret, second.secret)
+        self.assertEqual(path.read_text(), first.secret + "\n")
+
+    def test_existing_file_is_read(self) -> None:
+        """An existing secret file is used as is (surrounding whitespace stripped)."""
+        directory = self.tempdir()
+        path = directory / "secret"
+        path.write_text("  shared-by-hand \n")
+        self.assertEqual(parse(self.cluster(directory, path)).secret, "shared-by-hand")
+
+    def test_default_location_is_in_data_dir(self) -> None:
+        """Without secret_file, the secret goes to <data_dir>/secret."""
+        directory = self.tempdir()
+        config = parse(self.cluster(directory))
+        self.assertEqual((directory / "data" / "secret").read_text(), config.secret + "\n")
+
+    def test_load_without_a_file_uses_defaults_relative_to_the_working_directory(self) -> None:
+        """load() with no etc/bazar.toml in the working directory gives the built-in defaults."""
+        directory = self.tempdir()
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(directory)
+        config = load()
+        self.assertEqual(config.source, "embedded defaults")
+        self.assertEqual(config.catalog, parse(defaults()).catalog)
+        self.assertEqual((directory / "bazar-data" / "secret").read_text(), config.secret + "\n")
+
+    def test_inline_secret(self) -> None:
+        """An inline secret is used and no secret file is written."""
+        directory = self.tempdir()
+        path = directory / "secret"
+        raw = self.cluster(directory, path)
+        raw["cluster"]["secret"] = "inline"
+        self.assertEqual(parse(raw).secret, "inline")
+        self.assertFalse(path.exists())
+        self.assertEqual(list(directory.iterdir()), [])
+
+    def test_empty_inline_secret_is_rejected(self) -> None:
+        """secret = "" is an error, not an empty secret."""
+        error = self.assertRaises(ConfigError, parse, {"cluster": {"secret": ""}})
+        self.assertIn("'secret' must be a non-empty string", str(error))
+
+    def test_unreadable_secret_file(self) -> None:
+        """A secret_file that cannot be read (here a directory) is a ConfigError naming it."""
+        directory = self.tempdir()
+        error = self.assertRaises(ConfigError, parse, self.cluster(directory, directory))
+        self.assertIn(f"cannot read the secret file {directory}", str(error))
+
+
+class InvalidConfigTests(TempDirMixin, SynchronousTestCase):
+    """Each broken file raises ConfigError with a message that says what is wrong, and where."""
+
+    CATALOG = "[[catalog]]\nname = '{name}'\nlisten = 'tcp:{port}'\nurl = '{url}'\n"
+
+    def catalog(self, name: str, port: int = 5101, url: str | None = None) -> str:
+        return self.CATALOG.format(name=name, port=port, url=url or f"http://127.0.0.1:{port}")
+
+    def assertConfigError(self, path: Path, *fragments: str) -> None:
+        error = self.assertRaises(ConfigError, load, path)
+        for fragment in fragments:
+            self.assertIn(fragment, str(error))
+
+    def test_missing_file(self) -> None:
+        """A path that does not exist is named in the error."""
+        directory = self.tempdir()
+        path = directory / "nope.toml"
+        self.assertConfigError(path, f"config file {path} does not exist")
+
+    def test_bad_toml(self) -> None:
+        """A syntax error says the file is not valid TOML."""
+        path = self.write_config("[[catalog]\nname = ")
+        self.assertConfigError(path, f"config file {path} is not valid TOML")
+
+    def test_not_utf8(self) -> None:
+        """A file that is not UTF-8 is reported as invalid TOML, not a UnicodeDecodeError."""
+        directory = self.tempdir()
+        path = directory / "bazar.toml"
+        path.write_bytes(b"[cluster]\ncache_size = 5 # \xff\n")
+        self.assertConfigError(path, "is not valid TOML")
+
+    def test_duplicate_names(self) -> None:
+        """Two replicas of one role with the same name are refused, listing the names."""
+        path = self.write_config(self.catalog("twin", 5101) + self.catalog("twin", 5102))
+        self.assertConfigError(path, "[[catalog]] replica names must be unique", "'twin'")
+
+    def test_url_without_http(self) -> None:
+        """A replica url without a scheme names the replica's position and the bad url."""
+        body = self.catalog("catalog-1", 5101) + self.catalog("catalog-2", 5102, url="127.0.0.1:5102")
+        path = self.write_config(body)
+        self.assertConfigError(
+            path, "[[catalog]] #2", "must start with http:// or https://", "127.0.0.1:5102"
+        )
+
+    def test_frontend_url_without_http(self) -> None:
+        """The front end's url is checked the same way."""
+        path = self.write_config("[frontend]\nlisten = 'tcp:5000'\nurl = 'ftp://x'\n")
+        self.assertConfigError(path, "[frontend]", "must start with http://")
+
+    def test_missing_listen(self) -> None:
+        """A replica without 'listen' says which key is missing, and where."""
+        path = self.write_config("[[order]]\nname = 'order-1'\nurl = 'http://127.0.0.1:5201'\n")
+        self.assertConfigError(path, "[[order]] #1", "'listen' must be a non-empty string")
+
+    def test_replica_not_a_table(self) -> None:
+        """A replica given as a plain string is refused."""
+        path = self.write_config("order = ['order-1']\n")
+        self.assertConfigError(path, "[[order]] #1 must be a table")
+
+    def test_cluster_not_a_table(self) -> None:
+        """[cluster] given as a plain value is refused."""
+        directory = self.tempdir()
+        path = directory / "bazar.toml"
+        path.write_text("cluster = 'big'\n")
+        self.assertConfigError(path, "[cluster] must be a table")
+
+    def test_bad_cache_sizes(self) -> None:
+        """cache_size must be an integer >= 1: 0, negatives, strings, booleans and floats are refused."""
+        for value, shown in (("0", "0"), ("-3", "-3"), ("'x'", "'x'"), ("true", "True"), ("2.5", "2.5")):
+            with self.subTest(cache_size=value):
+                path = self.write_config("", cluster=f"cache_size = {value}")
+                self.assertConfigError(path, f"[cluster]: 'cache_size' must be an integer >= 1, not {shown}")
+
+    def test_empty_replica_lists(self) -> None:
+        """An empty list of catalog or order replicas is refused."""
+        for role in ("catalog", "order"):
+            with self.subTest(role=role):
+                path = self.write_config(f"{role} = []\n")
+                self.assertConfigError(path, f"[[{role}]] must list at least one replica")
+
+    def test_unknown_replica(self) -> None:
+        """Config.replica names the file and the replicas it does know."""
+        path = self.write_config(self.catalog("north", 5101) + self.catalog("south", 5102))
+        config = load(path)
+        self.assertEqual(config.source, str(path))
+        error = self.assertRaises(ConfigError, config.replica, "catalog", "catalog-1")
+        self.assertEqual(str(error), f"unknown catalog replica 'catalog-1' in {path}; known: north, south")
+
+    def test_valid_file_overrides(self) -> None:
+        """A valid file's values replace the defaults; sections it omits keep them."""
+        path = self.write_config(
+            self.catalog("north", 6001, url="http://10.0.0.1:6001/"), cluster="cache_size = 2"
+        )
+        config = load(path)
+        self.assertEqual(config.cache_size, 2)
+        self.assertEqual(config.catalog, (Replica("north", "catalog", "tcp:6001", "http://10.0.0.1:6001"),))
+        self.assertEqual([r.name for r in config.order], ["order-1", "order-2", "order-3"])
+        self.assertEqual(config.data_dir, path.parent / "data")

@@ -1,0 +1,154 @@
+"""Tests for ``bazar.lru``: the bounded least-recently-used cache and its counters."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bazar.lru import CacheStats, LRUCache
+
+BOOKS = range(7)  # the report's scenario: seven books...
+CAPACITY = 5  # ...and a cache of five entries
+
+
+def filled(capacity: int = CAPACITY, keys: range | list[int] = range(CAPACITY)) -> LRUCache[int, str]:
+    """A cache with ``keys`` put in order (so the first is the least recently used)."""
+    cache: LRUCache[int, str] = LRUCache(capacity)
+    for key in keys:
+        cache.put(key, f"book {key}")
+    return cache
+
+
+class GetPutTests(SynchronousTestCase):
+    def test_get_returns_what_was_put(self) -> None:
+        """A value put under a key is returned by get for that key."""
+        cache = filled()
+        self.assertEqual(cache.get(3), "book 3")
+        self.assertEqual(len(cache), CAPACITY)
+        self.assertIn(3, cache)
+
+    def test_get_of_a_missing_key_is_none(self) -> None:
+        """A key never put is a miss: get returns None and the key is not contained."""
+        cache = filled()
+        self.assertIsNone(cache.get(42))
+        self.assertNotIn(42, cache)
+
+    def test_put_replaces_the_value(self) -> None:
+        """Putting an existing key replaces its value without growing the cache."""
+        cache = filled()
+        cache.put(2, "new")
+        self.assertEqual(cache.get(2), "new")
+        self.assertEqual(len(cache), CAPACITY)
+        self.assertEqual(cache.stats.evictions, 0)
+
+    def test_keys_from_least_to_most_recently_used(self) -> None:
+        """keys() lists entries in insertion order when nothing was read."""
+        self.assertEqual(filled().keys(), [0, 1, 2, 3, 4])
+
+    def test_get_moves_to_the_end(self) -> None:
+        """A hit makes its key the most recently used."""
+        cache = filled()
+        cache.get(0)
+        self.assertEqual(cache.keys(), [1, 2, 3, 4, 0])
+
+    def test_put_of_an_existing_key_moves_to_the_end(self) -> None:
+        """Re-putting a key makes it the most recently used."""
+        cache = filled()
+        cache.put(1, "again")
+        self.assertEqual(cache.keys(), [0, 2, 3, 4, 1])
+
+    def test_miss_does_not_reorder(self) -> None:
+        """A miss leaves the recency order alone."""
+        cache = filled()
+        cache.get(99)
+        self.assertEqual(cache.keys(), [0, 1, 2, 3, 4])
+
+
+class EvictionTests(SynchronousTestCase):
+    def test_seven_books_in_a_cache_of_five(self) -> None:
+        """Reading the seven books in order leaves the last five, and evicts the first two."""
+        cache = filled(keys=BOOKS)
+        self.assertEqual(len(cache), CAPACITY)
+        self.assertEqual(cache.keys(), [2, 3, 4, 5, 6])
+        self.assertNotIn(0, cache)
+        self.assertNotIn(1, cache)
+        self.assertEqual(cache.stats.evictions, 2)
+
+    def test_the_least_recently_used_is_evicted(self) -> None:
+        """A hit protects its entry: the next insert evicts the oldest untouched one instead."""
+        cache = filled()
+        cache.get(0)  # 0 is now the most recently used, 1 the least
+        cache.put(5, "book 5")
+        self.assertIn(0, cache)
+        self.assertNotIn(1, cache)
+        self.assertEqual(cache.keys(), [2, 3, 4, 0, 5])
+        cache.put(6, "book 6")
+        self.assertNotIn(2, cache)
+        self.assertEqual(cache.keys(), [3, 4, 0, 5, 6])
+
+    def test_replacing_does_not_evict(self) -> None:
+        """Updating a cached key at capacity evicts nothing."""
+        cache = filled()
+        cache.put(4, "updated")
+        self.assertEqual(cache.keys(), [0, 1, 2, 3, 4])
+        self.assertEqual(cache.stats.evictions, 0)
+
+    def test_capacity_one(self) -> None:
+        """A cache of one keeps only the latest entry."""
+        cache = filled(capacity=1, keys=[1, 2, 3])
+        self.assertEqual(cache.keys(), [3])
+        self.assertEqual(cache.stats.evictions, 2)
+
+    def test_capacity_below_one_is_rejected(self) -> None:
+        """Capacities of 0 or less raise ValueError naming the bad value."""
+        for capacity in (0, -1):
+            with self.subTest(capacity=capacity):
+                error = self.assertRaises(ValueError, LRUCache, capacity)
+                self.assertIn(str(capacity), str(error))
+
+
+class InvalidationTests(SynchronousTestCase):
+    def test_invalidate_drops_the_key(self) -> None:
+        """invalidate removes a cached key and says so."""
+        cache = filled()
+        self.assertTrue(cache.invalidate(2))
+        self.assertNotIn(2, cache)
+        self.assertIsNone(cache.get(2))
+        self.assertEqual(cache.keys(), [0, 1, 3, 4])
+
+    def test_invalidate_of_an_absent_key(self) -> None:
+        """invalidate of a key that is not cached returns False and counts nothing."""
+        cache = filled()
+        self.assertFalse(cache.invalidate(42))
+        self.assertEqual(cache.stats.invalidations, 0)
+        self.assertEqual(len(cache), CAPACITY)
+
+    def test_invalidated_slot_is_reused_without_eviction(self) -> None:
+        """After an invalidation at capacity, a new key fits without evicting anything."""
+        cache = filled()
+        cache.invalidate(0)
+        cache.put(5, "book 5")
+        self.assertEqual(cache.keys(), [1, 2, 3, 4, 5])
+        self.assertEqual(cache.stats.evictions, 0)
+
+
+class StatsTests(SynchronousTestCase):
+    def test_a_new_cache_has_zero_counters(self) -> None:
+        """Every counter starts at zero."""
+        self.assertEqual(LRUCache(CAPACITY).stats, CacheStats(0, 0, 0, 0))
+
+    def test_counters(self) -> None:
+        """hits, misses, evictions and invalidations each count their own events."""
+        cache = filled(keys=BOOKS)  # evicts 0 and 1
+        cache.get(6)  # hit
+        cache.get(5)  # hit
+        cache.get(0)  # miss: evicted
+        cache.get(9)  # miss: never cached
+        cache.get(1)  # miss: evicted
+        cache.invalidate(3)  # counted
+        cache.invalidate(3)  # already gone: not counted
+        self.assertEqual(cache.stats, CacheStats(hits=2, misses=3, evictions=2, invalidations=1))
+
+    def test_put_counts_neither_hit_nor_miss(self) -> None:
+        """Only reads count as hits or misses."""
+        cache = filled()
+        self.assertEqual((cache.stats.hits, cache.stats.misses), (0, 0))

@@ -1,0 +1,243 @@
+"""Tests for ``bazar.readthrough``: hits, coalesced misses, and the fill guard against racing writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.trial.unittest import SynchronousTestCase
+
+from bazar.errors import Unavailable
+from bazar.lru import LRUCache
+from bazar.readthrough import ReadThroughCache
+
+
+class Backend:
+    """Hands out one unfired Deferred per fetch, which the test fires by hand."""
+
+    def __init__(self) -> None:
+        self.fetches: list[Deferred[str]] = []
+
+    def fetch(self) -> Deferred[str]:
+        d: Deferred[str] = Deferred()
+        self.fetches.append(d)
+        return d
+
+
+def make_cache(
+    capacity: int = 5, cacheable: Callable[[str], bool] | None = None
+) -> ReadThroughCache[str, str]:
+    lru: LRUCache[str, str] = LRUCache(capacity)
+    if cacheable is None:
+        return ReadThroughCache(lru)
+    return ReadThroughCache(lru, cacheable=cacheable)
+
+
+class HitMissTests(SynchronousTestCase):
+    def test_hit_returns_the_value_without_fetching(self) -> None:
+        """A cached key is answered at once as (value, None) and no fetch is made."""
+        cache = make_cache()
+        cache.lru.put("info/1", "book 1")
+        backend = Backend()
+        self.assertEqual(cache.get("info/1", backend.fetch), ("book 1", None))
+        self.assertEqual(backend.fetches, [])
+        self.assertEqual(cache.lru.stats.hits, 1)
+
+    def test_miss_fetches_and_caches(self) -> None:
+        """A miss returns (None, deferred), fetches once, and the result is cached for the next get."""
+        cache = make_cache()
+        backend = Backend()
+        value, pending = cache.get("info/1", backend.fetch)
+        self.assertIsNone(value)
+        assert pending is not None
+        self.assertEqual(len(backend.fetches), 1)
+        self.assertNoResult(pending)
+        self.assertEqual(cache.inflight, 1)
+
+        backend.fetches[0].callback("book 1")
+        self.assertEqual(self.successResultOf(pending), "book 1")
+        self.assertEqual(cache.inflight, 0)
+        self.assertEqual(cache.get("info/1", backend.fetch), ("book 1", None))
+        self.assertEqual(len(backend.fetches), 1)
+
+    def test_synchronous_fetch(self) -> None:
+        """A fetch that has already fired still answers the request and fills the cache."""
+        cache = make_cache()
+        value, pending = cache.get("info/1", lambda: succeed("book 1"))
+        self.assertIsNone(value)
+        assert pending is not None
+        self.assertEqual(self.successResultOf(pending), "book 1")
+        self.assertEqual(cache.inflight, 0)
+        self.assertEqual(cache.lru.get("info/1"), "book 1")
+
+    def test_different_keys_fetch_separately(self) -> None:
+        """Misses for different keys do not share a fetch."""
+        cache = make_cache()
+        backend = Backend()
+        _, first = cache.get("info/1", backend.fetch)
+        _, second = cache.get("info/2", backend.fetch)
+        assert first is not None and second is not None
+        self.assertEqual(len(backend.fetches), 2)
+        backend.fetches[1].callback("book 2")
+        self.assertNoResult(first)
+        self.assertEqual(self.successResultOf(second), "book 2")
+        backend.fetches[0].callback("book 1")
+        self.assertEqual(self.successResultOf(first), "book 1")
+
+
+class CoalescingTests(SynchronousTestCase):
+    def test_concurrent_misses_share_one_fetch(self) -> None:
+        """Two misses of one key while its fetch is in flight make one fetch; both get its value."""
+        cache = make_cache()
+        backend = Backend()
+        _, first = cache.get("info/1", backend.fetch)
+        _, second = cache.get("info/1", backend.fetch)
+        assert first is not None and second is not None
+        self.assertEqual(len(backend.fetches), 1)
+        self.assertEqual(cache.inflight, 1)
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+
+        backend.fetches[0].callback("book 1")
+        self.assertEqual(self.successResultOf(first), "book 1")
+        self.assertEqual(self.successResultOf(second), "book 1")
+        self.assertEqual(cache.inflight, 0)
+
+    def test_next_miss_after_completion_fetches_again(self) -> None:
+        """Once a fetch completed and its key was evicted, a new miss starts a new fetch."""
+        cache = make_cache(capacity=1)
+        backend = Backend()
+        _, first = cache.get("info/1", backend.fetch)
+        backend.fetches[0].callback("book 1")
+        assert first is not None
+        self.assertEqual(self.successResultOf(first), "book 1")
+        cache.lru.put("info/2", "book 2")  # evicts info/1
+        _, again = cache.get("info/1", backend.fetch)
+        assert again is not None
+        self.assertEqual(len(backend.fetches), 2)
+        self.assertNoResult(again)
+
+
+class FillGuardTests(SynchronousTestCase):
+    def test_invalidate_drops_a_cached_value(self) -> None:
+        """invalidate forgets a cached key, so the next get fetches."""
+        cache = make_cache()
+        cache.lru.put("info/1", "old")
+        cache.invalidate("info/1")
+        backend = Backend()
+        value, pending = cache.get("info/1", backend.fetch)
+        self.assertIsNone(value)
+        self.assertIsNotNone(pending)
+        self.assertEqual(len(backend.fetches), 1)
+        self.assertEqual(cache.lru.stats.invalidations, 1)
+
+    def test_fetch_started_before_invalidation_is_not_stored(self) -> None:
+        """A fetch under way when its key is invalidated answers its waiters but is not cached."""
+        cache = make_cache()
+        backend = Backend()
+        _, before = cache.get("info/1", backend.fetch)
+        assert before is not None
+        cache.invalidate("info/1")
+        self.assertEqual(cache.inflight, 0)
+
+        backend.fetches[0].callback("old")
+        self.assertEqual(self.successResultOf(before), "old")
+        self.assertNotIn("info/1", cache.lru)
+
+    def test_request_after_invalidation_starts_a_new_fetch(self) -> None:
+        """A get after the invalidation does not join the stale fetch; the fresh one is cached."""
+        cache = make_cache()
+        backend = Backend()
+        _, before = cache.get("info/1", backend.fetch)
+        cache.invalidate("info/1")
+        _, after = cache.get("info/1", backend.fetch)
+        assert before is not None and after is not None
+        self.assertEqual(len(backend.fetches), 2)
+        stale, fresh = backend.fetches
+
+        stale.callback("old")
+        self.assertEqual(self.successResultOf(before), "old")
+        self.assertNoResult(after)  # not answered with the stale value
+        self.assertNotIn("info/1", cache.lru)
+        self.assertEqual(cache.inflight, 1)  # the fresh fetch is still registered
+
+        fresh.callback("new")
+        self.assertEqual(self.successResultOf(after), "new")
+        self.assertEqual(cache.lru.get("info/1"), "new")
+        self.assertEqual(cache.inflight, 0)
+
+    def test_stale_fetch_completing_last_does_not_overwrite(self) -> None:
+        """When the fresh fetch finishes first, the stale one finishing later leaves the fresh value."""
+        cache = make_cache()
+        backend = Backend()
+        _, before = cache.get("info/1", backend.fetch)
+        cache.invalidate("info/1")
+        _, after = cache.get("info/1", backend.fetch)
+        stale, fresh = backend.fetches
+
+        fresh.callback("new")
+        stale.callback("old")
+        assert before is not None and after is not None
+        self.assertEqual(self.successResultOf(after), "new")
+        self.assertEqual(self.successResultOf(before), "old")
+        self.assertEqual(cache.lru.get("info/1"), "new")
+        self.assertEqual(cache.inflight, 0)
+
+    def test_invalidating_another_key_does_not_mark_the_fetch_stale(self) -> None:
+        """Only the invalidated key's fetch is guarded; others still fill the cache."""
+        cache = make_cache()
+        backend = Backend()
+        _, pending = cache.get("info/1", backend.fetch)
+        cache.invalidate("info/2")
+        backend.fetches[0].callback("book 1")
+        assert pending is not None
+        self.assertEqual(self.successResultOf(pending), "book 1")
+        self.assertEqual(cache.lru.get("info/1"), "book 1")
+
+
+class FailureTests(SynchronousTestCase):
+    def test_failure_reaches_every_waiter_and_is_not_cached(self) -> None:
+        """A failed fetch errbacks all coalesced waiters, caches nothing, and the next get retries."""
+        cache = make_cache()
+        backend = Backend()
+        _, first = cache.get("info/1", backend.fetch)
+        _, second = cache.get("info/1", backend.fetch)
+        assert first is not None and second is not None
+
+        backend.fetches[0].errback(Unavailable("catalog-1 is unreachable"))
+        for waiter in (first, second):
+            failure = self.failureResultOf(waiter, Unavailable)
+            self.assertEqual(failure.value.message, "catalog-1 is unreachable")
+        self.assertNotIn("info/1", cache.lru)
+        self.assertEqual(cache.inflight, 0)
+
+        _, retry = cache.get("info/1", backend.fetch)
+        self.assertEqual(len(backend.fetches), 2)
+        backend.fetches[1].callback("book 1")
+        assert retry is not None
+        self.assertEqual(self.successResultOf(retry), "book 1")
+        self.assertEqual(cache.lru.get("info/1"), "book 1")
+
+    def test_non_cacheable_values_are_returned_but_not_stored(self) -> None:
+        """A value the cacheable predicate refuses reaches every waiter but is not cached."""
+        cache = make_cache(cacheable=lambda value: not value.startswith("error"))
+        backend = Backend()
+        _, first = cache.get("info/99", backend.fetch)
+        _, second = cache.get("info/99", backend.fetch)
+        backend.fetches[0].callback("error: no book 99")
+        assert first is not None and second is not None
+        self.assertEqual(self.successResultOf(first), "error: no book 99")
+        self.assertEqual(self.successResultOf(second), "error: no book 99")
+        self.assertNotIn("info/99", cache.lru)
+        self.assertEqual(cache.inflight, 0)
+
+        cache.get("info/99", backend.fetch)
+        self.assertEqual(len(backend.fetches), 2)
+
+    def test_cacheable_values_are_stored(self) -> None:
+        """The same predicate lets accepted values into the cache."""
+        cache = make_cache(cacheable=lambda value: not value.startswith("error"))
+        _, pending = cache.get("info/1", lambda: succeed("book 1"))
+        assert pending is not None
+        self.assertEqual(self.successResultOf(pending), "book 1")
+        self.assertEqual(cache.lru.get("info/1"), "book 1")

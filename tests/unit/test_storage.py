@@ -1,0 +1,344 @@
+"""Tests for ``bazar.storage`` and the catalog and order stores, on in-memory SQLite.
+
+``InlineRunner`` runs every interaction at once, so each store call returns an
+already-fired Deferred: ``successResultOf``/``failureResultOf`` read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from bazar.catalog.store import SEED_BOOKS, CatalogStore
+from bazar.errors import Conflict, NotFound
+from bazar.order.store import OrderStore
+from bazar.storage import Entry, InlineRunner, ReplicatedStore, SequenceGap
+
+S = TypeVar("S", bound=ReplicatedStore)
+T = TypeVar("T")
+
+
+class StoreTestCase(SynchronousTestCase):
+    def store(self, store_type: type[S]) -> S:
+        """A new, set-up store on its own in-memory database, closed after the test."""
+        store = store_type(InlineRunner())
+        self.addCleanup(store.close)
+        self.assertIsNone(self.successResultOf(store.setup()))
+        return store
+
+    def result(self, d: Deferred[T]) -> T:
+        return self.successResultOf(d)
+
+    def log(self, store: ReplicatedStore) -> list[tuple[int, Entry]]:
+        return self.result(store.entries_after(0))
+
+    def assertInSync(self, leader: ReplicatedStore, follower: ReplicatedStore) -> None:
+        """Same last_seq, same digest, same log."""
+        self.assertEqual(self.result(follower.status()), self.result(leader.status()))
+        self.assertEqual(self.log(follower), self.log(leader))
+
+
+class SeedTests(StoreTestCase):
+    def test_seven_books(self) -> None:
+        """A new catalog holds the report's seven books, ids 0 to 6, and an empty log."""
+        catalog = self.store(CatalogStore)
+        books = self.result(catalog.all_books())
+        self.assertEqual([b["id"] for b in books], list(range(7)))
+        self.assertEqual(
+            books[6],
+            {
+                "id": 6,
+                "title": "Living in the Pioneer Valley",
+                "topic": "new",
+                "price": 700.0,
+                "quantity": 90,
+            },
+        )
+        self.assertEqual([tuple(b.values()) for b in books], [tuple(row) for row in SEED_BOOKS])
+        self.assertEqual(self.result(catalog.last_seq()), 0)
+        self.assertEqual(self.log(catalog), [])
+
+    def test_setup_twice_does_not_reseed(self) -> None:
+        """Setting up an existing database keeps its data instead of adding the books again."""
+        catalog = self.store(CatalogStore)
+        self.result(catalog.buy(6, 10))
+        self.result(catalog.setup())
+        books = self.result(catalog.all_books())
+        self.assertEqual(len(books), 7)
+        self.assertEqual(books[6]["quantity"], 80)
+
+    def test_book_and_search(self) -> None:
+        """book() finds one book, search() a topic's books in id order; unknown ids are NotFound."""
+        catalog = self.store(CatalogStore)
+        self.assertEqual(self.result(catalog.book(1))["title"], "RPCs for Noobs.")
+        self.assertEqual([b["id"] for b in self.result(catalog.search("new"))], [4, 5, 6])
+        self.assertEqual(self.result(catalog.search("cooking")), [])
+        self.failureResultOf(catalog.book(7), NotFound)
+
+    def test_same_seed_same_digest(self) -> None:
+        """Two freshly seeded catalogs have equal digests."""
+        self.assertEqual(
+            self.result(self.store(CatalogStore).status()), self.result(self.store(CatalogStore).status())
+        )
+
+
+class CatalogWriteTests(StoreTestCase):
+    def setUp(self) -> None:
+        self.catalog = self.store(CatalogStore)
+
+    def quantity(self, book_id: int) -> int:
+        return int(self.result(self.catalog.book(book_id))["quantity"])
+
+    def test_buy_decrements(self) -> None:
+        """buy takes copies from the stock and logs the book's resulting row under seq 1."""
+        seq, entry = self.result(self.catalog.buy(6, 3))
+        self.assertEqual(seq, 1)
+        self.assertEqual(entry, {"book": self.result(self.catalog.book(6))})
+        self.assertEqual(entry["book"]["quantity"], 87)
+        self.assertEqual(self.quantity(6), 87)
+        self.assertEqual(self.log(self.catalog), [(1, entry)])
+
+    def test_buy_the_last_copies(self) -> None:
+        """Buying exactly the stock leaves zero."""
+        self.result(self.catalog.buy(2, 8))
+        self.assertEqual(self.quantity(2), 0)
+
+    def test_buy_more_than_the_stock(self) -> None:
+        """Asking for more than the stock is a 409 Conflict that changes nothing."""
+        failure = self.failureResultOf(self.catalog.buy(2, 9), Conflict)
+        self.assertEqual(failure.value.code, 409)
+        self.assertIn("8 left, 9 asked", failure.value.message)
+        self.assertEqual(self.quantity(2), 8)
+        self.assertEqual(self.log(self.catalog), [])
+
+    def test_buy_from_an_empty_stock(self) -> None:
+        """Once sold out, the next buy conflicts."""
+        self.result(self.catalog.buy(2, 8))
+        self.failureResultOf(self.catalog.buy(2, 1), Conflict)
+        self.assertEqual(self.quantity(2), 0)
+
+    def test_buy_unknown_book(self) -> None:
+        """Buying an unknown id is NotFound (404), not a Conflict."""
+        failure = self.failureResultOf(self.catalog.buy(42, 1), NotFound)
+        self.assertEqual(failure.value.code, 404)
+        self.assertEqual(self.log(self.catalog), [])
+
+    def test_failed_write_does_not_consume_a_sequence_number(self) -> None:
+        """After failed writes, the next successful one still gets the next sequence number."""
+        self.result(self.catalog.buy(0, 1))
+        self.failureResultOf(self.catalog.buy(2, 100), Conflict)
+        self.failureResultOf(self.catalog.set_price(42, 1.0), NotFound)
+        self.failureResultOf(self.catalog.add_quantity(2, -100), Conflict)
+        seq, _ = self.result(self.catalog.buy(0, 1))
+        self.assertEqual(seq, 2)
+        self.assertEqual([s for s, _ in self.log(self.catalog)], [1, 2])
+
+    def test_set_price(self) -> None:
+        """set_price changes only the price and logs the new row."""
+        seq, entry = self.result(self.catalog.set_price(1, 19.99))
+        self.assertEqual(seq, 1)
+        self.assertEqual(entry["book"]["price"], 19.99)
+        self.assertEqual(entry["book"]["quantity"], 60)
+        self.assertEqual(self.result(self.catalog.book(1))["price"], 19.99)
+
+    def test_set_price_unknown_book(self) -> None:
+        """Setting the price of an unknown id is NotFound."""
+        self.failureResultOf(self.catalog.set_price(42, 1.0), NotFound)
+
+    def test_set_quantity(self) -> None:
+        """set_quantity replaces the stock, to zero too."""
+        self.result(self.catalog.set_quantity(3, 500))
+        self.assertEqual(self.quantity(3), 500)
+        self.result(self.catalog.set_quantity(3, 0))
+        self.assertEqual(self.quantity(3), 0)
+        self.failureResultOf(self.catalog.set_quantity(42, 1), NotFound)
+
+    def test_add_quantity(self) -> None:
+        """add_quantity adds a positive or negative delta, down to exactly zero."""
+        _, entry = self.result(self.catalog.add_quantity(4, 10))
+        self.assertEqual(entry["book"]["quantity"], 50)
+        self.result(self.catalog.add_quantity(4, -50))
+        self.assertEqual(self.quantity(4), 0)
+
+    def test_add_quantity_below_zero(self) -> None:
+        """A delta that would take the stock below zero is a Conflict that changes nothing."""
+        failure = self.failureResultOf(self.catalog.add_quantity(4, -41), Conflict)
+        self.assertIn("40 left, delta -41", failure.value.message)
+        self.assertEqual(self.quantity(4), 40)
+        self.failureResultOf(self.catalog.add_quantity(42, 1), NotFound)
+
+    def test_every_write_is_logged_in_order(self) -> None:
+        """Each write appends its resulting row under consecutive sequence numbers 1, 2, 3, ..."""
+        self.result(self.catalog.buy(0, 5))
+        self.result(self.catalog.set_price(1, 1.5))
+        self.result(self.catalog.set_quantity(2, 3))
+        self.result(self.catalog.add_quantity(0, 2))
+        log = self.log(self.catalog)
+        self.assertEqual([seq for seq, _ in log], [1, 2, 3, 4])
+        self.assertEqual([entry["book"]["id"] for _, entry in log], [0, 1, 2, 0])
+        self.assertEqual([entry["book"]["quantity"] for _, entry in log], [80, 60, 3, 82])
+        self.assertEqual(self.result(self.catalog.last_seq()), 4)
+        self.assertEqual(self.result(self.catalog.status())["last_seq"], 4)
+
+    def test_entries_after_and_limit(self) -> None:
+        """entries_after(seq, limit) returns at most ``limit`` entries that follow ``seq``."""
+        for _ in range(5):
+            self.result(self.catalog.buy(0, 1))
+        self.assertEqual([s for s, _ in self.result(self.catalog.entries_after(2))], [3, 4, 5])
+        self.assertEqual([s for s, _ in self.result(self.catalog.entries_after(1, 2))], [2, 3])
+        self.assertEqual(self.result(self.catalog.entries_after(5)), [])
+
+
+class ReplicationTests(StoreTestCase):
+    """A follower that applies the leader's log ends with the same data."""
+
+    def setUp(self) -> None:
+        self.leader = self.store(CatalogStore)
+        self.follower = self.store(CatalogStore)
+
+    def write_some(self) -> None:
+        self.result(self.leader.buy(6, 2))
+        self.result(self.leader.set_price(3, 9.5))
+        self.result(self.leader.add_quantity(2, -8))
+        self.result(self.leader.set_quantity(0, 7))
+
+    def test_follower_converges(self) -> None:
+        """Applying entries_after(0) gives the follower the leader's last_seq and digest."""
+        self.write_some()
+        self.assertNotEqual(self.result(self.follower.status()), self.result(self.leader.status()))
+        self.assertEqual(self.result(self.follower.apply(self.log(self.leader))), 4)
+        self.assertInSync(self.leader, self.follower)
+        self.assertEqual(self.result(self.follower.all_books()), self.result(self.leader.all_books()))
+
+    def test_apply_in_several_batches(self) -> None:
+        """Entries applied in consecutive batches, each out of order inside, give the same result."""
+        self.write_some()
+        log = self.log(self.leader)
+        self.assertEqual(self.result(self.follower.apply([log[1], log[0]])), 2)
+        self.assertEqual(self.result(self.follower.apply(list(reversed(log[2:])))), 4)
+        self.assertInSync(self.leader, self.follower)
+
+    def test_apply_is_idempotent(self) -> None:
+        """Re-applying already-applied entries skips them: nothing changes, last_seq is returned."""
+        self.write_some()
+        log = self.log(self.leader)
+        self.result(self.follower.apply(log))
+        before = self.result(self.follower.status())
+        self.assertEqual(self.result(self.follower.apply(log)), 4)
+        self.assertEqual(self.result(self.follower.apply(log[:2])), 4)
+        self.assertEqual(self.result(self.follower.status()), before)
+        self.assertInSync(self.leader, self.follower)
+
+    def test_overlapping_batch(self) -> None:
+        """A batch that repeats some applied entries and adds new ones applies only the new ones."""
+        self.write_some()
+        log = self.log(self.leader)
+        self.result(self.follower.apply(log[:2]))
+        self.assertEqual(self.result(self.follower.apply(log[1:])), 4)
+        self.assertInSync(self.leader, self.follower)
+
+    def test_gap_is_refused(self) -> None:
+        """Entries that skip a sequence number raise SequenceGap with the follower's last_seq."""
+        self.write_some()
+        log = self.log(self.leader)
+        self.result(self.follower.apply(log[:1]))
+        failure = self.failureResultOf(self.follower.apply(log[2:]), SequenceGap)
+        self.assertEqual(failure.value.last_seq, 1)
+        self.assertEqual(failure.value.code, 409)
+        self.assertEqual(failure.value.message, "expected sequence number 2, got 3")
+        self.assertEqual(self.result(self.follower.last_seq()), 1)
+
+    def test_gap_inside_a_batch_applies_nothing(self) -> None:
+        """A batch with a hole is refused whole, and the reported last_seq is where the follower really is."""
+        self.write_some()
+        log = self.log(self.leader)
+        before = self.result(self.follower.status())
+        failure = self.failureResultOf(self.follower.apply([log[0], log[1], log[3]]), SequenceGap)
+        self.assertEqual(self.result(self.follower.status()), before)
+        self.assertEqual(failure.value.last_seq, self.result(self.follower.last_seq()))
+        self.assertEqual(failure.value.last_seq, 0)
+
+    def test_catch_up_after_a_gap(self) -> None:
+        """After a refused gap, sending from the reported last_seq brings the follower up to date."""
+        self.write_some()
+        log = self.log(self.leader)
+        failure = self.failureResultOf(self.follower.apply(log[2:]), SequenceGap)
+        missing = self.result(self.leader.entries_after(failure.value.last_seq))
+        self.result(self.follower.apply(missing))
+        self.assertInSync(self.leader, self.follower)
+
+    def test_digest_differs_when_data_differs(self) -> None:
+        """A single different value changes the digest; the same values give it back."""
+        digest = self.result(self.leader.status())["digest"]
+        self.result(self.leader.set_price(5, 100.01))
+        changed = self.result(self.leader.status())["digest"]
+        self.assertNotEqual(changed, digest)
+        self.result(self.leader.set_price(5, 100.0))
+        self.assertEqual(self.result(self.leader.status())["digest"], digest)
+        self.assertEqual(self.result(self.leader.status())["last_seq"], 2)
+
+
+class OrderStoreTests(StoreTestCase):
+    def setUp(self) -> None:
+        self.orders = self.store(OrderStore)
+
+    def record(self, store: OrderStore, book_id: int, quantity: int = 1) -> tuple[int, Entry]:
+        return self.result(store.record(book_id, f"book {book_id}", 10.0 * book_id, quantity))
+
+    def test_starts_empty(self) -> None:
+        """A new order store has no orders."""
+        self.assertEqual(self.result(self.orders.all_orders()), [])
+        self.failureResultOf(self.orders.order(1), NotFound)
+
+    def test_order_ids_are_sequence_numbers(self) -> None:
+        """Orders get ids 1, 2, 3: each its own sequence number."""
+        results = [self.record(self.orders, book) for book in (6, 2, 6)]
+        self.assertEqual([seq for seq, _ in results], [1, 2, 3])
+        self.assertEqual([entry["order"]["order_id"] for _, entry in results], [1, 2, 3])
+        self.assertEqual([o["order_id"] for o in self.result(self.orders.all_orders())], [1, 2, 3])
+
+    def test_order_contents(self) -> None:
+        """An order stores what was bought, at which price and how many."""
+        _, entry = self.result(self.orders.record(6, "Living in the Pioneer Valley", 700.0, 2))
+        expected: dict[str, Any] = {
+            "order_id": 1,
+            "book_id": 6,
+            "title": "Living in the Pioneer Valley",
+            "price": 700.0,
+            "quantity": 2,
+        }
+        self.assertEqual(entry, {"order": expected})
+        self.assertEqual(self.result(self.orders.order(1)), expected)
+
+    def test_follower_gets_the_same_orders(self) -> None:
+        """A follower applying the order log has the same orders, ids and digest."""
+        for book in (6, 2, 6):
+            self.record(self.orders, book)
+        follower = self.store(OrderStore)
+        self.assertEqual(self.result(follower.apply(self.log(self.orders))), 3)
+        self.assertEqual(self.result(follower.all_orders()), self.result(self.orders.all_orders()))
+        self.assertInSync(self.orders, follower)
+
+    def test_follower_is_idempotent_and_refuses_gaps(self) -> None:
+        """Re-sent orders are not stored twice; a skipped order is a SequenceGap."""
+        for book in (1, 2, 3):
+            self.record(self.orders, book)
+        log = self.log(self.orders)
+        follower = self.store(OrderStore)
+        self.result(follower.apply(log[:2]))
+        self.assertEqual(self.result(follower.apply(log)), 3)
+        self.assertEqual(len(self.result(follower.all_orders())), 3)
+        gap = self.store(OrderStore)
+        failure = self.failureResultOf(gap.apply(log[1:]), SequenceGap)
+        self.assertEqual(failure.value.last_seq, 0)
+
+    def test_digest_differs_when_orders_differ(self) -> None:
+        """Stores with different orders have different digests."""
+        other = self.store(OrderStore)
+        self.record(self.orders, 1)
+        self.record(other, 2)
+        self.assertNotEqual(
+            self.result(self.orders.status())["digest"], self.result(other.status())["digest"]
+        )
