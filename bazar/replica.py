@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from klein import Klein
+from prometheus_client.core import Metric
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
@@ -21,6 +22,7 @@ from twisted.web.resource import IResource, Resource
 from bazar.client import ReplicaClient
 from bazar.config import Config, ConfigError, Replica
 from bazar.errors import BadRequest, BazarError
+from bazar.metrics import MeasuredResource, Metrics, gauge
 from bazar.replication import FollowerLink, Sequencer
 from bazar.service import (
     CallOnStop,
@@ -142,6 +144,42 @@ def replica_service(
         links = [FollowerLink(follower, client, store) for follower in replicas if follower != replica]
         writer = Sequencer(store, links, after_write(config, client) if after_write else None)
     app = make_app(config, replica, store, client, writer)
-    return role_service(
-        web_service(replica.listen, make_site(app.resource()), reactor), CallOnStop(close_pool, store.close)
-    )
+    site = make_site(measured(app.resource(), replica, store, writer, config.secret))
+    return role_service(web_service(replica.listen, site, reactor), CallOnStop(close_pool, store.close))
+
+
+def measured(
+    resource: IResource, replica: Replica, store: ReplicatedStore, writer: Sequencer | None, secret: str
+) -> MeasuredResource:
+    """A replica's resource with request metrics and its replication figures at ``/metrics``."""
+    metrics = Metrics(replica.role, replica.name)
+    metrics.collect_with(lambda: replication_metrics(store, writer))
+    return MeasuredResource(resource, metrics, secret)
+
+
+def replication_metrics(store: ReplicatedStore, writer: Sequencer | None) -> list[Metric]:
+    """This replica's last sequence number; on the sequencer, each follower's and its lag."""
+    out = [
+        gauge(
+            "bazar_replication_last_seq", "Last sequence number committed here", [], [([], store.applied_seq)]
+        )
+    ]
+    if writer is not None:
+        links = writer.links
+        out.append(
+            gauge(
+                "bazar_replication_follower_seq",
+                "Last sequence number each follower confirmed",
+                ["follower"],
+                [([link.follower.name], link.confirmed) for link in links],
+            )
+        )
+        out.append(
+            gauge(
+                "bazar_replication_lag",
+                "Writes a follower has not confirmed yet",
+                ["follower"],
+                [([link.follower.name], store.applied_seq - link.confirmed) for link in links],
+            )
+        )
+    return out

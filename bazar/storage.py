@@ -93,6 +93,9 @@ class ReplicatedStore:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        # The last sequence number committed here, kept in memory for metrics and status
+        # figures that must not wait for the database.
+        self.applied_seq = 0
 
     def setup(self) -> Deferred[None]:
         return self.runner.runInteraction(self._setup)
@@ -103,6 +106,7 @@ class ReplicatedStore:
             if statement.strip():
                 txn.execute(statement)
         self._seed(txn)
+        self.applied_seq = self._last_seq(txn)
 
     def _seed(self, txn: Cursor) -> None:
         """Fill a new database with its initial data; the same on every replica."""
@@ -114,7 +118,12 @@ class ReplicatedStore:
 
     def sequence(self, operation: Callable[..., Entry], *args: Any) -> Deferred[tuple[int, Entry]]:
         """Run ``operation`` and log the entry it returns under the next sequence number, atomically."""
-        return self.runner.runInteraction(self._sequence, operation, args)
+        d = self.runner.runInteraction(self._sequence, operation, args)
+        return d.addCallback(self._committed)
+
+    def _committed(self, sequenced: tuple[int, Entry]) -> tuple[int, Entry]:
+        self.applied_seq = max(self.applied_seq, sequenced[0])
+        return sequenced
 
     def _sequence(
         self, txn: Cursor, operation: Callable[..., Entry], args: tuple[Any, ...]
@@ -128,7 +137,12 @@ class ReplicatedStore:
 
     def apply(self, entries: list[tuple[int, Entry]]) -> Deferred[int]:
         """Apply the sequencer's entries in order; already-applied ones are skipped. Returns last_seq."""
-        return self.runner.runInteraction(self._apply, entries)
+        d = self.runner.runInteraction(self._apply, entries)
+        return d.addCallback(self._applied)
+
+    def _applied(self, last_seq: int) -> int:
+        self.applied_seq = max(self.applied_seq, last_seq)
+        return last_seq
 
     def _apply(self, txn: Cursor, entries: list[tuple[int, Entry]]) -> int:
         start = last = self._last_seq(txn)

@@ -111,7 +111,10 @@ def number_field(body: dict[str, Any], name: str, *, minimum: float) -> float:
 
 def check_secret(request: IRequest, secret: str) -> None:
     """Internal endpoints: 401 without the cluster secret, 403 with a wrong one (constant time)."""
-    given = request.getHeader(SECRET_HEADER)
+    verify_secret(request.getHeader(SECRET_HEADER), secret)
+
+
+def verify_secret(given: str | None, secret: str) -> None:
     if given is None:
         raise Unauthorized(f"this endpoint is internal: the {SECRET_HEADER} header is required")
     if not hmac.compare_digest(given.encode(), secret.encode()):

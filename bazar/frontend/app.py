@@ -13,8 +13,10 @@ from typing import Any
 from urllib.parse import quote
 
 from klein import Klein
-from twisted.internet.defer import DeferredList, inlineCallbacks
+from prometheus_client.core import Metric
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from bazar import validation
@@ -23,6 +25,7 @@ from bazar.config import Config, Replica
 from bazar.errors import BadRequest, Unavailable
 from bazar.invalidation import ALL_BOOKS_KEY, info_key, search_key
 from bazar.lru import LRUCache
+from bazar.metrics import Metrics, counter, gauge
 from bazar.readthrough import ReadThroughCache
 from bazar.roundrobin import RoundRobin
 from bazar.web import (
@@ -47,7 +50,7 @@ class FrontendApp:
     app = Klein()
     install_json_errors(app)
 
-    def __init__(self, config: Config, client: ReplicaClient) -> None:
+    def __init__(self, config: Config, client: ReplicaClient, metrics: Metrics | None = None) -> None:
         self.config = config
         self.client = client
         self.cache: ReadThroughCache[str, ReplicaResponse] = ReadThroughCache(
@@ -55,6 +58,51 @@ class FrontendApp:
         )
         self.catalogs = RoundRobin(config.catalog)
         self.orders = RoundRobin(config.order)
+        # Whether each replica answered the last time this front end called it.
+        self.reachable: dict[str, bool] = {}
+        self.metrics = metrics if metrics is not None else Metrics("frontend", "frontend")
+        self.metrics.collect_with(self._collect)
+
+    def _collect(self) -> list[Metric]:
+        stats = self.cache.lru.stats
+        return [
+            counter("bazar_cache_hits", "Reads answered from the cache", stats.hits),
+            counter("bazar_cache_misses", "Reads the cache could not answer", stats.misses),
+            counter("bazar_cache_evictions", "Entries dropped to make room", stats.evictions),
+            counter(
+                "bazar_cache_invalidations",
+                "Entries dropped because a write changed them",
+                stats.invalidations,
+            ),
+            gauge("bazar_cache_entries", "Entries in the cache", [], [([], len(self.cache.lru))]),
+            gauge(
+                "bazar_replica_up",
+                "1 if the replica answered the front end's last call to it",
+                ["replica", "role"],
+                [
+                    ([r.name, r.role], float(self.reachable[r.name]))
+                    for r in self._replicas()
+                    if r.name in self.reachable
+                ],
+            ),
+        ]
+
+    def _replicas(self) -> list[Replica]:
+        return [*self.config.catalog, *self.config.order]
+
+    def _call(self, method: str, replica: Replica, path: str, body: Any = None) -> Deferred[ReplicaResponse]:
+        """Every call to a replica goes through here, so the front end knows who answers."""
+
+        def answered(response: ReplicaResponse) -> ReplicaResponse:
+            self.reachable[replica.name] = True
+            return response
+
+        def unreachable(failure: Failure) -> Failure:
+            failure.trap(Unavailable)
+            self.reachable[replica.name] = False
+            return failure
+
+        return self.client.request(method, replica, path, body).addCallbacks(answered, unreachable)
 
     # -- reads through the cache -----------------------------------------------------
 
@@ -88,7 +136,7 @@ class FrontendApp:
         error: Unavailable | None = None
         for replica in replicas.rotation():
             try:
-                return (yield self.client.request("GET", replica, path))
+                return (yield self._call("GET", replica, path))
             except Unavailable as e:
                 error = e
         assert error is not None
@@ -120,7 +168,7 @@ class FrontendApp:
         return self._send(request, "PUT", self.catalogs.next(), f"/catalog/books/{book}/quantity", body)
 
     def _send(self, request: IRequest, method: str, replica: Replica, path: str, body: Any) -> Any:
-        return self.client.request(method, replica, path, body).addCallback(self._relay, request)
+        return self._call(method, replica, path, body).addCallback(self._relay, request)
 
     @app.route("/bazar/orders", methods=["GET"])
     def orders_all(self, request: IRequest) -> Any:
@@ -137,9 +185,13 @@ class FrontendApp:
     @inlineCallbacks
     def cluster(self, request: IRequest) -> Any:
         """Every replica's name, role, URL, health and data digest: equal digests mean equal data."""
-        replicas = [*self.config.catalog, *self.config.order]
+        replicas = self._replicas()
         results = yield DeferredList(
-            [self.client.call("GET", r, "/internal/status") for r in replicas], consumeErrors=True
+            [
+                self._call("GET", r, "/internal/status").addCallback(lambda r: r.raise_for_error().json())
+                for r in replicas
+            ],
+            consumeErrors=True,
         )
         out = []
         for replica, (ok, result) in zip(replicas, results, strict=True):

@@ -7,6 +7,7 @@ from typing import Any
 from twisted.application.service import MultiService
 
 from bazar.frontend.app import FrontendApp
+from bazar.metrics import MeasuredResource
 from bazar.service import (
     CallOnStop,
     ConfigOptions,
@@ -31,6 +32,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     check_port_free("frontend", config.frontend.listen)
     client, close_pool = replica_client(reactor, config)
     app = FrontendApp(config, client)
+    resource = MeasuredResource(app.app.resource(), app.metrics, config.secret)
     return role_service(
-        web_service(config.frontend.listen, make_site(app.app.resource()), reactor), CallOnStop(close_pool)
+        web_service(config.frontend.listen, make_site(resource), reactor), CallOnStop(close_pool)
     )

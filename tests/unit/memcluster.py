@@ -38,8 +38,10 @@ from bazar.catalog.store import CatalogStore
 from bazar.client import ReplicaClient
 from bazar.config import SECRET_HEADER, Config, Replica
 from bazar.frontend.app import FrontendApp
+from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
 from bazar.order.store import OrderStore
+from bazar.replica import measured
 from bazar.replication import FollowerLink, Sequencer
 from bazar.storage import InlineRunner, ReplicatedStore
 from bazar.web import make_site, respond_json
@@ -60,7 +62,8 @@ def result_of(d: Deferred[Any]) -> Any:
 
 
 class Reply(NamedTuple):
-    """A response: status, headers (lower-case names, last value of each) and decoded JSON."""
+    """A response: status, headers (lower-case names, last value of each) and the body: decoded
+    JSON, or the text itself for another content type (``/metrics``)."""
 
     code: int
     headers: dict[str, str]
@@ -170,7 +173,10 @@ class MemCluster:
         self.apps: dict[str, Any] = {}
 
         self.frontend = FrontendApp(self.config, self.client())
-        self.dispatch.add(self.config.frontend, self.frontend.app.resource())
+        self.dispatch.add(
+            self.config.frontend,
+            MeasuredResource(self.frontend.app.resource(), self.frontend.metrics, SECRET),
+        )
         self._replicas(self.config.catalog, CatalogStore, catalog_tap._app, catalog_tap._invalidate_frontend)
         self._replicas(self.config.order, OrderStore, order_tap._app, None)
 
@@ -197,7 +203,7 @@ class MemCluster:
             app = make_app(self.config, replica, store, client, writer)
             self.stores[replica.name] = store
             self.apps[replica.name] = app
-            self.dispatch.add(replica, app.resource())
+            self.dispatch.add(replica, measured(app.resource(), replica, store, writer, SECRET))
 
     def close(self) -> None:
         for store in self.stores.values():
@@ -236,6 +242,9 @@ class MemCluster:
     def _read(self, response: Any) -> Deferred[Reply]:
         def decode(content: bytes) -> Reply:
             headers = {k.decode().lower(): v[-1].decode() for k, v in response.headers.getAllRawHeaders()}
+            text = content.decode("utf-8", "replace")
+            if not headers.get("content-type", "").startswith("application/json"):
+                return Reply(response.code, headers, text)
             try:
                 decoded = json.loads(content)
             except ValueError:

@@ -29,6 +29,7 @@ from bazar.catalog.store import CatalogStore
 from bazar.cluster import tap as cluster_tap
 from bazar.config import load
 from bazar.frontend import tap as frontend_tap
+from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
 from bazar.replica import RequireSecret
 from bazar.service import CallOnStop
@@ -157,7 +158,8 @@ class ServiceTests(TapTestCase):
         service = self.make("frontend", "--config", self.config_path)
         self.assertIsInstance(service, MultiService)
         site = self.listen_on_fake_reactor(service)
-        self.assertNotIsInstance(site.resource, RequireSecret)  # its API is public
+        self.assertIsInstance(site.resource, MeasuredResource)
+        self.assertNotIsInstance(site.resource.inner, RequireSecret)  # its API is public
 
     def test_replica_services(self) -> None:
         """Each replica listens on its endpoint behind the secret and creates its seeded database."""
@@ -165,8 +167,9 @@ class ServiceTests(TapTestCase):
             self.reactor = MemoryReactorClock()
             service = self.make(role, "--config", self.config_path, "--replica", name)
             site = self.listen_on_fake_reactor(service)
-            self.assertIsInstance(site.resource, RequireSecret)
-            self.assertEqual(site.resource.name, name)
+            self.assertIsInstance(site.resource, MeasuredResource)
+            self.assertIsInstance(site.resource.inner, RequireSecret)
+            self.assertEqual(site.resource.inner.name, name)
             self.assertTrue(any(isinstance(c, CallOnStop) for c in service))
             self.assertTrue((self.data_dir / f"{name}.sqlite").exists())
         with sqlite3.connect(self.data_dir / "catalog-2.sqlite") as db:

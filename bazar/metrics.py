@@ -1,0 +1,144 @@
+"""Prometheus metrics for every role, served at ``/metrics`` (with the cluster secret).
+
+Each process has its own registry: requests by route and status, a latency histogram by
+route, and whatever its role registers (cache counters at the front end, sequence numbers
+and follower lag at replicas, replica health as the front end sees it). Routes are
+labelled by their pattern (``/bazar/info/:id``), never by the raw path, so the number of
+series stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
+
+from bazar.config import SECRET_HEADER
+from bazar.errors import BazarError
+from bazar.web import respond, verify_secret
+
+METRICS_PATH = b"/metrics"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+# Path segments that name a route; any other segment is a parameter. Keeps label values bounded.
+_ROUTE_WORDS = frozenset(
+    "bazar info all search purchase update_price update_quantity orders cluster catalog books buy price"
+    " quantity order internal replicate status invalidate metrics openapi.json static".split()
+)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+def route_label(path: str) -> str:
+    """The route a path belongs to: ``/bazar/info/7`` → ``/bazar/info/:id``, a topic → ``:arg``."""
+    segments = path.split("/")[:6]
+    return "/".join(s if s in _ROUTE_WORDS or not s else (":id" if s.isdigit() else ":arg") for s in segments)
+
+
+class Metrics:
+    def __init__(self, role: str, name: str) -> None:
+        self.role = role
+        self.name = name
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "bazar_requests", "HTTP requests answered", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "bazar_request_seconds",
+            "Time from request to response",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def gauge(self, name: str, documentation: str, labels: Iterable[str] = ()) -> Gauge:
+        return Gauge(name, documentation, list(labels), registry=self.registry)
+
+    def collect_with(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Register a callback that reads its figures when scraped (no bookkeeping on the hot path)."""
+        self.registry.register(_Callback(collect))
+
+    def observe(self, path: str, method: str, status: int, seconds: float) -> None:
+        route = route_label(path)
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Callback(Collector):
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collect()
+
+
+def counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def gauge(
+    name: str, documentation: str, labels: list[str], samples: Iterable[tuple[list[str], float]]
+) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for label_values, value in samples:
+        family.add_metric(label_values, value)
+    return family
+
+
+class MeasuredResource(Resource):
+    """Wraps a role's whole resource: times and counts every request, and serves ``/metrics``."""
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource, metrics: Metrics, secret: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.metrics = metrics
+        self.secret = secret
+
+    def render(self, request: Request) -> Any:
+        if request.path == METRICS_PATH:
+            return self._exposition(request)
+        started = time.perf_counter()
+        request.notifyFinish().addBoth(self._finished, request, started)
+        return self.inner.render(request)
+
+    def _finished(self, result: Any, request: Request, started: float) -> None:
+        path = request.path.decode("utf-8", "replace")
+        method = request.method.decode("latin-1")
+        self.metrics.observe(
+            path, method if method in _METHODS else "other", request.code, time.perf_counter() - started
+        )
+
+    def _exposition(self, request: IRequest) -> bytes:
+        try:
+            _check_scraper(request, self.secret)
+        except BazarError as e:
+            return respond(request, e.body(), e.code)
+        body = self.metrics.exposition()
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST)
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        return body
+
+
+def _check_scraper(request: IRequest, secret: str) -> None:
+    """The cluster secret, as ``X-Bazar-Secret`` or as a bearer token (what Prometheus can send)."""
+    given = request.getHeader(SECRET_HEADER)
+    authorization = request.getHeader(b"Authorization")
+    if given is None and authorization is not None:
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer":
+            given = token.strip()
+    verify_secret(given, secret)
