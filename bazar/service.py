@@ -20,6 +20,7 @@ from twisted.web.server import Site
 
 from bazar.client import ReplicaClient, make_agent, make_pool
 from bazar.config import Config, ConfigError, load
+from bazar.logs import register_secret
 
 
 class ConfigOptions(usage.Options):
@@ -50,9 +51,11 @@ def fail(role: str, message: str) -> SystemExit:
 
 def load_config(role: str, path: str | None) -> Config:
     try:
-        return load(path)
+        config = load(path)
     except ConfigError as e:
         raise fail(role, str(e)) from None
+    register_secret(config.secret)  # from here on, no log line of this process can show it
+    return config
 
 
 def tcp_address(listen: str) -> tuple[str, int] | None:
