@@ -29,6 +29,9 @@ SEED_BOOKS: tuple[tuple[int, str, str, float, int], ...] = (
 
 _COLUMNS = "id, title, topic, price, quantity"
 
+# Stock stays an exact integer (SQLite would turn a sum past 2**63 into a float).
+MAX_STOCK = 2**53
+
 
 def _book(row: tuple[Any, ...]) -> Book:
     return {"id": row[0], "title": row[1], "topic": row[2], "price": row[3], "quantity": row[4]}
@@ -109,13 +112,14 @@ class CatalogStore(ReplicatedStore):
 
     def _add_quantity(self, txn: Cursor, book_id: int, delta: int) -> Entry:
         txn.execute(
-            "UPDATE books SET quantity = quantity + ? WHERE id = ? AND quantity + ? >= 0",
-            (delta, book_id, delta),
+            "UPDATE books SET quantity = quantity + ? WHERE id = ? AND quantity + ? BETWEEN 0 AND ?",
+            (delta, book_id, delta, MAX_STOCK),
         )
         if txn.rowcount == 0:
             book = self._book(txn, book_id)
             raise Conflict(
-                f"stock of book {book_id} cannot go below 0: {book['quantity']} left, delta {delta}"
+                f"stock of book {book_id} must stay between 0 and {MAX_STOCK}: "
+                f"{book['quantity']} left, delta {delta}"
             )
         return {"book": self._book(txn, book_id)}
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.runner.procmon import ProcessMonitor
 
@@ -28,6 +30,30 @@ _TWISTD = "from twisted.scripts.twistd import run; run()"
 class Options(ConfigOptions):
     synopsis = "[--config FILE]"
     longdesc = "Run the whole Bazar cluster: one front end and every catalog and order replica in the config."
+
+
+class _Monitor(ProcessMonitor):
+    """A ProcessMonitor whose stop waits until every child has exited.
+
+    ``ProcessMonitor.stopService`` only sends SIGTERM and returns, so the cluster would exit
+    while its children still run (and hold their ports), and the SIGKILL it schedules after
+    ``killTime`` would never fire. Here the stop lasts until ``protocols`` is empty.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__(reactor=reactor)
+        self._timer = reactor
+
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]  # IService allows a Deferred
+        super().stopService()
+
+        def check() -> None:
+            if not self.protocols:
+                poll.stop()
+
+        poll = LoopingCall(check)
+        poll.clock = self._timer
+        return poll.start(0.05).addCallback(lambda _: None)
 
 
 def child_command(role: str, config_path: str | None, replica: str | None = None) -> list[str]:
@@ -55,7 +81,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     for replica in (config.frontend, *config.catalog, *config.order):
         check_port_free("cluster", replica.listen)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    monitor = ProcessMonitor(reactor=reactor) if reactor is not None else ProcessMonitor()
+    if reactor is None:
+        from twisted.internet import reactor
+    monitor = _Monitor(reactor)
     monitor.threshold = 5  # a child that ran this long and died is restarted at once
     monitor.killTime = 10
     for name, command in children(config, options["config"]).items():

@@ -23,6 +23,7 @@ from bazar import validation
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
 from bazar.errors import BadRequest, Unavailable
+from bazar.frontend import openapi, storefront
 from bazar.invalidation import ALL_BOOKS_KEY, info_key, search_key
 from bazar.lru import LRUCache
 from bazar.metrics import Metrics, counter, gauge
@@ -49,6 +50,8 @@ def _cacheable(response: ReplicaResponse) -> bool:
 class FrontendApp:
     app = Klein()
     install_json_errors(app)
+    # A path with "//" in it (e.g. a topic that starts with %2F) is no path (404), not a redirect.
+    app.url_map.merge_slashes = False
 
     def __init__(self, config: Config, client: ReplicaClient, metrics: Metrics | None = None) -> None:
         self.config = config
@@ -220,6 +223,11 @@ class FrontendApp:
         }
         return respond_json(request, {"replicas": out, "cache": cache})
 
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi_document(self, request: IRequest) -> Any:
+        """This API's OpenAPI 3 document: bazar/frontend/openapi.json, as is."""
+        return respond(request, openapi.document_bytes())
+
     # -- internal ----------------------------------------------------------------------
 
     @app.route("/internal/invalidate", methods=["POST"])
@@ -236,20 +244,10 @@ class FrontendApp:
 
     @app.route("/", methods=["GET"])
     def index(self, request: IRequest) -> Any:
-        return respond_json(
-            request,
-            {
-                "service": "bazar",
-                "endpoints": [
-                    "GET /bazar/info/all",
-                    "GET /bazar/info/<id>",
-                    "GET /bazar/search/<topic>",
-                    "POST /bazar/purchase/<id>",
-                    "PUT /bazar/update_price/<id>",
-                    "PUT /bazar/update_quantity/<id>",
-                    "GET /bazar/orders",
-                    "GET /bazar/orders/<order_id>",
-                    "GET /bazar/cluster",
-                ],
-            },
-        )
+        """The storefront page (plain HTML/JS over the API below)."""
+        return storefront.index_resource()
+
+    @app.route("/static/", branch=True, methods=["GET"])
+    def static(self, request: IRequest) -> Any:
+        """The page's assets; an unknown one is a JSON 404 like any unknown path."""
+        return storefront.static_resource()

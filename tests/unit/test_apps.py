@@ -31,7 +31,7 @@ class DispatchTests(ClusterTestCase):
         for name in self.cluster.catalog_names + self.cluster.order_names:
             code, headers, status = self.cluster.internal("GET", name, "/internal/status")
             self.assertEqual((code, status["name"], headers["x-bazar-replica"]), (200, name, name))
-        self.assertEqual(self.cluster.get("/").json["service"], "bazar")
+        self.assertIn("openapi", self.cluster.get("/openapi.json").json)
         self.assertEqual([s.name for s in self.cluster.dispatch.seen][-1], "frontend")
 
 

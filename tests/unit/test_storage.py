@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.catalog.store import SEED_BOOKS, CatalogStore
+from bazar.catalog.store import MAX_STOCK, SEED_BOOKS, CatalogStore
 from bazar.errors import Conflict, NotFound
 from bazar.order.store import OrderStore
 from bazar.storage import Entry, InlineRunner, ReplicatedStore, SequenceGap
@@ -168,6 +168,13 @@ class CatalogWriteTests(StoreTestCase):
         self.assertIn("40 left, delta -41", failure.value.message)
         self.assertEqual(self.quantity(4), 40)
         self.failureResultOf(self.catalog.add_quantity(42, 1), NotFound)
+
+    def test_add_quantity_above_the_exact_integer_range(self) -> None:
+        """Stock stays an exact integer: a delta past MAX_STOCK is a Conflict, not a float."""
+        self.result(self.catalog.set_quantity(5, MAX_STOCK))
+        self.failureResultOf(self.catalog.add_quantity(5, 1), Conflict)
+        self.assertEqual(self.quantity(5), MAX_STOCK)
+        self.assertIsInstance(self.quantity(5), int)
 
     def test_every_write_is_logged_in_order(self) -> None:
         """Each write appends its resulting row under consecutive sequence numbers 1, 2, 3, ..."""

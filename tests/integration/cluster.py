@@ -1,0 +1,434 @@
+"""Real Bazar processes for the integration tests: configs on free loopback ports, start, wait, stop.
+
+Everything here is synchronous (subprocess, sockets, ``/proc``): fixtures use it outside the
+reactor, and tests only call it between their own HTTP calls. Every process is started in a
+session of its own, so stopping it can also reach any child it left behind (by process group).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
+SECRET_HEADER = "X-Bazar-Secret"
+CATALOGS = ("catalog-1", "catalog-2", "catalog-3")
+ORDERS = ("order-1", "order-2", "order-3")
+REPLICAS = (*CATALOGS, *ORDERS)
+NAMES = ("frontend", *REPLICAS)
+
+# twistd stops cleanly on SIGTERM and then exits *by* SIGTERM (Twisted re-raises the signal
+# that stopped the reactor), which subprocess reports as -15.
+CLEAN_EXIT = (0, -signal.SIGTERM)
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+LOG_TAIL_LINES = 150
+
+# Never through a proxy: every URL here is on 127.0.0.1.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# -- polling ---------------------------------------------------------------------------
+
+
+def poll(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Call ``check`` until it returns something truthy; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {result!r})")
+        time.sleep(interval)  # the poll's interval, not a guess at how long something takes
+
+
+# -- ports -----------------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago (bound to port 0 together)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port (bound with SO_REUSEADDR, as Twisted would)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(inode)
+    return inodes
+
+
+def listening_pid(port: int, candidates: Iterable[int]) -> int | None:
+    """Which of ``candidates`` (pids) listens on ``port``, found through /proc (no psutil here)."""
+    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not sockets:
+        return None
+    for pid in candidates:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in sockets:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+# -- HTTP, synchronously (fixtures only; tests use treq) -------------------------------
+
+
+def get_json(url: str, secret: str | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={SECRET_HEADER: secret} if secret else {})
+    try:
+        with _opener.open(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One cluster's config file and where its processes listen."""
+
+    directory: Path
+    config: Path
+    ports: dict[str, int]
+    secret: str | None
+    data_dir: Path
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def frontend(self) -> str:
+        return self.url("frontend")
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string of plain ASCII is a valid TOML basic string
+
+
+def write_config(
+    directory: Path,
+    *,
+    secret: str | None = "integration-secret",
+    cache_size: int = 5,
+    name: str = "bazar.toml",
+) -> Layout:
+    """A config for 1 + 3 + 3 processes on free loopback ports, data under ``directory``.
+
+    ``secret=None`` leaves the secret out, so the processes read (or create) ``data/secret``.
+    """
+    ports = dict(zip(NAMES, free_ports(len(NAMES)), strict=True))
+    lines = ["[cluster]", 'data_dir = "data"', f"cache_size = {cache_size}"]
+    if secret is not None:
+        lines.append(f"secret = {_toml_string(secret)}")
+
+    def endpoint(port: int) -> list[str]:
+        return [f'listen = "tcp:port={port}:interface=127.0.0.1"', f'url = "http://127.0.0.1:{port}"']
+
+    lines += ["", "[frontend]", *endpoint(ports["frontend"])]
+    for replica in REPLICAS:
+        role = replica.split("-")[0]
+        lines += ["", f"[[{role}]]", f"name = {_toml_string(replica)}", *endpoint(ports[replica])]
+    path = directory / name
+    path.write_text("\n".join(lines) + "\n")
+    return Layout(directory, path, ports, secret, directory / "data")
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def _process_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+class Process:
+    """A process under test: its own session, its output in a log file, stopped by pid."""
+
+    registry: ClassVar[list[Process]] = []  # for the failure report: see conftest
+
+    def __init__(self, name: str, args: list[str], cwd: Path, ports: Iterable[int] = ()) -> None:
+        self.name = name
+        self.args = args
+        self.ports = tuple(ports)
+        self.log_path = cwd / f"{name}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("wb") as log:
+            self.popen = subprocess.Popen(
+                args,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        self.pid = self.popen.pid  # also its process group's id
+        self.started = time.monotonic()
+        self.stopped: float | None = None
+        Process.registry.append(self)
+
+    def __repr__(self) -> str:
+        return f"<Process {self.name} pid={self.pid}>"
+
+    def group(self) -> list[int]:
+        """This process and every descendant still in its process group."""
+        return _process_group(self.pid)
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as e:
+            return f"(no log: {e})"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def terminate(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM, then wait up to ``timeout``: the exit status, or None if still running."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill_group(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.popen.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be refused
+            pass
+        self.stopped = time.monotonic()
+
+    def stop(
+        self, *, expect_status: Collection[int] | None = CLEAN_EXIT, timeout: float = STOP_TIMEOUT
+    ) -> None:
+        """Stop it by pid and make sure nothing of it is left; AssertionError (with its log) if not.
+
+        SIGTERM and a deadline first; SIGKILL to the whole process group if the process or
+        any child outlives it. Then every port it was given must be free again.
+        """
+        problems = []
+        status = self.terminate(timeout)
+        if status is None:
+            problems.append(f"did not exit within {timeout:.0f}s of SIGTERM; killed")
+            self.kill_group()
+        elif expect_status is not None and status not in expect_status:
+            problems.append(f"exited with status {status}, expected one of {tuple(expect_status)}")
+        try:
+            poll(lambda: not self.group(), timeout, "its children to exit")
+        except AssertionError:
+            problems.append(f"children outlived it: pids {self.group()}; killed")
+            self.kill_group()
+        busy = [p for p in self.ports if not port_is_free(p)]
+        if busy:
+            try:
+                poll(lambda: all(port_is_free(p) for p in self.ports), timeout, "its ports to be free")
+            except AssertionError:
+                problems.append(f"ports still listening: {[p for p in self.ports if not port_is_free(p)]}")
+        self.stopped = time.monotonic()
+        if problems:
+            raise AssertionError(
+                f"{self.name} (pid {self.pid}) did not stop cleanly: {'; '.join(problems)}\n"
+                f"--- last lines of {self.log_path} ---\n{self.log_tail()}"
+            )
+
+
+class Processes:
+    """Starts processes in one directory and remembers them, to stop each afterwards."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Process] = []
+        self.expected_status: dict[Process, Collection[int] | None] = {}
+
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        ports: tuple[int, ...] = (),
+        expect_status: Collection[int] | None = CLEAN_EXIT,
+    ) -> Process:
+        process = Process(name, args, self.directory, ports)
+        self.started.append(process)
+        self.expected_status[process] = expect_status
+        return process
+
+    def stop_all(self) -> None:
+        errors = []
+        for process in self.started:
+            try:
+                process.stop(expect_status=self.expected_status[process])
+            except AssertionError as e:
+                errors.append(str(e))
+        assert not errors, "\n\n".join(errors)
+
+
+def twistd(*args: str) -> list[str]:
+    return [*TWISTD, *args]
+
+
+def run_twistd(cwd: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run a twistd command expected to end by itself (a start-up error), with a deadline.
+
+    In a session of its own, so that if it does not end, its whole process group is killed.
+    """
+    command = twistd(*args)
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise AssertionError(f"{command} still ran after {timeout:.0f}s; killed") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+# -- the cluster -----------------------------------------------------------------------
+
+
+class Cluster:
+    """``twistd -n bazar-cluster`` on its own config, started and healthy."""
+
+    def __init__(self, layout: Layout, process: Process) -> None:
+        self.layout = layout
+        self.process = process
+
+    @property
+    def secret(self) -> str:
+        assert self.layout.secret is not None
+        return self.layout.secret
+
+    @property
+    def frontend(self) -> str:
+        return self.layout.frontend
+
+    def url(self, name: str) -> str:
+        return self.layout.url(name)
+
+    def status(self) -> dict[str, Any]:
+        """``GET /bazar/cluster``, synchronously."""
+        code, body = get_json(self.frontend + "/bazar/cluster")
+        assert code == 200, (code, body)
+        return body
+
+    def healthy(self) -> dict[str, Any] | None:
+        """The cluster's status when all six replicas are healthy, else None."""
+        if self.process.popen.poll() is not None:
+            raise AssertionError(
+                f"the cluster exited with status {self.process.popen.returncode} while starting\n"
+                f"--- {self.process.log_path} ---\n{self.process.log_tail()}"
+            )
+        try:
+            state = self.status()
+        except (OSError, ValueError, AssertionError):
+            return None
+        replicas = state["replicas"]
+        if len(replicas) == len(REPLICAS) and all(r["healthy"] for r in replicas):
+            return state
+        return None
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+        try:
+            return poll(self.healthy, timeout, "all six replicas to be healthy", interval=0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n--- {self.process.log_path} ---\n{self.process.log_tail()}") from None
+
+    def pid_of(self, name: str) -> int | None:
+        """The pid of the child process listening as ``name`` (frontend, catalog-2, ...)."""
+        return listening_pid(self.layout.ports[name], self.process.group())
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_cluster(directory: Path, **config: Any) -> Cluster:
+    layout = write_config(directory, **config)
+    process = Process(
+        "bazar-cluster",
+        twistd("bazar-cluster", "--config", str(layout.config)),
+        directory,
+        layout.ports.values(),
+    )
+    cluster = Cluster(layout, process)
+    try:
+        cluster.wait_healthy()
+    except BaseException:
+        process.kill_group()
+        raise
+    return cluster

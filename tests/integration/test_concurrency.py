@@ -1,0 +1,114 @@
+"""Concurrent clients against a real cluster: no overselling, and no read older than an acknowledged write."""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from tests.integration.api import Api, Reply, assert_replicas_agree
+from tests.integration.cluster import CATALOGS, ORDERS
+
+pytestmark = pytest.mark.integration
+
+BUYERS = 200
+STOCK = 50
+
+
+async def settle(calls: list[Any]) -> list[Reply | BaseException]:
+    """Run every coroutine at once; each one's Reply, or the exception it raised."""
+    results = await defer.DeferredList([defer.ensureDeferred(c) for c in calls], consumeErrors=True)
+    return [result if ok else result.value for ok, result in results]
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_purchases_sell_exactly_the_stock(api: Api) -> None:
+    book = 6
+    assert (await api.set_stock(book, STOCK))["quantity"] == STOCK
+    before = await api.on_each(ORDERS, "/order/orders")
+    known = {o["order_id"] for orders in before.values() for o in orders}
+
+    started = time.monotonic()
+    replies = await settle([api.post(f"/bazar/purchase/{book}") for _ in range(BUYERS)])
+    elapsed = time.monotonic() - started
+
+    failures = [r for r in replies if not isinstance(r, Reply)]
+    assert not failures, f"{len(failures)} purchases got no answer, e.g. {failures[0]!r}"
+    codes = Counter(r.code for r in replies if isinstance(r, Reply))
+    assert codes == {200: STOCK, 409: BUYERS - STOCK}, (codes, elapsed)
+    sold = [r.body for r in replies if isinstance(r, Reply) and r.code == 200]
+    assert all(o["book_id"] == book and o["quantity"] == 1 for o in sold), sold
+    sold_ids = {o["order_id"] for o in sold}
+    assert len(sold_ids) == STOCK and not sold_ids & known
+    refused = [r.body for r in replies if isinstance(r, Reply) and r.code == 409]
+    assert all(b["error"]["code"] == 409 and "stock" in b["error"]["message"] for b in refused), refused[:3]
+
+    stock = await api.on_each(CATALOGS, f"/catalog/books/{book}")
+    assert {name: b["quantity"] for name, b in stock.items()} == dict.fromkeys(CATALOGS, 0)
+    assert (await api.info(book)).body["quantity"] == 0
+
+    after = await api.on_each(ORDERS, "/order/orders")
+    for name in ORDERS:
+        new = [o for o in after[name] if o["order_id"] not in known]
+        assert len(new) == STOCK, (name, len(new))
+        assert {o["order_id"] for o in new} == sold_ids, name
+        assert all(o["book_id"] == book for o in new), name
+    assert after[ORDERS[0]] == after[ORDERS[1]] == after[ORDERS[2]]
+
+    assert_replicas_agree(await api.status())
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_read_is_older_than_an_acknowledged_write(api: Api) -> None:
+    """Prices 1..20 written one after another while readers keep reading the book.
+
+    A read that *started* after the write of price k was acknowledged must show k or later
+    (cache hit or miss alike): the write reached every replica and the cache before its ack.
+    """
+    book, writes, readers, max_reads, deadline = 4, 20, 5, 400, time.monotonic() + 30
+    await api.set_price(book, 0)
+    acked: list[float] = []  # acked[k - 1]: when the write of price k was acknowledged
+    reads: list[tuple[float, float, str | None]] = []  # (started, price seen, hit or miss)
+    writing = True
+
+    async def writer() -> None:
+        for price in range(1, writes + 1):
+            assert (await api.set_price(book, price))["price"] == price
+            acked.append(time.monotonic())
+
+    async def reader() -> None:
+        for _ in range(max_reads):
+            if not writing or time.monotonic() > deadline:
+                return
+            started = time.monotonic()
+            reply = await api.info(book)
+            reads.append((started, reply.body["price"], reply.header("X-Bazar-Cache")))
+
+    reading = [defer.ensureDeferred(reader()) for _ in range(readers)]
+    try:
+        await writer()
+    finally:
+        writing = False
+        await defer.gatherResults(reading, consumeErrors=True)
+
+    assert len(acked) == writes
+    stale = []
+    for started, price, cache in reads:
+        assert price in range(writes + 1), price
+        newest_acked = bisect.bisect_left(acked, started)  # writes acknowledged before the read began
+        if price < newest_acked:
+            stale.append((started, price, newest_acked, cache))
+    assert not stale, f"reads older than an acknowledged write (started, price, acked, cache): {stale}"
+
+    # The check was not vacuous: many reads began after some write was acknowledged,
+    # and they came from the cache as well as from the replicas.
+    after_an_ack = [r for r in reads if r[0] > acked[0]]
+    assert len(after_an_ack) >= writes, len(after_an_ack)
+    assert {"hit", "miss"} <= {cache for _, _, cache in after_an_ack}
+    assert (await api.info(book)).body["price"] == writes
+    assert_replicas_agree(await api.status())

@@ -1,0 +1,273 @@
+"""The processes themselves: each role alone, clear start-up errors, stopping, restarting, the secret file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from treq.client import HTTPClient
+
+from tests.integration.api import Api, Reply, eventually, request
+from tests.integration.cluster import (
+    CATALOGS,
+    NAMES,
+    SECRET_HEADER,
+    Cluster,
+    Layout,
+    Process,
+    Processes,
+    poll,
+    port_is_free,
+    run_twistd,
+    twistd,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+START_TIMEOUT = 30.0
+
+
+def role_command(layout: Layout, name: str) -> list[str]:
+    """``twistd -n bazar-<role> --config F [--replica NAME]`` for the process called ``name``."""
+    if name == "frontend":
+        return twistd("bazar-frontend", "--config", str(layout.config))
+    role = name.split("-")[0]
+    return twistd(f"bazar-{role}", "--config", str(layout.config), "--replica", name)
+
+
+def start_role(processes: Processes, layout: Layout, name: str) -> Process:
+    return processes.start(name, role_command(layout, name), ports=(layout.ports[name],))
+
+
+async def wait_answering(http: HTTPClient, process: Process, url: str, secret: str | None) -> Reply:
+    """Poll ``url`` until the process answers 200; fail at once if it exits instead."""
+
+    async def answered() -> Reply | None:
+        assert process.popen.poll() is None, f"{process.name} exited with {process.popen.returncode}"
+        headers = {SECRET_HEADER: secret} if secret else {}
+        reply = await request(http, "GET", url, headers=headers, timeout=5)
+        return reply if reply.code == 200 else None
+
+    return await eventually(answered, START_TIMEOUT, f"{url} to answer")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+# -- each role alone -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["catalog-2", "order-1"])
+@pytest_twisted.ensureDeferred
+async def test_a_replica_runs_alone(
+    tmp_path: Path, processes: Processes, http: HTTPClient, name: str
+) -> None:
+    layout = write_config(tmp_path)
+    assert layout.secret is not None
+    replica = start_role(processes, layout, name)
+    status_url = layout.url(name) + "/internal/status"
+
+    status = (await wait_answering(http, replica, status_url, layout.secret)).body
+    role = name.split("-")[0]
+    assert status["name"] == name
+    assert status["role"] == role
+    assert status["sequencer"] == f"{role}-1"
+    assert status["last_seq"] == 0
+    assert len(status["digest"]) == 64
+
+    # Nothing on a replica answers without the cluster secret.
+    data_path = "/catalog/books/1" if role == "catalog" else "/order/orders"
+    for path in ("/internal/status", data_path):
+        anonymous = await request(http, "GET", layout.url(name) + path)
+        assert anonymous.code == 401, anonymous
+        assert anonymous.body["error"]["code"] == 401
+        assert SECRET_HEADER in anonymous.body["error"]["message"]
+        wrong = await request(http, "GET", layout.url(name) + path, headers={SECRET_HEADER: "wrong"})
+        assert wrong.code == 403, wrong
+        right = await request(http, "GET", layout.url(name) + path, headers={SECRET_HEADER: layout.secret})
+        assert right.code == 200, right
+
+    replica.stop()  # SIGTERM: a clean exit, and its port free again
+    assert port_is_free(layout.ports[name])
+    assert (tmp_path / "data" / f"{name}.sqlite").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_frontend_runs_alone(tmp_path: Path, processes: Processes, http: HTTPClient) -> None:
+    layout = write_config(tmp_path)
+    frontend = start_role(processes, layout, "frontend")
+
+    page = await wait_answering(http, frontend, layout.frontend + "/openapi.json", None)
+    assert page.body["openapi"].startswith("3.")
+
+    # No replica runs: it says so, rather than hanging or failing with a traceback.
+    cluster = (await request(http, "GET", layout.frontend + "/bazar/cluster")).body
+    assert [r["name"] for r in cluster["replicas"]] == list(NAMES[1:])
+    assert not any(r["healthy"] for r in cluster["replicas"])
+    info = await request(http, "GET", layout.frontend + "/bazar/info/1")
+    assert info.code == 503, info
+    assert info.body["error"]["code"] == 503
+
+    invalidate = await request(http, "POST", layout.frontend + "/internal/invalidate", body={"keys": []})
+    assert invalidate.code == 401, invalidate
+
+    frontend.stop()
+    assert port_is_free(layout.ports["frontend"])
+
+
+# -- start-up errors: one clear line, no traceback -------------------------------------
+
+
+def assert_clear_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    for fragment in fragments:
+        assert fragment in lines[0], output
+
+
+def test_a_missing_config_file(tmp_path: Path) -> None:
+    result = run_twistd(tmp_path, "bazar-catalog", "--config", "missing.toml", "--replica", "catalog-1")
+    assert_clear_error(result, "bazar-catalog", "missing.toml", "does not exist")
+
+
+def test_an_unknown_replica(tmp_path: Path) -> None:
+    layout = write_config(tmp_path)
+    result = run_twistd(tmp_path, "bazar-catalog", "--config", str(layout.config), "--replica", "catalog-9")
+    assert_clear_error(result, "'catalog-9'", "catalog-1, catalog-2, catalog-3")
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("[cluster\ncache_size = 5\n", "is not valid TOML"),
+        ('[cluster]\ncache_size = 0\nsecret = "s"\n', "cache_size"),
+        ('[cluster]\nsecret = "s"\n[frontend]\nlisten = "tcp:0"\nurl = "ftp://x"\n', "http://"),
+    ],
+    ids=["invalid-toml", "cache-size-0", "bad-url"],
+)
+def test_an_invalid_config(tmp_path: Path, text: str, complaint: str) -> None:
+    (tmp_path / "bad.toml").write_text(text)
+    result = run_twistd(tmp_path, "bazar-order", "--config", "bad.toml", "--replica", "order-1")
+    assert_clear_error(result, "bazar-order", complaint)
+
+
+@pytest.mark.parametrize("command", ["bazar-catalog", "bazar-cluster"])
+def test_a_port_in_use(tmp_path: Path, command: str) -> None:
+    layout = write_config(tmp_path)
+    port = layout.ports["catalog-1"]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        args = ["--replica", "catalog-1"] if command == "bazar-catalog" else []
+        result = run_twistd(tmp_path, command, "--config", str(layout.config), *args)
+    assert_clear_error(result, command, f"port {port} is already in use")
+    assert all(port_is_free(p) for name, p in layout.ports.items() if name != "catalog-1")
+
+
+# -- the cluster as a whole ------------------------------------------------------------
+
+
+def test_sigterm_stops_the_cluster_and_every_child(fresh_cluster: Cluster) -> None:
+    parent = fresh_cluster.process
+    children = {name: fresh_cluster.pid_of(name) for name in NAMES}
+    assert all(children.values()), children
+    assert len(set(children.values())) == len(NAMES) and parent.pid not in children.values()
+
+    os.kill(parent.pid, signal.SIGTERM)
+    status = parent.popen.wait(15)
+    # Twisted re-raises the signal that stopped it, after a clean shutdown.
+    assert status in (0, -signal.SIGTERM), status
+    assert "Server Shut Down." in parent.log_tail(5)
+
+    # The cluster waits for its children: by the time it has exited, they have too.
+    assert [name for name, pid in children.items() if pid is not None and pid_alive(pid)] == []
+    assert [name for name, port in fresh_cluster.layout.ports.items() if not port_is_free(port)] == []
+    assert parent.group() == []
+
+
+@pytest.mark.parametrize("victim", ["catalog-2", "order-1"])
+@pytest_twisted.ensureDeferred
+async def test_a_killed_child_is_restarted(fresh_cluster: Cluster, http: HTTPClient, victim: str) -> None:
+    api = Api(http, fresh_cluster)
+    old = fresh_cluster.pid_of(victim)
+    assert old is not None
+
+    os.kill(old, signal.SIGKILL)
+    poll(lambda: not pid_alive(old), 10, f"{victim} (pid {old}) to die")
+
+    async def restarted() -> int | None:
+        pid = fresh_cluster.pid_of(victim)
+        return pid if pid not in (None, old) else None
+
+    new = await eventually(restarted, START_TIMEOUT, f"{victim} to be restarted")
+    assert fresh_cluster.process.popen.poll() is None  # the cluster itself kept running
+
+    async def healthy() -> bool:
+        replicas = (await api.status())["replicas"]
+        return all(r["healthy"] for r in replicas)
+
+    await eventually(healthy, START_TIMEOUT, "every replica to be healthy again")
+    status = await api.internal(victim, "/internal/status")
+    assert status.code == 200 and status.body["name"] == victim
+
+    # ... and it takes part in writes again.
+    if victim.startswith("catalog"):
+        await api.set_price(1, 12.5)
+        books = await api.on_each(CATALOGS, "/catalog/books/1")
+        assert {b["price"] for b in books.values()} == {12.5}
+    else:
+        order = await api.post("/bazar/purchase/1")
+        assert order.code == 200, order
+        assert (await api.replica_json(victim, f"/order/orders/{order.body['order_id']}"))["book_id"] == 1
+    statuses = (await api.status())["replicas"]
+    for role in ("catalog", "order"):
+        assert len({r["digest"] for r in statuses if r["role"] == role}) == 1, statuses
+    assert fresh_cluster.pid_of(victim) == new
+
+
+# -- the generated secret --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret_file", [None, "private/cluster-secret"])
+@pytest_twisted.ensureDeferred
+async def test_a_generated_secret_file_is_private(
+    tmp_path: Path, processes: Processes, http: HTTPClient, secret_file: str | None
+) -> None:
+    layout = write_config(tmp_path, secret=None)
+    path = tmp_path / "data" / "secret"
+    if secret_file is not None:
+        text = layout.config.read_text().replace("[cluster]", f'[cluster]\nsecret_file = "{secret_file}"', 1)
+        layout.config.write_text(text)
+        path = tmp_path / secret_file
+    catalog = start_role(processes, layout, "catalog-1")
+
+    async def refuses_strangers() -> bool:
+        assert catalog.popen.poll() is None, f"catalog-1 exited with {catalog.popen.returncode}"
+        reply = await request(http, "GET", layout.url("catalog-1") + "/internal/status", timeout=5)
+        return reply.code == 401
+
+    await eventually(refuses_strangers, START_TIMEOUT, "catalog-1 to answer")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    secret = path.read_text().strip()
+    assert len(secret) >= 32
+
+    # It is the secret the replica uses.
+    reply = await request(
+        http, "GET", layout.url("catalog-1") + "/internal/status", headers={SECRET_HEADER: secret}
+    )
+    assert reply.code == 200 and reply.body["name"] == "catalog-1", reply
