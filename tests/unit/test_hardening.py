@@ -1,0 +1,78 @@
+"""Hardening that is not about one endpoint: idle connections, body limits, loopback defaults."""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+
+from bazar.config import parse
+from bazar.service import tcp_address
+from bazar.web import IDLE_TIMEOUT, MAX_BODY, make_site
+
+
+class _Echo(Resource):
+    isLeaf = True
+
+    def render_POST(self, request: object) -> bytes:
+        return b"rendered"
+
+
+class SiteTests(SynchronousTestCase):
+    def connect(self) -> tuple[Clock, StringTransport, object]:
+        clock = Clock()
+        site = make_site(_Echo())
+        site.reactor = clock
+        protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return clock, transport, protocol
+
+    def test_idle_connection_is_closed(self) -> None:
+        """A client that connects and sends nothing is disconnected after IDLE_TIMEOUT seconds."""
+        clock, transport, _ = self.connect()
+        clock.advance(IDLE_TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(2)
+        self.assertTrue(transport.disconnecting)
+
+    def test_oversized_body_is_refused_without_rendering(self) -> None:
+        """A declared body over MAX_BODY gets a JSON 413 and never reaches the resource."""
+        _, transport, protocol = self.connect()
+        size = MAX_BODY + 1
+        protocol.dataReceived(  # type: ignore[attr-defined]
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size + b"a" * size
+        )
+        answer = transport.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:80])
+        self.assertIn(b'{"error": {"code": 413', answer)
+        self.assertNotIn(b"rendered", answer)
+
+    def test_chunked_body_over_the_limit_is_refused(self) -> None:
+        """A chunked body (no declared length) is counted as it arrives, and refused past MAX_BODY."""
+        _, transport, protocol = self.connect()
+        chunk = b"a" * 4096
+        body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(MAX_BODY // len(chunk) + 1))
+        protocol.dataReceived(  # type: ignore[attr-defined]
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+
+    def test_body_within_the_limit_is_served(self) -> None:
+        _, transport, protocol = self.connect()
+        protocol.dataReceived(  # type: ignore[attr-defined]
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        self.assertIn(b"rendered", transport.value())
+
+
+class LoopbackDefaultTests(SynchronousTestCase):
+    def test_every_default_endpoint_is_on_loopback(self) -> None:
+        """Unless configured otherwise, the front end and every replica listen on 127.0.0.1 only."""
+        config = parse({"cluster": {"secret": "x"}})
+        for replica in (config.frontend, *config.catalog, *config.order):
+            address = tcp_address(replica.listen)
+            assert address is not None
+            self.assertEqual(address[0], "127.0.0.1", replica.name)
