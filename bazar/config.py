@@ -137,8 +137,10 @@ def parse(raw: dict[str, Any], source: str = "embedded defaults") -> Config:
     if not isinstance(cluster, dict):
         raise ConfigError("[cluster] must be a table")
     cache_size = cluster.get("cache_size", 5)
-    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
-        raise ConfigError(f"[cluster]: 'cache_size' must be an integer >= 1, not {cache_size!r}")
+    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 0:
+        raise ConfigError(
+            f"[cluster]: 'cache_size' must be an integer >= 0 (0 disables the cache), not {cache_size!r}"
+        )
     data_dir = Path(_string(cluster, "data_dir", "[cluster]", "bazar-data"))
     listen, url = _loopback(DEFAULT_FRONTEND_PORT)
     frontend = _replica(raw.get("frontend", {"listen": listen, "url": url}), "frontend", "[frontend]")

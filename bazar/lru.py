@@ -26,8 +26,9 @@ class CacheStats:
 
 class LRUCache(Generic[K, V]):
     def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, not {capacity}")
+        """``capacity`` entries at most; 0 is a disabled cache (every get misses, nothing is kept)."""
+        if capacity < 0:
+            raise ValueError(f"capacity must be at least 0, not {capacity}")
         self.capacity = capacity
         self.stats = CacheStats()
         self._entries: OrderedDict[K, V] = OrderedDict()
@@ -42,6 +43,10 @@ class LRUCache(Generic[K, V]):
         """Keys from least to most recently used: the first is evicted next."""
         return list(self._entries)
 
+    def peek(self, key: K) -> V | None:
+        """The cached value without counting a hit or miss or changing the order."""
+        return self._entries.get(key)
+
     def get(self, key: K) -> V | None:
         try:
             value = self._entries[key]
@@ -53,6 +58,8 @@ class LRUCache(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
+        if self.capacity == 0:
+            return
         self._entries[key] = value
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:

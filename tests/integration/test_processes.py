@@ -155,7 +155,7 @@ def test_an_unknown_replica(tmp_path: Path) -> None:
     ("text", "complaint"),
     [
         ("[cluster\ncache_size = 5\n", "is not valid TOML"),
-        ('[cluster]\ncache_size = 0\nsecret = "s"\n', "cache_size"),
+        ('[cluster]\ncache_size = -1\nsecret = "s"\n', "cache_size"),
         ('[cluster]\nsecret = "s"\n[frontend]\nlisten = "tcp:0"\nurl = "ftp://x"\n', "http://"),
     ],
     ids=["invalid-toml", "cache-size-0", "bad-url"],

@@ -251,11 +251,14 @@ class InvalidConfigTests(TempDirMixin, SynchronousTestCase):
         self.assertConfigError(path, "[cluster] must be a table")
 
     def test_bad_cache_sizes(self) -> None:
-        """cache_size must be an integer >= 1: 0, negatives, strings, booleans and floats are refused."""
-        for value, shown in (("0", "0"), ("-3", "-3"), ("'x'", "'x'"), ("true", "True"), ("2.5", "2.5")):
+        """cache_size must be an integer >= 0: negatives, strings, booleans and floats are refused."""
+        for value, shown in (("-1", "-1"), ("-3", "-3"), ("'x'", "'x'"), ("true", "True"), ("2.5", "2.5")):
             with self.subTest(cache_size=value):
                 path = self.write_config("", cluster=f"cache_size = {value}")
-                self.assertConfigError(path, f"[cluster]: 'cache_size' must be an integer >= 1, not {shown}")
+                self.assertConfigError(
+                    path,
+                    f"[cluster]: 'cache_size' must be an integer >= 0 (0 disables the cache), not {shown}",
+                )
 
     def test_empty_replica_lists(self) -> None:
         """An empty list of catalog or order replicas is refused."""

@@ -98,9 +98,16 @@ class EvictionTests(SynchronousTestCase):
         self.assertEqual(cache.keys(), [3])
         self.assertEqual(cache.stats.evictions, 2)
 
-    def test_capacity_below_one_is_rejected(self) -> None:
-        """Capacities of 0 or less raise ValueError naming the bad value."""
-        for capacity in (0, -1):
+    def test_capacity_zero_keeps_nothing(self) -> None:
+        """A cache of size 0 is a disabled cache: every get misses, nothing is stored or evicted."""
+        cache = filled(capacity=0, keys=[1, 2, 3])
+        self.assertEqual(cache.keys(), [])
+        self.assertIsNone(cache.get(1))
+        self.assertEqual((cache.stats.misses, cache.stats.evictions), (1, 0))
+
+    def test_negative_capacity_is_rejected(self) -> None:
+        """Negative capacities raise ValueError naming the bad value."""
+        for capacity in (-1, -5):
             with self.subTest(capacity=capacity):
                 error = self.assertRaises(ValueError, LRUCache, capacity)
                 self.assertIn(str(capacity), str(error))
