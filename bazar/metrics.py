@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from bazar.config import SECRET_HEADER
 from bazar.errors import BazarError
@@ -59,9 +59,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-
-    def gauge(self, name: str, documentation: str, labels: Iterable[str] = ()) -> Gauge:
-        return Gauge(name, documentation, list(labels), registry=self.registry)
+        # Label lookups take a lock and hash the values: do them once per series.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def collect_with(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Register a callback that reads its figures when scraped (no bookkeeping on the hot path)."""
@@ -69,8 +68,14 @@ class Metrics:
 
     def observe(self, path: str, method: str, status: int, seconds: float) -> None:
         route = route_label(path)
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        series = self._series.get((route, method, status))
+        if series is None:
+            series = self._series[route, method, status] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -112,8 +117,12 @@ class MeasuredResource(Resource):
         if request.path == METRICS_PATH:
             return self._exposition(request)
         started = time.perf_counter()
-        request.notifyFinish().addBoth(self._finished, request, started)
-        return self.inner.render(request)
+        body = self.inner.render(request)
+        if body is NOT_DONE_YET and not request.finished:
+            request.notifyFinish().addBoth(self._finished, request, started)
+        else:  # answered already (a cache hit, an error): no Deferred needed to time it
+            self._finished(None, request, started)
+        return body
 
     def _finished(self, result: Any, request: Request, started: float) -> None:
         path = request.path.decode("utf-8", "replace")

@@ -18,12 +18,14 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 
 from bazar import validation
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
 from bazar.errors import BadRequest, Unavailable
 from bazar.frontend import openapi, storefront
+from bazar.frontend.fastpath import HitShortcut, UriKeys
 from bazar.invalidation import ALL_BOOKS_KEY, info_key, search_key
 from bazar.lru import LRUCache
 from bazar.metrics import Metrics, counter, gauge
@@ -59,12 +61,17 @@ class FrontendApp:
         self.cache: ReadThroughCache[str, ReplicaResponse] = ReadThroughCache(
             LRUCache(config.cache_size), cacheable=_cacheable
         )
+        self.uri_keys = UriKeys(max(64, 4 * config.cache_size))
         self.catalogs = RoundRobin(config.catalog)
         self.orders = RoundRobin(config.order)
         # Whether each replica answered the last time this front end called it.
         self.reachable: dict[str, bool] = {}
         self.metrics = metrics if metrics is not None else Metrics("frontend", "frontend")
         self.metrics.collect_with(self._collect)
+
+    def resource(self) -> IResource:
+        """The app behind its lean path for cache hits (see ``bazar.frontend.fastpath``)."""
+        return HitShortcut(self.app.resource(), self.cache.lru, self.uri_keys)
 
     def _collect(self) -> list[Metric]:
         stats = self.cache.lru.stats
@@ -125,6 +132,7 @@ class FrontendApp:
         return self._cached_read(request, search_key(topic), f"/catalog/search/{quote(topic, safe='')}")
 
     def _cached_read(self, request: IRequest, key: str, path: str) -> Any:
+        self.uri_keys.learn(request.uri, key)  # lets the lean path answer this URI next time
         cached, pending = self.cache.get(key, lambda: self._read(self.catalogs, path))
         if pending is None:
             assert cached is not None

@@ -32,7 +32,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     check_port_free("frontend", config.frontend.listen)
     client, close_pool = replica_client(reactor, config)
     app = FrontendApp(config, client)
-    resource = MeasuredResource(app.app.resource(), app.metrics, config.secret)
+    resource = MeasuredResource(app.resource(), app.metrics, config.secret)
     return role_service(
         web_service(config.frontend.listen, make_site(resource), reactor), CallOnStop(close_pool)
     )

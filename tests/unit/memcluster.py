@@ -175,7 +175,7 @@ class MemCluster:
         self.frontend = FrontendApp(self.config, self.client())
         self.dispatch.add(
             self.config.frontend,
-            MeasuredResource(self.frontend.app.resource(), self.frontend.metrics, SECRET),
+            MeasuredResource(self.frontend.resource(), self.frontend.metrics, SECRET),
         )
         self._replicas(self.config.catalog, CatalogStore, catalog_tap._app, catalog_tap._invalidate_frontend)
         self._replicas(self.config.order, OrderStore, order_tap._app, None)
