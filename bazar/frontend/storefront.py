@@ -10,13 +10,15 @@ catch-all branch at ``/``, so unknown paths and wrong methods elsewhere keep the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.static import File
+
+from bazar.errors import NotFound
+from bazar.web import respond
 
 STATIC_DIR: Path = Path(__file__).resolve().parent / "static"
 INDEX_HTML: Path = STATIC_DIR / "index.html"
@@ -51,12 +53,8 @@ class JSONNotFound(Resource):
     isLeaf = True
 
     def render(self, request: IRequest) -> bytes:
-        path = request.path.decode(errors="replace")
-        body = json.dumps({"error": {"code": 404, "message": f"no such path: {path}"}}).encode()
-        request.setResponseCode(404)
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        return body
+        error = NotFound(f"no such path: {request.path.decode(errors='replace')}")
+        return respond(request, error.body(), error.code)
 
 
 class StaticFile(File):
