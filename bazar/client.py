@@ -9,7 +9,7 @@ so callers deal with one exception type rather than Twisted's many.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import treq
@@ -22,10 +22,13 @@ from twisted.web.iweb import IAgent
 
 from bazar.config import SECRET_HEADER, Replica
 from bazar.errors import ReplicaError, Unavailable
+from bazar.paging import NEXT_AFTER_HEADER, TOTAL_HEADER
 from bazar.web import JSON, REPLICA_HEADER
 
 POOL_SIZE_PER_HOST = 64
 TRANSPORT_ERRORS = (ConnectError, ConnectionClosed, ResponseFailed, TimeoutError, CancelledError)
+# A replica's answer headers that the caller gets to see (a page's total and successor).
+KEPT_HEADERS = (TOTAL_HEADER, NEXT_AFTER_HEADER)
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):
@@ -53,6 +56,8 @@ class ReplicaResponse:
     code: int
     body: bytes
     replica: str
+    # The answer's headers among KEPT_HEADERS (at the front end: the headers to send on).
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -76,7 +81,9 @@ class ReplicaClient:
         self.timeout = timeout
 
     @inlineCallbacks
-    def request(self, method: str, replica: Replica, path: str, body: Any = None) -> Any:
+    def request(
+        self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
+    ) -> Any:
         """Send ``body`` as JSON to ``replica``; the answer, whatever its status."""
         headers: dict[str | bytes, str | bytes] = {SECRET_HEADER: self.secret, "Accept": JSON}
         data = None
@@ -84,14 +91,19 @@ class ReplicaClient:
             headers["Content-Type"] = JSON
             data = json.dumps(body).encode()
         d = self.http.request(method, replica.url + path, headers=headers, data=data)
-        d.addTimeout(self.timeout, self.clock)
+        d.addTimeout(self.timeout if timeout is None else timeout, self.clock)
         try:
             response = yield d
             content = yield treq.content(response)
         except TRANSPORT_ERRORS as e:
             raise Unavailable(f"{replica.name} is unreachable: {type(e).__name__}") from None
         name = response.headers.getRawHeaders(REPLICA_HEADER, [replica.name])[0]
-        return ReplicaResponse(response.code, content, name)
+        kept = {}
+        for header in KEPT_HEADERS:
+            values = response.headers.getRawHeaders(header)
+            if values:
+                kept[header] = values[0]
+        return ReplicaResponse(response.code, content, name, kept)
 
     def call(self, method: str, replica: Replica, path: str, body: Any = None) -> Deferred[Any]:
         """Like ``request``, but the decoded JSON of a success, and ReplicaError for an error."""

@@ -18,6 +18,11 @@ DEFAULT_CONFIG_PATH = Path("etc/bazar.toml")
 SECRET_HEADER = "X-Bazar-Secret"
 
 DEFAULT_FRONTEND_PORT = 5000
+# The report's seven books; a larger catalog adds generated books after them.
+DEFAULT_BOOKS = 7
+# Far beyond any test or benchmark, but a typo (an extra zero or two) still fails fast
+# instead of spending hours seeding.
+MAX_BOOKS = 100_000_000
 DEFAULT_REPLICA_PORTS = {"catalog": (5101, 5102, 5103), "order": (5201, 5202, 5203)}
 
 
@@ -41,6 +46,8 @@ class Config:
     cache_size: int
     data_dir: Path
     secret: str
+    # How many books a new catalog database is seeded with: ids 0 to books - 1.
+    books: int = DEFAULT_BOOKS
     source: str = field(default="embedded defaults", compare=False)
 
     def replica(self, role: str, name: str) -> Replica:
@@ -141,6 +148,12 @@ def parse(raw: dict[str, Any], source: str = "embedded defaults") -> Config:
         raise ConfigError(
             f"[cluster]: 'cache_size' must be an integer >= 0 (0 disables the cache), not {cache_size!r}"
         )
+    books = cluster.get("books", DEFAULT_BOOKS)
+    if not isinstance(books, int) or isinstance(books, bool) or not DEFAULT_BOOKS <= books <= MAX_BOOKS:
+        raise ConfigError(
+            f"[cluster]: 'books' must be an integer from {DEFAULT_BOOKS} (the report's books) "
+            f"to {MAX_BOOKS:_}, not {books!r}"
+        )
     data_dir = Path(_string(cluster, "data_dir", "[cluster]", "bazar-data"))
     listen, url = _loopback(DEFAULT_FRONTEND_PORT)
     frontend = _replica(raw.get("frontend", {"listen": listen, "url": url}), "frontend", "[frontend]")
@@ -151,6 +164,7 @@ def parse(raw: dict[str, Any], source: str = "embedded defaults") -> Config:
         cache_size=cache_size,
         data_dir=data_dir,
         secret=_secret(cluster, data_dir),
+        books=books,
         source=source,
     )
 

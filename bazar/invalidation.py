@@ -2,19 +2,48 @@
 
 The key scheme lives here alone: the front end caches under these keys, and the catalog
 sequencer names the same keys when it pushes an invalidation.
+
+* ``info/<id>``: one book.
+* ``info/all?limit=100&offset=0`` and ``search/<topic>?limit=100&offset=0&after=41``: one
+  page of a listing (``PageKey``), under the listing's prefix ``info/all`` or
+  ``search/<topic>``.
+
+A write to a book names ``info/<id>`` and the prefixes of both listings that contain it;
+the front end drops every cached page under a named prefix (and marks every page fill in
+flight stale). Finer rules (only the pages whose id range holds the book) would keep more
+pages, but every one of them would have to be right; dropping the listing always is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from bazar.client import ReplicaClient
 from bazar.config import Replica
+from bazar.paging import Page
+from bazar.storage import Entry
 
 ALL_BOOKS_KEY = "info/all"
 INVALIDATE_PATH = "/internal/invalidate"
+
+
+class PageKey(str):
+    """The cache key of one page of a listing: ``<prefix>?<page query>``, remembering its prefix.
+
+    A ``str``, so it shows as itself wherever keys are listed (``/bazar/cluster``) and
+    compares as its text. The text is unambiguous even for a topic that contains ``?``: the
+    page query never does, so the last ``?`` separates the two.
+    """
+
+    prefix: str
+
+    def __new__(cls, prefix: str, page: Page) -> PageKey:
+        key = super().__new__(cls, f"{prefix}?{page.query()}")
+        key.prefix = prefix
+        return key
 
 
 def info_key(book_id: int) -> str:
@@ -22,20 +51,48 @@ def info_key(book_id: int) -> str:
 
 
 def search_key(topic: str) -> str:
+    """The prefix of every page of ``topic``'s search."""
     return f"search/{topic}"
 
 
+def all_books_page_key(page: Page) -> PageKey:
+    return PageKey(ALL_BOOKS_KEY, page)
+
+
+def search_page_key(topic: str, page: Page) -> PageKey:
+    return PageKey(search_key(topic), page)
+
+
 def keys_for_book(book: dict[str, Any]) -> list[str]:
-    """Every cache key whose response includes ``book``."""
+    """What a change to ``book`` invalidates: its own key, and the prefixes of both listings it is in."""
     return [info_key(book["id"]), search_key(book["topic"]), ALL_BOOKS_KEY]
 
 
-class FrontendInvalidator:
-    """Pushes invalidations to the front end; the write is acknowledged only after this returns."""
+class FrontendNotifier:
+    """What a sequencer pushes to the front end, before it acknowledges a write.
 
-    def __init__(self, client: ReplicaClient, frontend: Replica) -> None:
+    ``written``: the cache keys the write changed (``keys(entry)``) and the followers that
+    did not confirm it, which the front end must stop reading from; ``caught_up``: a
+    follower that has every write again and may be read from.
+    """
+
+    def __init__(self, client: ReplicaClient, frontend: Replica, keys: Callable[[Entry], list[str]]) -> None:
         self.client = client
         self.frontend = frontend
+        self.keys = keys
 
-    def invalidate(self, book: dict[str, Any]) -> Deferred[Any]:
-        return self.client.call("POST", self.frontend, INVALIDATE_PATH, {"keys": keys_for_book(book)})
+    def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
+        keys = self.keys(entry)
+        if not keys and not lagging:
+            return succeed(None)
+        body = {"keys": keys, "lagging": lagging, "seq": seq}
+        return self.client.call("POST", self.frontend, INVALIDATE_PATH, body)
+
+    def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
+        body = {"keys": [], "caught_up": [follower], "seq": seq}
+        return self.client.call("POST", self.frontend, INVALIDATE_PATH, body)
+
+
+def book_keys(entry: Entry) -> list[str]:
+    """The cache keys of a catalog write: everything that shows the book it changed."""
+    return keys_for_book(entry["book"])

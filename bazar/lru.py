@@ -3,17 +3,28 @@
 The OrderedDict keeps entries from least to most recently used: a hit moves its entry to
 the end, and an insert beyond capacity drops the first one. Counters make the cache's
 behaviour observable (tests, metrics, the benchmark) without logging every access.
+
+Keys may belong to a *prefix* (every cached page of one listing, e.g. ``info/all``): a
+secondary index prefix -> keys, kept on every put, eviction and invalidation, lets
+``invalidate_prefix`` drop them all in time proportional to their number, not the cache's.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+def key_prefix(key: object) -> Hashable | None:
+    """The prefix a key belongs to: its ``prefix`` attribute if it has one (see
+    ``bazar.invalidation.PageKey``), else none."""
+    prefix: Hashable | None = getattr(key, "prefix", None)
+    return prefix
 
 
 @dataclass
@@ -25,13 +36,17 @@ class CacheStats:
 
 
 class LRUCache(Generic[K, V]):
-    def __init__(self, capacity: int) -> None:
-        """``capacity`` entries at most; 0 is a disabled cache (every get misses, nothing is kept)."""
+    def __init__(self, capacity: int, prefix_of: Callable[[K], Hashable | None] = key_prefix) -> None:
+        """``capacity`` entries at most; 0 is a disabled cache (every get misses, nothing is kept).
+
+        ``prefix_of`` says which prefix a key belongs to (None: none)."""
         if capacity < 0:
             raise ValueError(f"capacity must be at least 0, not {capacity}")
         self.capacity = capacity
         self.stats = CacheStats()
         self._entries: OrderedDict[K, V] = OrderedDict()
+        self.prefix_of = prefix_of
+        self._by_prefix: dict[Hashable, set[K]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -47,6 +62,9 @@ class LRUCache(Generic[K, V]):
         """The cached value without counting a hit or miss or changing the order."""
         return self._entries.get(key)
 
+    def keys_with_prefix(self, prefix: Hashable) -> set[K]:
+        return set(self._by_prefix.get(prefix, ()))
+
     def get(self, key: K) -> V | None:
         try:
             value = self._entries[key]
@@ -60,15 +78,40 @@ class LRUCache(Generic[K, V]):
     def put(self, key: K, value: V) -> None:
         if self.capacity == 0:
             return
+        if key not in self._entries:
+            prefix = self.prefix_of(key)
+            if prefix is not None:
+                self._by_prefix.setdefault(prefix, set()).add(key)
         self._entries[key] = value
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+            evicted, _ = self._entries.popitem(last=False)
+            self._unindex(evicted)
             self.stats.evictions += 1
 
     def invalidate(self, key: K) -> bool:
         """Drop ``key``; True when it was cached."""
-        if self._entries.pop(key, None) is None:
+        if key not in self._entries:
             return False
+        del self._entries[key]
+        self._unindex(key)
         self.stats.invalidations += 1
         return True
+
+    def invalidate_prefix(self, prefix: Hashable) -> int:
+        """Drop every key with this prefix; how many there were."""
+        keys = self._by_prefix.pop(prefix, set())
+        for key in keys:
+            del self._entries[key]
+        self.stats.invalidations += len(keys)
+        return len(keys)
+
+    def _unindex(self, key: K) -> None:
+        prefix = self.prefix_of(key)
+        if prefix is None:
+            return
+        keys = self._by_prefix.get(prefix)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_prefix[prefix]

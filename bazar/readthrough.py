@@ -8,6 +8,10 @@ Two things the plain LRU cannot do alone:
   stale (its result is still returned to the requests that were already waiting, which
   began before the write was acknowledged) and detaches it, so a request that arrives
   after the invalidation starts a fresh fetch instead of joining the stale one.
+
+An invalidation names a key or a *prefix* (see ``bazar.lru``): invalidating ``info/all``
+drops every cached page of that listing and marks every page fill of it in flight stale,
+so a page fetched before a write can no more be stored after it than a single book can.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class ReadThroughCache(Generic[K, V]):
         self.lru = lru
         self._cacheable = cacheable
         self._inflight: dict[K, _Fill[V]] = {}
+        self._inflight_by_prefix: dict[Hashable, set[K]] = {}
 
     def get(self, key: K, fetch: Callable[[], Deferred[V]]) -> tuple[V | None, Deferred[V] | None]:
         """``(value, None)`` on a hit; ``(None, deferred)`` on a miss, fetching once per key."""
@@ -60,23 +65,40 @@ class ReadThroughCache(Generic[K, V]):
         if fill is not None:
             return None, fill.wait()
         fill = self._inflight[key] = _Fill()
+        prefix = self.lru.prefix_of(key)
+        if prefix is not None:
+            self._inflight_by_prefix.setdefault(prefix, set()).add(key)
         waiting = fill.wait()  # before fetching: a fetch may complete synchronously
         fetch().addBoth(self._filled, key, fill)
         return None, waiting
 
     def _filled(self, result: V | Failure, key: K, fill: _Fill[V]) -> None:
         if self._inflight.get(key) is fill:
-            del self._inflight[key]
+            self._detach(key)
         if not fill.stale and not isinstance(result, Failure) and self._cacheable(result):
             self.lru.put(key, result)
         fill.fire(result)
 
-    def invalidate(self, key: K) -> None:
-        """Forget ``key`` now, and make sure no fetch already under way stores it again."""
-        self.lru.invalidate(key)
+    def _detach(self, key: K) -> _Fill[V] | None:
+        """Forget the fill in flight for ``key`` (later misses start their own); the fill, if any."""
         fill = self._inflight.pop(key, None)
-        if fill is not None:
-            fill.stale = True
+        prefix = self.lru.prefix_of(key)
+        if fill is not None and prefix is not None:
+            keys = self._inflight_by_prefix[prefix]
+            keys.discard(key)
+            if not keys:
+                del self._inflight_by_prefix[prefix]
+        return fill
+
+    def invalidate(self, name: K) -> None:
+        """Forget the key ``name`` and every key with the prefix ``name``, now, and make sure no
+        fetch already under way for any of them stores it again."""
+        self.lru.invalidate(name)
+        self.lru.invalidate_prefix(name)
+        for key in [name, *self._inflight_by_prefix.get(name, ())]:
+            fill = self._detach(key)
+            if fill is not None:
+                fill.stale = True
 
     @property
     def inflight(self) -> int:

@@ -14,16 +14,18 @@ from typing import Any, TypeVar
 
 from klein import Klein
 from prometheus_client.core import Metric
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from bazar.client import ReplicaClient
 from bazar.config import Config, ConfigError, Replica
 from bazar.errors import BadRequest, BazarError
+from bazar.invalidation import FrontendNotifier
 from bazar.metrics import MeasuredResource, Metrics, gauge
-from bazar.replication import FollowerLink, Sequencer
+from bazar.replication import HEARTBEAT_INTERVAL, FollowerLink, Heartbeats, Sequencer
 from bazar.service import (
     CallOnStop,
     check_port_free,
@@ -33,7 +35,7 @@ from bazar.service import (
     role_service,
     web_service,
 )
-from bazar.storage import Entry, ReplicatedStore, SequenceGap, open_store
+from bazar.storage import Entry, ReplicatedStore, SeedMismatch, SequenceGap, open_store
 from bazar.web import (
     REPLICA_HEADER,
     check_secret,
@@ -45,6 +47,9 @@ from bazar.web import (
 )
 
 S = TypeVar("S", bound=ReplicatedStore)
+
+# How long a follower counts as current after the sequencer last confirmed it had everything.
+FOLLOWER_LEASE = 4 * HEARTBEAT_INTERVAL
 
 
 class RequireSecret(Resource):
@@ -71,16 +76,38 @@ class ReplicaEndpoints:
     app = Klein()
     install_json_errors(app)
 
-    def __init__(self, replica: Replica, store: ReplicatedStore, sequencer: Replica) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        store: ReplicatedStore,
+        sequencer: Replica,
+        writer: Sequencer | None,
+        clock: IReactorTime,
+    ) -> None:
         self.replica = replica
         self.store = store
         self.sequencer = sequencer
+        self.writer = writer
+        self.clock = clock
+        # When the sequencer last left this follower with everything it had (None: not
+        # since start-up, or a gap since). A follower is ready to serve reads only while
+        # that is recent: one cut off from the sequencer stops claiming to be current.
+        self.synced_at: float | None = None
+
+    def ready(self) -> bool:
+        if self.writer is not None:
+            return True
+        return self.synced_at is not None and self.clock.seconds() - self.synced_at <= FOLLOWER_LEASE
 
     @app.route("/replicate", methods=["POST"])
     @inlineCallbacks
     def replicate(self, request: IRequest) -> Any:
         """Apply the sequencer's entries in order; 409 with our last_seq when some are missing."""
-        entries = read_json(request).get("entries")
+        body = read_json(request)
+        entries = body.get("entries")
+        leader_seq = body.get("last_seq", 0)
+        if not isinstance(leader_seq, int) or isinstance(leader_seq, bool):
+            raise BadRequest("'last_seq' must be an integer")
         if not isinstance(entries, list) or not all(
             isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and isinstance(e[1], dict)
             for e in entries
@@ -89,9 +116,11 @@ class ReplicaEndpoints:
         try:
             last_seq = yield self.store.apply([(seq, entry) for seq, entry in entries])
         except SequenceGap as gap:
+            self.synced_at = None
             return respond_json(
                 request, {"last_seq": gap.last_seq, "error": {"code": 409, "message": gap.message}}, 409
             )
+        self.synced_at = self.clock.seconds() if last_seq >= leader_seq else None
         return respond_json(request, {"last_seq": last_seq})
 
     @app.route("/status", methods=["GET"])
@@ -104,7 +133,9 @@ class ReplicaEndpoints:
                 "name": self.replica.name,
                 "role": self.replica.role,
                 "sequencer": self.sequencer.name,
+                "ready": self.ready(),
                 **state,
+                **({"followers": self.writer.followers()} if self.writer is not None else {}),
             },
         )
 
@@ -121,7 +152,7 @@ def replica_service(
     options: Mapping[str, Any],
     store_type: type[S],
     make_app: Callable[[Config, Replica, S, ReplicaClient, Sequencer | None], Any],
-    after_write: Callable[[Config, ReplicaClient], Callable[[Entry], Deferred[Any]]] | None = None,
+    keys: Callable[[Entry], list[str]] = lambda entry: [],
     reactor: Any = None,
 ) -> MultiService:
     """Everything one catalog or order replica process runs: its store, its client, its site."""
@@ -134,18 +165,24 @@ def replica_service(
         raise fail(role, str(e)) from None
     check_port_free(role, replica.listen)
     try:
-        store = open_store(store_type, config.database_path(replica), reactor)
+        store = open_store(store_type, config.database_path(replica), reactor, **store_type.options(config))
+    except SeedMismatch as e:
+        raise fail(role, f"{config.database_path(replica)}: {e}") from None
     except (OSError, sqlite3.Error) as e:
         raise fail(role, f"cannot open {config.database_path(replica)}: {e}") from None
     client, close_pool = replica_client(reactor, config)
     replicas = config.catalog if role == "catalog" else config.order
     writer = None
+    services: list[IService] = []
     if replica == replicas[0]:
         links = [FollowerLink(follower, client, store) for follower in replicas if follower != replica]
-        writer = Sequencer(store, links, after_write(config, client) if after_write else None)
+        writer = Sequencer(store, links, FrontendNotifier(client, config.frontend, keys))
+        services.append(Heartbeats(writer, reactor))
     app = make_app(config, replica, store, client, writer)
     site = make_site(measured(app.resource(), replica, store, writer, config.secret))
-    return role_service(web_service(replica.listen, site, reactor), CallOnStop(close_pool, store.close))
+    return role_service(
+        web_service(replica.listen, site, reactor), *services, CallOnStop(close_pool, store.close)
+    )
 
 
 def measured(

@@ -1,31 +1,48 @@
 """Primary-sequenced replication: the sequencer orders every write, followers apply in order.
 
-A write is acknowledged only after every follower has confirmed it. Each follower gets a
-``FollowerLink`` that ships entries strictly in sequence order, batching whatever queued up
-while the previous request was in flight (one request per follower at a time). When a
-follower reports that it is behind (a gap, e.g. after it missed writes while unreachable),
-the link resends the missing entries from the sequencer's log before the new ones: catch-up
-happens whenever a gap is seen, not only at start-up.
+A write is acknowledged once every follower that is *in sync* has confirmed it. Each
+follower gets a ``FollowerLink`` that ships entries strictly in sequence order, batching
+whatever queued up while the previous request was in flight (one request per follower at a
+time). A follower that cannot be reached (or times out) drops *out of sync*: writes stop
+waiting for it, and before such a write is acknowledged the front end is told not to read
+from that follower (``FrontendNotice.written(..., lagging)``), so no client can read the old
+value from it. The sequencer heartbeats every follower; a follower that answers again is
+sent what it missed, from the sequencer's log, by sequence number (a follower that reports a
+gap gets the same), and once it has everything it is back in sync and the front end is told
+it may read from it again. So catch-up happens whenever a gap is seen, not only at start-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bazar.client import ReplicaClient
 from bazar.config import Replica
-from bazar.errors import BazarError, Unavailable
+from bazar.errors import BazarError
 from bazar.storage import Entry, ReplicatedStore
 
 REPLICATE_PATH = "/internal/replicate"
 MAX_BATCH = 500
+REPLICATION_TIMEOUT = 2.0  # seconds a follower may take to confirm before it drops out of sync
+HEARTBEAT_INTERVAL = 0.5  # seconds between heartbeats to each follower
 
 log = Logger()
+
+
+class FrontendNotice(Protocol):
+    """What the sequencer tells the front end: writes (with lagging followers) and recoveries."""
+
+    def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]: ...
+
+    def caught_up(self, follower: str, seq: int) -> Deferred[Any]: ...
 
 
 class FollowerLink:
@@ -34,17 +51,32 @@ class FollowerLink:
         self.client = client
         self.store = store
         self.confirmed = 0  # the follower's last_seq, as far as we know
+        self.in_sync = True  # presumed until it fails to confirm a write
+        self.on_caught_up: Callable[[str, int], object] = lambda follower, seq: None
         self._queue: list[tuple[int, Entry]] = []
-        self._waiters: list[tuple[int, Deferred[None]]] = []
+        self._waiters: list[tuple[int, Deferred[bool]]] = []
         self._sending = False
 
-    def ship(self, seq: int, entry: Entry) -> Deferred[None]:
-        """Fires once the follower has applied ``seq`` (and so everything before it)."""
-        d: Deferred[None] = Deferred()
+    def ship(self, seq: int, entry: Entry) -> Deferred[bool]:
+        """True once the follower has applied ``seq`` (and so everything before it); False
+        at once, or as soon as it fails, for a follower out of sync (the write does not wait)."""
+        if not self.in_sync:
+            return succeed(False)
+        d: Deferred[bool] = Deferred()
         self._queue.append((seq, entry))
         self._waiters.append((seq, d))
         self._pump()
         return d
+
+    def heartbeat(self) -> Deferred[bool]:
+        """Tell the follower the sequencer's last_seq; it answers with its own, and gets
+        whatever it lacks. Fires with whether the follower is in sync afterwards."""
+        if self._sending:
+            return succeed(self.in_sync)
+        self._sending = True
+        d = self._send([])
+        d.addBoth(self._sent)
+        return d.addCallback(lambda _: self.in_sync)
 
     def _pump(self) -> None:
         if self._sending or not self._queue:
@@ -55,72 +87,116 @@ class FollowerLink:
 
     @inlineCallbacks
     def _send(self, batch: list[tuple[int, Entry]]) -> Any:
-        if batch[0][0] > self.confirmed + 1:
+        first = batch[0][0] if batch else self.store.applied_seq + 1
+        if first > self.confirmed + 1:
             # The follower lacks entries before this batch: resend them from the log first.
             missing = yield self.store.entries_after(
-                self.confirmed, min(batch[0][0] - self.confirmed - 1, MAX_BATCH)
+                self.confirmed, min(first - self.confirmed - 1, MAX_BATCH)
             )
             batch = missing + batch
-        response = yield self.client.request("POST", self.follower, REPLICATE_PATH, {"entries": batch})
+        body = {"entries": batch, "last_seq": self.store.applied_seq}
+        response = yield self.client.request(
+            "POST", self.follower, REPLICATE_PATH, body, timeout=REPLICATION_TIMEOUT
+        )
         answer = response.json() if response.code in (200, 409) else {}
         if "last_seq" not in answer:
             response.raise_for_error()
         self.confirmed = answer["last_seq"]
-        if response.code == 409:  # a gap: requeue what it has not applied, resend from its last_seq
+        if response.code == 409 or self.confirmed < self.store.applied_seq:
+            # Behind: requeue what it has not applied; the next round resends from the log.
             self._queue[:0] = [e for e in batch if e[0] > self.confirmed]
-            log.info(
-                "{follower} is behind at {last_seq}; resending from the log",
-                follower=self.follower.name,
-                last_seq=self.confirmed,
-            )
+            if not self._queue:
+                self._queue = yield self.store.entries_after(self.confirmed, MAX_BATCH)
 
     def _sent(self, result: Failure | None) -> None:
         self._sending = False
         if isinstance(result, Failure):
-            # The follower did not confirm: fail every write waiting on it. The entries stay
-            # in the sequencer's log; the next batch finds the gap and resends them.
             error = result.value if isinstance(result.value, BazarError) else None
             message = error.message if error else result.getErrorMessage()
-            log.warn(
-                "replication to {follower} failed: {message}", follower=self.follower.name, message=message
-            )
+            if self.in_sync:
+                log.warn("{follower} is out of sync: {message}", follower=self.follower.name, message=message)
+            # Writes stop waiting for it; the entries stay in the log for when it is back.
+            self.in_sync = False
             self._queue.clear()
             waiters, self._waiters = self._waiters, []
             for _, d in waiters:
-                d.errback(Unavailable(f"{self.follower.name} did not confirm the write: {message}"))
+                d.callback(False)
             return
         done = [d for seq, d in self._waiters if seq <= self.confirmed]
         self._waiters = [(seq, d) for seq, d in self._waiters if seq > self.confirmed]
         for d in done:
-            d.callback(None)
+            d.callback(True)
+        if not self.in_sync and not self._queue and self.confirmed >= self.store.applied_seq:
+            log.info("{follower} is back in sync at {seq}", follower=self.follower.name, seq=self.confirmed)
+            self.in_sync = True
+            self.on_caught_up(self.follower.name, self.confirmed)
         self._pump()
 
 
 class Sequencer:
-    """Runs a write at the sequencer, replicates it to every follower, then runs ``after``."""
+    """Runs a write at the sequencer, replicates it to the followers in sync, tells the front end."""
 
     def __init__(
-        self,
-        store: ReplicatedStore,
-        links: list[FollowerLink],
-        after: Callable[[Entry], Deferred[Any]] | None = None,
+        self, store: ReplicatedStore, links: list[FollowerLink], notice: FrontendNotice | None = None
     ) -> None:
         self.store = store
         self.links = links
-        self.after = after
+        self.notice = notice
+        for link in links:
+            link.on_caught_up = self._caught_up
 
     @inlineCallbacks
     def write(self, sequenced: Deferred[tuple[int, Entry]]) -> Any:
-        """``sequenced`` is the store's write; the entry, once every follower has it."""
+        """``sequenced`` is the store's write; the entry, once every follower in sync has it
+        and the front end has dropped its cached copies and stopped reading from the rest."""
         seq, entry = yield sequenced
-        # Wait for every follower, even after one failed: ``after`` must not run while a
-        # follower may still be applying the write (a read from it could refill a cache).
-        results = yield DeferredList([link.ship(seq, entry) for link in self.links], consumeErrors=True)
-        failure: Failure | None = next((result for ok, result in results if not ok), None)
-        if self.after is not None:
-            # Even a write that some follower missed changed the sequencer's data: drop
-            # cached copies of it either way.
-            yield self.after(entry)
-        if failure is not None:
-            failure.raiseException()
+        confirmed = yield gatherResults([link.ship(seq, entry) for link in self.links])
+        lagging = [link.follower.name for link, ok in zip(self.links, confirmed, strict=True) if not ok]
+        if self.notice is not None:
+            yield self.notice.written(seq, entry, lagging)
         return entry
+
+    def heartbeat(self) -> Deferred[Any]:
+        """Heartbeat every follower (which also starts any catch-up)."""
+        return gatherResults([link.heartbeat() for link in self.links])
+
+    def _caught_up(self, follower: str, seq: int) -> None:
+        """Tell the front end it may read from ``follower`` again (its status probe would, too)."""
+        if self.notice is not None:
+            d = self.notice.caught_up(follower, seq)
+            d.addErrback(
+                lambda f: log.warn("could not tell the front end: {error}", error=f.getErrorMessage())
+            )
+
+    def followers(self) -> dict[str, dict[str, Any]]:
+        """Each follower's confirmed sequence number and whether writes wait for it."""
+        return {
+            link.follower.name: {"confirmed": link.confirmed, "in_sync": link.in_sync} for link in self.links
+        }
+
+
+class Heartbeats(Service):
+    """Runs ``Sequencer.heartbeat`` every ``interval`` seconds while the sequencer runs."""
+
+    def __init__(
+        self, sequencer: Sequencer, clock: IReactorTime, interval: float = HEARTBEAT_INTERVAL
+    ) -> None:
+        self._loop = LoopingCall(self._beat, sequencer)
+        self._loop.clock = clock
+        self.interval = interval
+
+    @staticmethod
+    def _beat(sequencer: Sequencer) -> None:
+        # Not returned: the loop must not wait for the slowest follower (up to its deadline),
+        # or the others' heartbeats, and so their leases, would lapse meanwhile. A link whose
+        # request is still in flight skips the beat by itself.
+        sequencer.heartbeat().addErrback(lambda f: log.failure("heartbeat failed", f))
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()

@@ -10,6 +10,14 @@ SQL runs through a *runner* with adbapi's ``runInteraction`` signature: in produ
 ``adbapi.ConnectionPool`` with one connection, so statements leave the reactor thread and
 transactions run one at a time in submission order; in unit tests an ``InlineRunner`` that
 runs the same SQL synchronously on an in-memory database.
+
+The digest that tells whether two replicas hold the same data is kept up to date rather
+than computed on demand (hashing a million rows per ``status()`` takes seconds): it is the
+sum, modulo 2**256, of the SHA-256 of every row, stored in the ``meta`` table and changed
+in the same transaction as the row (minus the old row's hash, plus the new one's). Equal
+data gives equal sums whatever order the rows were written in; different data gives a
+different sum except by a 2**-256 accident. ``recompute_digest`` sums from scratch, to
+check.
 """
 
 from __future__ import annotations
@@ -17,18 +25,43 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 
 from bazar.errors import Conflict
 
+if TYPE_CHECKING:
+    from bazar.config import Config
+
 T = TypeVar("T")
 Entry = dict[str, Any]
 Cursor = Any  # an adbapi Transaction or a sqlite3.Cursor: both have execute/fetchone/fetchall
+Row = tuple[Any, ...]  # one data row's column values, in the table's column order
+
+DIGEST_MODULUS = 2**256
+BATCH = 10_000  # rows per executemany / fetchmany: bounded memory, few round trips
+
+
+def row_hash(row: Row) -> int:
+    """SHA-256 of one row as an integer, over an encoding that is unambiguous and the same on
+    every Python version: a string as its length and its text, a number as its repr."""
+    text = "\x1f".join([f"{len(v)}:{v}" if isinstance(v, str) else repr(v) for v in row])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
+
+
+def digest_hex(total: int) -> str:
+    return f"{total % DIGEST_MODULUS:064x}"
+
+
+def batches(rows: Iterable[T], size: int = BATCH) -> Iterator[list[T]]:
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 class Runner(Protocol):
@@ -86,10 +119,24 @@ class SequenceGap(Conflict):
         self.last_seq = last_seq
 
 
+class SeedMismatch(Exception):
+    """An existing database was seeded differently from what the configuration now asks for."""
+
+
 class ReplicatedStore:
-    """What catalog and order stores share: the log, ordered application, and a digest."""
+    """What catalog and order stores share: the log, ordered application, and a digest.
+
+    A subclass names its data ``table`` (with an integer primary key ``id``) and its
+    ``columns``, and changes rows only through ``_put_row`` or ``_row_changed``, so the
+    digest in ``meta`` always matches the table.
+    """
 
     schema: ClassVar[str]
+    table: ClassVar[str]
+    columns: ClassVar[str]
+    # Statements run after the seed: building an index over a full table beats keeping
+    # it up to date through a million inserts.
+    indexes: ClassVar[str] = ""
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
@@ -97,22 +144,129 @@ class ReplicatedStore:
         # figures that must not wait for the database.
         self.applied_seq = 0
 
+    @classmethod
+    def options(cls, config: Config) -> dict[str, Any]:
+        """Keyword arguments for this store's constructor from a ``bazar.config.Config``."""
+        return {}
+
     def setup(self) -> Deferred[None]:
         return self.runner.runInteraction(self._setup)
 
     def _setup(self, txn: Cursor) -> None:
         txn.execute("CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL)")
+        txn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)")
         for statement in self.schema.split(";"):
             if statement.strip():
                 txn.execute(statement)
-        self._seed(txn)
+        if self._meta(txn, "digest") is None:
+            if self._last_seq(txn) == 0 and self._is_empty(txn):
+                self._set_meta(txn, "digest", digest_hex(0))
+                self._set_meta(txn, "rows", 0)
+                self._seed(txn)
+            else:
+                # Written before the meta table existed: sum its rows up, once.
+                self._derive(txn)
+        for statement in self.indexes.split(";"):
+            if statement.strip():
+                txn.execute(statement)
+        self._check_seed(txn)
         self.applied_seq = self._last_seq(txn)
 
     def _seed(self, txn: Cursor) -> None:
-        """Fill a new database with its initial data; the same on every replica."""
+        """Fill a new database with its initial data (``_insert_new_rows``); the same on every replica."""
+
+    def _check_seed(self, txn: Cursor) -> None:
+        """Raise SeedMismatch if an existing database was seeded differently."""
+
+    def _is_empty(self, txn: Cursor) -> bool:
+        txn.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {self.table})")
+        return bool(txn.fetchone()[0])
+
+    def _derive(self, txn: Cursor) -> None:
+        """Compute what ``meta`` keeps (digest, row count) from the table itself."""
+        total, count = self._sum_rows(txn)
+        self._set_meta(txn, "digest", digest_hex(total))
+        self._set_meta(txn, "rows", count)
 
     def close(self) -> None:
         self.runner.close()
+
+    # -- meta: the digest and the row count, kept in step with every change ------------
+
+    @staticmethod
+    def _meta(txn: Cursor, key: str) -> Any:
+        txn.execute("SELECT value FROM meta WHERE key = ?", (key,))
+        row = txn.fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _set_meta(txn: Cursor, key: str, value: Any) -> None:
+        txn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def _row(self, txn: Cursor, row_id: int) -> Row | None:
+        txn.execute(f"SELECT {self.columns} FROM {self.table} WHERE id = ?", (row_id,))
+        row = txn.fetchone()
+        return None if row is None else tuple(row)
+
+    def _row_changed(self, txn: Cursor, old: Row | None, new: Row | None) -> None:
+        """Account for one row going from ``old`` to ``new`` (None: absent), in the caller's transaction."""
+        delta = (row_hash(new) if new is not None else 0) - (row_hash(old) if old is not None else 0)
+        count = (new is not None) - (old is not None)
+        if delta:
+            self._set_meta(txn, "digest", digest_hex(int(self._meta(txn, "digest"), 16) + delta))
+        if count:
+            self._set_meta(txn, "rows", int(self._meta(txn, "rows")) + count)
+
+    def _put_row(self, txn: Cursor, row: Row) -> Row:
+        """Insert or replace the row with ``row``'s id; the row as stored."""
+        old = self._row(txn, row[0])
+        marks = ", ".join("?" * len(row))
+        txn.execute(f"INSERT OR REPLACE INTO {self.table} ({self.columns}) VALUES ({marks})", row)
+        new = self._row(txn, row[0])  # as SQLite stored it (e.g. an integer price as a REAL)
+        self._row_changed(txn, old, new)
+        assert new is not None
+        return new
+
+    def _insert_new_rows(self, txn: Cursor, rows: Iterable[Row]) -> None:
+        """Insert rows with new ids a batch at a time (the seed), adding them to the digest as they go."""
+        marks = ", ".join("?" * len(self.columns.split(",")))
+        statement = f"INSERT INTO {self.table} ({self.columns}) VALUES ({marks})"
+        total = count = 0
+        for batch in batches(rows):
+            txn.executemany(statement, batch)
+            total += sum(map(row_hash, batch))
+            count += len(batch)
+        self._set_meta(txn, "digest", digest_hex(int(self._meta(txn, "digest"), 16) + total))
+        self._set_meta(txn, "rows", int(self._meta(txn, "rows")) + count)
+
+    @classmethod
+    def _scan(cls, txn: Cursor) -> Iterator[Row]:
+        """Every row in id order, fetched a batch at a time (never the whole table in memory)."""
+        txn.execute(f"SELECT {cls.columns} FROM {cls.table} ORDER BY id")
+        while batch := txn.fetchmany(BATCH):
+            yield from batch
+
+    @classmethod
+    def _sum_rows(cls, txn: Cursor) -> tuple[int, int]:
+        total = count = 0
+        for row in cls._scan(txn):
+            total += row_hash(row)
+            count += 1
+        return total, count
+
+    def recompute_digest(self) -> Deferred[str]:
+        """The digest summed from scratch over every row, to check the kept one (O(rows))."""
+        return self.runner.runInteraction(self.check_digest).addCallback(
+            lambda kept_and_true: kept_and_true[1]
+        )
+
+    @classmethod
+    def check_digest(cls, txn: Cursor) -> tuple[str | None, str]:
+        """The digest kept in ``meta`` (None if there is none yet) and the one summed from scratch."""
+        return cls._meta(txn, "digest"), digest_hex(cls._sum_rows(txn)[0])
+
+    def row_count(self) -> Deferred[int]:
+        return self.runner.runInteraction(lambda txn: int(self._meta(txn, "rows")))
 
     # -- the sequencer's side --------------------------------------------------------
 
@@ -179,34 +333,32 @@ class ReplicatedStore:
         return [(s, json.loads(e)) for s, e in txn.fetchall()]
 
     def status(self) -> Deferred[dict[str, Any]]:
-        """``last_seq`` and a digest of the data: equal digests mean equal data."""
+        """``last_seq`` and the digest of the data: equal digests mean equal data. O(1), no scan."""
         return self.runner.runInteraction(self._status)
 
     def _status(self, txn: Cursor) -> dict[str, Any]:
-        digest = hashlib.sha256()
-        for row in self._rows(txn):
-            digest.update(json.dumps(row, sort_keys=True).encode())
-            digest.update(b"\n")
-        return {"last_seq": self._last_seq(txn), "digest": digest.hexdigest()}
-
-    def _rows(self, txn: Cursor) -> list[dict[str, Any]]:
-        """Every data row in a fixed order: what the digest covers."""
-        raise NotImplementedError
+        return {"last_seq": self._last_seq(txn), "digest": self._meta(txn, "digest")}
 
 
 S = TypeVar("S", bound=ReplicatedStore)
 
 
-def open_store(store_type: type[S], path: Path, reactor: Any = None) -> S:
-    """Create and seed the database file if it is new (a few statements, run before the
-    reactor starts), then hand it to a one-connection adbapi pool for everything after."""
+def open_store(store_type: type[S], path: Path, reactor: Any = None, **options: Any) -> S:
+    """Create and seed the database file if it is new (before the reactor starts: seconds
+    for a million books), then hand it to a one-connection adbapi pool for everything after.
+
+    Raises SeedMismatch if the file was seeded differently from what ``options`` ask for.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    store = store_type(open_pool(path, reactor))
+    store = store_type(open_pool(path, reactor), **options)
     connection = sqlite3.connect(path)
     try:
-        _configure(connection)
+        connection.execute("PRAGMA synchronous=FULL")
         store._setup(connection.cursor())
         connection.commit()
+        # WAL from here on. A new file is seeded with the default rollback journal first:
+        # one big transaction, written once rather than to the WAL and then again.
+        _configure(connection)
     finally:
         connection.close()
     return store

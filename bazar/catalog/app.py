@@ -15,12 +15,31 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from bazar import validation
-from bazar.catalog.store import CatalogStore
+from bazar.catalog.store import BookPage, CatalogStore
 from bazar.client import ReplicaClient
 from bazar.config import Replica
+from bazar.paging import (
+    LINK_HEADER,
+    NEXT_AFTER_HEADER,
+    TOTAL_HEADER,
+    Page,
+    link_next,
+    parse_page,
+    search_path,
+)
 from bazar.replica import ReplicaEndpoints, RequireSecret, forward
 from bazar.replication import Sequencer
 from bazar.web import install_json_errors, parse_id, read_json, respond_json
+
+
+def respond_page(request: IRequest, path: str, page: Page, result: BookPage) -> bytes:
+    """The page's books as a JSON array; the listing's total and, if there is more, where the
+    next page starts (for the front end) and a Link to it (for anyone calling this replica)."""
+    request.setHeader(TOTAL_HEADER, str(result.total))
+    if result.next_after is not None:
+        request.setHeader(NEXT_AFTER_HEADER, str(result.next_after))
+        request.setHeader(LINK_HEADER, link_next(path, page, result.next_after))
+    return respond_json(request, result.books)
 
 
 class CatalogApp:
@@ -43,7 +62,7 @@ class CatalogApp:
         self.sequencer = sequencer
         self.writer = writer
         self.secret = secret
-        self.endpoints = ReplicaEndpoints(replica, store, sequencer)
+        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer, client.clock)
 
     def resource(self) -> IResource:
         return RequireSecret(self.app.resource(), self.secret, self.replica.name)
@@ -57,8 +76,10 @@ class CatalogApp:
     @app.route("/catalog/books", methods=["GET"])
     @inlineCallbacks
     def all_books(self, request: IRequest) -> Any:
-        books = yield self.store.all_books()
-        return respond_json(request, books)
+        """One page of every book (``limit``, ``offset``, ``after``: see ``bazar.paging``)."""
+        page = parse_page(request)
+        result = yield self.store.books_page(page)
+        return respond_page(request, "/catalog/books", page, result)
 
     @app.route("/catalog/books/<book_id>", methods=["GET"])
     @inlineCallbacks
@@ -69,8 +90,10 @@ class CatalogApp:
     @app.route("/catalog/search/<path:topic>", methods=["GET"])
     @inlineCallbacks
     def search(self, request: IRequest, topic: str) -> Any:
-        books = yield self.store.search(topic)
-        return respond_json(request, books)
+        """One page of the topic's books."""
+        page = parse_page(request)
+        result = yield self.store.search_page(topic, page)
+        return respond_page(request, search_path("/catalog/search", topic), page, result)
 
     # -- writes ----------------------------------------------------------------------
 

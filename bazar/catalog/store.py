@@ -2,17 +2,27 @@
 
 Every change is a sequenced operation (see ``bazar.storage``) whose log entry is the
 book's resulting row; followers upsert that row. Stock changes are conditional updates in
-one statement, so two concurrent buys can never both take the last copy.
+one statement, so two concurrent buys can never both take the last copy. Every change also
+updates the digest and the per-topic counts in ``meta`` and ``topics`` (same transaction).
+
+A new database holds ``books`` books: the report's seven, then generated ones whose fields
+are functions of their id, so every replica seeds identical rows. Listings are read a page
+at a time by index seeks (see ``bazar.paging``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from bazar.config import Config
 from bazar.errors import Conflict, NotFound
-from bazar.storage import Cursor, Entry, ReplicatedStore
+from bazar.paging import Page
+from bazar.storage import Cursor, Entry, ReplicatedStore, Row, Runner, SeedMismatch
 
 Book = dict[str, Any]
 
@@ -27,17 +37,85 @@ SEED_BOOKS: tuple[tuple[int, str, str, float, int], ...] = (
     (6, "Living in the Pioneer Valley", "new", 700.0, 90),
 )
 
+# Topics of the generated books (ids 7 and up): none is a topic of the report's books, so
+# the report's searches find the report's books whatever the size of the catalog.
+GENERATED_TOPICS: tuple[str, ...] = (
+    "algorithms", "compilers", "operating systems", "databases", "networking", "security",
+    "cryptography", "machine learning", "statistics", "linear algebra", "calculus", "geometry",
+    "number theory", "logic", "philosophy", "ethics", "history", "economics", "finance",
+    "accounting", "marketing", "management", "law", "psychology", "sociology", "linguistics",
+    "poetry", "fiction", "drama", "music", "painting", "architecture", "photography", "film",
+    "cooking", "gardening", "travel", "hiking", "astronomy", "physics", "chemistry", "biology",
+    "ecology", "geology", "medicine", "nursing", "sports", "chess", "woodworking", "art/design",
+)  # fmt: skip
+_ADJECTIVES = (
+    "Practical", "Modern", "Gentle", "Applied", "Essential", "Hidden", "Elegant", "Curious",
+    "Complete", "Pocket", "Illustrated", "Unofficial", "Hands-on",
+)  # fmt: skip
+_NOUNS = (
+    "Guide", "Handbook", "Primer", "Notes", "Lectures", "Recipes", "Patterns", "Essays",
+    "Companion", "Workbook", "Atlas", "Puzzles", "Questions", "Stories", "Field Manual",
+)  # fmt: skip
+
+_TITLED_TOPICS = tuple(topic.title() for topic in GENERATED_TOPICS)
+
 _COLUMNS = "id, title, topic, price, quantity"
+
+# A page: a seek on the primary key (id > after), then at most offset + limit + 1 rows; the
+# extra row only tells whether a next page exists. A topic's page seeks the (topic, id) index.
+PAGE_SQL = f"SELECT {_COLUMNS} FROM books WHERE id > ? ORDER BY id LIMIT ? OFFSET ?"
+SEARCH_SQL = f"SELECT {_COLUMNS} FROM books WHERE topic = ? AND id > ? ORDER BY id LIMIT ? OFFSET ?"
 
 # Stock stays an exact integer (SQLite would turn a sum past 2**63 into a float).
 MAX_STOCK = 2**53
 
 
-def _book(row: tuple[Any, ...]) -> Book:
+def generated_book(book_id: int) -> tuple[int, str, str, float, int]:
+    """Book ``book_id`` (7 or more) of a large catalog: a function of its id alone, so every
+    replica seeds the same rows. Prices 1.00 to 99.99, stock 0 to 100."""
+    which = book_id % len(GENERATED_TOPICS)
+    adjective = _ADJECTIVES[book_id % len(_ADJECTIVES)]
+    noun = _NOUNS[(book_id // len(_ADJECTIVES)) % len(_NOUNS)]
+    title = f"{adjective} {noun} on {_TITLED_TOPICS[which]}, vol. {book_id}"
+    price = ((book_id * 7919) % 9900 + 100) / 100
+    return book_id, title, GENERATED_TOPICS[which], price, book_id * 37 % 101
+
+
+def seed_books(count: int) -> Iterator[tuple[int, str, str, float, int]]:
+    """The first ``count`` books (at least the report's seven), in id order."""
+    yield from SEED_BOOKS
+    for book_id in range(len(SEED_BOOKS), count):
+        yield generated_book(book_id)
+
+
+def _book(row: Row) -> Book:
     return {"id": row[0], "title": row[1], "topic": row[2], "price": row[3], "quantity": row[4]}
 
 
+def _after(page: Page) -> int:
+    return -1 if page.after is None else page.after  # ids are >= 0
+
+
+@dataclass(frozen=True)
+class BookPage:
+    """One page of a listing: its books, how many the whole listing has, and the id after
+    which the next page starts (None on the last page)."""
+
+    books: list[Book]
+    total: int
+    next_after: int | None
+
+
+def _page(rows: list[Row], page: Page, total: int) -> BookPage:
+    """``rows`` were fetched with LIMIT page.limit + 1: a row beyond the page means a next page."""
+    books = [_book(r) for r in rows[: page.limit]]
+    next_after = books[-1]["id"] if len(rows) > page.limit else None
+    return BookPage(books, total, next_after)
+
+
 class CatalogStore(ReplicatedStore):
+    table = "books"
+    columns = _COLUMNS
     schema = """
         CREATE TABLE IF NOT EXISTS books (
             id INTEGER PRIMARY KEY,
@@ -46,23 +124,77 @@ class CatalogStore(ReplicatedStore):
             price REAL NOT NULL CHECK (price >= 0),
             quantity INTEGER NOT NULL CHECK (quantity >= 0)
         );
-        CREATE INDEX IF NOT EXISTS books_by_topic ON books (topic, id)
+        CREATE TABLE IF NOT EXISTS topics (topic TEXT PRIMARY KEY, books INTEGER NOT NULL)
     """
+    indexes = "CREATE INDEX IF NOT EXISTS books_by_topic ON books (topic, id)"
+
+    def __init__(self, runner: Runner, books: int = len(SEED_BOOKS)) -> None:
+        super().__init__(runner)
+        if books < len(SEED_BOOKS):
+            raise ValueError(f"a catalog has at least the report's {len(SEED_BOOKS)} books, not {books}")
+        self.books = books
+
+    @classmethod
+    def options(cls, config: Config) -> dict[str, Any]:
+        return {"books": config.books}
 
     def _seed(self, txn: Cursor) -> None:
-        txn.execute("SELECT COUNT(*) FROM books")
-        if txn.fetchone()[0] == 0 and self._last_seq(txn) == 0:
-            txn.executemany(f"INSERT INTO books ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", SEED_BOOKS)
+        topics: Counter[str] = Counter()
+
+        def counted() -> Iterator[Row]:
+            for book in seed_books(self.books):
+                topics[book[2]] += 1
+                yield book
+
+        self._insert_new_rows(txn, counted())
+        txn.executemany("INSERT INTO topics (topic, books) VALUES (?, ?)", sorted(topics.items()))
+        self._set_meta(txn, "books", self.books)
+
+    def _check_seed(self, txn: Cursor) -> None:
+        seeded = self._meta(txn, "books")
+        if seeded is None:
+            # Made before the count was recorded, when only the report's books existed.
+            seeded = len(SEED_BOOKS)
+            self._set_meta(txn, "books", seeded)
+        if seeded != self.books:
+            raise SeedMismatch(
+                f"the catalog database was seeded with {seeded} books, but the config asks for "
+                f"{self.books}: remove the data directory to seed it anew"
+            )
+
+    def _derive(self, txn: Cursor) -> None:
+        super()._derive(txn)
+        # A count per topic, so a search page can say how many books the topic has without
+        # counting them on every request; the (topic, id) index makes this one pass.
+        txn.execute("DELETE FROM topics")
+        txn.execute("INSERT INTO topics (topic, books) SELECT topic, COUNT(*) FROM books GROUP BY topic")
+
+    def _row_changed(self, txn: Cursor, old: Row | None, new: Row | None) -> None:
+        super()._row_changed(txn, old, new)
+        change: Counter[str] = Counter()
+        if old is not None:
+            change[old[2]] -= 1
+        if new is not None:
+            change[new[2]] += 1
+        for topic, delta in change.items():
+            if delta:
+                txn.execute("INSERT OR IGNORE INTO topics (topic, books) VALUES (?, 0)", (topic,))
+                txn.execute("UPDATE topics SET books = books + ? WHERE topic = ?", (delta, topic))
+                txn.execute("DELETE FROM topics WHERE topic = ? AND books = 0", (topic,))
 
     # -- reads -----------------------------------------------------------------------
 
     def all_books(self) -> Deferred[list[Book]]:
-        return self.runner.runInteraction(self._all_books)
+        """Every book, in one list: for tests and tools. The API pages (``books_page``)."""
+        return self.runner.runInteraction(lambda txn: [_book(r) for r in self._scan(txn)])
 
-    @staticmethod
-    def _all_books(txn: Cursor) -> list[Book]:
-        txn.execute(f"SELECT {_COLUMNS} FROM books ORDER BY id")
-        return [_book(r) for r in txn.fetchall()]
+    def books_page(self, page: Page) -> Deferred[BookPage]:
+        return self.runner.runInteraction(self._books_page, page)
+
+    def _books_page(self, txn: Cursor, page: Page) -> BookPage:
+        txn.execute(PAGE_SQL, (_after(page), page.limit + 1, page.offset))
+        rows = txn.fetchall()
+        return _page(rows, page, int(self._meta(txn, "rows")))
 
     def book(self, book_id: int) -> Deferred[Book]:
         return self.runner.runInteraction(self._book, book_id)
@@ -75,16 +207,15 @@ class CatalogStore(ReplicatedStore):
             raise NotFound(f"no book with id {book_id}")
         return _book(row)
 
-    def search(self, topic: str) -> Deferred[list[Book]]:
-        return self.runner.runInteraction(self._search, topic)
+    def search_page(self, topic: str, page: Page) -> Deferred[BookPage]:
+        return self.runner.runInteraction(self._search_page, topic, page)
 
-    @staticmethod
-    def _search(txn: Cursor, topic: str) -> list[Book]:
-        txn.execute(f"SELECT {_COLUMNS} FROM books WHERE topic = ? ORDER BY id", (topic,))
-        return [_book(r) for r in txn.fetchall()]
-
-    def _rows(self, txn: Cursor) -> list[Book]:
-        return self._all_books(txn)
+    def _search_page(self, txn: Cursor, topic: str, page: Page) -> BookPage:
+        txn.execute(SEARCH_SQL, (topic, _after(page), page.limit + 1, page.offset))
+        rows = txn.fetchall()
+        txn.execute("SELECT books FROM topics WHERE topic = ?", (topic,))
+        count = txn.fetchone()
+        return _page(rows, page, 0 if count is None else int(count[0]))
 
     # -- sequenced writes (the sequencer only) ---------------------------------------
 
@@ -92,14 +223,14 @@ class CatalogStore(ReplicatedStore):
         return self.sequence(self._buy, book_id, quantity)
 
     def _buy(self, txn: Cursor, book_id: int, quantity: int) -> Entry:
+        old = self._existing(txn, book_id)
         txn.execute(
             "UPDATE books SET quantity = quantity - ? WHERE id = ? AND quantity >= ?",
             (quantity, book_id, quantity),
         )
         if txn.rowcount == 0:
-            book = self._book(txn, book_id)  # raises NotFound for an unknown id
-            raise Conflict(f"not enough stock of book {book_id}: {book['quantity']} left, {quantity} asked")
-        return {"book": self._book(txn, book_id)}
+            raise Conflict(f"not enough stock of book {book_id}: {old[4]} left, {quantity} asked")
+        return self._changed(txn, old)
 
     def set_price(self, book_id: int, price: float) -> Deferred[tuple[int, Entry]]:
         return self.sequence(self._set, book_id, "price = ?", (price,))
@@ -111,29 +242,38 @@ class CatalogStore(ReplicatedStore):
         return self.sequence(self._add_quantity, book_id, delta)
 
     def _add_quantity(self, txn: Cursor, book_id: int, delta: int) -> Entry:
+        old = self._existing(txn, book_id)
         txn.execute(
             "UPDATE books SET quantity = quantity + ? WHERE id = ? AND quantity + ? BETWEEN 0 AND ?",
             (delta, book_id, delta, MAX_STOCK),
         )
         if txn.rowcount == 0:
-            book = self._book(txn, book_id)
             raise Conflict(
-                f"stock of book {book_id} must stay between 0 and {MAX_STOCK}: "
-                f"{book['quantity']} left, delta {delta}"
+                f"stock of book {book_id} must stay between 0 and {MAX_STOCK}: {old[4]} left, delta {delta}"
             )
-        return {"book": self._book(txn, book_id)}
+        return self._changed(txn, old)
 
     def _set(self, txn: Cursor, book_id: int, assignment: str, values: tuple[Any, ...]) -> Entry:
+        old = self._existing(txn, book_id)
         txn.execute(f"UPDATE books SET {assignment} WHERE id = ?", (*values, book_id))
-        if txn.rowcount == 0:
+        return self._changed(txn, old)
+
+    def _existing(self, txn: Cursor, book_id: int) -> Row:
+        """The book's row before a change (for the digest), or NotFound."""
+        row = self._row(txn, book_id)
+        if row is None:
             raise NotFound(f"no book with id {book_id}")
-        return {"book": self._book(txn, book_id)}
+        return row
+
+    def _changed(self, txn: Cursor, old: Row) -> Entry:
+        """Account for the change from ``old`` in the digest; the log entry: the row as it is now."""
+        new = self._row(txn, old[0])
+        self._row_changed(txn, old, new)
+        assert new is not None
+        return {"book": _book(new)}
 
     # -- followers -------------------------------------------------------------------
 
     def _apply_entry(self, txn: Cursor, entry: Entry) -> None:
         book = entry["book"]
-        txn.execute(
-            f"INSERT OR REPLACE INTO books ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-            (book["id"], book["title"], book["topic"], book["price"], book["quantity"]),
-        )
+        self._put_row(txn, (book["id"], book["title"], book["topic"], book["price"], book["quantity"]))

@@ -10,7 +10,7 @@ from bazar.catalog.app import CatalogApp
 from bazar.catalog.store import CatalogStore
 from bazar.client import ReplicaClient
 from bazar.config import Config, Replica
-from bazar.invalidation import FrontendInvalidator
+from bazar.invalidation import book_keys
 from bazar.replica import replica_service
 from bazar.replication import Sequencer
 from bazar.service import ReplicaOptions
@@ -29,10 +29,5 @@ def _app(
     return CatalogApp(replica, store, client, config.catalog_sequencer, writer, config.secret)
 
 
-def _invalidate_frontend(config: Config, client: ReplicaClient) -> Any:
-    invalidator = FrontendInvalidator(client, config.frontend)
-    return lambda entry: invalidator.invalidate(entry["book"])
-
-
 def makeService(options: Options, reactor: Any = None) -> MultiService:
-    return replica_service("catalog", options, CatalogStore, _app, _invalidate_frontend, reactor)
+    return replica_service("catalog", options, CatalogStore, _app, book_keys, reactor)

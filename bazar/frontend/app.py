@@ -9,8 +9,8 @@ the catalog sequencer has already told this front end which cache entries to dro
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
 
 from klein import Klein
 from prometheus_client.core import Metric
@@ -26,9 +26,11 @@ from bazar.config import Config, Replica
 from bazar.errors import BadRequest, Unavailable
 from bazar.frontend import openapi, storefront
 from bazar.frontend.fastpath import HitShortcut, UriKeys
-from bazar.invalidation import ALL_BOOKS_KEY, info_key, search_key
+from bazar.health import Health
+from bazar.invalidation import PageKey, all_books_page_key, info_key, search_page_key
 from bazar.lru import LRUCache
 from bazar.metrics import Metrics, counter, gauge
+from bazar.paging import Page, parse_page, public_page_headers, search_path
 from bazar.readthrough import ReadThroughCache
 from bazar.roundrobin import RoundRobin
 from bazar.web import (
@@ -49,6 +51,13 @@ def _cacheable(response: ReplicaResponse) -> bool:
     return response.code == 200
 
 
+def _strings(body: dict[str, Any], field: str) -> list[str]:
+    values = body.get(field, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise BadRequest(f"'{field}' must be a list of strings")
+    return values
+
+
 class FrontendApp:
     app = Klein()
     install_json_errors(app)
@@ -64,8 +73,7 @@ class FrontendApp:
         self.uri_keys = UriKeys(max(64, 4 * config.cache_size))
         self.catalogs = RoundRobin(config.catalog)
         self.orders = RoundRobin(config.order)
-        # Whether each replica answered the last time this front end called it.
-        self.reachable: dict[str, bool] = {}
+        self.health = Health(self._replicas())
         self.metrics = metrics if metrics is not None else Metrics("frontend", "frontend")
         self.metrics.collect_with(self._collect)
 
@@ -87,13 +95,9 @@ class FrontendApp:
             gauge("bazar_cache_entries", "Entries in the cache", [], [([], len(self.cache.lru))]),
             gauge(
                 "bazar_replica_up",
-                "1 if the replica answered the front end's last call to it",
+                "1 if the front end reads from the replica (it answers, is ready and not lagging)",
                 ["replica", "role"],
-                [
-                    ([r.name, r.role], float(self.reachable[r.name]))
-                    for r in self._replicas()
-                    if r.name in self.reachable
-                ],
+                [([r.name, r.role], float(self.health.readable(r))) for r in self._replicas()],
             ),
         ]
 
@@ -101,24 +105,29 @@ class FrontendApp:
         return [*self.config.catalog, *self.config.order]
 
     def _call(self, method: str, replica: Replica, path: str, body: Any = None) -> Deferred[ReplicaResponse]:
-        """Every call to a replica goes through here, so the front end knows who answers."""
-
-        def answered(response: ReplicaResponse) -> ReplicaResponse:
-            self.reachable[replica.name] = True
-            return response
+        """Every call to a replica goes through here: one that cannot reach it marks it down."""
 
         def unreachable(failure: Failure) -> Failure:
             failure.trap(Unavailable)
-            self.reachable[replica.name] = False
+            self.health.mark(replica, False, failure.getErrorMessage())
             return failure
 
-        return self.client.request(method, replica, path, body).addCallbacks(answered, unreachable)
+        return self.client.request(method, replica, path, body).addErrback(unreachable)
+
+    def _pick(self, replicas: RoundRobin[Replica]) -> Replica:
+        """The next replica in turn that is up, for a write (which is never retried elsewhere)."""
+        for replica in replicas.rotation():
+            if self.health.is_up(replica):
+                return replica
+        raise Unavailable(f"no {replicas.rotation()[0].role} replica is up; try again shortly")
 
     # -- reads through the cache -----------------------------------------------------
 
     @app.route("/bazar/info/all", methods=["GET"])
     def info_all(self, request: IRequest) -> Any:
-        return self._cached_read(request, ALL_BOOKS_KEY, "/catalog/books")
+        """One page of every book, by id (``limit``, ``offset``, ``after``: see ``bazar.paging``)."""
+        page = parse_page(request)
+        return self._paged_read(request, all_books_page_key(page), page, "/catalog/books", "/bazar/info/all")
 
     @app.route("/bazar/info/<book_id>", methods=["GET"])
     def info(self, request: IRequest, book_id: str) -> Any:
@@ -127,9 +136,46 @@ class FrontendApp:
 
     @app.route("/bazar/search/<path:topic>", methods=["GET"])
     def search(self, request: IRequest, topic: str) -> Any:
+        """One page of a topic's books, by id."""
         if not topic.strip():
             raise BadRequest("a topic is required")
-        return self._cached_read(request, search_key(topic), f"/catalog/search/{quote(topic, safe='')}")
+        page = parse_page(request)
+        return self._paged_read(
+            request,
+            search_page_key(topic, page),
+            page,
+            search_path("/catalog/search", topic),
+            search_path("/bazar/search", topic),
+        )
+
+    def _paged_read(self, request: IRequest, key: PageKey, page: Page, path: str, public_path: str) -> Any:
+        """``_cached_read`` for one page of a listing: the cached answer carries its paging
+        headers (total, Link to the next page), sent on hits and misses alike. Not learned by
+        the lean hit path, which would send the body without them."""
+
+        def public(response: ReplicaResponse) -> ReplicaResponse:
+            if response.code != 200:
+                return response
+            return replace(response, headers=public_page_headers(response.headers, public_path, page))
+
+        def fetch() -> Deferred[ReplicaResponse]:
+            return self._read(self.catalogs, f"{path}?{page.query()}").addCallback(public)
+
+        cached, pending = self.cache.get(key, fetch)
+        if pending is None:
+            assert cached is not None
+            request.setHeader(CACHE_HEADER, "hit")
+            for name, value in cached.headers.items():
+                request.setHeader(name, value)
+            return respond(request, cached.body, cached.code)
+        request.setHeader(CACHE_HEADER, "miss")
+
+        def relay(response: ReplicaResponse) -> bytes:
+            for name, value in response.headers.items():
+                request.setHeader(name, value)
+            return self._relay(response, request)
+
+        return pending.addCallback(relay)
 
     def _cached_read(self, request: IRequest, key: str, path: str) -> Any:
         self.uri_keys.learn(request.uri, key)  # lets the lean path answer this URI next time
@@ -143,15 +189,18 @@ class FrontendApp:
 
     @inlineCallbacks
     def _read(self, replicas: RoundRobin[Replica], path: str) -> Any:
-        """GET from the next replica in turn; if it cannot be reached, from the one after."""
+        """GET from the next readable replica in turn; if it cannot be reached, from the one after."""
         error: Unavailable | None = None
         for replica in replicas.rotation():
+            if not self.health.readable(replica):
+                continue
             try:
                 return (yield self._call("GET", replica, path))
             except Unavailable as e:
                 error = e
-        assert error is not None
-        raise error
+        raise error or Unavailable(
+            "no replica that has every acknowledged write is reachable; try again shortly"
+        )
 
     @staticmethod
     def _relay(response: ReplicaResponse, request: IRequest) -> bytes:
@@ -164,19 +213,19 @@ class FrontendApp:
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
-        return self._send(request, "POST", self.orders.next(), f"/order/purchase/{book}", body)
+        return self._send(request, "POST", self._pick(self.orders), f"/order/purchase/{book}", body)
 
     @app.route("/bazar/update_price/<book_id>", methods=["PUT"])
     def update_price(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
-        return self._send(request, "PUT", self.catalogs.next(), f"/catalog/books/{book}/price", body)
+        return self._send(request, "PUT", self._pick(self.catalogs), f"/catalog/books/{book}/price", body)
 
     @app.route("/bazar/update_quantity/<book_id>", methods=["PUT"])
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = validation.quantity_change(read_json(request))
-        return self._send(request, "PUT", self.catalogs.next(), f"/catalog/books/{book}/quantity", body)
+        return self._send(request, "PUT", self._pick(self.catalogs), f"/catalog/books/{book}/quantity", body)
 
     def _send(self, request: IRequest, method: str, replica: Replica, path: str, body: Any) -> Any:
         return self._call(method, replica, path, body).addCallback(self._relay, request)
@@ -210,7 +259,7 @@ class FrontendApp:
                 "name": replica.name,
                 "role": replica.role,
                 "url": replica.url,
-                "healthy": ok,
+                "healthy": ok and self.health.readable(replica),
             }
             if ok:
                 entry.update(
@@ -240,11 +289,19 @@ class FrontendApp:
 
     @app.route("/internal/invalidate", methods=["POST"])
     def invalidate(self, request: IRequest) -> Any:
-        """Called by the catalog sequencer after a write is on every catalog replica, before it answers."""
+        """Called by a sequencer before it acknowledges a write: drop these cache keys, stop
+        reading from these ``lagging`` followers; or, later, read from ``caught_up`` ones again."""
         check_secret(request, self.config.secret)
-        keys = read_json(request).get("keys")
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise BadRequest("'keys' must be a list of strings")
+        body = read_json(request)
+        keys = _strings(body, "keys")
+        seq = body.get("seq", 0)
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise BadRequest("'seq' must be an integer")
+        lagging, caught_up = _strings(body, "lagging"), _strings(body, "caught_up")  # all checked first
+        for name in lagging:
+            self.health.report_lagging(name, True, seq, pushed=True)
+        for name in caught_up:
+            self.health.report_lagging(name, False, seq, pushed=True)
         for key in keys:
             self.cache.invalidate(key)
         log.debug("invalidated {keys}", keys=keys)

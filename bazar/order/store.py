@@ -23,6 +23,8 @@ def _order(row: tuple[Any, ...]) -> Order:
 
 
 class OrderStore(ReplicatedStore):
+    table = "orders"
+    columns = _COLUMNS
     schema = """
         CREATE TABLE IF NOT EXISTS orders (
             id INTEGER PRIMARY KEY,
@@ -51,18 +53,15 @@ class OrderStore(ReplicatedStore):
 
     def _apply_entry(self, txn: Cursor, entry: Entry) -> None:
         o = entry["order"]
-        txn.execute(
-            f"INSERT INTO orders ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-            (o["order_id"], o["book_id"], o["title"], o["price"], o["quantity"]),
-        )
+        row = (o["order_id"], o["book_id"], o["title"], o["price"], o["quantity"])
+        txn.execute(f"INSERT INTO orders ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", row)  # never replaces one
+        self._row_changed(txn, None, self._row(txn, o["order_id"]))
 
     def all_orders(self) -> Deferred[list[Order]]:
         return self.runner.runInteraction(self._all_orders)
 
-    @staticmethod
-    def _all_orders(txn: Cursor) -> list[Order]:
-        txn.execute(f"SELECT {_COLUMNS} FROM orders ORDER BY id")
-        return [_order(r) for r in txn.fetchall()]
+    def _all_orders(self, txn: Cursor) -> list[Order]:
+        return [_order(r) for r in self._scan(txn)]
 
     def order(self, order_id: int) -> Deferred[Order]:
         return self.runner.runInteraction(self._order_by_id, order_id)
@@ -74,6 +73,3 @@ class OrderStore(ReplicatedStore):
         if row is None:
             raise NotFound(f"no order with id {order_id}")
         return _order(row)
-
-    def _rows(self, txn: Cursor) -> list[Order]:
-        return self._all_orders(txn)

@@ -164,16 +164,20 @@ def write_config(
     *,
     secret: str | None = "integration-secret",
     cache_size: int = 5,
+    books: int | None = None,
     name: str = "bazar.toml",
 ) -> Layout:
     """A config for 1 + 3 + 3 processes on free loopback ports, data under ``directory``.
 
-    ``secret=None`` leaves the secret out, so the processes read (or create) ``data/secret``.
+    ``secret=None`` leaves the secret out, so the processes read (or create) ``data/secret``;
+    ``books=None`` leaves the catalog at its default size (the report's seven books).
     """
     ports = dict(zip(NAMES, free_ports(len(NAMES)), strict=True))
     lines = ["[cluster]", 'data_dir = "data"', f"cache_size = {cache_size}"]
     if secret is not None:
         lines.append(f"secret = {_toml_string(secret)}")
+    if books is not None:
+        lines.append(f"books = {books}")
 
     def endpoint(port: int) -> list[str]:
         return [f'listen = "tcp:port={port}:interface=127.0.0.1"', f'url = "http://127.0.0.1:{port}"']

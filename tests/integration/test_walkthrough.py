@@ -48,7 +48,7 @@ async def fill_cache_with_misses(api: Api) -> tuple[list[str], list[Reply]]:
         assert reply.body == []
         assert reply.header(CACHE) == "miss", reply
         replies.append(reply)
-    keys = [f"search/{t}" for t in topics]
+    keys = [f"search/{t}?limit=100&offset=0" for t in topics]  # the first page of each search
     assert (await api.status())["cache"]["keys"] == keys
     return keys, replies
 

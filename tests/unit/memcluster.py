@@ -11,7 +11,8 @@ invalidations to the front end), except that:
 * the clock is a ``task.Clock`` that nobody advances, so no deadline ever fires.
 
 Any replica can be told to hold back its next request (``hold_next``) and answer it
-later, to make a response arrive after something else has happened.
+later, to make a response arrive after something else has happened, or to be unreachable
+(``unreachable``: it drops every connection unanswered, as a dead process would).
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ from bazar.catalog.store import CatalogStore
 from bazar.client import ReplicaClient
 from bazar.config import SECRET_HEADER, Config, Replica
 from bazar.frontend.app import FrontendApp
+from bazar.invalidation import FrontendNotifier, book_keys
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
 from bazar.order.store import OrderStore
 from bazar.replica import measured
 from bazar.replication import FollowerLink, Sequencer
-from bazar.storage import InlineRunner, ReplicatedStore
+from bazar.storage import Entry, InlineRunner, ReplicatedStore
 from bazar.web import make_site, respond_json
 
 SECRET = "unit-test-secret"
@@ -132,6 +134,8 @@ class HostDispatch(Resource):
         self.resources: dict[str, IResource] = {}
         self.seen: list[Seen] = []
         self.holds: dict[str, Held] = {}
+        self.unreachable: set[str] = set()
+        self.refused: list[Seen] = []  # requests to an unreachable app, which it never saw
 
     def add(self, replica: Replica, resource: IResource) -> None:
         self.by_host[urlsplit(replica.url).netloc] = replica.name
@@ -143,6 +147,12 @@ class HostDispatch(Resource):
         if name is None:
             # Not an app's answer: the shape tells a test that dispatch itself failed.
             return respond_json(request, {"dispatch": f"no app at host {host!r}"}, 599)
+        if name in self.unreachable:
+            # As if the process had died: the connection drops before any answer, which the
+            # client sees as a transport error (ReplicaClient: Unavailable).
+            self.refused.append(Seen(name, request.method.decode(), request.path.decode()))
+            request.transport.abortConnection()  # type: ignore[attr-defined]
+            return NOT_DONE_YET
         self.seen.append(Seen(name, request.method.decode(), request.path.decode()))
         held = self.holds.pop(name, None)
         if held is not None:
@@ -153,10 +163,10 @@ class HostDispatch(Resource):
 class MemCluster:
     """Seven apps behind one StubTreq; see the module docstring."""
 
-    def __init__(self, cache_size: int = 5) -> None:
+    def __init__(self, cache_size: int = 5, books: int = 7) -> None:
         self._tmp = tempfile.mkdtemp(prefix="bazar-unit-")
         self.config: Config = bazar_config.parse(
-            {"cluster": {"secret": SECRET, "data_dir": self._tmp, "cache_size": cache_size}},
+            {"cluster": {"secret": SECRET, "data_dir": self._tmp, "cache_size": cache_size, "books": books}},
             source="memcluster",
         )
         self.clock = Clock()
@@ -171,14 +181,15 @@ class MemCluster:
         site.displayTracebacks = production.displayTracebacks
         self.stores: dict[str, ReplicatedStore] = {}
         self.apps: dict[str, Any] = {}
+        self.sequencers: dict[str, Sequencer] = {}
 
         self.frontend = FrontendApp(self.config, self.client())
         self.dispatch.add(
             self.config.frontend,
             MeasuredResource(self.frontend.resource(), self.frontend.metrics, SECRET),
         )
-        self._replicas(self.config.catalog, CatalogStore, catalog_tap._app, catalog_tap._invalidate_frontend)
-        self._replicas(self.config.order, OrderStore, order_tap._app, None)
+        self._replicas(self.config.catalog, CatalogStore, catalog_tap._app, book_keys)
+        self._replicas(self.config.order, OrderStore, order_tap._app, lambda entry: [])
 
     def client(self) -> ReplicaClient:
         """A client like each process's own: the cluster secret, the shared StubTreq, our clock."""
@@ -189,17 +200,18 @@ class MemCluster:
         replicas: tuple[Replica, ...],
         store_type: type[ReplicatedStore],
         make_app: Callable[..., Any],
-        after_write: Callable[[Config, ReplicaClient], Any] | None,
+        keys: Callable[[Entry], list[str]],
     ) -> None:
         """Mirrors ``replica_service``: one store and client each, the first one sequences."""
         for replica in replicas:
-            store = store_type(InlineRunner())
+            store = store_type(InlineRunner(), **store_type.options(self.config))
             result_of(store.setup())
             client = self.client()
             writer = None
             if replica == replicas[0]:
                 links = [FollowerLink(f, client, store) for f in replicas if f != replica]
-                writer = Sequencer(store, links, after_write(self.config, client) if after_write else None)
+                writer = Sequencer(store, links, FrontendNotifier(client, self.config.frontend, keys))
+                self.sequencers[replica.role] = writer
             app = make_app(self.config, replica, store, client, writer)
             self.stores[replica.name] = store
             self.apps[replica.name] = app
@@ -289,6 +301,13 @@ class MemCluster:
         test does in between."""
         held = self.dispatch.holds[name] = Held(self, name)
         return held
+
+    def unreachable(self, name: str, down: bool = True) -> None:
+        """Make ``name`` drop every connection (``down=False``: answer again)."""
+        if down:
+            self.dispatch.unreachable.add(name)
+        else:
+            self.dispatch.unreachable.discard(name)
 
     # -- looking inside ----------------------------------------------------------------
 

@@ -73,6 +73,15 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.catalog_sequencer.name, "catalog-1")
         self.assertEqual(config.order_sequencer.name, "order-1")
 
+    def test_books(self) -> None:
+        """Seven books unless the config says otherwise; a million is fine."""
+        self.assertEqual(parse(defaults()).books, 7)
+        for books in (7, 8, 1_000_000, 100_000_000):
+            with self.subTest(books=books):
+                raw = defaults()
+                raw["cluster"]["books"] = books
+                self.assertEqual(parse(raw).books, books)
+
     def test_cache_size_and_data_dir(self) -> None:
         """The cache holds 5 entries; data lives under bazar-data/, one SQLite file per replica."""
         config = parse(defaults())
@@ -106,6 +115,11 @@ class RepoConfigTests(TempDirMixin, SynchronousTestCase):
         self.assertEqual(config.catalog, builtin.catalog)
         self.assertEqual(config.order, builtin.order)
         self.assertEqual(config.cache_size, builtin.cache_size)
+        self.assertEqual(config.books, builtin.books)
+
+    def test_books_is_shown_commented_out(self) -> None:
+        """etc/bazar.toml shows the books key with its default, commented out."""
+        self.assertIn("# books = 7\n", REPO_CONFIG.read_text())
 
     def test_same_data_dir_and_secret_file_as_the_defaults(self) -> None:
         """Its data_dir and secret_file are where the defaults put them."""
@@ -260,6 +274,26 @@ class InvalidConfigTests(TempDirMixin, SynchronousTestCase):
                     f"[cluster]: 'cache_size' must be an integer >= 0 (0 disables the cache), not {shown}",
                 )
 
+    def test_bad_book_counts(self) -> None:
+        """books must be an integer from 7 (the report's books) up: fewer, strings, booleans,
+        floats and absurd sizes are refused, naming the value."""
+        for value, shown in (
+            ("6", "6"),
+            ("0", "0"),
+            ("-7", "-7"),
+            ("'1000'", "'1000'"),
+            ("true", "True"),
+            ("1e6", "1000000.0"),
+            ("100_000_001", "100000001"),
+        ):
+            with self.subTest(books=value):
+                path = self.write_config("", cluster=f"books = {value}")
+                self.assertConfigError(
+                    path,
+                    "[cluster]: 'books' must be an integer from 7 (the report's books) to 100_000_000,",
+                    f"not {shown}",
+                )
+
     def test_empty_replica_lists(self) -> None:
         """An empty list of catalog or order replicas is refused."""
         for role in ("catalog", "order"):
@@ -282,6 +316,7 @@ class InvalidConfigTests(TempDirMixin, SynchronousTestCase):
         )
         config = load(path)
         self.assertEqual(config.cache_size, 2)
+        self.assertEqual(config.books, 7)
         self.assertEqual(config.catalog, (Replica("north", "catalog", "tcp:6001", "http://10.0.0.1:6001"),))
         self.assertEqual([r.name for r in config.order], ["order-1", "order-2", "order-3"])
         self.assertEqual(config.data_dir, path.parent / "data")

@@ -159,3 +159,62 @@ class StatsTests(SynchronousTestCase):
         """Only reads count as hits or misses."""
         cache = filled()
         self.assertEqual((cache.stats.hits, cache.stats.misses), (0, 0))
+
+
+class Paged(str):
+    """A key with a prefix, as ``bazar.invalidation.PageKey`` is."""
+
+    prefix: str
+
+    def __new__(cls, prefix: str, n: int) -> Paged:
+        key = super().__new__(cls, f"{prefix}?page={n}")
+        key.prefix = prefix
+        return key
+
+
+class PrefixTests(SynchronousTestCase):
+    def paged(self, capacity: int = 10) -> LRUCache[str, str]:
+        cache: LRUCache[str, str] = LRUCache(capacity)
+        for n in range(3):
+            cache.put(Paged("info/all", n), f"all {n}")
+            cache.put(Paged("search/new", n), f"new {n}")
+        cache.put("info/1", "book 1")
+        return cache
+
+    def test_invalidate_prefix_drops_every_page_of_it_only(self) -> None:
+        """Every key with the prefix goes, counted as invalidations; other prefixes and plain keys stay."""
+        cache = self.paged()
+        self.assertEqual(cache.invalidate_prefix("info/all"), 3)
+        self.assertEqual(cache.keys(), [Paged("search/new", n) for n in range(3)] + ["info/1"])
+        self.assertEqual(cache.stats.invalidations, 3)
+        self.assertEqual(cache.keys_with_prefix("info/all"), set())
+        self.assertEqual(cache.invalidate_prefix("info/all"), 0)
+        self.assertEqual(cache.invalidate_prefix("info/1"), 0)  # a plain key is no prefix
+        self.assertIn("info/1", cache)
+
+    def test_eviction_leaves_the_index(self) -> None:
+        """An evicted page leaves its prefix: invalidating the prefix later counts only what is cached."""
+        cache = self.paged(capacity=4)  # keeps new 1, all 2, new 2, info/1
+        self.assertEqual(cache.keys_with_prefix("info/all"), {Paged("info/all", 2)})
+        self.assertEqual(cache.invalidate_prefix("info/all"), 1)
+        self.assertEqual(cache.invalidate_prefix("search/new"), 2)
+        self.assertEqual(cache.keys(), ["info/1"])
+        self.assertEqual(cache._by_prefix, {})  # nothing left behind
+
+    def test_invalidating_one_page_leaves_the_others(self) -> None:
+        cache = self.paged()
+        self.assertTrue(cache.invalidate(Paged("info/all", 1)))
+        self.assertEqual(cache.keys_with_prefix("info/all"), {Paged("info/all", 0), Paged("info/all", 2)})
+        self.assertEqual(cache.invalidate_prefix("info/all"), 2)
+
+    def test_replacing_a_page_keeps_one_index_entry(self) -> None:
+        cache = self.paged()
+        cache.put(Paged("info/all", 0), "again")
+        self.assertEqual(len(cache.keys_with_prefix("info/all")), 3)
+        self.assertEqual(cache.invalidate_prefix("info/all"), 3)
+        self.assertEqual(len(cache), 4)
+
+    def test_a_disabled_cache_indexes_nothing(self) -> None:
+        cache: LRUCache[str, str] = LRUCache(0)
+        cache.put(Paged("info/all", 0), "page")
+        self.assertEqual((len(cache), cache.keys_with_prefix("info/all")), (0, set()))

@@ -8,7 +8,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.errors import Unavailable
+from bazar.invalidation import ALL_BOOKS_KEY, PageKey, all_books_page_key, search_key, search_page_key
 from bazar.lru import LRUCache
+from bazar.paging import Page
 from bazar.readthrough import ReadThroughCache
 
 
@@ -241,3 +243,66 @@ class FailureTests(SynchronousTestCase):
         assert pending is not None
         self.assertEqual(self.successResultOf(pending), "book 1")
         self.assertEqual(cache.lru.get("info/1"), "book 1")
+
+
+class PageFillGuardTests(SynchronousTestCase):
+    """Invalidating a listing's prefix covers every page of it, cached or being fetched."""
+
+    def page(self, n: int, topic: str | None = None) -> PageKey:
+        page = Page(limit=10, offset=10 * n)
+        return search_page_key(topic, page) if topic is not None else all_books_page_key(page)
+
+    def test_prefix_drops_every_cached_page(self) -> None:
+        cache = make_cache(capacity=10)
+        for n in range(3):
+            cache.lru.put(self.page(n), f"page {n}")
+        cache.lru.put(self.page(0, "new"), "new page 0")
+        cache.invalidate(ALL_BOOKS_KEY)
+        self.assertEqual(cache.lru.keys(), [self.page(0, "new")])
+        cache.invalidate(search_key("new"))
+        self.assertEqual(cache.lru.keys(), [])
+
+    def test_page_fill_in_flight_is_not_stored(self) -> None:
+        """Fills of two pages under way when the listing is invalidated: both answer their waiters,
+        neither is cached, and later requests fetch afresh instead of joining them."""
+        cache = make_cache(capacity=10)
+        backend = Backend()
+        _, first = cache.get(self.page(0), backend.fetch)
+        _, second = cache.get(self.page(1), backend.fetch)
+        cache.invalidate(ALL_BOOKS_KEY)
+        self.assertEqual(cache.inflight, 0)
+        _, later = cache.get(self.page(1), backend.fetch)
+        assert first is not None and second is not None and later is not None
+        self.assertEqual(len(backend.fetches), 3)
+
+        backend.fetches[0].callback("old 0")
+        backend.fetches[1].callback("old 1")
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), ("old 0", "old 1"))
+        self.assertNoResult(later)
+        self.assertEqual(cache.lru.keys(), [])
+
+        backend.fetches[2].callback("new 1")
+        self.assertEqual(self.successResultOf(later), "new 1")
+        self.assertEqual(cache.lru.keys(), [self.page(1)])
+        self.assertEqual(cache.inflight, 0)
+
+    def test_other_listings_fills_are_kept(self) -> None:
+        """Invalidating one topic leaves the fills of another topic's pages and of single books."""
+        cache = make_cache(capacity=10)
+        backend = Backend()
+        _, new = cache.get(self.page(0, "new"), backend.fetch)
+        _, other = cache.get(self.page(0, "newer"), backend.fetch)
+        _, book = cache.get("info/1", backend.fetch)
+        cache.invalidate(search_key("new"))
+        self.assertEqual(cache.inflight, 2)
+        for d, value in zip(backend.fetches, ("a", "b", "c"), strict=True):
+            d.callback(value)
+        assert new is not None and other is not None and book is not None
+        self.assertEqual(sorted(cache.lru.keys()), sorted([self.page(0, "newer"), "info/1"]))
+
+    def test_a_finished_fill_leaves_no_trace(self) -> None:
+        """Fills that ended are forgotten under their prefix too (no growth with every page read)."""
+        cache = make_cache(capacity=1)
+        for n in range(5):
+            cache.get(self.page(n), lambda n=n: succeed(f"page {n}"))  # type: ignore[misc]
+        self.assertEqual((cache.inflight, cache._inflight_by_prefix), (0, {}))

@@ -1,8 +1,13 @@
-"""Tests for ``bazar.replication``: FollowerLink and Sequencer, over a fake ReplicaClient.
+"""Tests for ``bazar.replication``: FollowerLink, Sequencer and Heartbeats, over fake clients.
 
 The leader is a real in-memory ``CatalogStore`` (so its log can be resent). Followers are
 either scripted (``ScriptedClient``: the test answers each request by hand) or real stores
 behind ``FollowerClient``, which answers like the /internal/replicate endpoint does.
+
+The semantics under test: ``ship`` fires True once the follower confirmed, False (never a
+failure) as soon as the request fails or at once for a follower out of sync; a heartbeat
+brings an out-of-sync follower back from the leader's log; the Sequencer tells the front
+end which followers lag before it acknowledges a write.
 """
 
 from __future__ import annotations
@@ -12,16 +17,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar import replication
 from bazar.catalog.store import CatalogStore
-from bazar.client import ReplicaResponse
+from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import Conflict, Unavailable
-from bazar.replication import REPLICATE_PATH, FollowerLink, Sequencer
+from bazar.replication import (
+    HEARTBEAT_INTERVAL,
+    REPLICATE_PATH,
+    REPLICATION_TIMEOUT,
+    FollowerLink,
+    Heartbeats,
+    Sequencer,
+)
 from bazar.storage import Entry, InlineRunner, ReplicatedStore, SequenceGap
 
 
@@ -42,12 +55,17 @@ def seqs(entries: list[Any]) -> list[int]:
     return [seq for seq, _ in entries]
 
 
+def pairs(entries: list[Any]) -> list[tuple[int, Entry]]:
+    return [(seq, entry) for seq, entry in entries]
+
+
 @dataclass
 class Call:
     method: str
     replica: Replica
     path: str
     body: Any
+    timeout: float | None
     deferred: Deferred[ReplicaResponse] = field(default_factory=Deferred)
 
     @property
@@ -61,6 +79,10 @@ class Call:
         body = {"last_seq": last_seq, "error": {"code": 409, "message": "expected another seq"}}
         self.deferred.callback(response(409, body, self.replica.name))
 
+    def unreachable(self) -> None:
+        """What ReplicaClient raises for a transport error or a timeout."""
+        self.deferred.errback(Unavailable(f"{self.replica.name} is unreachable: ConnectError"))
+
 
 class ScriptedClient:
     """Records every request; the test answers each one through its ``Call``."""
@@ -69,9 +91,9 @@ class ScriptedClient:
         self.calls: list[Call] = []
 
     def request(
-        self, method: str, replica: Replica, path: str, body: Any = None
+        self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
     ) -> Deferred[ReplicaResponse]:
-        call = Call(method, replica, path, body)
+        call = Call(method, replica, path, body, timeout)
         self.calls.append(call)
         return call.deferred
 
@@ -94,9 +116,9 @@ class FollowerClient:
         self.sent: list[tuple[str, list[int]]] = []
 
     def request(
-        self, method: str, replica: Replica, path: str, body: Any = None
+        self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
     ) -> Deferred[ReplicaResponse]:
-        assert (method, path) == ("POST", REPLICATE_PATH)
+        assert (method, path, timeout) == ("POST", REPLICATE_PATH, REPLICATION_TIMEOUT)
         d: Deferred[ReplicaResponse] = Deferred()
         self.pending.append((replica, json.loads(json.dumps(body)), d))  # as it travels: JSON
         if not self.hold:
@@ -110,7 +132,7 @@ class FollowerClient:
             if replica.name in self.down:
                 d.errback(Unavailable(f"{replica.name} is unreachable: ConnectError"))
                 continue
-            applied: Deferred[Any] = self.followers[replica.name].apply([(s, e) for s, e in body["entries"]])
+            applied: Deferred[Any] = self.followers[replica.name].apply(pairs(body["entries"]))
             applied.addCallbacks(
                 lambda last_seq, name=replica.name: response(200, {"last_seq": last_seq}, name),
                 self._gap,
@@ -118,12 +140,38 @@ class FollowerClient:
             )
             applied.chainDeferred(d)
 
+    def to(self, name: str) -> list[list[int]]:
+        return [sent for to, sent in self.sent if to == name]
+
     @staticmethod
     def _gap(failure: Failure, name: str) -> ReplicaResponse:
         failure.trap(SequenceGap)
         gap = failure.value
         assert isinstance(gap, SequenceGap)
         return response(409, {"last_seq": gap.last_seq, "error": {"code": 409, "message": gap.message}}, name)
+
+
+class RecordingNotice:
+    """A FrontendNotice that records what it is told; each call answers with the next Deferred
+    in ``answers`` (or at once when there is none)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.answers: list[Deferred[Any]] = []
+
+    def _answer(self) -> Deferred[Any]:
+        return self.answers.pop(0) if self.answers else succeed(None)
+
+    def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
+        self.calls.append(("written", seq, entry, list(lagging)))
+        return self._answer()
+
+    def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
+        self.calls.append(("caught_up", follower, seq))
+        return self._answer()
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        return [c[1:] for c in self.calls if c[0] == kind]
 
 
 class ReplicationTestCase(SynchronousTestCase):
@@ -140,35 +188,49 @@ class ReplicationTestCase(SynchronousTestCase):
         """One sequenced write at the leader (a purchase of one copy)."""
         return self.successResultOf(self.leader.buy(book_id, 1))
 
-    def ship(self, link: FollowerLink, book_id: int = 6) -> Deferred[None]:
+    def ship(self, link: FollowerLink, book_id: int = 6) -> Deferred[bool]:
         seq, entry = self.write(book_id)
         return link.ship(seq, entry)
 
+    def caught_up_calls(self, link: FollowerLink) -> list[tuple[str, int]]:
+        """Record every ``on_caught_up`` of ``link``."""
+        calls: list[tuple[str, int]] = []
+        link.on_caught_up = lambda name, seq: calls.append((name, seq))
+        return calls
+
+    def log(self, after: int = 0) -> list[tuple[int, Entry]]:
+        return self.successResultOf(self.leader.entries_after(after))
+
     def assertInSync(self, follower: ReplicatedStore) -> None:
+        """Same last_seq and digest (so same data) as the leader."""
         self.assertEqual(self.successResultOf(follower.status()), self.successResultOf(self.leader.status()))
 
 
 class ShippingTests(ReplicationTestCase):
+    """A follower in sync: ordering, batching, gap answers."""
+
     def setUp(self) -> None:
         super().setUp()
         self.client = ScriptedClient()
         self.link = FollowerLink(FOLLOWER, self.client, self.leader)  # type: ignore[arg-type]
 
     def test_ship_posts_the_entry(self) -> None:
-        """A shipped entry is POSTed to the follower's replicate endpoint as [seq, entry] pairs."""
+        """A shipped entry is POSTed to the follower's replicate endpoint as [seq, entry] pairs,
+        with the leader's last_seq and the replication deadline."""
         seq, entry = self.write()
         self.link.ship(seq, entry)
         [call] = self.client.calls
         self.assertEqual((call.method, call.replica, call.path), ("POST", FOLLOWER, REPLICATE_PATH))
-        self.assertEqual([list(e) for e in call.body["entries"]], [[1, entry]])
+        self.assertEqual(call.body, {"entries": [(1, entry)], "last_seq": 1})
+        self.assertEqual(call.timeout, REPLICATION_TIMEOUT)
 
-    def test_fires_only_after_the_follower_confirms(self) -> None:
-        """ship()'s Deferred waits for the follower's answer, then fires with None."""
+    def test_fires_true_only_after_the_follower_confirms(self) -> None:
+        """ship()'s Deferred waits for the follower's answer, then fires with True."""
         shipped = self.ship(self.link)
         self.assertNoResult(shipped)
         self.client.calls[0].confirm(1)
-        self.assertIsNone(self.successResultOf(shipped))
-        self.assertEqual(self.link.confirmed, 1)
+        self.assertIs(self.successResultOf(shipped), True)
+        self.assertEqual((self.link.confirmed, self.link.in_sync), (1, True))
 
     def test_one_request_at_a_time_in_seq_order(self) -> None:
         """Entries shipped while a request is in flight wait, then go out in one batch, in order."""
@@ -178,14 +240,15 @@ class ShippingTests(ReplicationTestCase):
         self.assertEqual([c.seqs for c in self.client.calls], [[1]])
 
         self.client.calls[0].confirm(1)
-        self.successResultOf(first)
+        self.assertIs(self.successResultOf(first), True)
         self.assertNoResult(second)
         self.assertNoResult(third)
         self.assertEqual([c.seqs for c in self.client.calls], [[1], [2, 3]])
+        self.assertEqual(self.client.calls[1].body["last_seq"], 3)
 
         self.client.calls[1].confirm(3)
-        self.successResultOf(second)
-        self.successResultOf(third)
+        self.assertIs(self.successResultOf(second), True)
+        self.assertIs(self.successResultOf(third), True)
         self.assertEqual(len(self.client.calls), 2)
         self.assertEqual(self.link.confirmed, 3)
 
@@ -196,7 +259,7 @@ class ShippingTests(ReplicationTestCase):
         for seq, entry in written:
             self.link.ship(seq, entry)
         self.client.calls[0].confirm(1)
-        self.assertEqual([tuple(e) for e in self.client.calls[1].body["entries"]], written)
+        self.assertEqual(pairs(self.client.calls[1].body["entries"]), written)
 
     def test_large_backlog_is_split(self) -> None:
         """No request carries more than MAX_BATCH entries; the rest follow in order."""
@@ -206,28 +269,27 @@ class ShippingTests(ReplicationTestCase):
         self.client.calls[1].confirm(3)
         self.client.calls[2].confirm(5)
         self.assertEqual([c.seqs for c in self.client.calls], [[1], [2, 3], [4, 5], [6]])
+        self.assertEqual([self.successResultOf(d) for d in waiting[:5]], [True] * 5)
         self.assertNoResult(waiting[5])
         self.client.calls[3].confirm(6)
-        for d in waiting:
-            self.successResultOf(d)
+        self.assertIs(self.successResultOf(waiting[5]), True)
 
     def test_gap_answer_resends_from_the_log(self) -> None:
         """A 409 with last_seq makes the link resend the missing entries from the log, then the new ones."""
         for n in (1, 2):
             d = self.ship(self.link)
             self.client.calls[-1].confirm(n)
-            self.successResultOf(d)
+            self.assertIs(self.successResultOf(d), True)
         third = self.ship(self.link)  # the follower lost entry 2 meanwhile (say, restored a backup)
         self.client.calls[-1].gap(1)
         self.assertNoResult(third)
         self.assertEqual(self.link.confirmed, 1)
+        self.assertTrue(self.link.in_sync)  # a gap answer is an answer: the follower is reachable
         resend = self.client.calls[-1]
         self.assertEqual(resend.seqs, [2, 3])
-        self.assertEqual(
-            [tuple(e) for e in resend.body["entries"]], self.successResultOf(self.leader.entries_after(1))
-        )
+        self.assertEqual(pairs(resend.body["entries"]), self.log(1))
         resend.confirm(3)
-        self.successResultOf(third)
+        self.assertIs(self.successResultOf(third), True)
 
     def test_gap_answer_confirms_what_the_follower_has(self) -> None:
         """Writes at or below the last_seq of a 409 are confirmed; later ones are resent."""
@@ -237,76 +299,263 @@ class ShippingTests(ReplicationTestCase):
         self.assertEqual(self.client.calls[1].seqs, [2])
         third = self.ship(self.link)
         self.client.calls[1].gap(2)  # it had 2 already (an earlier, lost answer) but not more
-        self.successResultOf(first)
-        self.successResultOf(second)
+        self.assertIs(self.successResultOf(first), True)
+        self.assertIs(self.successResultOf(second), True)
         self.assertNoResult(third)
         self.assertEqual(self.client.calls[2].seqs, [3])
 
-    def test_transport_failure_fails_the_waiting_writes(self) -> None:
-        """When the request fails, the write in flight and those queued behind it fail with Unavailable."""
+
+class FailureTests(ReplicationTestCase):
+    """A request that fails: the waiting writes get False, never a failure, and the link is out of sync."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.client = ScriptedClient()
+        self.link = FollowerLink(FOLLOWER, self.client, self.leader)  # type: ignore[arg-type]
+
+    def assertOutOfSync(self, *shipped: Deferred[bool], confirmed: int = 0) -> None:
+        self.assertEqual([self.successResultOf(d) for d in shipped], [False] * len(shipped))
+        self.assertEqual((self.link.in_sync, self.link.confirmed), (False, confirmed))
+
+    def test_transport_failure_releases_every_waiter_with_false(self) -> None:
+        """The write in flight and those queued behind it all get False; the queued one is never sent."""
         in_flight = self.ship(self.link)
         queued = self.ship(self.link)
-        self.client.calls[0].deferred.errback(Unavailable("catalog-2 is unreachable: ConnectError"))
-        for d in (in_flight, queued):
-            failure = self.failureResultOf(d, Unavailable)
-            self.assertIn("catalog-2 did not confirm the write", failure.value.message)
-            self.assertIn("unreachable", failure.value.message)
-        self.assertEqual(len(self.client.calls), 1)  # the queued entry was not sent
-        self.assertEqual(self.link.confirmed, 0)
+        self.client.calls[0].unreachable()
+        self.assertOutOfSync(in_flight, queued)
+        self.assertEqual([c.seqs for c in self.client.calls], [[1]])
 
-    def test_next_write_catches_up_after_a_failure(self) -> None:
-        """The batch after a failure starts with the missed entries, read from the leader's log."""
-        confirmed = self.ship(self.link)
-        self.client.calls[0].confirm(1)
-        self.successResultOf(confirmed)
-        lost = [self.ship(self.link), self.ship(self.link)]
-        self.client.calls[1].deferred.errback(Unavailable("catalog-2 is unreachable: ConnectError"))
-        for d in lost:
-            self.failureResultOf(d, Unavailable)
-
-        after = self.ship(self.link)
-        catch_up = self.client.calls[2]
-        self.assertEqual(catch_up.seqs, [2, 3, 4])
-        self.assertEqual(
-            [tuple(e) for e in catch_up.body["entries"]], self.successResultOf(self.leader.entries_after(1))
-        )
-        catch_up.confirm(4)
-        self.successResultOf(after)
-        self.assertEqual(self.link.confirmed, 4)
-
-    def test_error_answer_fails_the_write(self) -> None:
-        """A non-2xx answer without last_seq (here a 401) fails the write with the replica's message."""
+    def test_error_answer_is_false(self) -> None:
+        """A non-2xx answer without last_seq (here a 401) is no confirmation: False."""
         shipped = self.ship(self.link)
         body = {"error": {"code": 401, "message": "wrong cluster secret"}}
         self.client.calls[0].deferred.callback(response(401, body))
-        failure = self.failureResultOf(shipped, Unavailable)
-        self.assertIn("wrong cluster secret", failure.value.message)
-        self.assertEqual(self.link.confirmed, 0)
+        self.assertOutOfSync(shipped)
 
-    def test_conflict_without_last_seq_fails_the_write(self) -> None:
+    def test_conflict_without_last_seq_is_false(self) -> None:
         """A 409 that is not a gap answer (no last_seq) is an error, not a confirmation."""
         shipped = self.ship(self.link)
-        body = {"error": {"code": 409, "message": "something else"}}
-        self.client.calls[0].deferred.callback(response(409, body))
-        self.failureResultOf(shipped, Unavailable)
-        self.assertEqual(self.link.confirmed, 0)
+        self.client.calls[0].deferred.callback(response(409, {"error": {"code": 409, "message": "other"}}))
+        self.assertOutOfSync(shipped)
 
-    def test_unexpected_exception_fails_the_write(self) -> None:
-        """Any failure of the request (not only BazarError) becomes Unavailable for the waiting writes."""
+    def test_garbage_answer_is_false(self) -> None:
+        """A 200 whose body is not JSON is no confirmation either."""
+        shipped = self.ship(self.link)
+        self.client.calls[0].deferred.callback(ReplicaResponse(200, b"<html>proxy</html>", "catalog-2"))
+        self.assertOutOfSync(shipped)
+
+    def test_unexpected_exception_is_false(self) -> None:
+        """Any failure of the request (not only a BazarError) gives False, not a failure."""
         shipped = self.ship(self.link)
         self.client.calls[0].deferred.errback(RuntimeError("boom"))
-        failure = self.failureResultOf(shipped, Unavailable)
-        self.assertIn("boom", failure.value.message)
+        self.assertOutOfSync(shipped)
 
-    def test_link_keeps_working_after_a_failure(self) -> None:
-        """A failure does not leave the link stuck 'sending': the next ship sends at once."""
+    def test_timeout_is_false(self) -> None:
+        """Through a real ReplicaClient: a follower that does not answer within
+        REPLICATION_TIMEOUT is out of sync, and its request is cancelled."""
+        clock = Clock()
+        requests: list[Deferred[Any]] = []
+
+        class Silent:
+            def request(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+                requests.append(Deferred())
+                return requests[-1]
+
+        client = ReplicaClient(Silent(), "secret", clock)  # type: ignore[arg-type]
+        link = FollowerLink(FOLLOWER, client, self.leader)
+        shipped = self.ship(link)
+        clock.advance(REPLICATION_TIMEOUT - 0.01)
+        self.assertNoResult(shipped)
+        clock.advance(0.01)
+        self.assertIs(self.successResultOf(shipped), False)
+        self.assertFalse(link.in_sync)
+        self.assertTrue(requests[0].called)  # cancelled by the deadline
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_ships_while_out_of_sync_are_false_at_once_and_not_sent(self) -> None:
+        """Once out of sync, a ship neither waits nor sends nor queues anything."""
         failed = self.ship(self.link)
-        self.client.calls[0].deferred.errback(Unavailable("down"))
-        self.failureResultOf(failed, Unavailable)
-        later = self.ship(self.link)
+        self.client.calls[0].unreachable()
+        self.assertOutOfSync(failed)
+        later = [self.ship(self.link) for _ in range(3)]
+        self.assertOutOfSync(*later)
+        self.assertEqual(len(self.client.calls), 1)
+        self.assertEqual(self.link._queue, [])
+        self.assertEqual(self.link._waiters, [])
+
+    def test_failure_after_partial_confirmation(self) -> None:
+        """Writes confirmed before the failure got True; only the later ones get False."""
+        first = self.ship(self.link)
+        self.client.calls[0].confirm(1)
+        second, third = self.ship(self.link), self.ship(self.link)
+        self.client.calls[1].unreachable()
+        self.assertIs(self.successResultOf(first), True)
+        self.assertOutOfSync(second, third, confirmed=1)
+
+    def test_failure_does_not_leave_the_link_sending(self) -> None:
+        """After a failure the next heartbeat goes out at once."""
+        self.ship(self.link)
+        self.client.calls[0].unreachable()
+        self.link.heartbeat()
         self.assertEqual(len(self.client.calls), 2)
-        self.client.calls[1].confirm(2)
-        self.successResultOf(later)
+
+
+class HeartbeatTests(ReplicationTestCase):
+    """Heartbeats keep a follower's lease and bring an out-of-sync follower back, from the log."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.client = ScriptedClient()
+        self.link = FollowerLink(FOLLOWER, self.client, self.leader)  # type: ignore[arg-type]
+        self.caught_up = self.caught_up_calls(self.link)
+
+    def drop_out_of_sync(self, confirmed: int, lost: int) -> None:
+        """``confirmed`` writes confirmed, then ``lost`` more while the follower was unreachable."""
+        for n in range(1, confirmed + 1):
+            d = self.ship(self.link)
+            self.client.calls[-1].confirm(n)
+            self.assertIs(self.successResultOf(d), True)
+        if lost:
+            d = self.ship(self.link)
+            self.client.calls[-1].unreachable()
+            self.assertIs(self.successResultOf(d), False)
+            for _ in range(lost - 1):
+                self.assertIs(self.successResultOf(self.ship(self.link)), False)
+        self.assertEqual(self.link.in_sync, not lost)
+        self.client.calls.clear()
+
+    def test_heartbeat_of_a_follower_in_sync(self) -> None:
+        """No entries, the leader's last_seq; fires True; nothing to catch up, so no on_caught_up."""
+        self.drop_out_of_sync(confirmed=2, lost=0)
+        beat = self.link.heartbeat()
+        [call] = self.client.calls
+        self.assertEqual(
+            (call.method, call.path, call.timeout), ("POST", REPLICATE_PATH, REPLICATION_TIMEOUT)
+        )
+        self.assertEqual(call.body, {"entries": [], "last_seq": 2})
+        self.assertNoResult(beat)
+        call.confirm(2)
+        self.assertIs(self.successResultOf(beat), True)
+        self.assertEqual(self.caught_up, [])
+        self.assertEqual(len(self.client.calls), 1)
+
+    def test_heartbeat_before_any_write(self) -> None:
+        """With an empty log a heartbeat carries last_seq 0."""
+        beat = self.link.heartbeat()
+        self.assertEqual(self.client.calls[0].body, {"entries": [], "last_seq": 0})
+        self.client.calls[0].confirm(0)
+        self.assertIs(self.successResultOf(beat), True)
+
+    def test_heartbeat_brings_an_out_of_sync_follower_back(self) -> None:
+        """The heartbeat carries what the follower missed, from the log; once confirmed, the
+        follower is in sync again and on_caught_up fires once with the confirmed seq."""
+        self.drop_out_of_sync(confirmed=1, lost=3)
+        beat = self.link.heartbeat()
+        [call] = self.client.calls
+        self.assertEqual(call.seqs, [2, 3, 4])
+        self.assertEqual(pairs(call.body["entries"]), self.log(1))
+        self.assertEqual(call.body["last_seq"], 4)
+        self.assertEqual(self.caught_up, [])
+        call.confirm(4)
+        self.assertIs(self.successResultOf(beat), True)
+        self.assertEqual((self.link.in_sync, self.link.confirmed), (True, 4))
+        self.assertEqual(self.caught_up, [("catalog-2", 4)])
+
+        # In sync again: writes wait for it, and later heartbeats do not report it again.
+        shipped = self.ship(self.link)
+        self.assertNoResult(shipped)
+        self.client.calls[-1].confirm(5)
+        self.assertIs(self.successResultOf(shipped), True)
+        self.link.heartbeat()
+        self.client.calls[-1].confirm(5)
+        self.assertEqual(self.caught_up, [("catalog-2", 4)])
+
+    def test_heartbeat_that_fails_again_keeps_it_out_of_sync(self) -> None:
+        """A follower still unreachable stays out of sync; no on_caught_up; the next heartbeat retries."""
+        self.drop_out_of_sync(confirmed=1, lost=1)
+        beat = self.link.heartbeat()
+        self.client.calls[0].unreachable()
+        self.assertIs(self.successResultOf(beat), False)
+        self.assertFalse(self.link.in_sync)
+        self.assertEqual(self.caught_up, [])
+        self.link.heartbeat()
+        self.assertEqual([c.seqs for c in self.client.calls], [[2], [2]])
+
+    def test_heartbeat_failure_drops_a_follower_in_sync(self) -> None:
+        """A follower in sync that does not answer a heartbeat is out of sync: the next write
+        does not wait for it."""
+        self.drop_out_of_sync(confirmed=1, lost=0)
+        beat = self.link.heartbeat()
+        self.client.calls[0].unreachable()
+        self.assertIs(self.successResultOf(beat), False)
+        self.assertFalse(self.link.in_sync)
+        self.assertIs(self.successResultOf(self.ship(self.link)), False)
+        self.assertEqual(len(self.client.calls), 1)
+
+    def test_long_outage_is_resent_in_several_batches(self) -> None:
+        """A backlog longer than MAX_BATCH comes back in batches, in order; writes made during
+        the catch-up are included; on_caught_up fires once, with the last seq."""
+        self.patch(replication, "MAX_BATCH", 2)
+        self.drop_out_of_sync(confirmed=1, lost=5)  # the follower is at 1, the leader at 6
+        beat = self.link.heartbeat()
+        self.assertEqual(self.client.calls[0].seqs, [2, 3])
+        self.client.calls[0].confirm(3)
+        self.assertIs(self.successResultOf(beat), False)  # still catching up
+        self.assertEqual(self.client.calls[1].seqs, [4, 5])
+        self.assertIs(self.successResultOf(self.ship(self.link)), False)  # seq 7, during the catch-up
+        self.link.heartbeat()  # a request is in flight: nothing more
+        self.assertEqual(len(self.client.calls), 2)
+        self.client.calls[1].confirm(5)
+        self.assertEqual(self.client.calls[2].seqs, [6, 7])
+        self.assertEqual(self.caught_up, [])
+        self.client.calls[2].confirm(7)
+        self.assertEqual(len(self.client.calls), 3)
+        self.assertEqual((self.link.in_sync, self.link.confirmed), (True, 7))
+        self.assertEqual(self.caught_up, [("catalog-2", 7)])
+
+    def test_heartbeat_while_a_request_is_in_flight_does_nothing(self) -> None:
+        """One request per follower at a time: a heartbeat during a write's request sends nothing
+        and fires at once with the link's state."""
+        shipped = self.ship(self.link)
+        beat = self.link.heartbeat()
+        self.assertIs(self.successResultOf(beat), True)
+        self.assertEqual(len(self.client.calls), 1)
+        self.client.calls[0].confirm(1)
+        self.assertIs(self.successResultOf(shipped), True)
+
+    def test_heartbeat_while_a_heartbeat_is_in_flight_does_nothing(self) -> None:
+        self.drop_out_of_sync(confirmed=0, lost=2)
+        first = self.link.heartbeat()
+        second = self.link.heartbeat()
+        self.assertIs(self.successResultOf(second), False)
+        self.assertEqual(len(self.client.calls), 1)
+        self.client.calls[0].confirm(2)
+        self.assertIs(self.successResultOf(first), True)
+        self.assertEqual(self.caught_up, [("catalog-2", 2)])
+
+    def test_ship_during_a_heartbeat_waits_for_it(self) -> None:
+        """A write shipped while a heartbeat of an in-sync follower is in flight goes out next."""
+        beat = self.link.heartbeat()
+        shipped = self.ship(self.link)
+        self.assertEqual([c.seqs for c in self.client.calls], [[]])
+        self.client.calls[0].confirm(0)
+        self.assertIs(self.successResultOf(beat), True)
+        self.assertEqual(self.client.calls[1].seqs, [1])
+        self.client.calls[1].confirm(1)
+        self.assertIs(self.successResultOf(shipped), True)
+
+    def test_heartbeat_answered_with_a_gap(self) -> None:
+        """A follower behind what the link believed (restored from a backup) answers 409 with its
+        last_seq; the link refills it from the log and brings it back."""
+        self.drop_out_of_sync(confirmed=2, lost=1)  # the link believes 2, the leader has 3
+        self.link.heartbeat()
+        self.assertEqual(self.client.calls[0].seqs, [3])
+        self.client.calls[0].gap(0)  # it really has nothing
+        self.assertEqual(self.link.confirmed, 0)
+        self.assertEqual(self.client.calls[1].seqs, [1, 2, 3])
+        self.assertEqual(self.caught_up, [])
+        self.client.calls[1].confirm(3)
+        self.assertEqual(self.caught_up, [("catalog-2", 3)])
 
 
 class RealFollowerTests(ReplicationTestCase):
@@ -317,11 +566,12 @@ class RealFollowerTests(ReplicationTestCase):
         self.follower = self.catalog()
         self.client = FollowerClient({FOLLOWER.name: self.follower})
         self.link = FollowerLink(FOLLOWER, self.client, self.leader)  # type: ignore[arg-type]
+        self.caught_up = self.caught_up_calls(self.link)
 
     def test_writes_reach_the_follower(self) -> None:
         """Every shipped write is applied by the follower, which ends with the leader's digest."""
         for book in (0, 6, 6, 2):
-            self.successResultOf(self.ship(self.link, book))
+            self.assertIs(self.successResultOf(self.ship(self.link, book)), True)
         self.assertInSync(self.follower)
         self.assertEqual(self.link.confirmed, 4)
 
@@ -330,21 +580,22 @@ class RealFollowerTests(ReplicationTestCase):
         self.client.hold = True
         waiting = [self.ship(self.link, book) for book in (0, 1, 2, 3)]
         self.client.deliver()
-        for d in waiting:
-            self.successResultOf(d)
+        self.assertEqual([self.successResultOf(d) for d in waiting], [True] * 4)
         self.assertEqual(self.client.sent, [("catalog-2", [1]), ("catalog-2", [2, 3, 4])])
         self.assertInSync(self.follower)
 
     def test_catches_up_after_being_down(self) -> None:
-        """Writes missed while the follower was down reach it with the next write."""
-        self.successResultOf(self.ship(self.link))
+        """Writes missed while the follower was down reach it with the next heartbeat."""
+        self.assertIs(self.successResultOf(self.ship(self.link)), True)
         self.client.down.add(FOLLOWER.name)
-        for book in (1, 2):
-            self.failureResultOf(self.ship(self.link, book), Unavailable)
+        for book in (1, 2, 3):
+            self.assertIs(self.successResultOf(self.ship(self.link, book)), False)
+        self.assertEqual(self.client.to("catalog-2"), [[1], [2]])  # 3 and 4 were never sent
         self.client.down.clear()
-        self.successResultOf(self.ship(self.link, 3))
-        self.assertInSync(self.follower)
+        self.assertIs(self.successResultOf(self.link.heartbeat()), True)
         self.assertEqual(self.client.sent[-1], ("catalog-2", [2, 3, 4]))
+        self.assertInSync(self.follower)
+        self.assertEqual(self.caught_up, [("catalog-2", 4)])
 
     def test_follower_restored_from_an_old_copy(self) -> None:
         """A follower that lost entries answers 409 with its last_seq; the link refills it from the log."""
@@ -353,23 +604,50 @@ class RealFollowerTests(ReplicationTestCase):
         restored = self.catalog()  # as of seq 1
         self.successResultOf(restored.apply(self.successResultOf(self.leader.entries_after(0, 1))))
         self.client.followers[FOLLOWER.name] = restored
-        self.successResultOf(self.ship(self.link))
+        self.assertIs(self.successResultOf(self.ship(self.link)), True)
         self.assertEqual(self.client.sent[-2:], [("catalog-2", [4]), ("catalog-2", [2, 3, 4])])
         self.assertInSync(restored)
 
+    def test_follower_restored_from_a_copy_older_than_a_batch(self) -> None:
+        """A write waits while a follower that lost more than MAX_BATCH entries is refilled in
+        batches, and is then confirmed; the follower ends equal."""
+        self.patch(replication, "MAX_BATCH", 2)
+        for _ in range(5):
+            self.successResultOf(self.ship(self.link))
+        self.client.followers[FOLLOWER.name] = restored = self.catalog()  # empty
+        self.assertIs(self.successResultOf(self.ship(self.link)), True)
+        self.assertInSync(restored)
+        self.assertTrue(self.link.in_sync)
+        self.assertEqual(self.caught_up, [])  # it never dropped out of sync
+
     def test_long_outage_catches_up_in_several_batches(self) -> None:
-        """A backlog longer than MAX_BATCH is resent in batches; the follower ends equal."""
+        """A backlog longer than MAX_BATCH is resent in batches of at most MAX_BATCH, in order."""
         self.patch(replication, "MAX_BATCH", 2)
         self.successResultOf(self.ship(self.link))
         self.client.down.add(FOLLOWER.name)
-        for _ in range(5):
-            self.failureResultOf(self.ship(self.link), Unavailable)
+        for _ in range(6):
+            self.assertIs(self.successResultOf(self.ship(self.link)), False)
         self.client.down.clear()
-        last = self.ship(self.link)  # seq 7; the follower is at 1
-        self.successResultOf(last)
+        self.successResultOf(self.link.heartbeat())
         self.assertInSync(self.follower)
-        self.assertEqual(self.link.confirmed, 7)
-        self.assertTrue(all(sent == sorted(sent) for _, sent in self.client.sent))
+        self.assertEqual((self.link.in_sync, self.link.confirmed), (True, 7))
+        catch_up = self.client.to("catalog-2")[2:]
+        self.assertEqual(catch_up, [[2, 3], [4, 5], [6, 7]])
+        self.assertEqual(self.caught_up, [("catalog-2", 7)])
+
+    def test_down_and_back_repeatedly(self) -> None:
+        """Outages and heartbeats in any order: the follower always ends equal to the leader."""
+        for round_ in range(4):
+            self.client.down.add(FOLLOWER.name)
+            for book in range(round_ + 1):
+                self.successResultOf(self.ship(self.link, book))
+            self.successResultOf(self.link.heartbeat())
+            self.client.down.clear()
+            self.assertIs(self.successResultOf(self.link.heartbeat()), True)
+            self.assertInSync(self.follower)
+            self.assertIs(self.successResultOf(self.ship(self.link)), True)
+        self.assertInSync(self.follower)
+        self.assertEqual([seq for _, seq in self.caught_up], [1, 4, 8, 13])
 
 
 class SequencerTests(ReplicationTestCase):
@@ -380,100 +658,281 @@ class SequencerTests(ReplicationTestCase):
             FollowerLink(follower, self.client, self.leader)  # type: ignore[arg-type]
             for follower in (FOLLOWER, OTHER)
         ]
-        self.after_calls: list[Entry] = []
-        self.after_result: Deferred[None] = Deferred()
-        self.sequencer = Sequencer(self.leader, self.links, self.after)
+        self.notice = RecordingNotice()
+        self.sequencer = Sequencer(self.leader, self.links, self.notice)
 
-    def after(self, entry: Entry) -> Deferred[None]:
-        self.after_calls.append(entry)
-        return self.after_result
+    def written_answer(self) -> Deferred[Any]:
+        """Make the next notice answer wait for the test."""
+        d: Deferred[Any] = Deferred()
+        self.notice.answers.append(d)
+        return d
 
-    def test_write_waits_for_every_follower_then_runs_after(self) -> None:
-        """after(entry) runs once all followers confirmed, and the write fires only after it."""
+    def test_write_waits_for_every_follower_then_tells_the_front_end(self) -> None:
+        """written(seq, entry, []) once all followers confirmed; the write fires only after it."""
+        told = self.written_answer()
         written = self.sequencer.write(self.leader.buy(6, 2))
         self.assertEqual([c.replica for c in self.client.calls], [FOLLOWER, OTHER])
         self.assertEqual([c.seqs for c in self.client.calls], [[1], [1]])
 
         self.client.to(FOLLOWER)[0].confirm(1)
-        self.assertEqual(self.after_calls, [])
+        self.assertEqual(self.notice.calls, [])
         self.assertNoResult(written)
 
         self.client.to(OTHER)[0].confirm(1)
-        entry = self.successResultOf(self.leader.entries_after(0))[0][1]
-        self.assertEqual(self.after_calls, [entry])
-        self.assertNoResult(written)  # the invalidation is not done yet
+        [(_, entry)] = self.log()
+        self.assertEqual(self.notice.calls, [("written", 1, entry, [])])
+        self.assertNoResult(written)  # the front end has not dropped its copies yet
 
-        self.after_result.callback(None)
+        told.callback(None)
         self.assertEqual(self.successResultOf(written), entry)
         self.assertEqual(entry["book"]["quantity"], 88)
 
-    def test_follower_failure_still_runs_after_then_fails(self) -> None:
-        """When a follower fails, after(entry) still runs, and the write then fails with Unavailable."""
+    def test_failed_follower_is_named_lagging_before_the_ack(self) -> None:
+        """A follower that fails does not fail the write: written() names it lagging, and the
+        write fires (with the entry) only once written()'s Deferred has."""
+        told = self.written_answer()
         written = self.sequencer.write(self.leader.buy(6, 1))
-        self.client.to(FOLLOWER)[0].deferred.errback(Unavailable("catalog-2 is unreachable: ConnectError"))
+        self.client.to(FOLLOWER)[0].unreachable()
+        self.assertEqual(self.notice.calls, [])  # catalog-3 may still be applying
         self.client.to(OTHER)[0].confirm(1)
-        self.assertEqual(len(self.after_calls), 1)
-        self.assertEqual(self.after_calls[0]["book"]["id"], 6)
+        [(_, entry)] = self.log()
+        self.assertEqual(self.notice.calls, [("written", 1, entry, ["catalog-2"])])
         self.assertNoResult(written)
-        self.after_result.callback(None)
-        failure = self.failureResultOf(written, Unavailable)
-        self.assertIn("catalog-2", failure.value.message)
+        told.callback(None)
+        self.assertEqual(self.successResultOf(written), entry)
 
-    def test_after_waits_for_the_slower_follower_even_when_one_failed(self) -> None:
-        """after(entry) (the cache invalidation) does not run while a follower may still be applying.
-
-        Otherwise a read served by that follower in between could put the old value back in the
-        front end's cache, where it would stay.
-        """
+    def test_notice_waits_for_the_slower_follower_even_when_one_failed(self) -> None:
+        """written() does not run while a follower may still be applying: otherwise a read it
+        served in between could put the old value back in the front end's cache."""
         written = self.sequencer.write(self.leader.buy(6, 1))
-        self.client.to(FOLLOWER)[0].deferred.errback(Unavailable("catalog-2 is unreachable: ConnectError"))
-        self.assertEqual(self.after_calls, [])
+        self.client.to(OTHER)[0].unreachable()
+        self.assertEqual(self.notice.calls, [])
         self.assertNoResult(written)
+        self.client.to(FOLLOWER)[0].confirm(1)
+        self.assertEqual([c[3] for c in self.notice.calls], [["catalog-3"]])
+        self.successResultOf(written)
+
+    def test_out_of_sync_follower_is_not_waited_for(self) -> None:
+        """A follower already out of sync is not sent the write; it is named lagging at once."""
+        self.sequencer.write(self.leader.buy(6, 1))
+        self.client.to(FOLLOWER)[0].unreachable()
         self.client.to(OTHER)[0].confirm(1)
-        self.assertEqual(len(self.after_calls), 1)
-        self.after_result.callback(None)
-        self.failureResultOf(written, Unavailable)
+        self.client.calls.clear()
 
-    def test_failed_store_write_is_not_replicated(self) -> None:
-        """A write the store refuses (Conflict) is neither shipped nor followed by after()."""
-        written = self.sequencer.write(self.leader.buy(2, 9))
-        self.failureResultOf(written, Conflict)
-        self.assertEqual(self.client.calls, [])
-        self.assertEqual(self.after_calls, [])
+        written = self.sequencer.write(self.leader.buy(6, 1))
+        self.assertEqual([c.replica for c in self.client.calls], [OTHER])
+        self.client.calls[0].confirm(2)
+        self.assertEqual(self.notice.calls[-1][1], 2)
+        self.assertEqual(self.notice.calls[-1][3], ["catalog-2"])
+        self.assertEqual(self.successResultOf(written)["book"]["quantity"], 88)
 
-    def test_after_failure_fails_the_write(self) -> None:
-        """If after() fails (the front end could not be told), the write fails with its error."""
+    def test_every_follower_lagging(self) -> None:
+        """With no follower reachable the write still succeeds at the sequencer, naming both."""
+        written = self.sequencer.write(self.leader.set_price(1, 3.0))
+        for call in self.client.calls:
+            call.unreachable()
+        self.assertEqual(self.notice.calls[0][3], ["catalog-2", "catalog-3"])
+        self.assertEqual(self.successResultOf(written)["book"]["price"], 3.0)
+
+    def test_notice_failure_fails_the_write(self) -> None:
+        """If written() fails (the front end could not be told), the write fails with its error."""
+        told = self.written_answer()
         written = self.sequencer.write(self.leader.buy(6, 1))
         for call in self.client.calls:
             call.confirm(1)
-        self.after_result.errback(Unavailable("frontend is unreachable"))
+        told.errback(Unavailable("frontend is unreachable"))
         failure = self.failureResultOf(written, Unavailable)
         self.assertEqual(failure.value.message, "frontend is unreachable")
 
-    def test_without_after_or_followers(self) -> None:
-        """A sequencer with no followers and no after() returns the entry at once."""
+    def test_failed_store_write_is_not_replicated(self) -> None:
+        """A write the store refuses (Conflict) is neither shipped nor told to the front end."""
+        written = self.sequencer.write(self.leader.buy(2, 9))
+        self.failureResultOf(written, Conflict)
+        self.assertEqual(self.client.calls, [])
+        self.assertEqual(self.notice.calls, [])
+
+    def test_without_notice_or_followers(self) -> None:
+        """A sequencer with no followers and no notice returns the entry at once."""
         sequencer = Sequencer(self.leader, [])
         entry = self.successResultOf(sequencer.write(self.leader.set_price(1, 5.0)))
         self.assertEqual(entry["book"]["price"], 5.0)
+        self.assertEqual(self.successResultOf(sequencer.heartbeat()), [])
+        self.assertEqual(sequencer.followers(), {})
+
+    def test_followers_reports_confirmed_and_in_sync(self) -> None:
+        self.assertEqual(
+            self.sequencer.followers(),
+            {"catalog-2": {"confirmed": 0, "in_sync": True}, "catalog-3": {"confirmed": 0, "in_sync": True}},
+        )
+        self.sequencer.write(self.leader.buy(6, 1))
+        self.client.to(FOLLOWER)[0].confirm(1)
+        self.client.to(OTHER)[0].unreachable()
+        self.sequencer.write(self.leader.buy(6, 1))
+        self.assertEqual(
+            self.sequencer.followers(),
+            {"catalog-2": {"confirmed": 1, "in_sync": True}, "catalog-3": {"confirmed": 0, "in_sync": False}},
+        )
+
+    def test_heartbeat_beats_every_link_and_reports_caught_up(self) -> None:
+        """heartbeat() reaches every follower; one coming back is told to the front end once."""
+        self.sequencer.write(self.leader.buy(6, 1))
+        self.client.to(FOLLOWER)[0].confirm(1)
+        self.client.to(OTHER)[0].unreachable()
+        self.client.calls.clear()
+
+        beat = self.sequencer.heartbeat()
+        self.assertEqual([(c.replica, c.seqs) for c in self.client.calls], [(FOLLOWER, []), (OTHER, [1])])
+        self.assertNoResult(beat)
+        self.client.to(FOLLOWER)[0].confirm(1)
+        self.client.to(OTHER)[0].confirm(1)
+        self.assertEqual(self.successResultOf(beat), [True, True])
+        self.assertEqual(self.notice.of("caught_up"), [("catalog-3", 1)])
+
+        self.sequencer.heartbeat()
+        for call in self.client.calls[2:]:
+            call.confirm(1)
+        self.assertEqual(self.notice.of("caught_up"), [("catalog-3", 1)])
+
+    def test_caught_up_can_be_told_before_the_lagging_write_of_the_same_seq(self) -> None:
+        """catalog-2 fails write 1; while catalog-3 is still applying it, a heartbeat brings
+        catalog-2 up to 1. The front end hears caught_up at 1 before written(1, lagging=[catalog-2])
+        (and over HTTP either may arrive first): ``Health.report_lagging`` must let the
+        caught-up one win, or catalog-2 would not be read from until the next write."""
+        written = self.sequencer.write(self.leader.buy(6, 1))
+        self.client.to(FOLLOWER)[0].unreachable()
+        self.sequencer.heartbeat()  # catalog-3's request is in flight: only catalog-2 is sent one
+        self.client.to(FOLLOWER)[1].confirm(1)
+        self.client.to(OTHER)[0].confirm(1)
+        [(_, entry)] = self.log()
+        self.assertEqual(
+            self.notice.calls, [("caught_up", "catalog-2", 1), ("written", 1, entry, ["catalog-2"])]
+        )
+        self.successResultOf(written)
+
+    def test_caught_up_notice_failure_is_only_logged(self) -> None:
+        """A front end that cannot be told of a recovery does not break the link (its probe
+        will read the follower's state from the sequencer's status)."""
+        written = self.sequencer.write(self.leader.buy(6, 1))
+        self.client.to(FOLLOWER)[0].unreachable()
+        self.client.to(OTHER)[0].confirm(1)
+        self.successResultOf(written)
+        self.notice.answers.append(fail(Unavailable("frontend is unreachable")))
+        beat = self.sequencer.heartbeat()
+        self.client.to(FOLLOWER)[-1].confirm(1)
+        self.client.to(OTHER)[-1].confirm(1)
+        self.assertEqual(self.successResultOf(beat), [True, True])
+        self.assertEqual(self.notice.of("caught_up"), [("catalog-2", 1)])
+        self.assertTrue(self.links[0].in_sync)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_writes_replicate_to_real_followers(self) -> None:
         """Through real followers, several writes leave every replica with the leader's data."""
         followers = {FOLLOWER.name: self.catalog(), OTHER.name: self.catalog()}
         client = FollowerClient(followers)
         links = [FollowerLink(f, client, self.leader) for f in (FOLLOWER, OTHER)]  # type: ignore[arg-type]
-        invalidated: list[int] = []
-
-        def after(entry: Entry) -> Deferred[None]:
-            invalidated.append(entry["book"]["id"])
-            return Deferred.fromCoroutine(_done())
-
-        sequencer = Sequencer(self.leader, links, after)
+        notice = RecordingNotice()
+        sequencer = Sequencer(self.leader, links, notice)
         for write in (self.leader.buy(6, 1), self.leader.set_price(3, 1.0), self.leader.add_quantity(0, 5)):
             self.successResultOf(sequencer.write(write))
-        self.assertEqual(invalidated, [6, 3, 0])
+        self.assertEqual(
+            [(c[1], c[2]["book"]["id"], c[3]) for c in notice.calls], [(1, 6, []), (2, 3, []), (3, 0, [])]
+        )
         for follower in followers.values():
             self.assertInSync(follower)
 
+    def test_outage_and_recovery_with_real_followers(self) -> None:
+        """One follower down for some writes: they succeed naming it lagging; a heartbeat brings
+        it back (caught_up with the last seq) and it ends equal to the leader."""
+        followers = {FOLLOWER.name: self.catalog(), OTHER.name: self.catalog()}
+        client = FollowerClient(followers)
+        links = [FollowerLink(f, client, self.leader) for f in (FOLLOWER, OTHER)]  # type: ignore[arg-type]
+        notice = RecordingNotice()
+        sequencer = Sequencer(self.leader, links, notice)
+        self.successResultOf(sequencer.write(self.leader.buy(6, 1)))
+        client.down.add(OTHER.name)
+        for book in (1, 2, 3):
+            self.successResultOf(sequencer.write(self.leader.buy(book, 1)))
+        self.assertEqual(
+            [c[2] for c in notice.of("written")], [[], ["catalog-3"], ["catalog-3"], ["catalog-3"]]
+        )
+        self.successResultOf(sequencer.heartbeat())
+        self.assertEqual(notice.of("caught_up"), [])
+        client.down.clear()
+        self.successResultOf(sequencer.heartbeat())
+        self.assertEqual(notice.of("caught_up"), [("catalog-3", 4)])
+        for follower in followers.values():
+            self.assertInSync(follower)
+        self.successResultOf(sequencer.write(self.leader.buy(0, 1)))
+        self.assertEqual(notice.of("written")[-1][2], [])
 
-async def _done() -> None:
-    return None
+
+class FakeSequencer:
+    """Counts heartbeats; each answers with the next of ``answers`` (a fired one if none is left)."""
+
+    def __init__(self) -> None:
+        self.beats = 0
+        self.answers: list[Deferred[Any]] = []
+
+    def heartbeat(self) -> Deferred[Any]:
+        self.beats += 1
+        return self.answers.pop(0) if self.answers else succeed([])
+
+
+class HeartbeatsServiceTests(ReplicationTestCase):
+    def service(self, sequencer: Any, interval: float = HEARTBEAT_INTERVAL) -> tuple[Heartbeats, Clock]:
+        clock = Clock()
+        service = Heartbeats(sequencer, clock, interval)
+
+        def stop() -> None:
+            if service.running:
+                service.stopService()
+
+        self.addCleanup(stop)
+        return service, clock
+
+    def test_beats_at_start_then_every_interval_until_stopped(self) -> None:
+        sequencer = FakeSequencer()
+        service, clock = self.service(sequencer)
+        self.assertEqual(service.interval, HEARTBEAT_INTERVAL)
+        self.assertEqual(sequencer.beats, 0)
+        service.startService()
+        self.assertEqual(sequencer.beats, 1)  # at once
+        clock.advance(HEARTBEAT_INTERVAL - 0.01)
+        self.assertEqual(sequencer.beats, 1)
+        clock.advance(0.01)
+        self.assertEqual(sequencer.beats, 2)
+        clock.pump([HEARTBEAT_INTERVAL] * 4)
+        self.assertEqual(sequencer.beats, 6)
+        service.stopService()
+        self.assertFalse(service.running)
+        clock.advance(10 * HEARTBEAT_INTERVAL)
+        self.assertEqual(sequencer.beats, 6)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        service.stopService()  # stopping twice is harmless
+
+    def test_a_failed_heartbeat_is_logged_and_the_beat_goes_on(self) -> None:
+        sequencer = FakeSequencer()
+        sequencer.answers.append(fail(RuntimeError("boom")))
+        service, clock = self.service(sequencer, interval=1.0)
+        service.startService()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        clock.advance(1.0)
+        self.assertEqual(sequencer.beats, 2)
+
+    def test_a_slow_follower_does_not_hold_back_the_others(self) -> None:
+        """While one follower's heartbeat waits for its deadline, the others still get one every
+        interval: their lease (bazar.replica.FOLLOWER_LEASE) must not lapse because of it."""
+        client = ScriptedClient()
+        links = [FollowerLink(f, client, self.leader) for f in (FOLLOWER, OTHER)]  # type: ignore[arg-type]
+        service, clock = self.service(Sequencer(self.leader, links))
+        service.startService()
+        self.assertEqual([c.replica for c in client.calls], [FOLLOWER, OTHER])
+        client.to(OTHER)[0].confirm(0)  # catalog-2 hangs
+        for beat in range(1, 4):
+            clock.advance(HEARTBEAT_INTERVAL)
+            self.assertEqual(len(client.to(OTHER)), 1 + beat)
+            client.to(OTHER)[-1].confirm(0)
+        self.assertEqual(len(client.to(FOLLOWER)), 1)  # still the one in flight
+        client.to(FOLLOWER)[0].unreachable()
+        clock.advance(HEARTBEAT_INTERVAL)
+        self.assertEqual(len(client.to(FOLLOWER)), 2)

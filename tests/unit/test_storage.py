@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.catalog.store import MAX_STOCK, SEED_BOOKS, CatalogStore
+from bazar.catalog.store import MAX_STOCK, SEED_BOOKS, BookPage, CatalogStore
 from bazar.errors import Conflict, NotFound
 from bazar.order.store import OrderStore
+from bazar.paging import Page
 from bazar.storage import Entry, InlineRunner, ReplicatedStore, SequenceGap
 
 S = TypeVar("S", bound=ReplicatedStore)
@@ -21,9 +22,9 @@ T = TypeVar("T")
 
 
 class StoreTestCase(SynchronousTestCase):
-    def store(self, store_type: type[S]) -> S:
+    def store(self, store_type: type[S], **options: Any) -> S:
         """A new, set-up store on its own in-memory database, closed after the test."""
-        store = store_type(InlineRunner())
+        store = store_type(InlineRunner(), **options)
         self.addCleanup(store.close)
         self.assertIsNone(self.successResultOf(store.setup()))
         return store
@@ -70,11 +71,12 @@ class SeedTests(StoreTestCase):
         self.assertEqual(books[6]["quantity"], 80)
 
     def test_book_and_search(self) -> None:
-        """book() finds one book, search() a topic's books in id order; unknown ids are NotFound."""
+        """book() finds one book, search_page() a topic's books in id order; unknown ids are NotFound."""
         catalog = self.store(CatalogStore)
+        books = self.result(catalog.all_books())
         self.assertEqual(self.result(catalog.book(1))["title"], "RPCs for Noobs.")
-        self.assertEqual([b["id"] for b in self.result(catalog.search("new"))], [4, 5, 6])
-        self.assertEqual(self.result(catalog.search("cooking")), [])
+        self.assertEqual(self.result(catalog.search_page("new", Page())), BookPage(books[4:], 3, None))
+        self.assertEqual(self.result(catalog.search_page("cooking", Page())), BookPage([], 0, None))
         self.failureResultOf(catalog.book(7), NotFound)
 
     def test_same_seed_same_digest(self) -> None:

@@ -1,0 +1,118 @@
+"""Which replicas the front end may use, from active probes, from every call, and from the sequencers.
+
+A replica is *up* when its last probe of ``/internal/status`` answered 200 with ``ready``
+(a follower is ready only while the sequencer recently confirmed it has every write); a
+call that cannot reach it marks it down at once, and only a probe brings it back. A
+follower is *lagging* when its sequencer says so: pushed before the sequencer acknowledges a
+write that follower missed, and read from the sequencer's own status in every probe. Each
+such report carries the sequencer's sequence number, so an older report (a probe answer that
+was on its way while a newer push arrived) never overrides a newer one.
+
+Reads go only to replicas that are up and not lagging; writes to replicas that are up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from bazar.client import ReplicaClient, ReplicaResponse
+from bazar.config import Replica
+
+STATUS_PATH = "/internal/status"
+PROBE_INTERVAL = 1.0  # seconds between probes of each replica
+
+log = Logger()
+
+
+class Health:
+    """The front end's view of every replica; unknown ones count as up until shown otherwise."""
+
+    def __init__(self, replicas: Iterable[Replica]) -> None:
+        self._up: dict[str, bool] = {r.name: True for r in replicas}
+        self._lagging: dict[str, tuple[int, bool, bool]] = {}  # name -> (sequencer's seq, lagging?, pushed?)
+
+    def is_up(self, replica: Replica) -> bool:
+        return self._up.get(replica.name, True)
+
+    def readable(self, replica: Replica) -> bool:
+        return self.is_up(replica) and not self.is_lagging(replica.name)
+
+    def is_lagging(self, name: str) -> bool:
+        return self._lagging.get(name, (0, False))[1]
+
+    def mark(self, replica: Replica, up: bool, why: str = "") -> None:
+        if self._up.get(replica.name) != up:
+            state = "up" if up else "down"
+            log.info(
+                "{replica} is {state}{why}", replica=replica.name, state=state, why=f": {why}" if why else ""
+            )
+        self._up[replica.name] = up
+
+    def report_lagging(self, name: str, lagging: bool, seq: int, *, pushed: bool) -> None:
+        """A sequencer's word on a follower at sequence number ``seq``. A push (sent before
+        an acknowledgement) wins over a probe answer of the same ``seq``, which may be older.
+        Of two pushes of the same ``seq``, a caught-up one wins: the follower has everything up
+        to ``seq``, whereas the write ``seq``'s lagging push was decided before it caught up (the
+        two race, and either may arrive first)."""
+        known_seq, _, known_pushed = self._lagging.get(name, (-1, False, False))
+        if seq > known_seq or (pushed and seq == known_seq and (not known_pushed or not lagging)):
+            if self.is_lagging(name) != lagging:
+                log.info("{name} is {state}", name=name, state="lagging" if lagging else "in sync again")
+            self._lagging[name] = (seq, lagging, pushed)
+
+
+class HealthProbe(Service):
+    """Probes every replica every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        health: Health,
+        replicas: Iterable[Replica],
+        client: ReplicaClient,
+        clock: IReactorTime,
+        interval: float,
+    ) -> None:
+        self.health = health
+        self.replicas = list(replicas)
+        self.client = client
+        self.interval = interval
+        self._loop = LoopingCall(self.probe_all)
+        self._loop.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    def probe_all(self) -> Deferred[Any]:
+        return DeferredList([self.probe(r) for r in self.replicas], consumeErrors=True)
+
+    def probe(self, replica: Replica) -> Deferred[None]:
+        d = self.client.request("GET", replica, STATUS_PATH, timeout=self.interval)
+        d.addCallbacks(self._answered, self._unreachable, callbackArgs=(replica,), errbackArgs=(replica,))
+        return d
+
+    def _answered(self, response: ReplicaResponse, replica: Replica) -> None:
+        try:
+            status = response.json() if response.code == 200 else {}
+        except ValueError:
+            status = {}
+        ready = bool(status.get("ready", False))
+        self.health.mark(replica, ready, "" if ready else f"status {response.code}, not ready")
+        for name, follower in status.get("followers", {}).items():
+            self.health.report_lagging(name, not follower["in_sync"], status["last_seq"], pushed=False)
+
+    def _unreachable(self, failure: Failure, replica: Replica) -> None:
+        self.health.mark(replica, False, failure.getErrorMessage())

@@ -1,0 +1,263 @@
+"""Replicas killed under load: no read fails or goes back in time, and the killed ones come back.
+
+A real cluster serves a bounded read load (three readers) and two writers (price updates,
+purchases) while the test SIGKILLs a catalog follower (catalog-2) and then an order
+follower (order-3). The cluster's process monitor restarts each; the sequencer's heartbeats
+bring it back in sync from its log; the front end's probe reads from it again.
+
+Measured and printed, not asserted on (the machine decides them): how long each killed
+replica took to be healthy again, how many reads and writes ran, how many orders were checked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_twisted
+from treq.client import HTTPClient
+from twisted.internet import defer
+
+from tests.integration.api import TRANSPORT_ERRORS, Api, Reply, eventually, sleep
+from tests.integration.cluster import CATALOGS, ORDERS, Cluster
+
+pytestmark = pytest.mark.integration
+
+READERS = 3
+MAX_READS = 2000
+LOAD_SECONDS = 20.0  # the load stops by then, whatever happened
+# Each reader's and writer's pause between requests: the load's rate, chosen so that the
+# reads last through both kills and recoveries (~10 s) without exceeding MAX_READS.
+READ_PAUSE = 0.012
+WRITE_PAUSE = 0.02
+RECOVERY_TIMEOUT = 15.0
+CONVERGE_TIMEOUT = 10.0
+PRICE_BOOK = 1
+BUY_BOOK = 6
+STOCK = 100_000
+VICTIMS = ("catalog-2", "order-3")
+
+
+@dataclass
+class Outage:
+    victim: str
+    killed_at: float
+    healthy_at: float | None = None
+    reads_during: int = 0
+    prices_during: int = 0
+    purchases_during: int = 0
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.healthy_at is None else self.healthy_at - self.killed_at
+
+
+@dataclass
+class Load:
+    """What the readers and writers did, as they did it."""
+
+    started: float = field(default_factory=time.monotonic)
+    stop: bool = False
+    reads: int = 0
+    failed_reads: list[str] = field(default_factory=list)
+    stale_reads: list[str] = field(default_factory=list)
+    acked_price: float = 0.0  # the newest price acknowledged for PRICE_BOOK
+    prices: list[float] = field(default_factory=list)  # acknowledged, in order
+    orders: dict[int, dict[str, Any]] = field(default_factory=dict)  # acknowledged, by order id
+    orders_checked: int = 0
+    failed_writes: list[str] = field(default_factory=list)
+    outage: Outage | None = None
+
+    def running(self) -> bool:
+        return not self.stop and self.reads < MAX_READS and time.monotonic() - self.started < LOAD_SECONDS
+
+
+async def read(api: Api, load: Load, path: str) -> Reply | None:
+    """One read through the front end; a transport error or any status but 200 is a failed read."""
+    load.reads += 1
+    if load.outage is not None and load.outage.healthy_at is None:
+        load.outage.reads_during += 1
+    try:
+        reply = await api.get(path)
+    except TRANSPORT_ERRORS as e:
+        load.failed_reads.append(f"{path}: {e!r}")
+        return None
+    if reply.code != 200:
+        load.failed_reads.append(f"{path}: {reply.code} {reply.body}")
+        return None
+    return reply
+
+
+async def reader(api: Api, load: Load, number: int) -> None:
+    """Every book in turn, then the newest acknowledged order; the price book never older than
+    the price acknowledged before the read began."""
+    step = number
+    while load.running():
+        book = step % 8
+        step += 1
+        if book == 7:
+            if not load.orders:
+                continue
+            order_id = max(load.orders)
+            reply = await read(api, load, f"/bazar/orders/{order_id}")
+            if reply is not None and reply.body["order_id"] != order_id:
+                load.failed_reads.append(f"order {order_id}: {reply.body}")
+        else:
+            floor = load.acked_price
+            reply = await read(api, load, f"/bazar/info/{book}")
+            if reply is not None and book == PRICE_BOOK and reply.body["price"] < floor:
+                replica = reply.header("X-Bazar-Replica")
+                cache = reply.header("X-Bazar-Cache")
+                load.stale_reads.append(f"price {reply.body['price']} < {floor} ({replica}, cache {cache})")
+        await sleep(READ_PAUSE)
+
+
+def write_failed(load: Load, what: str, reply: Reply) -> None:
+    load.failed_writes.append(f"{what}: {reply.code} {reply.body}")
+
+
+async def price_writer(api: Api, load: Load) -> None:
+    """Raises PRICE_BOOK's price by one each time, so a read can tell old from new."""
+    price = 1000.0
+    while load.running():
+        price += 1
+        reply = await api.put(f"/bazar/update_price/{PRICE_BOOK}", {"price": price})
+        if reply.code == 200:
+            assert reply.body["price"] == price, reply
+            load.acked_price = price
+            load.prices.append(price)
+            if load.outage is not None and load.outage.healthy_at is None:
+                load.outage.prices_during += 1
+        else:
+            write_failed(load, f"price {price}", reply)
+        await sleep(WRITE_PAUSE)
+
+
+async def buyer(api: Api, load: Load) -> None:
+    """Buys one copy at a time, and reads each acknowledged order back through the front end."""
+    while load.running():
+        reply = await api.post(f"/bazar/purchase/{BUY_BOOK}")
+        if reply.code == 200:
+            order = {k: v for k, v in reply.body.items() if k != "message"}
+            load.orders[order["order_id"]] = order
+            if load.outage is not None and load.outage.healthy_at is None:
+                load.outage.purchases_during += 1
+            back = await read(api, load, f"/bazar/orders/{order['order_id']}")
+            if back is not None:
+                load.orders_checked += 1
+                if back.body != order:
+                    load.failed_reads.append(f"order {order['order_id']}: {back.body} != {order}")
+        else:
+            write_failed(load, "purchase", reply)
+        await sleep(WRITE_PAUSE)
+
+
+async def healthy(api: Api, name: str) -> bool:
+    replicas = (await api.status())["replicas"]
+    return any(r["name"] == name and r["healthy"] for r in replicas)
+
+
+async def kill_and_recover(cluster: Cluster, api: Api, load: Load, victim: str) -> Outage:
+    """SIGKILL ``victim`` (by the pid listening on its port); wait until the process monitor has
+    restarted it and the front end counts it healthy again."""
+    old = cluster.pid_of(victim)
+    assert old is not None, f"no process listens as {victim}"
+    outage = load.outage = Outage(victim, time.monotonic())
+    os.kill(old, signal.SIGKILL)
+
+    async def restarted() -> int | None:
+        pid = cluster.pid_of(victim)
+        return pid if pid not in (None, old) else None
+
+    await eventually(restarted, RECOVERY_TIMEOUT, f"{victim} to be restarted", interval=0.05)
+    await eventually(lambda: healthy(api, victim), RECOVERY_TIMEOUT, f"{victim} to be healthy", interval=0.05)
+    outage.healthy_at = time.monotonic()
+    return outage
+
+
+async def converged(api: Api) -> dict[str, Any] | None:
+    """The cluster's status once every replica is healthy and each role has one digest and last_seq."""
+    status = await api.status()
+    replicas = status["replicas"]
+    if not all(r["healthy"] for r in replicas):
+        return None
+    for role in ("catalog", "order"):
+        mine = [r for r in replicas if r["role"] == role]
+        if len({r["digest"] for r in mine}) != 1 or len({r["last_seq"] for r in mine}) != 1:
+            return None
+    return status
+
+
+@pytest_twisted.ensureDeferred
+async def test_killed_followers_fail_no_read(
+    fresh_cluster: Cluster, http: HTTPClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = Api(http, fresh_cluster)
+    assert (await api.set_stock(BUY_BOOK, STOCK))["quantity"] == STOCK
+    load = Load()
+    tasks = [defer.ensureDeferred(reader(api, load, n)) for n in range(READERS)]
+    tasks += [defer.ensureDeferred(price_writer(api, load)), defer.ensureDeferred(buyer(api, load))]
+    outages: list[Outage] = []
+    try:
+        await eventually(
+            lambda: defer.succeed(load.reads >= 50 and load.prices and load.orders),
+            10,
+            "the load to get going",
+        )
+        for victim in VICTIMS:
+            outages.append(await kill_and_recover(fresh_cluster, api, load, victim))
+            load.outage = None
+    finally:
+        load.stop = True
+        results = await defer.DeferredList(tasks, consumeErrors=True)
+    errors = [result for ok, result in results if not ok]
+    assert not errors, errors[0]
+    load_seconds = time.monotonic() - load.started
+
+    status = await eventually(lambda: converged(api), CONVERGE_TIMEOUT, "every replica to agree")
+
+    # Every acknowledged order is on every order replica, as acknowledged; the stock taken is
+    # exactly what the orders record (a purchase answered 503 may have gone through: counted by
+    # the replicas, not by us).
+    on_each = await api.on_each(ORDERS, "/order/orders")
+    for name, orders in on_each.items():
+        by_id = {o["order_id"]: o for o in orders}
+        missing = [i for i in load.orders if by_id.get(i) != load.orders[i]]
+        assert not missing, f"{name} lacks acknowledged orders {missing[:5]}"
+    recorded = sum(o["quantity"] for o in on_each["order-1"] if o["book_id"] == BUY_BOOK)
+    stock = await api.on_each(CATALOGS, f"/catalog/books/{BUY_BOOK}")
+    assert {b["quantity"] for b in stock.values()} == {STOCK - recorded}, (stock, recorded)
+    prices = await api.on_each(CATALOGS, f"/catalog/books/{PRICE_BOOK}")
+    [final_price] = {b["price"] for b in prices.values()}
+    assert final_price >= max(load.prices), (prices, max(load.prices))  # an answer lost in a kill: higher
+
+    with capsys.disabled():
+        print(f"\n[failover] load {load_seconds:.1f}s: {load.reads} reads, {len(load.failed_reads)} failed")
+        print(
+            f"[failover] writes acknowledged: {len(load.prices)} price updates, "
+            f"{len(load.orders)} purchases; {len(load.failed_writes)} failed; "
+            f"{load.orders_checked} orders read back, {len(load.orders)} checked on every order replica"
+        )
+        for o in outages:
+            print(
+                f"[failover] {o.victim}: healthy again {o.seconds:.2f}s after SIGKILL; meanwhile "
+                f"{o.reads_during} reads, {o.prices_during} price updates, {o.purchases_during} purchases"
+            )
+        for failure in load.failed_writes:
+            print(f"[failover] failed write: {failure}")
+        digests = {r["name"]: (r["last_seq"], r["digest"][:12]) for r in status["replicas"]}
+        print(f"[failover] final (last_seq, digest): {digests}")
+
+    assert load.failed_reads == [], f"{len(load.failed_reads)} failed reads: {load.failed_reads[:5]}"
+    assert load.stale_reads == [], f"{len(load.stale_reads)} stale reads: {load.stale_reads[:5]}"
+    # Writes went on through each outage. The only writes that may fail are those the front end
+    # sent to the victim itself before it knew it was dead (writes are never retried elsewhere).
+    for o in outages:
+        assert o.reads_during > 0 and o.prices_during > 0 and o.purchases_during > 0, o
+    for failure in load.failed_writes:
+        assert " 503 " in failure and any(f"{v} is unreachable" in failure for v in VICTIMS), failure
+    assert len(load.failed_writes) <= 4 * len(VICTIMS), load.failed_writes

@@ -1,0 +1,547 @@
+"""Tests for ``bazar.health`` and for how the front end uses it, alone and in the in-memory cluster.
+
+* ``Health``: up/down, lagging, and the order in which lagging reports count.
+* ``HealthProbe``: over a fake client and a ``task.Clock``.
+* The whole cluster in memory (``memcluster``): reads skip replicas that are down or lag,
+  a write succeeds with a follower unreachable and the follower comes back, a follower's
+  ``ready`` lease, and ``/internal/invalidate``'s validation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from bazar.client import ReplicaResponse
+from bazar.config import Replica
+from bazar.errors import Unavailable
+from bazar.health import PROBE_INTERVAL, STATUS_PATH, Health, HealthProbe
+from bazar.replica import FOLLOWER_LEASE
+from tests.unit.memcluster import MAX_FLUSHES, MemCluster, result_of
+
+
+def replica(name: str) -> Replica:
+    return Replica(name=name, role=name.split("-")[0], listen="tcp:0", url=f"http://{name}.invalid")
+
+
+CATALOGS = [replica(f"catalog-{n}") for n in (1, 2, 3)]
+C1, C2, C3 = CATALOGS
+
+
+class HealthTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.health = Health(CATALOGS)
+
+    def test_everyone_starts_up_and_readable(self) -> None:
+        """Known or not, a replica counts as up and readable until shown otherwise."""
+        for r in (*CATALOGS, replica("order-9")):
+            self.assertTrue(self.health.is_up(r))
+            self.assertTrue(self.health.readable(r))
+            self.assertFalse(self.health.is_lagging(r.name))
+
+    def test_mark_down_and_up(self) -> None:
+        self.health.mark(C2, False, "unreachable")
+        self.assertEqual((self.health.is_up(C2), self.health.readable(C2)), (False, False))
+        self.assertTrue(self.health.is_up(C3))
+        self.health.mark(C2, True)
+        self.assertEqual((self.health.is_up(C2), self.health.readable(C2)), (True, True))
+
+    def test_readable_is_up_and_not_lagging(self) -> None:
+        """A lagging replica is still up (it may take writes, which it forwards) but not readable."""
+        self.health.report_lagging("catalog-2", True, 1, pushed=True)
+        self.assertEqual((self.health.is_up(C2), self.health.readable(C2)), (True, False))
+        self.health.mark(C2, False)
+        self.health.report_lagging("catalog-2", False, 2, pushed=True)
+        self.assertEqual((self.health.is_up(C2), self.health.readable(C2)), (False, False))
+        self.health.mark(C2, True)
+        self.assertTrue(self.health.readable(C2))
+
+    def test_newer_seq_wins(self) -> None:
+        """Whatever its source, a report about a newer sequence number replaces an older one."""
+        self.health.report_lagging("catalog-2", True, 4, pushed=True)
+        self.health.report_lagging("catalog-2", False, 5, pushed=False)
+        self.assertFalse(self.health.is_lagging("catalog-2"))
+        self.health.report_lagging("catalog-2", True, 6, pushed=False)
+        self.assertTrue(self.health.is_lagging("catalog-2"))
+        self.health.report_lagging("catalog-2", False, 7, pushed=True)
+        self.assertFalse(self.health.is_lagging("catalog-2"))
+
+    def test_older_seq_is_ignored(self) -> None:
+        """A report about an older sequence number (a probe answer or a push still on its way)
+        changes nothing."""
+        self.health.report_lagging("catalog-2", True, 5, pushed=True)
+        self.health.report_lagging("catalog-2", False, 4, pushed=False)
+        self.health.report_lagging("catalog-2", False, 4, pushed=True)
+        self.assertTrue(self.health.is_lagging("catalog-2"))
+        self.health.report_lagging("catalog-3", False, 9, pushed=True)
+        self.health.report_lagging("catalog-3", True, 8, pushed=True)
+        self.assertFalse(self.health.is_lagging("catalog-3"))
+
+    def test_push_wins_over_a_probe_of_the_same_seq(self) -> None:
+        """A probe said in sync at 5; the sequencer then pushes that write 5 was not confirmed."""
+        self.health.report_lagging("catalog-2", False, 5, pushed=False)
+        self.health.report_lagging("catalog-2", True, 5, pushed=True)
+        self.assertTrue(self.health.is_lagging("catalog-2"))
+
+    def test_probe_does_not_override_a_push_of_the_same_seq(self) -> None:
+        """The probe's answer may have been computed before the push: it does not undo it."""
+        self.health.report_lagging("catalog-2", True, 5, pushed=True)
+        self.health.report_lagging("catalog-2", False, 5, pushed=False)
+        self.assertTrue(self.health.is_lagging("catalog-2"))
+        self.health.report_lagging("catalog-3", False, 5, pushed=True)
+        self.health.report_lagging("catalog-3", True, 5, pushed=False)
+        self.assertFalse(self.health.is_lagging("catalog-3"))
+
+    def test_first_probe_counts(self) -> None:
+        """Before any report, a probe at seq 0 (an empty log) is taken."""
+        self.health.report_lagging("catalog-2", True, 0, pushed=False)
+        self.assertTrue(self.health.is_lagging("catalog-2"))
+
+    def test_caught_up_push_is_not_undone_by_a_lagging_push_of_the_same_seq(self) -> None:
+        """The two pushes race: write 5 was not confirmed by catalog-2 in time (lagging at 5),
+        but a heartbeat brought it up to 5 (caught up at 5) before the slower follower let the
+        write's push go. Catching up to 5 proves it has write 5, in either order of arrival;
+        otherwise it would stay unread until the next write."""
+        self.health.report_lagging("catalog-2", False, 5, pushed=True)
+        self.health.report_lagging("catalog-2", True, 5, pushed=True)
+        self.assertFalse(self.health.is_lagging("catalog-2"))
+        self.health.report_lagging("catalog-3", True, 5, pushed=True)
+        self.health.report_lagging("catalog-3", False, 5, pushed=True)
+        self.assertFalse(self.health.is_lagging("catalog-3"))
+        self.health.report_lagging("catalog-3", True, 6, pushed=True)
+        self.assertTrue(self.health.is_lagging("catalog-3"))
+
+
+def status(name: str, ready: bool = True, last_seq: int = 0, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "ready": ready, "last_seq": last_seq, "digest": "0" * 64, **extra}
+
+
+class FakeClient:
+    """Answers each replica's status from ``answers``: a dict (200 JSON), a ReplicaResponse, an
+    exception (the request fails with it) or a Deferred; the default is a ready replica."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Any] = {}
+        self.calls: list[tuple[str, str, str, float | None]] = []
+
+    def request(
+        self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
+    ) -> Deferred[ReplicaResponse]:
+        self.calls.append((method, replica.name, path, timeout))
+        answer = self.answers.get(replica.name, status(replica.name))
+        if isinstance(answer, Deferred):
+            return answer
+        if isinstance(answer, Exception):
+            return fail(answer)
+        if isinstance(answer, ReplicaResponse):
+            return succeed(answer)
+        return succeed(ReplicaResponse(200, json.dumps(answer).encode(), replica.name))
+
+
+class HealthProbeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.health = Health(CATALOGS)
+        self.client = FakeClient()
+        self.clock = Clock()
+        self.probe = HealthProbe(self.health, CATALOGS, self.client, self.clock, PROBE_INTERVAL)  # type: ignore[arg-type]
+        self.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        if self.probe.running:
+            self.probe.stopService()
+
+    def probe_all(self) -> None:
+        self.successResultOf(self.probe.probe_all())
+
+    def test_asks_every_replica_for_its_status(self) -> None:
+        self.probe_all()
+        self.assertEqual(self.client.calls, [("GET", r.name, STATUS_PATH, PROBE_INTERVAL) for r in CATALOGS])
+
+    def test_ready_marks_up(self) -> None:
+        self.health.mark(C2, False)
+        self.probe_all()
+        self.assertTrue(self.health.is_up(C2))
+
+    def test_not_ready_marks_down(self) -> None:
+        self.client.answers["catalog-2"] = status("catalog-2", ready=False)
+        self.probe_all()
+        self.assertEqual([self.health.is_up(r) for r in CATALOGS], [True, False, True])
+
+    def test_no_ready_field_or_an_error_status_marks_down(self) -> None:
+        self.client.answers["catalog-1"] = {"name": "catalog-1"}
+        self.client.answers["catalog-2"] = ReplicaResponse(
+            500, json.dumps({"ready": True}).encode(), "catalog-2"
+        )
+        self.client.answers["catalog-3"] = ReplicaResponse(200, b"<html>not json</html>", "catalog-3")
+        self.probe_all()
+        self.assertEqual([self.health.is_up(r) for r in CATALOGS], [False, False, False])
+
+    def test_unreachable_marks_down(self) -> None:
+        self.client.answers["catalog-2"] = Unavailable("catalog-2 is unreachable: ConnectionRefusedError")
+        self.client.answers["catalog-3"] = RuntimeError("anything else")
+        self.probe_all()
+        self.assertEqual([self.health.is_up(r) for r in CATALOGS], [True, False, False])
+
+    def test_down_then_up_again(self) -> None:
+        self.client.answers["catalog-2"] = Unavailable("catalog-2 is unreachable")
+        self.probe_all()
+        self.assertFalse(self.health.is_up(C2))
+        self.client.answers["catalog-2"] = status("catalog-2", ready=False)  # restarted, not caught up
+        self.probe_all()
+        self.assertFalse(self.health.is_up(C2))
+        del self.client.answers["catalog-2"]
+        self.probe_all()
+        self.assertTrue(self.health.is_up(C2))
+
+    def test_sequencer_followers_set_lagging(self) -> None:
+        """The sequencer's ``followers`` map says who lags, as of its last_seq."""
+        followers = {
+            "catalog-2": {"confirmed": 7, "in_sync": True},
+            "catalog-3": {"confirmed": 5, "in_sync": False},
+        }
+        self.client.answers["catalog-1"] = status("catalog-1", last_seq=7, followers=followers)
+        self.probe_all()
+        self.assertEqual([self.health.readable(r) for r in CATALOGS], [True, True, False])
+        self.assertTrue(self.health.is_up(C3))  # it answers its own probe: up, but not read from
+
+        # A push about an older write does not undo what the probe saw ...
+        self.health.report_lagging("catalog-3", False, 6, pushed=True)
+        self.assertTrue(self.health.is_lagging("catalog-3"))
+        # ... and a later probe that finds it in sync again does.
+        followers["catalog-3"] = {"confirmed": 8, "in_sync": True}
+        self.client.answers["catalog-1"] = status("catalog-1", last_seq=8, followers=followers)
+        self.probe_all()
+        self.assertEqual([self.health.readable(r) for r in CATALOGS], [True, True, True])
+
+    def test_probe_does_not_undo_a_newer_push(self) -> None:
+        """A push that a follower lags at 8 outlives a probe answer (computed earlier) at 7 or 8."""
+        self.health.report_lagging("catalog-2", True, 8, pushed=True)
+        for last_seq in (7, 8):
+            followers = {"catalog-2": {"confirmed": last_seq, "in_sync": True}}
+            self.client.answers["catalog-1"] = status("catalog-1", last_seq=last_seq, followers=followers)
+            self.probe_all()
+            self.assertTrue(self.health.is_lagging("catalog-2"))
+
+    def test_probes_at_start_then_every_interval_until_stopped(self) -> None:
+        self.probe.startService()
+        self.assertEqual(len(self.client.calls), 3)  # at once
+        self.clock.advance(PROBE_INTERVAL - 0.01)
+        self.assertEqual(len(self.client.calls), 3)
+        self.clock.advance(0.01)
+        self.assertEqual(len(self.client.calls), 6)
+        self.client.answers["catalog-2"] = Unavailable("catalog-2 is unreachable")
+        self.clock.advance(PROBE_INTERVAL)  # a failed probe does not stop the loop
+        self.assertFalse(self.health.is_up(C2))
+        self.clock.advance(PROBE_INTERVAL)
+        self.assertEqual(len(self.client.calls), 12)
+        self.probe.stopService()
+        self.assertFalse(self.probe.running)
+        self.clock.advance(10 * PROBE_INTERVAL)
+        self.assertEqual(len(self.client.calls), 12)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.probe.stopService()  # stopping twice is harmless
+
+
+# -- the front end and the replicas, in memory ---------------------------------------------
+
+
+class ClusterHealthTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cluster = MemCluster()
+        self.addCleanup(self.cluster.close)
+        self.health = self.cluster.frontend.health
+        self.replicas = {r.name: r for r in (*self.cluster.config.catalog, *self.cluster.config.order)}
+
+    def settle(self) -> None:
+        """Flush until every in-memory request in flight has been answered."""
+        for _ in range(MAX_FLUSHES):
+            self.cluster.flush()
+
+    def heartbeat(self, role: str = "catalog") -> Any:
+        d = self.cluster.sequencers[role].heartbeat()
+        self.settle()
+        return result_of(d)
+
+    def probe(self) -> None:
+        """One round of the front end's probe (production runs it every PROBE_INTERVAL)."""
+        probe = HealthProbe(
+            self.health, self.replicas.values(), self.cluster.client(), self.cluster.clock, PROBE_INTERVAL
+        )
+        d = probe.probe_all()
+        self.settle()
+        result_of(d)
+
+    def ready(self, name: str) -> bool:
+        code, _, body = self.cluster.internal("GET", name, "/internal/status")
+        self.assertEqual(code, 200)
+        return body["ready"]
+
+    def read_books(self, count: int = 7) -> list[str]:
+        """Read ``count`` distinct books through the front end (misses, with a cold cache); the
+        replicas that answered. Every read must succeed."""
+        served = []
+        for book in range(count):
+            self.cluster.frontend.cache.invalidate(f"info/{book}")
+            code, headers, body = self.cluster.get(f"/bazar/info/{book}")
+            self.assertEqual((code, body["id"]), (200, book))
+            served.append(headers["x-bazar-replica"])
+        return served
+
+    def cluster_view(self) -> dict[str, dict[str, Any]]:
+        code, _, view = self.cluster.get("/bazar/cluster")
+        self.assertEqual(code, 200)
+        return {r["name"]: r for r in view["replicas"]}
+
+    def digest(self, name: str) -> str:
+        return result_of(self.cluster.stores[name].status())["digest"]
+
+    def test_reads_skip_a_down_replica_and_retry_on_the_next(self) -> None:
+        """A read that finds catalog-2 unreachable is answered by the next replica (no failed
+        read); catalog-2 is then down and no read goes to it until a probe finds it ready."""
+        self.cluster.unreachable("catalog-2")
+        served = self.read_books()
+        self.assertEqual(
+            [(s.name, s.path) for s in self.cluster.dispatch.refused], [("catalog-2", "/catalog/books/1")]
+        )
+        self.assertEqual(served[:2], ["catalog-1", "catalog-3"])  # book 1: retried on catalog-3
+        self.assertNotIn("catalog-2", served)
+        self.assertFalse(self.health.is_up(self.replicas["catalog-2"]))
+
+        self.cluster.unreachable("catalog-2", down=False)
+        self.assertNotIn("catalog-2", self.read_books())  # only a probe brings it back
+        self.probe()
+        self.assertFalse(self.health.is_up(self.replicas["catalog-2"]))  # not ready: never synced
+        self.heartbeat()
+        self.probe()
+        self.assertTrue(self.health.is_up(self.replicas["catalog-2"]))
+        self.assertIn("catalog-2", self.read_books())
+        self.assertEqual(len(self.cluster.dispatch.refused), 1)
+
+    def test_order_reads_skip_a_down_replica(self) -> None:
+        code, _, order = self.cluster.post("/bazar/purchase/1")
+        self.assertEqual(code, 200)
+        self.cluster.unreachable("order-2")
+        for _ in range(6):
+            code, _, got = self.cluster.get(f"/bazar/orders/{order['order_id']}")
+            self.assertEqual((code, got), (200, {k: v for k, v in order.items() if k != "message"}))
+        self.assertEqual(len(self.cluster.dispatch.refused), 1)
+
+    def test_no_readable_replica_is_503(self) -> None:
+        for name in self.cluster.catalog_names:
+            self.cluster.unreachable(name)
+        code, _, body = self.cluster.get("/bazar/info/1")
+        self.assertEqual((code, body["error"]["code"]), (503, 503))
+        self.assertEqual(len(self.cluster.dispatch.refused), 3)  # each tried once
+        code, _, body = self.cluster.get("/bazar/info/2")
+        self.assertEqual(code, 503)
+        self.assertIn("try again", body["error"]["message"])
+        self.assertEqual(len(self.cluster.dispatch.refused), 3)  # all down: none tried
+        code, _, body = self.cluster.put("/bazar/update_price/1", {"price": 1.0})
+        self.assertEqual(code, 503)
+
+    def test_write_with_a_follower_unreachable(self) -> None:
+        """The write succeeds; before its ack the front end drops its cached copy and stops
+        reading from the follower; a heartbeat later brings it back in sync, and reads return."""
+        self.heartbeat()
+        self.assertEqual(self.cluster.get("/bazar/info/1").headers["x-bazar-replica"], "catalog-1")
+        self.assertIn("info/1", self.cluster.cached_keys())
+        self.cluster.unreachable("catalog-3")
+
+        code, headers, book = self.cluster.put("/bazar/update_price/1", {"price": 9.5})
+        self.assertEqual((code, book["price"]), (200, 9.5))
+        self.assertEqual(headers["x-bazar-replica"], "catalog-2")  # which forwarded it to catalog-1
+        self.assertEqual(
+            [(s.name, s.path) for s in self.cluster.dispatch.refused], [("catalog-3", "/internal/replicate")]
+        )
+        self.assertNotIn("info/1", self.cluster.cached_keys())
+        self.assertTrue(self.health.is_lagging("catalog-3"))
+        self.assertTrue(self.health.is_up(self.replicas["catalog-3"]))  # no call of the front end failed
+        self.assertEqual(
+            self.cluster.sequencers["catalog"].followers(),
+            {"catalog-2": {"confirmed": 1, "in_sync": True}, "catalog-3": {"confirmed": 0, "in_sync": False}},
+        )
+
+        # No read goes to it, and the front end reads the new price.
+        self.assertNotIn("catalog-3", self.read_books() + self.read_books())
+        self.assertEqual(self.cluster.get("/bazar/info/1").json["price"], 9.5)
+        # A write while it is out of sync does not even try it. (Sent to the sequencer itself:
+        # through the front end it could be routed to catalog-3, which is up as far as the
+        # front end knows, and fail there with 503: writes are never retried elsewhere.)
+        self.assertEqual(
+            self.cluster.internal("PUT", "catalog-1", "/catalog/books/2/price", {"price": 3.0}).code, 200
+        )
+        self.assertTrue(self.health.is_lagging("catalog-3"))
+        self.assertEqual(len(self.cluster.dispatch.refused), 1)
+
+        # Reachable again, but not read from, and shown unhealthy with its old data, until it
+        # has caught up.
+        self.cluster.unreachable("catalog-3", down=False)
+        self.assertNotIn("catalog-3", self.read_books())
+        view = self.cluster_view()
+        self.assertEqual(
+            [view[n]["healthy"] for n in ("catalog-1", "catalog-2", "catalog-3")], [True, True, False]
+        )
+        self.assertEqual((view["catalog-3"]["last_seq"], view["catalog-1"]["last_seq"]), (0, 2))
+        self.assertNotEqual(view["catalog-3"]["digest"], view["catalog-1"]["digest"])
+
+        pushes_before = len([s for s in self.cluster.served("frontend") if s.path == "/internal/invalidate"])
+        self.assertEqual(self.heartbeat(), [True, True])
+        pushes = [s for s in self.cluster.served("frontend") if s.path == "/internal/invalidate"]
+        self.assertEqual(len(pushes), pushes_before + 1)  # caught_up
+        self.assertFalse(self.health.is_lagging("catalog-3"))
+        self.assertEqual(self.digest("catalog-3"), self.digest("catalog-1"))
+        self.assertEqual(self.cluster.book("catalog-3", 1)["price"], 9.5)
+        view = self.cluster_view()
+        self.assertTrue(all(r["healthy"] for r in view.values()))
+        self.assertEqual({view[n]["digest"] for n in self.cluster.catalog_names}, {self.digest("catalog-1")})
+        self.assertEqual({view[n]["last_seq"] for n in self.cluster.catalog_names}, {2})
+
+        self.assertIn("catalog-3", self.read_books())
+        self.assertTrue(self.cluster.sequencers["catalog"].followers()["catalog-3"]["in_sync"])
+
+    def test_purchase_with_an_order_follower_unreachable(self) -> None:
+        """The same for orders: the purchase succeeds, order-3 lags and is not read, then comes back."""
+        self.cluster.unreachable("order-3")
+        code, _, order = self.cluster.post("/bazar/purchase/2")
+        self.assertEqual(code, 200)
+        self.assertTrue(self.health.is_lagging("order-3"))
+        for _ in range(6):
+            self.assertEqual(self.cluster.get(f"/bazar/orders/{order['order_id']}").code, 200)
+        self.assertEqual([s.path for s in self.cluster.dispatch.refused], ["/internal/replicate"])
+        self.cluster.unreachable("order-3", down=False)
+        self.heartbeat("order")
+        self.assertFalse(self.health.is_lagging("order-3"))
+        self.assertEqual(self.cluster.orders("order-3"), self.cluster.orders("order-1"))
+        self.assertEqual(self.digest("order-3"), self.digest("order-1"))
+
+    def test_follower_ready_only_while_its_lease_lasts(self) -> None:
+        """A follower is ready once the sequencer has left it with everything, and only for
+        FOLLOWER_LEASE after that; the sequencer is always ready."""
+        self.assertEqual([self.ready(n) for n in self.cluster.catalog_names], [True, False, False])
+        self.assertEqual([self.ready(n) for n in self.cluster.order_names], [True, False, False])
+        self.probe()
+        self.assertEqual(
+            [self.health.is_up(r) for r in self.replicas.values()], [True, False, False, True, False, False]
+        )
+
+        self.heartbeat()
+        self.assertEqual([self.ready(n) for n in self.cluster.catalog_names], [True, True, True])
+        self.cluster.clock.advance(FOLLOWER_LEASE)
+        self.assertTrue(self.ready("catalog-2"))
+        self.cluster.clock.advance(0.01)
+        self.assertEqual([self.ready(n) for n in self.cluster.catalog_names], [True, False, False])
+
+        self.heartbeat()
+        self.assertTrue(self.ready("catalog-2"))
+        self.probe()
+        self.assertTrue(self.health.is_up(self.replicas["catalog-2"]))
+        self.assertFalse(self.health.is_up(self.replicas["order-2"]))
+        self.assertEqual(sorted(set(self.read_books())), ["catalog-1", "catalog-2", "catalog-3"])
+
+        # A write (a replicate call that leaves it current) renews the lease, too.
+        self.cluster.clock.advance(FOLLOWER_LEASE)
+        self.assertEqual(self.cluster.put("/bazar/update_price/3", {"price": 1.0}).code, 200)
+        self.cluster.clock.advance(1.0)
+        self.assertTrue(self.ready("catalog-3"))
+
+    def test_replicate_that_leaves_a_follower_behind_clears_ready(self) -> None:
+        self.heartbeat()
+        self.assertTrue(self.ready("catalog-2"))
+        # The sequencer says it is at 5 but sends nothing: behind, so not ready.
+        code, _, body = self.cluster.internal(
+            "POST", "catalog-2", "/internal/replicate", {"entries": [], "last_seq": 5}
+        )
+        self.assertEqual((code, body), (200, {"last_seq": 0}))
+        self.assertFalse(self.ready("catalog-2"))
+        self.heartbeat()
+        self.assertTrue(self.ready("catalog-2"))
+        # A gap: 409 with its last_seq, and not ready.
+        entry = [4, {"book": self.cluster.book("catalog-2", 1)}]
+        code, _, body = self.cluster.internal(
+            "POST", "catalog-2", "/internal/replicate", {"entries": [entry], "last_seq": 4}
+        )
+        self.assertEqual((code, body["last_seq"]), (409, 0))
+        self.assertFalse(self.ready("catalog-2"))
+
+    def test_replicate_rejects_a_bad_last_seq(self) -> None:
+        for last_seq in ("3", 1.5, True, None):
+            code, _, body = self.cluster.internal(
+                "POST", "catalog-2", "/internal/replicate", {"entries": [], "last_seq": last_seq}
+            )
+            self.assertEqual(code, 400, last_seq)
+            self.assertIn("last_seq", body["error"]["message"])
+
+    def test_sequencer_status_lists_its_followers(self) -> None:
+        self.cluster.unreachable("catalog-2")
+        self.assertEqual(self.cluster.put("/bazar/update_price/3", {"price": 1.0}).code, 200)
+        self.cluster.unreachable("catalog-2", down=False)
+        body = self.cluster.internal("GET", "catalog-1", "/internal/status").json
+        self.assertEqual(
+            body["followers"],
+            {"catalog-2": {"confirmed": 0, "in_sync": False}, "catalog-3": {"confirmed": 1, "in_sync": True}},
+        )
+        self.assertNotIn("followers", self.cluster.internal("GET", "catalog-2", "/internal/status").json)
+
+    def test_probe_reads_lagging_from_the_sequencer(self) -> None:
+        """A write whose push cannot reach the front end is not acknowledged (503), and the
+        front end still learns from its probe of the sequencer that the follower lags."""
+        self.cluster.unreachable("catalog-2")
+        self.cluster.unreachable("frontend")
+        code, _, body = self.cluster.internal("PUT", "catalog-1", "/catalog/books/3/price", {"price": 1.0})
+        self.assertEqual(code, 503)
+        self.assertIn("frontend", body["error"]["message"])
+        self.assertEqual([s.name for s in self.cluster.dispatch.refused], ["catalog-2", "frontend"])
+        self.cluster.unreachable("catalog-2", down=False)
+        self.cluster.unreachable("frontend", down=False)
+        self.assertFalse(self.health.is_lagging("catalog-2"))
+        self.probe()
+        self.assertTrue(self.health.is_lagging("catalog-2"))
+        self.assertFalse(self.health.is_lagging("catalog-3"))
+        self.heartbeat()
+        self.assertFalse(self.health.is_lagging("catalog-2"))  # caught_up, pushed
+
+
+class InvalidateTests(SynchronousTestCase):
+    """``/internal/invalidate``: what a sequencer pushes to the front end."""
+
+    def setUp(self) -> None:
+        self.cluster = MemCluster()
+        self.addCleanup(self.cluster.close)
+        self.health = self.cluster.frontend.health
+
+    def invalidate(self, body: Any) -> Any:
+        return self.cluster.internal("POST", "frontend", "/internal/invalidate", body)
+
+    def test_lagging_and_caught_up(self) -> None:
+        self.assertEqual(self.invalidate({"keys": [], "lagging": ["catalog-2"], "seq": 4}).code, 200)
+        self.assertTrue(self.health.is_lagging("catalog-2"))
+        self.assertEqual(self.invalidate({"keys": [], "caught_up": ["catalog-2"], "seq": 3}).code, 200)
+        self.assertTrue(self.health.is_lagging("catalog-2"))  # older than what it knows
+        self.assertEqual(self.invalidate({"keys": [], "caught_up": ["catalog-2"], "seq": 4}).code, 200)
+        self.assertFalse(self.health.is_lagging("catalog-2"))
+
+    def test_rejects_bad_values(self) -> None:
+        """Each bad field is a 400 naming it, and a refused request changes nothing."""
+        self.cluster.get("/bazar/info/1")
+        bad = [
+            ({"keys": [], "lagging": "catalog-2", "seq": 1}, "lagging"),
+            ({"keys": [], "lagging": [2], "seq": 1}, "lagging"),
+            ({"keys": [], "lagging": None, "seq": 1}, "lagging"),
+            ({"keys": [], "caught_up": {"catalog-2": 1}, "seq": 1}, "caught_up"),
+            ({"keys": [], "caught_up": [None], "seq": 1}, "caught_up"),
+            ({"keys": ["info/1"], "lagging": ["catalog-2"], "seq": "1"}, "seq"),
+            ({"keys": ["info/1"], "lagging": ["catalog-2"], "seq": 1.5}, "seq"),
+            ({"keys": ["info/1"], "lagging": ["catalog-2"], "seq": True}, "seq"),
+            ({"keys": ["info/1"], "lagging": ["catalog-2"], "caught_up": "catalog-3", "seq": 1}, "caught_up"),
+            ({"keys": "info/1", "lagging": ["catalog-2"], "seq": 1}, "keys"),
+        ]
+        for body, field in bad:
+            code, _, answer = self.invalidate(body)
+            self.assertEqual((code, answer["error"]["code"]), (400, 400), body)
+            self.assertIn(f"'{field}'", answer["error"]["message"], body)
+            self.assertFalse(self.health.is_lagging("catalog-2"), body)
+            self.assertIn("info/1", self.cluster.cached_keys(), body)
