@@ -21,7 +21,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, _HTTP1
 from twisted.web.iweb import IAgent
 
 from bazar.config import SECRET_HEADER, Replica
-from bazar.errors import ReplicaError, Unavailable
+from bazar.errors import NotSent, ReplicaError, Unavailable
 from bazar.paging import NEXT_AFTER_HEADER, TOTAL_HEADER
 from bazar.web import JSON, REPLICA_HEADER
 
@@ -95,6 +95,8 @@ class ReplicaClient:
         try:
             response = yield d
             content = yield treq.content(response)
+        except ConnectError as e:
+            raise NotSent(f"{replica.name} is unreachable: {type(e).__name__}") from None
         except TRANSPORT_ERRORS as e:
             raise Unavailable(f"{replica.name} is unreachable: {type(e).__name__}") from None
         name = response.headers.getRawHeaders(REPLICA_HEADER, [replica.name])[0]

@@ -48,6 +48,11 @@ class Unavailable(BazarError):
     code = 503
 
 
+class NotSent(Unavailable):
+    """The replica could not even be connected to: the request never left, so it is safe
+    to send it to another replica, even a write."""
+
+
 class ReplicaError(BazarError):
     """A replica answered with an error of its own: passed on with its status and message."""
 

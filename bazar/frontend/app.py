@@ -23,7 +23,7 @@ from twisted.web.resource import IResource
 from bazar import validation
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
-from bazar.errors import BadRequest, Unavailable
+from bazar.errors import BadRequest, NotSent, Unavailable
 from bazar.frontend import openapi, storefront
 from bazar.frontend.fastpath import HitShortcut, UriKeys
 from bazar.health import Health
@@ -114,12 +114,20 @@ class FrontendApp:
 
         return self.client.request(method, replica, path, body).addErrback(unreachable)
 
-    def _pick(self, replicas: RoundRobin[Replica]) -> Replica:
-        """The next replica in turn that is up, for a write (which is never retried elsewhere)."""
+    @inlineCallbacks
+    def _write(self, replicas: RoundRobin[Replica], method: str, path: str, body: Any) -> Any:
+        """Send a write to the next replica in turn that is up. Only a write that never left
+        (the connection was refused) is sent on to the next one: a write that may have
+        arrived is never sent twice."""
+        error: Unavailable | None = None
         for replica in replicas.rotation():
-            if self.health.is_up(replica):
-                return replica
-        raise Unavailable(f"no {replicas.rotation()[0].role} replica is up; try again shortly")
+            if not self.health.is_up(replica):
+                continue
+            try:
+                return (yield self._call(method, replica, path, body))
+            except NotSent as e:
+                error = e
+        raise error or Unavailable(f"no {replicas.rotation()[0].role} replica is up; try again shortly")
 
     # -- reads through the cache -----------------------------------------------------
 
@@ -213,22 +221,24 @@ class FrontendApp:
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
-        return self._send(request, "POST", self._pick(self.orders), f"/order/purchase/{book}", body)
+        return self._send(request, self.orders, "POST", f"/order/purchase/{book}", body)
 
     @app.route("/bazar/update_price/<book_id>", methods=["PUT"])
     def update_price(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
-        return self._send(request, "PUT", self._pick(self.catalogs), f"/catalog/books/{book}/price", body)
+        return self._send(request, self.catalogs, "PUT", f"/catalog/books/{book}/price", body)
 
     @app.route("/bazar/update_quantity/<book_id>", methods=["PUT"])
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = validation.quantity_change(read_json(request))
-        return self._send(request, "PUT", self._pick(self.catalogs), f"/catalog/books/{book}/quantity", body)
+        return self._send(request, self.catalogs, "PUT", f"/catalog/books/{book}/quantity", body)
 
-    def _send(self, request: IRequest, method: str, replica: Replica, path: str, body: Any) -> Any:
-        return self._call(method, replica, path, body).addCallback(self._relay, request)
+    def _send(
+        self, request: IRequest, replicas: RoundRobin[Replica], method: str, path: str, body: Any
+    ) -> Any:
+        return self._write(replicas, method, path, body).addCallback(self._relay, request)
 
     @app.route("/bazar/orders", methods=["GET"])
     def orders_all(self, request: IRequest) -> Any:

@@ -1,0 +1,61 @@
+"""Where the front end sends a write: the next replica that is up, and on only if it never left."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from bazar.client import ReplicaResponse
+from bazar.config import Replica, parse
+from bazar.errors import NotSent, Unavailable
+from bazar.frontend.app import FrontendApp
+
+
+class _Client:
+    """Answers by replica name: an exception to raise, or a 200."""
+
+    def __init__(self, outcomes: dict[str, Exception]) -> None:
+        self.outcomes = outcomes
+        self.clock = Clock()
+        self.sent: list[str] = []
+
+    def request(self, method: str, replica: Replica, path: str, body: Any = None, **kw: Any) -> Deferred[Any]:
+        self.sent.append(replica.name)
+        if replica.name in self.outcomes:
+            return fail(self.outcomes[replica.name])
+        return succeed(ReplicaResponse(200, b"{}", replica.name))
+
+
+class WriteRoutingTests(SynchronousTestCase):
+    def app(self, outcomes: dict[str, Exception]) -> tuple[FrontendApp, _Client]:
+        client = _Client(outcomes)
+        return FrontendApp(parse({"cluster": {"secret": "s"}}), client), client  # type: ignore[arg-type]
+
+    def test_refused_connection_goes_on_to_the_next_replica(self) -> None:
+        """A write whose connection was refused never left: the next replica gets it, and the
+        refusing one is marked down so the next write skips it."""
+        app, client = self.app({"order-1": NotSent("order-1 is unreachable: ConnectionRefusedError")})
+        response = self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+        self.assertEqual((response.replica, client.sent), ("order-2", ["order-1", "order-2"]))
+        self.assertFalse(app.health.is_up(app.config.order[0]))
+        for _ in range(3):
+            self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+        self.assertNotIn("order-1", client.sent[2:])  # skipped while down
+
+    def test_a_write_that_may_have_arrived_is_not_sent_twice(self) -> None:
+        """A connection lost after sending may have delivered the write: it fails, no retry."""
+        app, client = self.app({"order-1": Unavailable("order-1 is unreachable: ResponseNeverReceived")})
+        self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), Unavailable)
+        self.assertEqual(client.sent, ["order-1"])
+
+    def test_no_replica_up(self) -> None:
+        refused = {f"order-{n}": NotSent("refused") for n in (1, 2, 3)}
+        app, client = self.app(refused)
+        self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), NotSent)
+        self.assertEqual(client.sent, ["order-1", "order-2", "order-3"])
+        failure = self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), Unavailable)
+        self.assertIn("no order replica is up", failure.value.message)
+        self.assertEqual(len(client.sent), 3)
