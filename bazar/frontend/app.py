@@ -9,6 +9,7 @@ the catalog sequencer has already told this front end which cache entries to dro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -157,40 +158,32 @@ class FrontendApp:
         )
 
     def _paged_read(self, request: IRequest, key: PageKey, page: Page, path: str, public_path: str) -> Any:
-        """``_cached_read`` for one page of a listing: the cached answer carries its paging
-        headers (total, Link to the next page), sent on hits and misses alike. Not learned by
-        the lean hit path, which would send the body without them."""
+        """``_cached_read`` for one page of a listing: the answer carries its paging headers
+        (total, Link to the next page), cached with it and sent on hits and misses alike."""
 
         def public(response: ReplicaResponse) -> ReplicaResponse:
             if response.code != 200:
-                return response
+                return replace(response, headers={})
             return replace(response, headers=public_page_headers(response.headers, public_path, page))
 
-        def fetch() -> Deferred[ReplicaResponse]:
-            return self._read(self.catalogs, f"{path}?{page.query()}").addCallback(public)
+        return self._cached_read(request, key, f"{path}?{page.query()}", public)
 
-        cached, pending = self.cache.get(key, fetch)
+    def _cached_read(
+        self,
+        request: IRequest,
+        key: str,
+        path: str,
+        public: Callable[[ReplicaResponse], ReplicaResponse] = lambda response: replace(response, headers={}),
+    ) -> Any:
+        """Answer from the cache, or from the next catalog replica (then cached). ``public``
+        keeps, of the replica's headers, those the client should see."""
+        self.uri_keys.learn(request.uri, key)  # lets the lean path answer this URI next time
+        cached, pending = self.cache.get(key, lambda: self._read(self.catalogs, path).addCallback(public))
         if pending is None:
             assert cached is not None
             request.setHeader(CACHE_HEADER, "hit")
             for name, value in cached.headers.items():
                 request.setHeader(name, value)
-            return respond(request, cached.body, cached.code)
-        request.setHeader(CACHE_HEADER, "miss")
-
-        def relay(response: ReplicaResponse) -> bytes:
-            for name, value in response.headers.items():
-                request.setHeader(name, value)
-            return self._relay(response, request)
-
-        return pending.addCallback(relay)
-
-    def _cached_read(self, request: IRequest, key: str, path: str) -> Any:
-        self.uri_keys.learn(request.uri, key)  # lets the lean path answer this URI next time
-        cached, pending = self.cache.get(key, lambda: self._read(self.catalogs, path))
-        if pending is None:
-            assert cached is not None
-            request.setHeader(CACHE_HEADER, "hit")
             return respond(request, cached.body, cached.code)
         request.setHeader(CACHE_HEADER, "miss")
         return pending.addCallback(self._relay, request)
@@ -213,6 +206,8 @@ class FrontendApp:
     @staticmethod
     def _relay(response: ReplicaResponse, request: IRequest) -> bytes:
         request.setHeader(REPLICA_HEADER, response.replica)
+        for name, value in response.headers.items():
+            request.setHeader(name, value)
         return respond(request, response.body, response.code)
 
     # -- writes and order reads ------------------------------------------------------

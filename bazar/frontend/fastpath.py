@@ -57,5 +57,7 @@ class HitShortcut(Resource):
                 headers.setRawHeaders(b"Content-Type", [_JSON])
                 headers.setRawHeaders(b"Content-Length", [b"%d" % len(cached.body)])
                 headers.setRawHeaders(CACHE_HEADER, [_HIT])
+                for name, value in cached.headers.items():  # a page's total and next link
+                    headers.setRawHeaders(name, [value])
                 return cached.body
         return self.inner.render(request)

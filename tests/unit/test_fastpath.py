@@ -83,3 +83,16 @@ class ThroughTheFrontEndTests(SynchronousTestCase):
         self.cluster.put("/bazar/update_price/1", {"price": 9})
         after = self.cluster.get("/bazar/info/1")
         self.assertEqual((after.headers["x-bazar-cache"], after.json["price"]), ("miss", 9.0))
+
+    def test_a_cached_page_keeps_its_paging_headers(self) -> None:
+        """A listing page answered by the lean path carries the same total and next link."""
+        miss = self.cluster.get("/bazar/info/all?limit=3")
+        self.assertEqual(miss.headers["x-bazar-cache"], "miss")
+        seen = len(self.cluster.dispatch.seen)
+        hit = self.cluster.get("/bazar/info/all?limit=3")
+        self.assertEqual(len(self.cluster.dispatch.seen), seen + 1)  # only the front end was asked
+        self.assertEqual(hit.headers["x-bazar-cache"], "hit")
+        self.assertEqual(hit.json, miss.json)
+        for name in ("x-bazar-total", "link"):
+            self.assertEqual(hit.headers[name], miss.headers[name])
+        self.assertEqual(hit.headers["x-bazar-total"], "7")
