@@ -48,6 +48,8 @@ class Config:
     secret: str
     # How many books a new catalog database is seeded with: ids 0 to books - 1.
     books: int = DEFAULT_BOOKS
+    # Seconds between the front end's health probes of each replica.
+    probe_interval: float = 1.0
     source: str = field(default="embedded defaults", compare=False)
 
     def replica(self, role: str, name: str) -> Replica:
@@ -154,6 +156,15 @@ def parse(raw: dict[str, Any], source: str = "embedded defaults") -> Config:
             f"[cluster]: 'books' must be an integer from {DEFAULT_BOOKS} (the report's books) "
             f"to {MAX_BOOKS:_}, not {books!r}"
         )
+    probe_interval = cluster.get("probe_interval", 1.0)
+    if (
+        not isinstance(probe_interval, int | float)
+        or isinstance(probe_interval, bool)
+        or not 0.05 <= probe_interval <= 60
+    ):
+        raise ConfigError(
+            f"[cluster]: 'probe_interval' must be a number of seconds from 0.05 to 60, not {probe_interval!r}"
+        )
     data_dir = Path(_string(cluster, "data_dir", "[cluster]", "bazar-data"))
     listen, url = _loopback(DEFAULT_FRONTEND_PORT)
     frontend = _replica(raw.get("frontend", {"listen": listen, "url": url}), "frontend", "[frontend]")
@@ -165,6 +176,7 @@ def parse(raw: dict[str, Any], source: str = "embedded defaults") -> Config:
         data_dir=data_dir,
         secret=_secret(cluster, data_dir),
         books=books,
+        probe_interval=float(probe_interval),
         source=source,
     )
 

@@ -27,7 +27,6 @@ from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 
 STATUS_PATH = "/internal/status"
-PROBE_INTERVAL = 1.0  # seconds between probes of each replica
 
 log = Logger()
 

@@ -7,7 +7,7 @@ from typing import Any
 from twisted.application.service import MultiService
 
 from bazar.frontend.app import FrontendApp
-from bazar.health import PROBE_INTERVAL, HealthProbe
+from bazar.health import HealthProbe
 from bazar.metrics import MeasuredResource
 from bazar.service import (
     CallOnStop,
@@ -34,7 +34,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     client, close_pool = replica_client(reactor, config)
     app = FrontendApp(config, client)
     resource = MeasuredResource(app.resource(), app.metrics, config.secret)
-    probe = HealthProbe(app.health, [*config.catalog, *config.order], client, reactor, PROBE_INTERVAL)
+    probe = HealthProbe(app.health, [*config.catalog, *config.order], client, reactor, config.probe_interval)
     return role_service(
         web_service(config.frontend.listen, make_site(resource), reactor), probe, CallOnStop(close_pool)
     )

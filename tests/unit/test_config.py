@@ -274,6 +274,14 @@ class InvalidConfigTests(TempDirMixin, SynchronousTestCase):
                     f"[cluster]: 'cache_size' must be an integer >= 0 (0 disables the cache), not {shown}",
                 )
 
+    def test_probe_interval(self) -> None:
+        """probe_interval: seconds, 1 by default, from 0.05 to 60; anything else is refused."""
+        self.assertEqual(load(self.write_config("", cluster="probe_interval = 0.25")).probe_interval, 0.25)
+        for value in ("0", "-1", "61", "'1'", "true"):
+            with self.subTest(probe_interval=value):
+                path = self.write_config("", cluster=f"probe_interval = {value}")
+                self.assertConfigError(path, "'probe_interval' must be a number of seconds from 0.05 to 60")
+
     def test_bad_book_counts(self) -> None:
         """books must be an integer from 7 (the report's books) up: fewer, strings, booleans,
         floats and absurd sizes are refused, naming the value."""

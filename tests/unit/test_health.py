@@ -17,11 +17,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.client import ReplicaResponse
-from bazar.config import Replica
+from bazar.config import Replica, parse
 from bazar.errors import Unavailable
-from bazar.health import PROBE_INTERVAL, STATUS_PATH, Health, HealthProbe
+from bazar.health import STATUS_PATH, Health, HealthProbe
 from bazar.replica import FOLLOWER_LEASE
 from tests.unit.memcluster import MAX_FLUSHES, MemCluster, result_of
+
+PROBE_INTERVAL = parse({"cluster": {"secret": "s"}}).probe_interval  # the default
 
 
 def replica(name: str) -> Replica:
@@ -267,7 +269,7 @@ class ClusterHealthTests(SynchronousTestCase):
         return result_of(d)
 
     def probe(self) -> None:
-        """One round of the front end's probe (production runs it every PROBE_INTERVAL)."""
+        """One round of the front end's probe (production runs it every probe_interval)."""
         probe = HealthProbe(
             self.health, self.replicas.values(), self.cluster.client(), self.cluster.clock, PROBE_INTERVAL
         )
