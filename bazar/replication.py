@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from bazar.client import ReplicaClient
 from bazar.config import Replica
 from bazar.errors import BazarError
-from bazar.storage import Entry, ReplicatedStore
+from bazar.storage import Entry, Replayed, ReplicatedStore
 
 REPLICATE_PATH = "/internal/replicate"
 MAX_BATCH = 500
@@ -149,9 +149,17 @@ class Sequencer:
     def write(self, sequenced: Deferred[tuple[int, Entry]]) -> Any:
         """``sequenced`` is the store's write; the entry, once every follower in sync has it
         and the front end has dropped its cached copies and stopped reading from the rest."""
-        seq, entry = yield sequenced
-        confirmed = yield gatherResults([link.ship(seq, entry) for link in self.links])
-        lagging = [link.follower.name for link, ok in zip(self.links, confirmed, strict=True) if not ok]
+        try:
+            seq, entry = yield sequenced
+        except Replayed as replay:
+            # A retry of a keyed write: answer with the original, once the followers in sync
+            # are known to have it (the original's acknowledgement may never have been sent).
+            seq, entry = replay.seq, replay.entry
+            yield gatherResults([link.heartbeat() for link in self.links])
+            lagging = [link.follower.name for link in self.links if not link.in_sync or link.confirmed < seq]
+        else:
+            confirmed = yield gatherResults([link.ship(seq, entry) for link in self.links])
+            lagging = [link.follower.name for link, ok in zip(self.links, confirmed, strict=True) if not ok]
         if self.notice is not None:
             yield self.notice.written(seq, entry, lagging)
         return entry

@@ -119,6 +119,18 @@ class SequenceGap(Conflict):
         self.last_seq = last_seq
 
 
+class Replayed(Exception):
+    """A write with an idempotency key that was already written: here is the original."""
+
+    def __init__(self, seq: int, entry: Entry) -> None:
+        super().__init__(f"already written as sequence number {seq}")
+        self.seq = seq
+        self.entry = entry
+
+
+Idempotency = tuple[str, str]  # (the client's key, what the request asked for)
+
+
 class SeedMismatch(Exception):
     """An existing database was seeded differently from what the configuration now asks for."""
 
@@ -155,6 +167,10 @@ class ReplicatedStore:
     def _setup(self, txn: Cursor) -> None:
         txn.execute("CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL)")
         txn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)")
+        txn.execute(
+            "CREATE TABLE IF NOT EXISTS idempotency"
+            " (key TEXT PRIMARY KEY, request TEXT NOT NULL, seq INTEGER NOT NULL, entry TEXT NOT NULL)"
+        )
         for statement in self.schema.split(";"):
             if statement.strip():
                 txn.execute(statement)
@@ -270,9 +286,15 @@ class ReplicatedStore:
 
     # -- the sequencer's side --------------------------------------------------------
 
-    def sequence(self, operation: Callable[..., Entry], *args: Any) -> Deferred[tuple[int, Entry]]:
-        """Run ``operation`` and log the entry it returns under the next sequence number, atomically."""
-        d = self.runner.runInteraction(self._sequence, operation, args)
+    def sequence(
+        self, operation: Callable[..., Entry], *args: Any, idempotency: Idempotency | None = None
+    ) -> Deferred[tuple[int, Entry]]:
+        """Run ``operation`` and log the entry it returns under the next sequence number, atomically.
+
+        With ``idempotency`` (key, request), a key already written fails with ``Replayed``
+        carrying the original entry, and a key written for another request with Conflict.
+        """
+        d = self.runner.runInteraction(self._sequence, operation, args, idempotency)
         return d.addCallback(self._committed)
 
     def _committed(self, sequenced: tuple[int, Entry]) -> tuple[int, Entry]:
@@ -280,12 +302,36 @@ class ReplicatedStore:
         return sequenced
 
     def _sequence(
-        self, txn: Cursor, operation: Callable[..., Entry], args: tuple[Any, ...]
+        self,
+        txn: Cursor,
+        operation: Callable[..., Entry],
+        args: tuple[Any, ...],
+        idempotency: Idempotency | None,
     ) -> tuple[int, Entry]:
+        if idempotency is not None:
+            txn.execute("SELECT request, seq, entry FROM idempotency WHERE key = ?", (idempotency[0],))
+            row = txn.fetchone()
+            if row is not None:
+                if row[0] != idempotency[1]:
+                    raise Conflict(f"Idempotency-Key {idempotency[0]!r} was already used for another request")
+                raise Replayed(row[1], json.loads(row[2]))
         entry = operation(txn, *args)
+        if idempotency is not None:
+            entry = {**entry, "idempotency": {"key": idempotency[0], "request": idempotency[1]}}
         seq = self._last_seq(txn) + 1
         txn.execute("INSERT INTO log (seq, entry) VALUES (?, ?)", (seq, json.dumps(entry)))
+        self._remember(txn, seq, entry)
         return seq, entry
+
+    @staticmethod
+    def _remember(txn: Cursor, seq: int, entry: Entry) -> None:
+        """Keep a keyed write's result, so a retry with its key gets it back, on any replica."""
+        if "idempotency" in entry:
+            key = entry["idempotency"]
+            txn.execute(
+                "INSERT OR IGNORE INTO idempotency (key, request, seq, entry) VALUES (?, ?, ?, ?)",
+                (key["key"], key["request"], seq, json.dumps(entry)),
+            )
 
     # -- the followers' side ---------------------------------------------------------
 
@@ -308,6 +354,7 @@ class ReplicatedStore:
                 raise SequenceGap(start, seq)
             self._apply_entry(txn, entry)
             txn.execute("INSERT INTO log (seq, entry) VALUES (?, ?)", (seq, json.dumps(entry)))
+            self._remember(txn, seq, entry)
             last = seq
         return last
 

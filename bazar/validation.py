@@ -15,6 +15,30 @@ def purchase_quantity(body: dict[str, Any]) -> int:
     return integer_field(body, "quantity", minimum=1)
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 200
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """A client's key for a retry-safe purchase: 1 to 200 printable ASCII characters, or none."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= MAX_KEY_LENGTH or not value.isascii() or not value.isprintable():
+        raise BadRequest(f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
+    return value
+
+
+def keyed_purchase(body: dict[str, Any]) -> dict[str, Any]:
+    """A purchase between replicas: the quantity, and the client's idempotency key if any."""
+    out: dict[str, Any] = {"quantity": purchase_quantity(body)}
+    key = body.get("idempotency_key")
+    if key is not None:
+        if not isinstance(key, str):
+            raise BadRequest("'idempotency_key' must be a string")
+        out["idempotency_key"] = idempotency_key(key)
+    return out
+
+
 def new_price(body: dict[str, Any]) -> float:
     return number_field(body, "price", minimum=0)
 

@@ -100,9 +100,12 @@ class CatalogApp:
     @app.route("/catalog/books/<book_id>/buy", methods=["POST"])
     def buy(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
-        body = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
+        body = validation.keyed_purchase(read_json(request, required=False))
         return self._write(
-            request, f"/catalog/books/{book}/buy", body, lambda: self.store.buy(book, body["quantity"])
+            request,
+            f"/catalog/books/{book}/buy",
+            body,
+            lambda: self.store.buy(book, body["quantity"], body.get("idempotency_key")),
         )
 
     @app.route("/catalog/books/<book_id>/price", methods=["PUT"])

@@ -219,8 +219,10 @@ class CatalogStore(ReplicatedStore):
 
     # -- sequenced writes (the sequencer only) ---------------------------------------
 
-    def buy(self, book_id: int, quantity: int) -> Deferred[tuple[int, Entry]]:
-        return self.sequence(self._buy, book_id, quantity)
+    def buy(self, book_id: int, quantity: int, key: str | None = None) -> Deferred[tuple[int, Entry]]:
+        """Take ``quantity`` copies; with a ``key``, a retry gets the original answer instead."""
+        idempotency = (key, f"buy {book_id} x{quantity}") if key is not None else None
+        return self.sequence(self._buy, book_id, quantity, idempotency=idempotency)
 
     def _buy(self, txn: Cursor, book_id: int, quantity: int) -> Entry:
         old = self._existing(txn, book_id)

@@ -215,7 +215,10 @@ class FrontendApp:
     @app.route("/bazar/purchase/<book_id>", methods=["POST"])
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
-        body = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
+        body: dict[str, Any] = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
+        key = validation.idempotency_key(request.getHeader(validation.IDEMPOTENCY_HEADER))
+        if key is not None:
+            body["idempotency_key"] = key  # a retry with this key returns the same order
         return self._send(request, self.orders, "POST", f"/order/purchase/{book}", body)
 
     @app.route("/bazar/update_price/<book_id>", methods=["PUT"])

@@ -59,14 +59,17 @@ class OrderApp:
     @inlineCallbacks
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
-        quantity = validation.purchase_quantity(read_json(request, required=False))
+        body = validation.keyed_purchase(read_json(request, required=False))
         path = f"/order/purchase/{book}"
         if self.writer is None:
-            return (yield forward(self.client, self.sequencer, request, path, {"quantity": quantity}))
-        bought = yield self.client.call(
-            "POST", self.catalog_sequencer, f"/catalog/books/{book}/buy", {"quantity": quantity}
+            return (yield forward(self.client, self.sequencer, request, path, body))
+        # The same key goes to the catalog: a retry after a crash between taking the stock
+        # and recording the order gets the original stock answer and takes nothing twice.
+        bought = yield self.client.call("POST", self.catalog_sequencer, f"/catalog/books/{book}/buy", body)
+        key, quantity = body.get("idempotency_key"), body["quantity"]
+        entry = yield self.writer.write(
+            self.store.record(book, bought["title"], bought["price"], quantity, key)
         )
-        entry = yield self.writer.write(self.store.record(book, bought["title"], bought["price"], quantity))
         order = entry["order"]
         return respond_json(request, {**order, "message": f"bought book {order['title']}"})
 

@@ -35,9 +35,13 @@ class OrderStore(ReplicatedStore):
         )
     """
 
-    def record(self, book_id: int, title: str, price: float, quantity: int) -> Deferred[tuple[int, Entry]]:
-        """Sequence a new order; its id is its sequence number."""
-        return self.sequence(self._record, book_id, title, price, quantity)
+    def record(
+        self, book_id: int, title: str, price: float, quantity: int, key: str | None = None
+    ) -> Deferred[tuple[int, Entry]]:
+        """Sequence a new order; its id is its sequence number. With a ``key``, a retry gets
+        the original order instead of a second one."""
+        idempotency = (key, f"purchase {book_id} x{quantity}") if key is not None else None
+        return self.sequence(self._record, book_id, title, price, quantity, idempotency=idempotency)
 
     def _record(self, txn: Cursor, book_id: int, title: str, price: float, quantity: int) -> Entry:
         order_id = self._last_seq(txn) + 1

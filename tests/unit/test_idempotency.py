@@ -1,0 +1,93 @@
+"""Purchases with an Idempotency-Key are safe to retry: one order, one stock decrement."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bazar.errors import Conflict
+from bazar.order.store import OrderStore
+from bazar.storage import InlineRunner, Replayed
+from tests.unit.memcluster import MemCluster, result_of
+
+KEY = {"Idempotency-Key": "client-7f3a-0001"}
+
+
+class ThroughTheFrontEndTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cluster = MemCluster()
+        self.addCleanup(self.cluster.close)
+
+    def stock(self, book: int) -> list[int]:
+        return [self.cluster.book(name, book)["quantity"] for name in self.cluster.catalog_names]
+
+    def test_a_retry_returns_the_original_order(self) -> None:
+        """The same key twice (reaching different order replicas): the same answer, one order,
+        one decrement, on every replica."""
+        first = self.cluster.post("/bazar/purchase/3", {"quantity": 2}, headers=KEY)
+        again = self.cluster.post("/bazar/purchase/3", {"quantity": 2}, headers=KEY)
+        self.assertEqual((first.code, again.code), (200, 200))
+        self.assertEqual(again.json, first.json)
+        self.assertNotEqual(first.headers["x-bazar-replica"], again.headers["x-bazar-replica"])
+        self.assertEqual(self.stock(3), [63, 63, 63])
+        for name in self.cluster.order_names:
+            self.assertEqual([o["order_id"] for o in self.cluster.orders(name)], [first.json["order_id"]])
+
+    def test_without_a_key_every_request_buys(self) -> None:
+        self.cluster.post("/bazar/purchase/3")
+        self.cluster.post("/bazar/purchase/3")
+        self.assertEqual(self.stock(3), [63, 63, 63])
+
+    def test_the_same_key_for_another_purchase_is_refused(self) -> None:
+        self.cluster.post("/bazar/purchase/3", {"quantity": 2}, headers=KEY)
+        other = self.cluster.post("/bazar/purchase/3", {"quantity": 1}, headers=KEY)
+        self.assertEqual(other.code, 409)
+        self.assertIn("already used for another request", other.json["error"]["message"])
+        self.assertEqual(self.stock(3), [63, 63, 63])
+
+    def test_retry_after_a_crash_between_stock_and_order(self) -> None:
+        """The order sequencer took the stock, then died before recording the order. The
+        client's retry with the same key records the order and takes no more stock."""
+        taken = self.cluster.internal(
+            "POST",
+            "catalog-2",
+            "/catalog/books/3/buy",
+            {"quantity": 2, "idempotency_key": KEY["Idempotency-Key"]},
+        )
+        self.assertEqual(taken.code, 200)
+        self.assertEqual(self.stock(3), [63, 63, 63])
+        retry = self.cluster.post("/bazar/purchase/3", {"quantity": 2}, headers=KEY)
+        self.assertEqual(retry.code, 200)
+        self.assertEqual(self.stock(3), [63, 63, 63])
+        for name in self.cluster.order_names:
+            self.assertEqual(len(self.cluster.orders(name)), 1)
+
+    def test_bad_keys(self) -> None:
+        for key in ("", "x" * 201, "caf\u00e9", "tab\there"):
+            with self.subTest(key=key):
+                answer = self.cluster.post("/bazar/purchase/3", headers={"Idempotency-Key": key})
+                self.assertEqual(answer.code, 400)
+                self.assertIn("Idempotency-Key", answer.json["error"]["message"])
+        self.assertEqual(self.stock(3), [65, 65, 65])
+
+
+class StoreTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.leader = OrderStore(InlineRunner())
+        self.follower = OrderStore(InlineRunner())
+        for store in (self.leader, self.follower):
+            result_of(store.setup())
+            self.addCleanup(store.close)
+
+    def test_replay_carries_the_original(self) -> None:
+        seq, entry = result_of(self.leader.record(1, "t", 2.0, 1, "k"))
+        replay = self.failureResultOf(self.leader.record(1, "t", 2.0, 1, "k"), Replayed).value
+        self.assertEqual((replay.seq, replay.entry), (seq, entry))
+        self.failureResultOf(self.leader.record(2, "t", 2.0, 1, "k"), Conflict)
+        self.assertEqual(result_of(self.leader.last_seq()), 1)
+
+    def test_followers_remember_keys(self) -> None:
+        """A follower that applied a keyed entry answers a retry the same way (after a failover)."""
+        result_of(self.leader.record(1, "t", 2.0, 1, "k"))
+        result_of(self.follower.apply(result_of(self.leader.entries_after(0))))
+        replay = self.failureResultOf(self.follower.record(1, "t", 2.0, 1, "k"), Replayed).value
+        self.assertEqual(replay.seq, 1)
