@@ -19,10 +19,12 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
 
 
-def idempotency_key(value: str | None) -> str | None:
+def idempotency_key(value: str | bytes | None) -> str | None:
     """A client's key for a retry-safe purchase: 1 to 200 printable ASCII characters, or none."""
     if value is None:
         return None
+    if isinstance(value, bytes):  # a raw header: its bytes need not even be text
+        value = value.decode("latin-1")
     if not 1 <= len(value) <= MAX_KEY_LENGTH or not value.isascii() or not value.isprintable():
         raise BadRequest(f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
     return value

@@ -216,7 +216,8 @@ class FrontendApp:
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body: dict[str, Any] = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
-        key = validation.idempotency_key(request.getHeader(validation.IDEMPOTENCY_HEADER))
+        raw = request.requestHeaders.getRawHeaders(validation.IDEMPOTENCY_HEADER.encode(), [None])[-1]
+        key = validation.idempotency_key(raw)
         if key is not None:
             body["idempotency_key"] = key  # a retry with this key returns the same order
         return self._send(request, self.orders, "POST", f"/order/purchase/{book}", body)
