@@ -16,7 +16,6 @@ from klein import Klein
 from prometheus_client.core import Metric
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
@@ -25,7 +24,7 @@ from bazar.config import Config, ConfigError, Replica
 from bazar.errors import BadRequest, BazarError
 from bazar.invalidation import FrontendNotifier
 from bazar.metrics import MeasuredResource, Metrics, gauge
-from bazar.replication import HEARTBEAT_INTERVAL, FollowerLink, Heartbeats, Sequencer
+from bazar.replication import FollowerLink, Heartbeats, Sequencer
 from bazar.service import (
     CallOnStop,
     check_port_free,
@@ -47,9 +46,6 @@ from bazar.web import (
 )
 
 S = TypeVar("S", bound=ReplicatedStore)
-
-# How long a follower counts as current after the sequencer last confirmed it had everything.
-FOLLOWER_LEASE = 4 * HEARTBEAT_INTERVAL
 
 
 class RequireSecret(Resource):
@@ -82,22 +78,23 @@ class ReplicaEndpoints:
         store: ReplicatedStore,
         sequencer: Replica,
         writer: Sequencer | None,
-        clock: IReactorTime,
     ) -> None:
         self.replica = replica
         self.store = store
         self.sequencer = sequencer
         self.writer = writer
-        self.clock = clock
-        # When the sequencer last left this follower with everything it had (None: not
-        # since start-up, or a gap since). A follower is ready to serve reads only while
-        # that is recent: one cut off from the sequencer stops claiming to be current.
-        self.synced_at: float | None = None
+        # Whether the sequencer's last call left this follower with everything it had (not
+        # since start-up, or a gap since). A follower is ready to serve reads once that has
+        # happened: a restarted one only after it caught up. It stays ready if the sequencer
+        # then dies (no write can be acknowledged without it, so nothing newer exists); one
+        # that falls behind while the sequencer lives is reported lagging by the sequencer
+        # before any write it missed is acknowledged.
+        self.synced = False
 
     def ready(self) -> bool:
         if self.writer is not None:
             return True
-        return self.synced_at is not None and self.clock.seconds() - self.synced_at <= FOLLOWER_LEASE
+        return self.synced
 
     @app.route("/replicate", methods=["POST"])
     @inlineCallbacks
@@ -116,11 +113,11 @@ class ReplicaEndpoints:
         try:
             last_seq = yield self.store.apply([(seq, entry) for seq, entry in entries])
         except SequenceGap as gap:
-            self.synced_at = None
+            self.synced = False
             return respond_json(
                 request, {"last_seq": gap.last_seq, "error": {"code": 409, "message": gap.message}}, 409
             )
-        self.synced_at = self.clock.seconds() if last_seq >= leader_seq else None
+        self.synced = last_seq >= leader_seq
         return respond_json(request, {"last_seq": last_seq})
 
     @app.route("/status", methods=["GET"])

@@ -196,8 +196,8 @@ class Heartbeats(Service):
     @staticmethod
     def _beat(sequencer: Sequencer) -> None:
         # Not returned: the loop must not wait for the slowest follower (up to its deadline),
-        # or the others' heartbeats, and so their leases, would lapse meanwhile. A link whose
-        # request is still in flight skips the beat by itself.
+        # or the others' heartbeats, and their catch-up, would wait too. A link whose request
+        # is still in flight skips the beat by itself.
         sequencer.heartbeat().addErrback(lambda f: log.failure("heartbeat failed", f))
 
     def startService(self) -> None:

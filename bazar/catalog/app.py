@@ -62,7 +62,7 @@ class CatalogApp:
         self.sequencer = sequencer
         self.writer = writer
         self.secret = secret
-        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer, client.clock)
+        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer)
 
     def resource(self) -> IResource:
         return RequireSecret(self.app.resource(), self.secret, self.replica.name)

@@ -46,7 +46,7 @@ class OrderApp:
         self.writer = writer
         self.catalog_sequencer = catalog_sequencer
         self.secret = secret
-        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer, client.clock)
+        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer)
 
     def resource(self) -> IResource:
         return RequireSecret(self.app.resource(), self.secret, self.replica.name)

@@ -114,8 +114,10 @@ class Api:
     async def put(self, path: str, body: Any) -> Reply:
         return await request(self.http, "PUT", self.cluster.frontend + path, body=body)
 
-    async def post(self, path: str, body: Any = None) -> Reply:
-        return await request(self.http, "POST", self.cluster.frontend + path, body=body)
+    async def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
+        return await request(
+            self.http, "POST", self.cluster.frontend + path, body=body, headers=headers or {}
+        )
 
     async def set_price(self, book: int, price: float) -> dict[str, Any]:
         reply = await self.put(f"/bazar/update_price/{book}", {"price": price})
