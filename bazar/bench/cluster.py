@@ -1,0 +1,319 @@
+"""Processes the benchmark starts itself: Bazar clusters and the ceiling server, stopped by PID.
+
+Each process runs in a session of its own, so Ctrl-C at the terminal does not reach it
+half-way through a measurement; the benchmark stops it instead: SIGTERM to its PID, and
+if it (or a child it left behind) outlives a deadline, SIGKILL to its process group, which
+it alone owns. ``Processes.stop_all`` runs in a ``finally``, so this also happens on
+errors and interrupts. Everything here is synchronous: it runs before, between and after
+the reactor's measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
+CATALOGS = ("catalog-1", "catalog-2", "catalog-3")
+ORDERS = ("order-1", "order-2", "order-3")
+NAMES = ("frontend", *CATALOGS, *ORDERS)
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+# Never through a proxy: every URL here is on 127.0.0.1.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class StartError(Exception):
+    """A process did not come up; the message has the end of its log."""
+
+
+def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T | None:
+    """Call ``check`` until it returns something truthy or ``timeout`` passes (then None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago (bound to port 0 together)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def get_json(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+    """GET ``url`` synchronously: (status, decoded JSON body)."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with _opener.open(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def get_text(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> str:
+    request = urllib.request.Request(url, headers=headers or {})
+    with _opener.open(request, timeout=timeout) as response:
+        text: str = response.read().decode()
+        return text
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+class Process:
+    """A child in its own session, its output in ``log_path``."""
+
+    def __init__(self, name: str, args: Sequence[str], cwd: Path) -> None:
+        self.name = name
+        self.log_path = cwd / f"{name}.log"
+        with self.log_path.open("wb") as log:
+            self.popen = subprocess.Popen(
+                list(args),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        self.pid = self.popen.pid  # also its process group's id
+
+    def __repr__(self) -> str:
+        return f"<{self.name} pid {self.pid}>"
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as e:
+            return f"(no log: {e})"
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM to the PID; SIGKILL to its process group if it or a child is still there."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # Children of ours that outlived it (a cluster's replicas) are still in its group.
+        if self.popen.poll() is None or group_alive(self.pid):
+            if poll(lambda: not group_alive(self.pid), 2.0) is None:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.popen.wait(timeout)
+                except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be refused
+                    pass
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (not zombie) process is in process group ``pgid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False
+
+
+class Processes:
+    """Everything the benchmark started, to stop (in reverse order) whatever happens."""
+
+    def __init__(self) -> None:
+        self.started: list[Process] = []
+
+    def start(self, name: str, args: Sequence[str], cwd: Path) -> Process:
+        process = Process(name, args, cwd)
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> list[str]:
+        """Stop every process; the names of those that needed more than SIGTERM are not errors."""
+        stopped = []
+        while self.started:
+            process = self.started.pop()
+            process.stop()
+            stopped.append(f"{process.name} (pid {process.pid})")
+        return stopped
+
+
+# -- clusters ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """A cluster the benchmark talks to: its front end, and (if it started it) its replicas and secret."""
+
+    label: str
+    url: str
+    cache_size: int | None
+    secret: str | None = None
+    catalog_urls: tuple[str, ...] = ()
+    process: Process | None = None
+    directory: Path | None = None
+
+
+def write_config(directory: Path, cache_size: int, secret: str) -> tuple[Path, dict[str, int]]:
+    """A config for 1 + 3 + 3 processes on free loopback ports, data under ``directory``."""
+    ports = dict(zip(NAMES, free_ports(len(NAMES)), strict=True))
+    lines = ["[cluster]", 'data_dir = "data"', f"cache_size = {cache_size}", f"secret = {json.dumps(secret)}"]
+
+    def endpoint(port: int) -> list[str]:
+        return [f'listen = "tcp:port={port}:interface=127.0.0.1"', f'url = "http://127.0.0.1:{port}"']
+
+    lines += ["", "[frontend]", *endpoint(ports["frontend"])]
+    for name in (*CATALOGS, *ORDERS):
+        role = name.split("-")[0]
+        lines += ["", f"[[{role}]]", f"name = {json.dumps(name)}", *endpoint(ports[name])]
+    path = directory / "bazar.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path, ports
+
+
+def cluster_status(url: str) -> dict[str, Any] | None:
+    """``GET /bazar/cluster`` when every replica is healthy, else None."""
+    try:
+        code, body = get_json(url + "/bazar/cluster", timeout=2.0)
+    except (OSError, ValueError):
+        return None
+    if code != 200 or not isinstance(body, dict):
+        return None
+    replicas = body.get("replicas", [])
+    if replicas and all(r.get("healthy") for r in replicas):
+        return body
+    return None
+
+
+def start_cluster(
+    processes: Processes, directory: Path, label: str, cache_size: int, timeout: float = START_TIMEOUT
+) -> ClusterInfo:
+    """``twistd -n bazar-cluster`` on a fresh config in ``directory``, healthy; StartError if not.
+
+    Ports are picked free just before the start; if one was taken meanwhile, the cluster
+    exits at once, and it is tried once more on new ports.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(24)
+    for attempt in (1, 2):
+        config, ports = write_config(directory, cache_size, secret)
+        process = processes.start(
+            f"bazar-cluster-{label}", [*TWISTD, "bazar-cluster", "--config", str(config)], directory
+        )
+        url = f"http://127.0.0.1:{ports['frontend']}"
+
+        def ready(process: Process = process, url: str = url) -> bool:
+            return not process.running() or cluster_status(url) is not None
+
+        poll(ready, timeout, interval=0.1)
+        if process.running() and cluster_status(url) is not None:
+            return ClusterInfo(
+                label=label,
+                url=url,
+                cache_size=cache_size,
+                secret=secret,
+                catalog_urls=tuple(f"http://127.0.0.1:{ports[n]}" for n in CATALOGS),
+                process=process,
+                directory=directory,
+            )
+        exited = not process.running()
+        process.stop()
+        processes.started.remove(process)
+        if not (exited and "in use" in process.log_tail() and attempt == 1):
+            state = (
+                f"exited with status {process.popen.returncode}"
+                if exited
+                else f"not healthy after {timeout:.0f} s"
+            )
+            raise StartError(
+                f"the {label} cluster (cache_size = {cache_size}) {state}; "
+                f"its log ({process.log_path}) ends:\n"
+                f"{process.log_tail()}"
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def start_ceiling(
+    processes: Processes, directory: Path, size: int, timeout: float = 15.0
+) -> tuple[Process, int]:
+    """``python -m bazar.bench.ceiling`` on a free port, serving ``size`` bytes; (process, port)."""
+    (port,) = free_ports(1)
+    process = processes.start(
+        "ceiling",
+        [sys.executable, "-m", "bazar.bench.ceiling", "--port", str(port), "--size", str(size)],
+        directory,
+    )
+    poll(lambda: not process.running() or accepts_connections(port), timeout)
+    if not process.running() or not accepts_connections(port):
+        process.stop()
+        raise StartError(f"the ceiling server did not start; its log ends:\n{process.log_tail()}")
+    return process, port
+
+
+# -- what a cluster's replicas count (only when we know the secret) ---------------------------------
+
+
+def catalog_reads(cluster: ClusterInfo) -> int | None:
+    """GETs the catalog replicas have answered, from their /metrics; None if unknown.
+
+    Lets the benchmark tell how many backend reads N cache misses caused: concurrent misses
+    of one key share one backend request, so under load the two numbers differ.
+    """
+    if cluster.secret is None or not cluster.catalog_urls:
+        return None
+    total = 0.0
+    try:
+        for url in cluster.catalog_urls:
+            text = get_text(url + "/metrics", headers={"X-Bazar-Secret": cluster.secret})
+            for line in text.splitlines():
+                if line.startswith("bazar_requests_total{") and 'method="GET"' in line:
+                    if 'route="/catalog/books' in line or 'route="/catalog/search' in line:
+                        total += float(line.rsplit(" ", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return int(total)

@@ -1,0 +1,770 @@
+"""The lab report's experiments, each repeated enough times for percentiles.
+
+1. ``latency``: info, search and buy, one client, with and without the cache.
+2. ``consistency``: price updates that must invalidate cached entries; the next read must miss
+   and show the new price.
+3. ``sweep``: a mix of queries and purchases (probability p of a purchase) from concurrent
+   clients, with and without the cache.
+4. ``lru``: the cache's counters over time under a skewed load whose hot keys shift.
+5. ``throughput``: wrk against cache hits, misses and purchases, next to a bare twisted.web
+   server sending the same bytes (the machine's ceiling).
+
+Each returns a JSON-able dict: ``rows`` (what the table and CSV show), a ``caption``,
+``notes`` (anything the numbers alone would hide) and, under ``raw``, per-request samples
+for the ``*_samples.csv`` files.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
+from bazar.bench import wrk
+from bazar.bench.cluster import ClusterInfo, Processes, StartError, catalog_reads, start_ceiling
+from bazar.bench.load import Call, HTTPClient, LoopResult, RequestError, Response, Sample, Target, closed_loop
+from bazar.bench.progress import Progress
+from bazar.bench.report import ratio, summarize
+
+EXPERIMENTS = ("latency", "consistency", "sweep", "lru", "throughput")
+LAB_BOOKS = 7  # the report's catalogue: every experiment uses these books (ids 0-6) only
+STOCK = 1_000_000
+BUY_BODY = b'{"quantity":1}'
+COUNTERS = ("hits", "misses", "evictions", "invalidations")
+
+
+@dataclass(frozen=True)
+class Settings:
+    samples: int = 1000
+    concurrency: int = 5
+    probabilities: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)
+    duration: float = 5.0
+    wrk_threads: int = 2
+    wrk_connections: int = 50
+    max_seconds: float = 120.0
+    timeout: float = 10.0
+    lru_interval: float = 0.05
+    lru_phases: int = 3
+    seed: int = 1
+
+
+@dataclass
+class Context:
+    reactor: Any
+    settings: Settings
+    progress: Progress
+    workdir: Path
+    processes: Processes
+    cache: ClusterInfo | None
+    nocache: ClusterInfo | None
+    books: list[dict[str, Any]] = field(default_factory=list)
+    wrk_path: str | None = None
+    fastest_loop_rps: float = 0.0  # the most experiments 1-4 asked of the load generator
+    _clients: dict[str, HTTPClient] = field(default_factory=dict)
+
+    @property
+    def clusters(self) -> list[ClusterInfo]:
+        """Without the cache first: its numbers are the baseline the cache is compared with."""
+        return [c for c in (self.nocache, self.cache) if c is not None]
+
+    @property
+    def topics(self) -> list[str]:
+        return list(dict.fromkeys(book["topic"] for book in self.books))
+
+    @property
+    def book_ids(self) -> list[int]:
+        return [book["id"] for book in self.books]
+
+    def client(self, cluster: ClusterInfo) -> HTTPClient:
+        """A connection for control requests (top-ups, cache counters), separate from the load."""
+        if cluster.url not in self._clients:
+            self._clients[cluster.url] = HTTPClient(
+                self.reactor, Target.from_url(cluster.url), self.settings.timeout
+            )
+        return self._clients[cluster.url]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    async def request(self, cluster: ClusterInfo, method: str, path: str, body: Any = None) -> Response:
+        data = None if body is None else json.dumps(body).encode()
+        return await self.client(cluster).request(method, path, data)
+
+    async def json(self, cluster: ClusterInfo, method: str, path: str, body: Any = None) -> Any:
+        response = await self.request(cluster, method, path, body)
+        if response.status != 200:
+            raise RequestError(
+                f"{method} {path} on {cluster.url} answered {response.status}: {response.body[:200]!r}"
+            )
+        return json.loads(response.body)
+
+    async def cache_stats(self, cluster: ClusterInfo) -> dict[str, Any]:
+        status = await self.json(cluster, "GET", "/bazar/cluster")
+        cache: dict[str, Any] = status["cache"]
+        return cache
+
+    async def top_up(self, cluster: ClusterInfo) -> None:
+        """Stock enough for any run, so purchases measure buying rather than 409 Conflict."""
+        for book_id in self.book_ids:
+            await self.json(cluster, "PUT", f"/bazar/update_quantity/{book_id}", {"quantity": STOCK})
+
+    def loop(
+        self,
+        cluster: ClusterInfo,
+        label: str,
+        plan: Callable[[int], Call],
+        count: int,
+        concurrency: int,
+        observe: Callable[[Call, Response | None], None] | None = None,
+    ) -> Any:
+        task = self.progress.task(label, count, self.settings.max_seconds)
+
+        async def run() -> LoopResult:
+            result = await closed_loop(
+                self.reactor,
+                Target.from_url(cluster.url),
+                plan,
+                count=count,
+                concurrency=concurrency,
+                max_seconds=self.settings.max_seconds,
+                timeout=self.settings.timeout,
+                task=task,
+                observe=observe,
+            )
+            self.fastest_loop_rps = max(self.fastest_loop_rps, result.throughput)
+            failed = sum(1 for s in result.samples if not s.ok)
+            outcome = f"{result.throughput:,.0f} req/s"
+            if failed:
+                outcome += f", {failed} not 2xx"
+            if result.truncated:
+                outcome += f", STOPPED by the {self.settings.max_seconds:.0f} s limit"
+            task.finish(outcome)
+            return result
+
+        return run()
+
+
+def cache_label(cluster: ClusterInfo) -> str:
+    return "off" if cluster.cache_size == 0 else "on"
+
+
+def summary_row(samples: Sequence[Sample], **labels: Any) -> dict[str, Any]:
+    """Latency of the 2xx answers, plus how many were not 2xx, how many were 409 and the hit ratio."""
+    ok = [s.ms for s in samples if s.ok]
+    hits = sum(1 for s in samples if s.ok and s.cache == "hit")
+    misses = sum(1 for s in samples if s.ok and s.cache == "miss")
+    return {
+        **labels,
+        **summarize(ok, errors=len(samples) - len(ok)).as_dict(),
+        "status_409": sum(1 for s in samples if s.status == 409),
+        "hit_ratio": hits / (hits + misses) if hits + misses else None,
+    }
+
+
+def sample_rows(samples: Sequence[Sample], **labels: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            **labels,
+            "op": s.op,
+            "path": s.path,
+            "start_s": s.start,
+            "latency_ms": s.ms,
+            "status": s.status,
+            "x_bazar_cache": s.cache,
+            "replica": s.replica,
+            "error": s.error,
+        }
+        for s in samples
+    ]
+
+
+def _paths(ctx: Context, capacity: int | None) -> tuple[list[str], list[str]]:
+    """Info and search paths that fit in the cache together with nothing else: re-reads hit."""
+    ids, topics = ctx.book_ids, ctx.topics
+    if capacity:
+        ids, topics = ids[:capacity], topics[:capacity]
+    return [f"/bazar/info/{i}" for i in ids], [f"/bazar/search/{quote(t, safe='')}" for t in topics]
+
+
+# -- 1. latency with and without the cache -----------------------------------------------------
+
+
+async def latency(ctx: Context, stage: str) -> dict[str, Any]:
+    s = ctx.settings
+    capacity = ctx.cache.cache_size if ctx.cache is not None else None
+    info_paths, search_paths = _paths(ctx, capacity)
+    rows: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    for cluster in ctx.clusters:
+        cache = cache_label(cluster)
+        name = "cache" if cache == "on" else "no cache"
+        for op, paths in (("info", info_paths), ("search", search_paths)):
+            for path in paths:  # fill the cache (and every replica's page cache) first
+                await ctx.request(cluster, "GET", path)
+            rng = random.Random(f"{s.seed}-{op}")  # the same sequence for both clusters
+
+            def plan(i: int, op: str = op, paths: list[str] = paths, rng: random.Random = rng) -> Call:
+                return Call(op, "GET", rng.choice(paths))
+
+            result = await ctx.loop(cluster, f"{stage} {op}, {name}", plan, s.samples, 1)
+            rows.append(summary_row(result.samples, operation=op, cache=cache))
+            raw += sample_rows(result.samples, cache=cache)
+        await ctx.top_up(cluster)
+        rng = random.Random(f"{s.seed}-buy")
+        ids = ctx.book_ids
+
+        def buy(i: int, rng: random.Random = rng, ids: list[int] = ids) -> Call:
+            return Call("buy", "POST", f"/bazar/purchase/{rng.choice(ids)}", BUY_BODY)
+
+        result = await ctx.loop(cluster, f"{stage} buy, {name}", buy, s.samples, 1)
+        rows.append(summary_row(result.samples, operation="buy", cache=cache))
+        raw += sample_rows(result.samples, cache=cache)
+    notes = []
+    if ctx.nocache is None:
+        notes.append("no cluster without a cache was measured (give --url-nocache, or no --url), so no ratio")
+    if ctx.cache is None:
+        notes.append("no cluster with a cache was measured")
+    for row in rows:
+        if row["errors"]:
+            notes.append(
+                f"{row['operation']} (cache {row['cache']}): {row['errors']} requests were not 2xx "
+                f"({row['status_409']} of them 409)"
+            )
+    for op in ("info", "search", "buy"):
+        off = next((r for r in rows if r["operation"] == op and r["cache"] == "off"), None)
+        on = next((r for r in rows if r["operation"] == op and r["cache"] == "on"), None)
+        if off and on:
+            for key in ("avg_ms", "p50_ms", "p99_ms"):
+                on[f"speedup_{key[:-3]}"] = ratio(off[key], on[key])
+    return {
+        "caption": (
+            f"{s.samples:,} requests per cell from one client, keep-alive, after one warm-up read per key. "
+            f"Info reads books {info_paths[0].rsplit('/', 1)[1]} to {info_paths[-1].rsplit('/', 1)[1]} and "
+            f"search reads {len(search_paths)} topics, uniformly at random: sets that fit in the cache "
+            f"({capacity} entries), "
+            "so with the cache every read is a hit, as the report's repeated request was. Without it "
+            "(cache_size = 0) every read goes to a catalog replica. Buy = POST /bazar/purchase/<random id>, "
+            "quantity 1. Speed-up = no cache ÷ cache."
+        ),
+        "operations": ["info", "search", "buy"],
+        "samples": s.samples,
+        "concurrency": 1,
+        "rows": rows,
+        "notes": notes,
+        "raw": raw,
+    }
+
+
+# -- 2. consistency: writes invalidate --------------------------------------------------------
+
+
+async def consistency(ctx: Context, stage: str) -> dict[str, Any]:
+    s = ctx.settings
+    cluster = ctx.cache
+    if cluster is None or not cluster.cache_size:
+        return {"skipped": "needs a cluster with a cache"}
+    if cluster.cache_size < 2:
+        return {"skipped": "needs a cache of at least 2 entries (a book's info and its topic's search)"}
+    http = HTTPClient(ctx.reactor, Target.from_url(cluster.url), s.timeout)
+    latencies: dict[str, list[float]] = {
+        "info read, cached": [],
+        "update_price (replicate + invalidate)": [],
+        "info read right after the write": [],
+        "search read right after the write": [],
+        "info re-read (refilled)": [],
+    }
+    counts = {
+        "writes": 0,
+        "write_errors": 0,
+        "read_errors": 0,
+        "not_cached_before_write": 0,
+        "info_hit_after_write": 0,
+        "search_hit_after_write": 0,
+        "info_stale_after_write": 0,
+        "search_stale_after_write": 0,
+        "reread_not_hit": 0,
+    }
+    raw: list[dict[str, Any]] = []
+    original = {book["id"]: book["price"] for book in ctx.books}
+    task = ctx.progress.task(f"{stage} update_price + reads", s.samples, s.max_seconds)
+    started = time.perf_counter()
+
+    async def get(path: str) -> Response | None:
+        try:
+            response = await http.request("GET", path)
+        except RequestError:
+            counts["read_errors"] += 1
+            return None
+        if response.status != 200:
+            counts["read_errors"] += 1
+            return None
+        return response
+
+    def record(step: str, i: int, path: str, response: Response, **extra: Any) -> None:
+        latencies[step].append(response.elapsed * 1000)
+        raw.append(
+            {
+                "i": i,
+                "step": step,
+                "path": path,
+                "latency_ms": response.elapsed * 1000,
+                "status": response.status,
+                "x_bazar_cache": response.header("X-Bazar-Cache"),
+                "replica": response.header("X-Bazar-Replica"),
+                **extra,
+            }
+        )
+
+    try:
+        for i in range(s.samples):
+            if time.perf_counter() - started > s.max_seconds:
+                break
+            book = ctx.books[i % len(ctx.books)]
+            info = f"/bazar/info/{book['id']}"
+            search = f"/bazar/search/{quote(book['topic'], safe='')}"
+            await get(info)
+            await get(search)
+            cached_info, cached_search = await get(info), await get(search)
+            if cached_info is not None:
+                record("info read, cached", i, info, cached_info)
+            if not (cached_info and cached_search and cached_info.header("X-Bazar-Cache") == "hit"):
+                counts["not_cached_before_write"] += 1
+            elif cached_search.header("X-Bazar-Cache") != "hit":
+                counts["not_cached_before_write"] += 1
+            price = round(1000 + i + book["id"] / 100, 2)  # never the price it had
+            counts["writes"] += 1
+            try:
+                write = await http.request(
+                    "PUT", f"/bazar/update_price/{book['id']}", json.dumps({"price": price}).encode()
+                )
+            except RequestError:
+                counts["write_errors"] += 1
+                continue
+            if write.status != 200:
+                counts["write_errors"] += 1
+                continue
+            record(
+                "update_price (replicate + invalidate)",
+                i,
+                f"/bazar/update_price/{book['id']}",
+                write,
+                price=price,
+            )
+            after_info = await get(info)
+            if after_info is not None:
+                record("info read right after the write", i, info, after_info, price=price)
+                if after_info.header("X-Bazar-Cache") == "hit":
+                    counts["info_hit_after_write"] += 1
+                if json.loads(after_info.body).get("price") != price:
+                    counts["info_stale_after_write"] += 1
+            after_search = await get(search)
+            if after_search is not None:
+                record("search read right after the write", i, search, after_search, price=price)
+                if after_search.header("X-Bazar-Cache") == "hit":
+                    counts["search_hit_after_write"] += 1
+                prices = {b["id"]: b["price"] for b in json.loads(after_search.body)}
+                if prices.get(book["id"]) != price:
+                    counts["search_stale_after_write"] += 1
+            reread = await get(info)
+            if reread is not None:
+                record("info re-read (refilled)", i, info, reread)
+                if reread.header("X-Bazar-Cache") != "hit":
+                    counts["reread_not_hit"] += 1
+            task.update(i + 1)
+        violations = sum(
+            counts[k]
+            for k in (
+                "info_hit_after_write",
+                "search_hit_after_write",
+                "info_stale_after_write",
+                "search_stale_after_write",
+            )
+        )
+        task.finish(f"{violations} consistency violations")
+        for book_id, price in original.items():  # leave the catalogue as it was
+            await http.request("PUT", f"/bazar/update_price/{book_id}", json.dumps({"price": price}).encode())
+    finally:
+        http.close()
+    rows = [{"step": step, **summarize(values).as_dict()} for step, values in latencies.items()]
+    notes = [
+        f"{counts['writes']:,} price updates; a read right after a write that was a cache hit, "
+        f"or that showed the old price, is a violation: info {counts['info_hit_after_write']} hits / "
+        f"{counts['info_stale_after_write']} stale, search {counts['search_hit_after_write']} hits / "
+        f"{counts['search_stale_after_write']} stale."
+    ]
+    if counts["not_cached_before_write"]:
+        notes.append(f"{counts['not_cached_before_write']} writes found their book not cached beforehand")
+    if counts["write_errors"] or counts["read_errors"]:
+        notes.append(f"{counts['write_errors']} writes and {counts['read_errors']} reads failed")
+    if counts["reread_not_hit"]:
+        notes.append(f"{counts['reread_not_hit']} re-reads after the refill were not hits")
+    return {
+        "caption": (
+            "One client, books in turn: read the book's info and its topic's search until both are cached, "
+            "PUT /bazar/update_price (acknowledged only once all 3 catalog replicas have it and the "
+            "front end dropped the cached entries), then read both again — each must be a miss showing "
+            "the new price."
+        ),
+        "samples": counts["writes"],
+        "rows": rows,
+        "counts": counts,
+        "violations": violations,
+        "notes": notes,
+        "raw": raw,
+        "latencies": latencies,
+    }
+
+
+# -- 3. the purchase-probability sweep ---------------------------------------------------------
+
+
+async def sweep(ctx: Context, stage: str) -> dict[str, Any]:
+    s = ctx.settings
+    query_paths = [f"/bazar/info/{i}" for i in ctx.book_ids] + [
+        f"/bazar/search/{quote(t, safe='')}" for t in ctx.topics
+    ]
+    ids = ctx.book_ids
+    rows: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    for cluster in ctx.clusters:
+        cache = cache_label(cluster)
+        for p in s.probabilities:
+            await ctx.top_up(cluster)
+            rng = random.Random(f"{s.seed}-sweep-{p}")
+
+            def plan(i: int, p: float = p, rng: random.Random = rng) -> Call:
+                if rng.random() < p:
+                    return Call("buy", "POST", f"/bazar/purchase/{rng.choice(ids)}", BUY_BODY)
+                return Call("query", "GET", rng.choice(query_paths))
+
+            label = f"{stage} p={p:.1f}, {'cache' if cache == 'on' else 'no cache'}"
+            result = await ctx.loop(cluster, label, plan, s.samples, s.concurrency)
+            for op in ("query", "buy"):
+                row = summary_row(result.of(op), p=p, cache=cache, operation=op)
+                row["run_throughput_rps"] = result.throughput
+                rows.append(row)
+            raw += sample_rows(result.samples, p=p, cache=cache)
+    notes = []
+    if ctx.nocache is None:
+        notes.append("only the cluster with a cache was measured")
+    bad = sum(r["errors"] for r in rows)
+    if bad:
+        notes.append(f"{bad} requests were not 2xx ({sum(r['status_409'] for r in rows)} of them 409)")
+    return {
+        "caption": (
+            f"{s.concurrency} concurrent clients, {s.samples:,} requests per run. Each request is a purchase "
+            f"(quantity 1, random book) with probability p, else a query: info of one of "
+            f"{len(ctx.books)} books or search of one of {len(ctx.topics)} topics, uniformly. Stock is "
+            f"topped up to {STOCK:,} before each run. Purchases invalidate cached entries, so query "
+            "hits fall as p grows."
+        ),
+        "probabilities": list(s.probabilities),
+        "concurrency": s.concurrency,
+        "samples": s.samples,
+        "rows": rows,
+        "notes": notes,
+        "raw": raw,
+    }
+
+
+# -- 4. the LRU over time ---------------------------------------------------------------------
+
+
+def zipf_weights(n: int, exponent: float = 1.2) -> list[float]:
+    """Popularity by rank: a few keys get most requests, as real catalogues do."""
+    return [1 / (rank**exponent) for rank in range(1, n + 1)]
+
+
+def phase_order(keys: Sequence[str], phase: int) -> list[str]:
+    """Phase k ranks the keys rotated by k * 3, so a different set is hot each phase."""
+    shift = (phase * 3) % len(keys)
+    return list(keys[shift:]) + list(keys[:shift])
+
+
+async def lru(ctx: Context, stage: str) -> dict[str, Any]:
+    s = ctx.settings
+    cluster = ctx.cache
+    if cluster is None or not cluster.cache_size:
+        return {"skipped": "needs a cluster with a cache"}
+    keys = [f"info/{i}" for i in ctx.book_ids] + [f"search/{t}" for t in ctx.topics]
+    paths = {k: "/bazar/" + (k if k.startswith("info/") else "search/" + quote(k[7:], safe="")) for k in keys}
+    # The book a purchase takes when its key is drawn: the book itself, or the topic's first book.
+    book_of = {f"info/{b['id']}": b["id"] for b in ctx.books}
+    for b in reversed(ctx.books):
+        book_of[f"search/{b['topic']}"] = b["id"]
+    weights = zipf_weights(len(keys))
+    await ctx.top_up(cluster)
+    snapshots: list[dict[str, Any]] = []
+    baseline: dict[str, int] = {}
+    started = time.perf_counter()
+    poller = HTTPClient(ctx.reactor, Target.from_url(cluster.url), s.timeout)
+    phase_now = 0
+    running = True
+
+    async def snapshot(http: HTTPClient) -> dict[str, Any] | None:
+        try:
+            response = await http.request("GET", "/bazar/cluster")
+            cache = json.loads(response.body)["cache"]
+        except (RequestError, ValueError, KeyError):
+            return None
+        if not baseline:  # earlier experiments' counts are not this run's
+            baseline.update({k: cache[k] for k in COUNTERS})
+        snap = {
+            "t": time.perf_counter() - started,
+            "phase": phase_now,
+            **{k: cache[k] - baseline[k] for k in COUNTERS},
+            "size": cache["size"],
+            "capacity": cache["capacity"],
+            "keys": " ".join(cache.get("keys", [])),
+        }
+        snapshots.append(snap)
+        return snap
+
+    async def poll() -> None:
+        deadline = started + s.max_seconds * s.lru_phases + s.timeout
+        while running and time.perf_counter() < deadline:
+            await snapshot(poller)
+            await deferLater(ctx.reactor, s.lru_interval)
+
+    phases: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    control = ctx.client(cluster)  # phase boundaries: a connection of their own, not the poller's
+    first = await snapshot(control)
+    polling = None
+    try:
+        polling = Deferred.fromCoroutine(poll())
+        for phase in range(s.lru_phases):
+            phase_now = phase + 1
+            order = phase_order(keys, phase)
+            rng = random.Random(f"{s.seed}-lru-{phase}")
+
+            def plan(i: int, order: list[str] = order, rng: random.Random = rng) -> Call:
+                key = rng.choices(order, weights)[0]
+                if rng.random() < 0.03:  # an occasional purchase of a popular book invalidates its entries
+                    return Call("buy", "POST", f"/bazar/purchase/{book_of[key]}", BUY_BODY)
+                return Call("query", "GET", paths[key])
+
+            before = await snapshot(control)
+            result = await ctx.loop(cluster, f"{stage} phase {phase + 1}/{s.lru_phases}", plan, s.samples, 1)
+            after = await snapshot(control)
+            raw += sample_rows(result.samples, phase=phase + 1)
+            entry: dict[str, Any] = {
+                "phase": phase + 1,
+                "hot_keys": order[:3],
+                "start_t": before["t"] if before else None,
+                "end_t": after["t"] if after else None,
+                "requests": len(result.samples),
+            }
+            if before and after:
+                for k in ("hits", "misses", "evictions", "invalidations"):
+                    entry[k] = after[k] - before[k]
+                total = entry["hits"] + entry["misses"]
+                entry["hit_ratio"] = entry["hits"] / total if total else None
+            phases.append(entry)
+    finally:
+        running = False
+        if polling is not None:
+            await polling
+        poller.close()
+    snapshots.sort(key=lambda snap: snap["t"])
+    capacity = first["capacity"] if first else cluster.cache_size
+    total_hits = sum(p.get("hits", 0) for p in phases)
+    total_misses = sum(p.get("misses", 0) for p in phases)
+    return {
+        "caption": (
+            f"One client, {s.samples:,} requests per phase over {len(keys)} keys ({len(ctx.books)} infos, "
+            f"{len(ctx.topics)} searches) with Zipf popularity (exponent 1.2), 3 % purchases; each phase "
+            f"makes different keys hot. GET /bazar/cluster every {s.lru_interval * 1000:.0f} ms records the "
+            f"cache's counters (capacity {capacity})."
+        ),
+        "capacity": capacity,
+        "phases": phases,
+        "snapshots": snapshots,
+        "hit_ratio": total_hits / (total_hits + total_misses) if total_hits + total_misses else None,
+        "baseline": baseline,
+        "notes": [
+            f"{len(snapshots)} snapshots; counters count from the start of this run ('baseline' in JSON)"
+        ],
+        "raw": raw,
+    }
+
+
+# -- 5. throughput with wrk --------------------------------------------------------------------
+
+
+async def throughput(ctx: Context, stage: str) -> dict[str, Any]:
+    s = ctx.settings
+    if ctx.wrk_path is None:
+        ctx.progress.say(f"{stage} skipped: {wrk.INSTALL_HINT}")
+        return {"skipped": wrk.INSTALL_HINT}
+    if ctx.cache is None:
+        return {"skipped": "needs a cluster with a cache (the ceiling is compared with its hits)"}
+    cluster = ctx.cache
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    wrk_args = f"wrk -t{s.wrk_threads} -c{s.wrk_connections} -d{max(1, round(s.duration))}s"
+    workdir = ctx.workdir
+
+    async def run_wrk(label: str, url: str, script: str) -> dict[str, Any] | None:
+        ctx.progress.say(f"{stage} {label}: {wrk_args} {url} ...")
+        try:
+            result = await wrk.run(
+                ctx.reactor,
+                ctx.wrk_path or "wrk",
+                url,
+                script,
+                workdir,
+                threads=s.wrk_threads,
+                connections=s.wrk_connections,
+                duration=s.duration,
+            )
+        except RuntimeError as e:
+            notes.append(f"{label}: {e}")
+            ctx.progress.say(f"{stage} {label}: failed: {e}")
+            return None
+        ctx.progress.say(f"{stage} {label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.1f} ms")
+        return {"workload": label, **result.as_dict()}
+
+    sample = await ctx.request(cluster, "GET", "/bazar/info/0")
+    size = len(sample.body)
+
+    # The ceiling first, then stop it: on a small machine an idle extra process still costs.
+    selfcheck: dict[str, Any] = {}
+    try:
+        ceiling_process, port = start_ceiling(ctx.processes, workdir, size)
+    except StartError as e:
+        notes.append(f"no ceiling: {e}")
+        ctx.progress.say(f"{stage} no ceiling: {e}")
+    else:
+        try:
+            ceiling_row = await run_wrk(
+                f"ceiling: bare twisted.web, {size} B", f"http://127.0.0.1:{port}/", wrk.get_script()
+            )
+            if ceiling_row:
+                rows.append(ceiling_row)
+            selfcheck = await _selfcheck(ctx, stage, Target("127.0.0.1", port))
+            note = (
+                f"the benchmark's own load generator (experiments 1-4) reached {selfcheck['rps']:,.0f} req/s "
+                f"with {s.concurrency} clients against the ceiling (p50 {selfcheck['p50_ms']:.2f} ms)"
+            )
+            if ctx.fastest_loop_rps:
+                note += f"; the fastest Bazar run of this benchmark went at {ctx.fastest_loop_rps:,.0f} req/s"
+            notes.append(note)
+        finally:
+            ceiling_process.stop()
+            ctx.processes.started.remove(ceiling_process)
+
+    await ctx.request(cluster, "GET", "/bazar/info/0")
+    before = await ctx.cache_stats(cluster)
+    hits = await run_wrk("cache hits: GET /bazar/info/0", cluster.url + "/bazar/info/0", wrk.get_script())
+    after = await ctx.cache_stats(cluster)
+    if hits:
+        served = (after["hits"] - before["hits"]) + (after["misses"] - before["misses"])
+        hits["hit_fraction"] = (after["hits"] - before["hits"]) / served if served else None
+        rows.append(hits)
+
+    if ctx.nocache is not None:
+        paths = [f"/bazar/info/{i}" for i in ctx.book_ids]
+        reads_before = catalog_reads(ctx.nocache)
+        misses = await run_wrk(
+            f"misses (cache_size = 0): GET /bazar/info/0..{len(paths) - 1}",
+            ctx.nocache.url + paths[0],
+            wrk.rotating_get_script(paths),
+        )
+        reads_after = catalog_reads(ctx.nocache)
+        if misses:
+            if reads_before is not None and reads_after is not None and misses["requests"]:
+                misses["backend_reads_per_request"] = (reads_after - reads_before) / misses["requests"]
+                notes.append(
+                    f"misses: the catalog replicas answered {reads_after - reads_before:,} reads for "
+                    f"{misses['requests']:,} front-end requests "
+                    f"({misses['backend_reads_per_request']:.2f} per request): concurrent misses of one "
+                    "key share one backend read"
+                )
+            rows.append(misses)
+        unique = await run_wrk(
+            "misses, none shared: GET /bazar/search/<unique topic>",
+            ctx.nocache.url + "/bazar/search/bench",
+            wrk.unique_get_script("/bazar/search/bench-"),
+        )
+        if unique:
+            rows.append(unique)
+            notes.append(
+                "misses, none shared: every request names a topic no other request names (the answer is "
+                "`[]`, 2 bytes), so each one is a read at a catalog replica: the miss path without coalescing"
+            )
+    else:
+        notes.append("misses not measured: no cluster without a cache")
+
+    await ctx.top_up(cluster)
+    paths = [f"/bazar/purchase/{i}" for i in ctx.book_ids]
+    purchases = await run_wrk(
+        "purchases: POST /bazar/purchase/<id> {quantity: 1}",
+        cluster.url + paths[0],
+        wrk.post_script(BUY_BODY.decode(), paths),
+    )
+    if purchases:
+        rows.append(purchases)
+    ceiling = rows[0]["rps"] if rows and rows[0]["workload"].startswith("ceiling") else None
+    for row in rows:
+        row["of_ceiling"] = ratio(row["rps"], ceiling)
+    for row in rows:
+        if row.get("non_2xx") or row.get("socket_errors"):
+            notes.append(
+                f"{row['workload']}: {row['non_2xx']} non-2xx answers, {row['socket_errors']} socket errors"
+            )
+    return {
+        "caption": (
+            f"`{wrk_args}` per row (wrk's own latency percentiles). The ceiling is a bare twisted.web "
+            f"resource answering the same {size} bytes as GET /bazar/info/0, with Content-Length, in a "
+            "process of its own."
+        ),
+        "wrk_args": wrk_args,
+        "body_bytes": size,
+        "rows": rows,
+        "selfcheck": selfcheck,
+        "notes": notes,
+    }
+
+
+async def _selfcheck(ctx: Context, stage: str, ceiling: Target) -> dict[str, Any]:
+    """The bench's own client against the ceiling: the most it could drive in experiments 1-4."""
+    s = ctx.settings
+    result = await closed_loop(
+        ctx.reactor,
+        ceiling,
+        lambda i: Call("ceiling", "GET", "/"),
+        count=2 * s.samples,
+        concurrency=s.concurrency,
+        max_seconds=s.max_seconds,
+        timeout=s.timeout,
+    )
+    ok = [x.ms for x in result.samples if x.ok]
+    ctx.progress.say(
+        f"{stage} the bench's own client against the ceiling, {s.concurrency} clients: "
+        f"{result.throughput:,.0f} req/s (the most it could drive in experiments 1-4)"
+    )
+    return {
+        "concurrency": s.concurrency,
+        "rps": result.throughput,
+        **summarize(ok, len(result.samples) - len(ok)).as_dict(),
+    }
+
+
+RUNNERS = {
+    "latency": latency,
+    "consistency": consistency,
+    "sweep": sweep,
+    "lru": lru,
+    "throughput": throughput,
+}

@@ -1,0 +1,194 @@
+"""``bazar-bench`` end to end: it starts its own clusters, measures, writes its files, stops everything.
+
+Tiny sample counts keep it short; the point is that every experiment runs against real
+processes, that the outputs exist and parse, that the consistency experiment finds no
+violation, and that no process the benchmark started outlives it — also after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bazar.bench.cluster import group_alive
+
+pytestmark = pytest.mark.integration
+
+RUN_TIMEOUT = 90.0
+
+
+def bench_command() -> list[str]:
+    """The console script when installed next to this interpreter, else ``python -m bazar.bench``."""
+    script = Path(sys.executable).with_name("bazar-bench")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("bazar-bench")
+    return [found] if found else [sys.executable, "-m", "bazar.bench"]
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*bench_command(), *args],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # so a test failure can kill whatever it left, by group
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = RUN_TIMEOUT) -> tuple[str, str]:
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)  # it stops the clusters it started (their own sessions)
+        try:
+            _, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            _, err = process.communicate()
+        raise AssertionError(f"bazar-bench ran over {timeout:.0f} s; interrupted\n{err[-3000:]}") from None
+
+
+def cluster_pids(stderr: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"front end at http://127\.0\.0\.1:\d+ \(pid (\d+)\)", stderr)]
+
+
+def assert_gone(pids: list[int]) -> None:
+    """Each cluster process, and every replica in its process group, has exited."""
+    deadline = time.monotonic() + 10
+    for pid in pids:
+        while group_alive(pid):
+            assert time.monotonic() < deadline, f"cluster {pid} or one of its replicas is still running"
+            time.sleep(0.05)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows, f"{path.name} has no rows"
+    return rows
+
+
+def test_bench_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    began = time.monotonic()
+    process = start(
+        tmp_path, "--samples", "20", "--duration", "1", "--wrk-connections", "10", "--out", str(out)
+    )
+    stdout, stderr = finish(process)
+    assert process.returncode == 0, stderr[-3000:]
+    assert time.monotonic() - began < 60, "the tiny run should stay well under a minute"
+
+    pids = cluster_pids(stderr)
+    assert len(pids) == 2, stderr  # one cluster with the cache, one with cache_size = 0
+    assert_gone(pids)
+    assert "stopped bazar-cluster-nocache" in stderr
+
+    # The table, in Markdown, on stdout.
+    assert "#### 1. Response time with and without the cache (ms)" in stdout
+    assert "| request " in stdout and "| info " in stdout and "| buy " in stdout
+
+    results = json.loads((out / "results.json").read_text())
+    machine = results["machine"]
+    assert machine["cpus"] >= 1 and machine["python"] and machine["twisted"] and machine["date"]
+    experiments = results["experiments"]
+    assert list(experiments) == ["latency", "consistency", "sweep", "lru", "throughput"]
+
+    latency = experiments["latency"]
+    cells = {(r["operation"], r["cache"]): r for r in latency["rows"]}
+    assert set(cells) == {(op, cache) for op in ("info", "search", "buy") for cache in ("on", "off")}
+    for row in cells.values():
+        assert row["n"] == 20 and row["errors"] == 0, row
+        assert 0 < row["p50_ms"] <= row["p99_ms"], row
+    assert cells["info", "on"]["hit_ratio"] == 1.0  # the warmed working set fits in the cache
+    assert cells["info", "off"]["hit_ratio"] == 0.0  # cache_size = 0: every read is a miss
+
+    consistency = experiments["consistency"]
+    assert consistency["samples"] == 20
+    assert consistency["violations"] == 0, consistency["counts"]
+    assert consistency["counts"]["not_cached_before_write"] == 0, consistency["counts"]
+
+    sweep = experiments["sweep"]
+    assert {r["p"] for r in sweep["rows"]} == {0.0, 0.2, 0.4, 0.6, 0.8}
+    assert sum(r["status_409"] for r in sweep["rows"]) == 0  # stock was topped up
+
+    lru = experiments["lru"]
+    assert len(lru["phases"]) == 3 and lru["snapshots"]
+    last = lru["snapshots"][-1]
+    assert last["hits"] + last["misses"] > 0 and last["size"] <= last["capacity"]
+
+    for name in ("latency", "consistency", "sweep", "lru"):
+        read_csv(out / f"{name}.csv")
+        read_csv(out / f"{name}_samples.csv")
+    assert {"t", "hits", "misses", "evictions", "invalidations"} <= set(read_csv(out / "lru.csv")[0])
+
+    throughput = experiments["throughput"]
+    if shutil.which("wrk"):
+        workloads = [r["workload"] for r in throughput["rows"]]
+        assert workloads[0].startswith("ceiling"), workloads
+        assert any(w.startswith("cache hits") for w in workloads)
+        assert any(w.startswith("purchases") for w in workloads)
+        assert all(r["rps"] > 0 for r in throughput["rows"])
+        read_csv(out / "throughput.csv")
+    else:
+        assert "apt-get install -y wrk" in throughput["skipped"]
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in stderr
+    else:
+        for name in ("latency", "sweep", "lru", "consistency"):
+            assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if shutil.which("wrk"):
+            assert (out / "throughput.png").exists()
+    assert (out / "results.md").read_text().startswith("Machine:")
+
+
+def test_interrupt_stops_every_cluster(tmp_path: Path) -> None:
+    """Ctrl-C in the middle of a measurement: exit status 130, and no cluster process left."""
+    process = start(
+        tmp_path,
+        "--samples",
+        "1000000",
+        "--experiments",
+        "latency",
+        "--max-seconds",
+        "30",
+        "--no-plots",
+        "--out",
+        str(tmp_path / "results"),
+    )
+    seen = ""
+    deadline = time.monotonic() + 45
+    assert process.stderr is not None
+    try:
+        while "[1/1 latency] info, no cache" not in seen:
+            line = process.stderr.readline()
+            if not line or time.monotonic() > deadline:
+                raise AssertionError(f"the benchmark did not start measuring:\n{seen}")
+            seen += line
+        process.send_signal(signal.SIGINT)
+        _, rest = finish(process, timeout=45)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    stderr = seen + rest
+    assert process.returncode == 130, stderr[-3000:]
+    assert "interrupted" in stderr
+    pids = cluster_pids(stderr)
+    assert len(pids) == 2, stderr
+    assert_gone(pids)

@@ -1,0 +1,478 @@
+"""Tests for ``bazar.bench``'s pure parts: statistics, tables, files, HTTP parsing, wrk, arguments.
+
+The parts that need a cluster (the experiments, starting and stopping processes) are covered
+end to end by ``tests/integration/test_bench.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from bazar.bench import cli, report, wrk
+from bazar.bench.ceiling import body_of_size
+from bazar.bench.experiments import EXPERIMENTS, phase_order, summary_row, zipf_weights
+from bazar.bench.load import (
+    HTTPConnection,
+    ProtocolError,
+    RequestError,
+    Response,
+    Sample,
+    Target,
+    build_request,
+    parse_response,
+)
+from bazar.bench.progress import Progress, format_duration, status_line
+
+
+class PercentileTests(SynchronousTestCase):
+    def test_interpolates_between_ranks(self) -> None:
+        """Linear interpolation, as numpy's default: p50 of 1..4 is 2.5, p99 of 1..100 is 99.01."""
+        self.assertEqual(report.percentile([1, 2, 3, 4], 50), 2.5)
+        self.assertAlmostEqual(report.percentile(list(range(1, 101)), 99), 99.01)
+        self.assertAlmostEqual(report.percentile([10, 20], 25), 12.5)
+
+    def test_order_does_not_matter(self) -> None:
+        self.assertEqual(report.percentile([5, 1, 4, 2, 3], 50), 3)
+
+    def test_extremes_and_single_value(self) -> None:
+        values = [3.0, 1.0, 2.0]
+        self.assertEqual(report.percentile(values, 0), 1.0)
+        self.assertEqual(report.percentile(values, 100), 3.0)
+        self.assertEqual(report.percentile([7.0], 99), 7.0)
+
+    def test_no_values_or_bad_q(self) -> None:
+        self.assertRaises(ValueError, report.percentile, [], 50)
+        self.assertRaises(ValueError, report.percentile, [1.0], 101)
+        self.assertRaises(ValueError, report.percentile, [1.0], -1)
+
+
+class SummaryTests(SynchronousTestCase):
+    def test_summary_of_values(self) -> None:
+        summary = report.summarize([1.0, 2.0, 3.0, 4.0], errors=2)
+        self.assertEqual(summary.n, 4)
+        self.assertEqual(summary.errors, 2)
+        self.assertEqual(summary.avg_ms, 2.5)
+        self.assertEqual(summary.p50_ms, 2.5)
+        self.assertEqual((summary.min_ms, summary.max_ms), (1.0, 4.0))
+        self.assertAlmostEqual(summary.p99_ms or 0, 3.97)
+
+    def test_summary_of_nothing_is_empty_not_an_error(self) -> None:
+        """A cell with no samples (buys at p = 0) has no numbers, and says so with None."""
+        summary = report.summarize([], errors=3)
+        self.assertEqual((summary.n, summary.errors), (0, 3))
+        self.assertIsNone(summary.avg_ms)
+        self.assertIsNone(summary.p99_ms)
+
+    def test_ratio(self) -> None:
+        self.assertEqual(report.ratio(10.0, 2.0), 5.0)
+        self.assertIsNone(report.ratio(None, 2.0))
+        self.assertIsNone(report.ratio(1.0, 0))
+
+    def test_summary_row_counts_errors_conflicts_and_hits(self) -> None:
+        samples = [
+            Sample("query", "/bazar/info/1", 0.0, 1.0, 200, "hit", ""),
+            Sample("query", "/bazar/info/2", 0.0, 3.0, 200, "miss", "catalog-1"),
+            Sample("query", "/bazar/info/3", 0.0, 2.0, 200, "hit", ""),
+            Sample("buy", "/bazar/purchase/2", 0.0, 5.0, 409, "", "order-1"),
+            Sample("buy", "/bazar/purchase/2", 0.0, 0.0, 0, "", "", "timed out"),
+        ]
+        row = summary_row(samples, cache="on")
+        self.assertEqual(row["cache"], "on")
+        self.assertEqual(row["n"], 3)
+        self.assertEqual(row["errors"], 2)
+        self.assertEqual(row["status_409"], 1)
+        self.assertAlmostEqual(row["hit_ratio"], 2 / 3)
+        self.assertEqual(row["avg_ms"], 2.0)
+
+
+class FormattingTests(SynchronousTestCase):
+    def test_milliseconds_keep_three_significant_digits(self) -> None:
+        self.assertEqual(report.fmt_ms(0.41234), "0.412")
+        self.assertEqual(report.fmt_ms(3.514), "3.51")
+        self.assertEqual(report.fmt_ms(27.34), "27.3")
+        self.assertEqual(report.fmt_ms(1203.4), "1203")
+        self.assertEqual(report.fmt_ms(None), report.MISSING)
+        self.assertEqual(report.fmt_ms(math.nan), report.MISSING)
+
+    def test_ratio_percent_count(self) -> None:
+        self.assertEqual(report.fmt_ratio(12.345), "12.3x")
+        self.assertEqual(report.fmt_percent(0.5), "50.0 %")
+        self.assertEqual(report.fmt_count(12345.0), "12,345")
+        self.assertEqual(report.fmt_ratio(None), report.MISSING)
+
+    def test_markdown_table(self) -> None:
+        """Header, an alignment rule (right for numeric columns), padded cells, escaped pipes."""
+        table = report.markdown_table(["op", "ms"], [["info", "1.5"], ["a|b", "22.0"]], [False, True])
+        self.assertEqual(
+            table.splitlines(),
+            [
+                "| op   |   ms |",
+                "| ---- | ---: |",
+                "| info |  1.5 |",
+                "| a\\|b | 22.0 |",
+            ],
+        )
+
+    def test_markdown_table_rejects_ragged_rows(self) -> None:
+        self.assertRaises(ValueError, report.markdown_table, ["a", "b"], [["only one"]])
+
+    def latency_result(self) -> dict[str, object]:
+        def row(op: str, cache: str, avg: float) -> dict[str, object]:
+            return {"operation": op, "cache": cache, "avg_ms": avg, "p50_ms": avg, "p99_ms": 2 * avg}
+
+        return {
+            "operations": ["info", "buy"],
+            "rows": [row("info", "off", 2.0), row("info", "on", 0.2), row("buy", "on", 20.0)],
+        }
+
+    def test_latency_table_ratio_and_missing_cells(self) -> None:
+        """Speed-up is no cache ÷ cache; a cell without a measurement shows a dash, not 0."""
+        lines = report.latency_table(self.latency_result()).splitlines()
+        self.assertIn("request", lines[0])
+        info = [c.strip() for c in lines[2].strip("|").split("|")]
+        self.assertEqual(info[0], "info")
+        self.assertEqual(info[1], "2.00")
+        self.assertEqual(info[4], "0.200")
+        self.assertEqual(info[8], "10.0x")
+        buy = [c.strip() for c in lines[3].strip("|").split("|")]
+        self.assertEqual(buy[1], report.MISSING)
+        self.assertEqual(buy[8], report.MISSING)
+
+    def test_markdown_report_headings_notes_and_skips(self) -> None:
+        results = {
+            "machine": {
+                "cpu_model": "Test CPU",
+                "cpus": 2,
+                "python": "3.11",
+                "twisted": "24",
+                "date": "today",
+            },
+            "experiments": {
+                "latency": {**self.latency_result(), "caption": "The caption.", "notes": ["a note"]},
+                "throughput": {"skipped": "wrk is not installed"},
+            },
+        }
+        text = report.markdown_report(results)
+        self.assertIn("Machine: Test CPU, 2 CPUs", text)
+        self.assertIn("#### 1. Response time with and without the cache (ms)", text)
+        self.assertIn("The caption.", text)
+        self.assertIn("- a note", text)
+        self.assertIn("#### 5. Throughput\n\nSkipped: wrk is not installed", text)
+
+    def test_sweep_and_throughput_tables(self) -> None:
+        sweep = {
+            "probabilities": [0.0, 0.5],
+            "rows": [
+                {
+                    "p": 0.0,
+                    "cache": "on",
+                    "operation": "query",
+                    "avg_ms": 1.0,
+                    "p99_ms": 2.0,
+                    "hit_ratio": 0.5,
+                },
+                {
+                    "p": 0.5,
+                    "cache": "on",
+                    "operation": "buy",
+                    "avg_ms": 30.0,
+                    "p99_ms": 40.0,
+                    "status_409": 2,
+                },
+            ],
+        }
+        lines = report.sweep_table(sweep).splitlines()
+        self.assertEqual(len(lines), 4)
+        self.assertIn("1.00 / 2.00", lines[2])
+        self.assertIn("50.0 %", lines[2])
+        self.assertTrue(lines[3].rstrip().endswith("2 |"))
+        throughput = {
+            "rows": [
+                {"workload": "ceiling", "rps": 20000.0, "p50_ms": 1.0, "p99_ms": 3.0, "of_ceiling": 1.0},
+                {"workload": "hits", "rps": 15000.0, "p50_ms": 1.5, "p99_ms": 4.0, "of_ceiling": 0.75},
+            ]
+        }
+        self.assertIn("75.0 %", report.throughput_table(throughput))
+
+
+class FileTests(SynchronousTestCase):
+    def tmpdir(self) -> Path:
+        """A directory removed after the test (mktemp would leave one in the cwd under pytest)."""
+        directory = tempfile.TemporaryDirectory(prefix="test-bench-")
+        self.addCleanup(directory.cleanup)
+        return Path(directory.name)
+
+    def test_json_is_strict_and_nan_becomes_null(self) -> None:
+        path = self.tmpdir() / "results.json"
+        report.write_json(path, {"a": math.nan, "b": [1.5, math.inf], "c": (1, 2)})
+        self.assertEqual(json.loads(path.read_text()), {"a": None, "b": [1.5, None], "c": [1, 2]})
+        self.assertFalse(path.with_name(path.name + ".tmp").exists())
+
+    def test_csv_columns_are_every_key_in_first_seen_order(self) -> None:
+        path = self.tmpdir() / "rows.csv"
+        report.write_csv(path, [{"op": "info", "ms": 1.23456789}, {"op": "buy", "status": 409, "ms": None}])
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(list(rows[0]), ["op", "ms", "status"])
+        self.assertEqual(rows[0], {"op": "info", "ms": "1.234568", "status": ""})
+        self.assertEqual(rows[1], {"op": "buy", "ms": "", "status": "409"})
+
+
+class HTTPParsingTests(SynchronousTestCase):
+    def test_content_length(self) -> None:
+        raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Bazar-Cache: hit\r\n\r\n[]"
+        parsed = parse_response(raw)
+        assert parsed is not None
+        self.assertEqual(
+            (parsed.status, parsed.body, parsed.consumed, parsed.close), (200, b"[]", len(raw), False)
+        )
+        self.assertEqual(parsed.headers["x-bazar-cache"], "hit")
+
+    def test_incomplete_response_needs_more(self) -> None:
+        self.assertIsNone(parse_response(b"HTTP/1.1 200 OK\r\nContent-Len"))
+        self.assertIsNone(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab"))
+
+    def test_chunked(self) -> None:
+        head = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+        raw = head + b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"
+        parsed = parse_response(raw)
+        assert parsed is not None
+        self.assertEqual((parsed.status, parsed.body, parsed.consumed), (404, b"abcde", len(raw)))
+        self.assertIsNone(parse_response(raw[:-2]))
+
+    def test_only_the_first_response_is_consumed(self) -> None:
+        first = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+        parsed = parse_response(first + b"HTTP/1.1 200 OK\r\n")
+        assert parsed is not None
+        self.assertEqual(parsed.consumed, len(first))
+
+    def test_connection_close(self) -> None:
+        parsed = parse_response(b"HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        assert parsed is not None
+        self.assertTrue(parsed.close)
+
+    def test_garbage_is_a_protocol_error(self) -> None:
+        self.assertRaises(ProtocolError, parse_response, b"SSH-2.0-OpenSSH\r\n\r\n")
+        self.assertRaises(ProtocolError, parse_response, b"HTTP/1.1 200 OK\r\n\r\nbody without a length")
+        self.assertRaises(ProtocolError, parse_response, b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+
+    def test_build_request(self) -> None:
+        self.assertEqual(
+            build_request("GET", "/bazar/info/1", "127.0.0.1:5000"),
+            b"GET /bazar/info/1 HTTP/1.1\r\nHost: 127.0.0.1:5000\r\n\r\n",
+        )
+        post = build_request("POST", "/bazar/purchase/1", "h", b'{"quantity":1}')
+        self.assertIn(b"Content-Length: 14\r\n", post)
+        self.assertTrue(post.endswith(b'\r\n\r\n{"quantity":1}'))
+
+
+class ConnectionTests(SynchronousTestCase):
+    def connection(self) -> tuple[HTTPConnection, StringTransport, Clock]:
+        clock = Clock()
+        connection = HTTPConnection(clock)
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        return connection, transport, clock
+
+    def test_response_in_pieces(self) -> None:
+        connection, transport, _ = self.connection()
+        d = connection.send(b"GET / HTTP/1.1\r\n\r\n", timeout=5)
+        self.assertEqual(transport.value(), b"GET / HTTP/1.1\r\n\r\n")
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Le")
+        self.assertNoResult(d)
+        connection.dataReceived(b"ngth: 2\r\n\r\n{}")
+        response = self.successResultOf(d)
+        self.assertIsInstance(response, Response)
+        self.assertEqual((response.status, response.body), (200, b"{}"))
+        self.assertGreaterEqual(response.elapsed, 0)
+        self.assertTrue(connection.reusable)
+
+    def test_timeout_fails_the_request(self) -> None:
+        connection, transport, clock = self.connection()
+        d = connection.send(b"GET / HTTP/1.1\r\n\r\n", timeout=5)
+        clock.advance(5)
+        self.assertTrue(transport.disconnecting)
+        connection.connectionLost()
+        self.assertIn("timed out", str(self.failureResultOf(d, RequestError).value))
+        self.assertFalse(connection.reusable)
+
+    def test_one_request_at_a_time(self) -> None:
+        connection, _, _ = self.connection()
+        connection.send(b"GET / HTTP/1.1\r\n\r\n", timeout=5)
+        self.assertRaises(RuntimeError, connection.send, b"GET / HTTP/1.1\r\n\r\n", 5)
+
+
+class TargetTests(SynchronousTestCase):
+    def test_loopback_only(self) -> None:
+        self.assertEqual(Target.from_url("http://127.0.0.1:5000"), Target("127.0.0.1", 5000))
+        self.assertEqual(Target.from_url("http://localhost:8080/"), Target("127.0.0.1", 8080))
+        for url in ("http://example.com:5000", "https://127.0.0.1:5000", "http://127.0.0.1:5000/bazar", "x"):
+            self.assertRaises(ValueError, Target.from_url, url)
+
+
+WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:5000/bazar/info/0
+  2 threads and 50 connections
+Requests/sec:  15000.00
+BAZAR-BENCH {"requests":30000,"duration_us":2000000,"bytes":9000000,"connect":0,"read":1,"write":0,\
+"status":7,"timeout":2,"p50_us":1500.0,"p99_us":4200.5,"mean_us":1700.0,"max_us":9000.0}
+"""
+
+
+class WrkTests(SynchronousTestCase):
+    def test_parse_output(self) -> None:
+        result = wrk.parse_output(WRK_OUTPUT)
+        self.assertEqual(result.requests, 30000)
+        self.assertEqual(result.rps, 15000.0)
+        self.assertEqual((result.non_2xx, result.socket_errors), (7, 3))
+        self.assertAlmostEqual(result.p99_ms, 4.2005)
+        self.assertEqual(result.as_dict()["rps"], 15000.0)
+
+    def test_output_without_our_line(self) -> None:
+        self.assertRaises(
+            ValueError, wrk.parse_output, "unable to connect to 127.0.0.1:1 Connection refused\n"
+        )
+
+    def test_scripts(self) -> None:
+        self.assertIn("done = function", wrk.get_script())
+        rotating = wrk.rotating_get_script(["/bazar/info/0", "/bazar/info/1"])
+        self.assertIn('local paths = {"/bazar/info/0", "/bazar/info/1"}', rotating)
+        post = wrk.post_script('{"quantity":1}', ["/bazar/purchase/0"])
+        self.assertIn('wrk.method = "POST"', post)
+        self.assertIn('wrk.body = "{\\"quantity\\":1}"', post)
+        self.assertIn("application/json", post)
+        self.assertIn('"/bazar/search/x-" .. tid', wrk.unique_get_script("/bazar/search/x-"))
+
+    def test_command_is_bounded(self) -> None:
+        args = wrk.command("wrk", "http://127.0.0.1:1/", Path("s.lua"), threads=2, connections=50, duration=5)
+        self.assertEqual(args[:4], ["wrk", "-t2", "-c50", "-d5s"])
+        self.assertIn("--timeout", args)
+        self.assertEqual(args[-1], "http://127.0.0.1:1/")
+
+
+class ArgumentTests(SynchronousTestCase):
+    def parse_error(self, *argv: str) -> str:
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as raised:
+            cli.parse_args(list(argv))
+        self.assertEqual(raised.exception.code, 2)
+        return stderr.getvalue()
+
+    def test_defaults(self) -> None:
+        """By default: 1,000 samples per figure, into bench-results/, every experiment, own clusters."""
+        args = cli.parse_args([])
+        self.assertEqual(args.samples, 1000)
+        self.assertEqual(args.out, Path("bench-results"))
+        self.assertEqual(args.experiments, EXPERIMENTS)
+        self.assertIsNone(args.url)
+        settings = cli.settings_from(args)
+        self.assertEqual(settings.probabilities, (0.0, 0.2, 0.4, 0.6, 0.8))
+        self.assertEqual(settings.concurrency, 5)
+
+    def test_options(self) -> None:
+        args = cli.parse_args(
+            [
+                "--url",
+                "http://127.0.0.1:5000/",
+                "--url-nocache",
+                "http://localhost:5001",
+                "--samples",
+                "20",
+                "--experiments",
+                "sweep,latency",
+                "--probabilities",
+                "0,0.5,1",
+                "--duration",
+                "1.5",
+            ]
+        )
+        self.assertEqual(args.url, "http://127.0.0.1:5000")
+        self.assertEqual(args.samples, 20)
+        self.assertEqual(args.experiments, ("latency", "sweep"))  # the report's order
+        self.assertEqual(args.probabilities, (0.0, 0.5, 1.0))
+        self.assertEqual(args.duration, 1.5)
+
+    def test_bad_arguments(self) -> None:
+        self.assertIn("at least 1", self.parse_error("--samples", "0"))
+        self.assertIn("within 0..1", self.parse_error("--probabilities", "0.5,2"))
+        self.assertIn("unknown experiment", self.parse_error("--experiments", "latency,nope"))
+        self.assertIn("127.0.0.1", self.parse_error("--url", "http://example.com:5000"))
+        self.assertIn("needs --url", self.parse_error("--url-nocache", "http://127.0.0.1:5001"))
+
+
+class MachineTests(SynchronousTestCase):
+    def test_cpu_model(self) -> None:
+        cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
+        self.assertEqual(cli.cpu_model(cpuinfo), "AMD EPYC 7B13")
+        self.assertEqual(cli.cpu_model("Hardware\t: BCM2835\n"), "BCM2835")
+        self.assertIsNone(cli.cpu_model(""))
+
+    def test_cpu_ticks(self) -> None:
+        """Busy = user + nice + system + irq + softirq; idle and iowait are not; steal apart."""
+        stat = "cpu  100 5 50 9000 30 2 3 7 0 0\ncpu0 50 2 25 4500 15 1 1 3 0 0\n"
+        self.assertEqual(cli.cpu_ticks(stat), (160, 7))
+        self.assertRaises(ValueError, cli.cpu_ticks, "intr 1 2 3\n")
+
+    def test_cpu_watch_reports_shares(self) -> None:
+        report_ = cli.CpuWatch().report()
+        if report_ is not None:  # None only without /proc
+            self.assertGreaterEqual(report_["cpu_seconds_others"], 0)
+            self.assertIn("others_share", report_)
+
+    def test_machine_info_has_what_results_json_promises(self) -> None:
+        info = cli.machine_info(None)
+        for key in ("cpu_model", "cpus", "python", "twisted", "date"):
+            self.assertIn(key, info)
+
+
+class ProgressTests(SynchronousTestCase):
+    def test_durations(self) -> None:
+        self.assertEqual(format_duration(0.42), "0.4 s")
+        self.assertEqual(format_duration(12.4), "12 s")
+        self.assertEqual(format_duration(185), "3 min 05 s")
+
+    def test_status_line_eta_is_capped_by_the_time_limit(self) -> None:
+        self.assertEqual(status_line("x", 250, 1000, 1.0), "x: 250/1,000 (25 %), 1.0 s, ETA 3.0 s")
+        self.assertEqual(status_line("x", 250, 1000, 1.0, limit=2.0), "x: 250/1,000 (25 %), 1.0 s, ETA 1.0 s")
+
+    def test_log_lines_when_not_a_terminal(self) -> None:
+        """Without a terminal: a first line, one every 5 s, and a last line; no carriage returns."""
+        now = [0.0]
+        stream = io.StringIO()
+        task = Progress(stream, interactive=False, clock=lambda: now[0]).task("[1/5 latency] info", 100)
+        task.update(10)
+        now[0] = 6.0
+        task.update(50)
+        task.finish("ok")
+        lines = stream.getvalue().splitlines()
+        self.assertEqual(lines[0], "[1/5 latency] info: 100 to go")
+        self.assertTrue(lines[1].startswith("[1/5 latency] info: 50/100 (50 %), 6.0 s, ETA"))
+        self.assertEqual(lines[2], "[1/5 latency] info: 50 in 6.0 s — ok")
+        self.assertNotIn("\r", stream.getvalue())
+
+
+class WorkloadTests(SynchronousTestCase):
+    def test_ceiling_body_has_the_exact_size(self) -> None:
+        for size in (2, 9, 10, 133, 4096):
+            body = body_of_size(size)
+            self.assertEqual(len(body), size)
+            json.loads(body)
+        self.assertRaises(ValueError, body_of_size, 1)
+
+    def test_zipf_and_phases(self) -> None:
+        weights = zipf_weights(4)
+        self.assertEqual(weights[0], 1.0)
+        self.assertEqual(weights, sorted(weights, reverse=True))
+        keys = list("abcdefg")
+        self.assertEqual(phase_order(keys, 0), keys)
+        self.assertEqual(phase_order(keys, 1)[:3], ["d", "e", "f"])
+        self.assertEqual(sorted(phase_order(keys, 2)), keys)
