@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -68,7 +67,7 @@ class Health:
             self._lagging[name] = (seq, lagging, pushed)
 
 
-class HealthProbe(Service):
+class HealthProbe(TimerService):
     """Probes every replica every ``interval`` seconds."""
 
     def __init__(
@@ -79,21 +78,12 @@ class HealthProbe(Service):
         clock: IReactorTime,
         interval: float,
     ) -> None:
+        super().__init__(interval, self.probe_all)
+        self.clock = clock
         self.health = health
         self.replicas = list(replicas)
         self.client = client
         self.interval = interval
-        self._loop = LoopingCall(self.probe_all)
-        self._loop.clock = clock
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self.interval, now=True)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
 
     def probe_all(self) -> Deferred[Any]:
         return DeferredList([self.probe(r) for r in self.replicas], consumeErrors=True)

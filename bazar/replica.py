@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from klein import Klein
 from prometheus_client.core import Metric
@@ -135,6 +135,35 @@ class ReplicaEndpoints:
                 **({"followers": self.writer.followers()} if self.writer is not None else {}),
             },
         )
+
+
+class ReplicaApp:
+    """What the catalog's and the order's Klein classes share: their state, the cluster secret
+    in front of everything, and the internal endpoints (each class routes ``/internal/`` to
+    ``self.endpoints``)."""
+
+    app: ClassVar[Klein]
+
+    def __init__(
+        self,
+        replica: Replica,
+        store: ReplicatedStore,
+        client: ReplicaClient,
+        sequencer: Replica,
+        writer: Sequencer | None,
+        secret: str,
+    ) -> None:
+        """``writer`` is given on the sequencer only; followers forward writes to ``sequencer``."""
+        self.replica = replica
+        self.store = store
+        self.client = client
+        self.sequencer = sequencer
+        self.writer = writer
+        self.secret = secret
+        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer)
+
+    def resource(self) -> IResource:
+        return RequireSecret(self.app.resource(), self.secret, self.replica.name)
 
 
 @inlineCallbacks

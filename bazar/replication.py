@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -183,14 +182,14 @@ class Sequencer:
         }
 
 
-class Heartbeats(Service):
+class Heartbeats(TimerService):
     """Runs ``Sequencer.heartbeat`` every ``interval`` seconds while the sequencer runs."""
 
     def __init__(
         self, sequencer: Sequencer, clock: IReactorTime, interval: float = HEARTBEAT_INTERVAL
     ) -> None:
-        self._loop = LoopingCall(self._beat, sequencer)
-        self._loop.clock = clock
+        super().__init__(interval, self._beat, sequencer)
+        self.clock = clock
         self.interval = interval
 
     @staticmethod
@@ -199,12 +198,3 @@ class Heartbeats(Service):
         # or the others' heartbeats, and their catch-up, would wait too. A link whose request
         # is still in flight skips the beat by itself.
         sequencer.heartbeat().addErrback(lambda f: log.failure("heartbeat failed", f))
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self.interval, now=True)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()

@@ -16,8 +16,6 @@ from twisted.web.resource import IResource
 
 from bazar import validation
 from bazar.catalog.store import BookPage, CatalogStore
-from bazar.client import ReplicaClient
-from bazar.config import Replica
 from bazar.paging import (
     LINK_HEADER,
     NEXT_AFTER_HEADER,
@@ -27,8 +25,7 @@ from bazar.paging import (
     parse_page,
     search_path,
 )
-from bazar.replica import ReplicaEndpoints, RequireSecret, forward
-from bazar.replication import Sequencer
+from bazar.replica import ReplicaApp, forward
 from bazar.web import install_json_errors, parse_id, read_json, respond_json
 
 
@@ -42,30 +39,11 @@ def respond_page(request: IRequest, path: str, page: Page, result: BookPage) -> 
     return respond_json(request, result.books)
 
 
-class CatalogApp:
+class CatalogApp(ReplicaApp):
     app = Klein()
     install_json_errors(app)
 
-    def __init__(
-        self,
-        replica: Replica,
-        store: CatalogStore,
-        client: ReplicaClient,
-        sequencer: Replica,
-        writer: Sequencer | None,
-        secret: str,
-    ) -> None:
-        """``writer`` is given on the sequencer only; followers forward writes to ``sequencer``."""
-        self.replica = replica
-        self.store = store
-        self.client = client
-        self.sequencer = sequencer
-        self.writer = writer
-        self.secret = secret
-        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer)
-
-    def resource(self) -> IResource:
-        return RequireSecret(self.app.resource(), self.secret, self.replica.name)
+    store: CatalogStore
 
     @app.route("/internal/", branch=True)
     def internal(self, request: IRequest) -> IResource:

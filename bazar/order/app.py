@@ -19,14 +19,16 @@ from bazar import validation
 from bazar.client import ReplicaClient
 from bazar.config import Replica
 from bazar.order.store import OrderStore
-from bazar.replica import ReplicaEndpoints, RequireSecret, forward
+from bazar.replica import ReplicaApp, forward
 from bazar.replication import Sequencer
 from bazar.web import install_json_errors, parse_id, read_json, respond_json
 
 
-class OrderApp:
+class OrderApp(ReplicaApp):
     app = Klein()
     install_json_errors(app)
+
+    store: OrderStore
 
     def __init__(
         self,
@@ -38,18 +40,9 @@ class OrderApp:
         catalog_sequencer: Replica,
         secret: str,
     ) -> None:
-        """``writer`` is given on the order sequencer only; followers forward purchases to ``sequencer``."""
-        self.replica = replica
-        self.store = store
-        self.client = client
-        self.sequencer = sequencer
-        self.writer = writer
+        """Purchases take their stock from ``catalog_sequencer``."""
+        super().__init__(replica, store, client, sequencer, writer, secret)
         self.catalog_sequencer = catalog_sequencer
-        self.secret = secret
-        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer)
-
-    def resource(self) -> IResource:
-        return RequireSecret(self.app.resource(), self.secret, self.replica.name)
 
     @app.route("/internal/", branch=True)
     def internal(self, request: IRequest) -> IResource:
