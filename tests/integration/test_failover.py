@@ -22,6 +22,7 @@ import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import defer
 
+from tests.history import History
 from tests.integration.api import TRANSPORT_ERRORS, Api, Reply, eventually, sleep
 from tests.integration.cluster import CATALOGS, ORDERS, Cluster
 
@@ -65,8 +66,7 @@ class Load:
     stop: bool = False
     reads: int = 0
     failed_reads: list[str] = field(default_factory=list)
-    stale_reads: list[str] = field(default_factory=list)
-    acked_price: float = 0.0  # the newest price acknowledged for PRICE_BOOK
+    history: History = field(default_factory=History)  # PRICE_BOOK's writes and reads
     prices: list[float] = field(default_factory=list)  # acknowledged, in order
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)  # acknowledged, by order id
     orders_checked: int = 0
@@ -108,12 +108,10 @@ async def reader(api: Api, load: Load, number: int) -> None:
             if reply is not None and reply.body["order_id"] != order_id:
                 load.failed_reads.append(f"order {order_id}: {reply.body}")
         else:
-            floor = load.acked_price
+            started = History.now()
             reply = await read(api, load, f"/bazar/info/{book}")
-            if reply is not None and book == PRICE_BOOK and reply.body["price"] < floor:
-                replica = reply.header("X-Bazar-Replica")
-                cache = reply.header("X-Bazar-Cache")
-                load.stale_reads.append(f"price {reply.body['price']} < {floor} ({replica}, cache {cache})")
+            if reply is not None and book == PRICE_BOOK:
+                load.history.read("price", reply.body["price"], started)
         await sleep(READ_PAUSE)
 
 
@@ -126,10 +124,11 @@ async def price_writer(api: Api, load: Load) -> None:
     price = 1000.0
     while load.running():
         price += 1
+        started = History.now()
         reply = await api.put(f"/bazar/update_price/{PRICE_BOOK}", {"price": price})
         if reply.code == 200:
             assert reply.body["price"] == price, reply
-            load.acked_price = price
+            load.history.write("price", price, started)
             load.prices.append(price)
             if load.outage is not None and load.outage.healthy_at is None:
                 load.outage.prices_during += 1
@@ -267,7 +266,9 @@ async def test_killed_followers_fail_no_read(
         print(f"[failover] final (last_seq, digest): {digests}")
 
     assert load.failed_reads == [], f"{len(load.failed_reads)} failed reads: {load.failed_reads[:5]}"
-    assert load.stale_reads == [], f"{len(load.stale_reads)} stale reads: {load.stale_reads[:5]}"
+    stale = load.history.stale_reads()
+    assert stale == [], f"{len(stale)} stale reads, e.g. {stale[:3]}"
+    assert load.history.count("read") > 0 and load.history.count("write") > 0
     # Writes went on through each outage. The only writes that may fail are those the front end
     # sent to the victim itself before it knew it was dead (writes are never retried elsewhere).
     for o in outages:
@@ -286,7 +287,7 @@ async def test_a_killed_sequencer_fails_no_read(
     api = Api(http, fresh_cluster)
     price = await api.put(f"/bazar/update_price/{PRICE_BOOK}", {"price": 7.0})
     assert price.code == 200
-    load = Load(acked_price=7.0)
+    load = Load()
     tasks = [defer.ensureDeferred(reader(api, load, n)) for n in range(READERS)]
     try:
         await eventually(lambda: defer.succeed(load.reads >= 50), 10, "the load to get going")
@@ -305,5 +306,5 @@ async def test_a_killed_sequencer_fails_no_read(
             f"{outage.reads_during} reads meanwhile, {len(load.failed_reads)} failed"
         )
     assert load.failed_reads == [], f"{len(load.failed_reads)} failed reads: {load.failed_reads[:5]}"
-    assert load.stale_reads == []
+    assert load.history.stale_reads() == []
     assert outage.reads_during > 0
