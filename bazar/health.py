@@ -100,6 +100,10 @@ class HealthProbe(TimerService):
             status = {}
         ready = bool(status.get("ready", False))
         self.health.mark(replica, ready, "" if ready else f"status {response.code}, not ready")
+        if status.get("sequencer") == replica.name:
+            # The sequencer has every write by definition (after a failover, perhaps one that
+            # was reported lagging before it took over).
+            self.health.report_lagging(replica.name, False, status["last_seq"], pushed=True)
         for name, follower in status.get("followers", {}).items():
             self.health.report_lagging(name, not follower["in_sync"], status["last_seq"], pushed=False)
 

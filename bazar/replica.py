@@ -14,17 +14,18 @@ from typing import Any, ClassVar, TypeVar
 
 from klein import Klein
 from prometheus_client.core import Metric
-from twisted.application.service import IService, MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from bazar.client import ReplicaClient
 from bazar.config import Config, ConfigError, Replica
-from bazar.errors import BadRequest, BazarError
+from bazar.errors import BadRequest, BazarError, Conflict
+from bazar.failover import Role, Watchdog
 from bazar.invalidation import FrontendNotifier
 from bazar.metrics import MeasuredResource, Metrics, gauge
-from bazar.replication import FollowerLink, Heartbeats, Sequencer
+from bazar.replication import Sequencer
 from bazar.service import (
     CallOnStop,
     check_port_free,
@@ -40,6 +41,7 @@ from bazar.web import (
     check_secret,
     install_json_errors,
     make_site,
+    parse_id,
     read_json,
     respond,
     respond_json,
@@ -78,11 +80,15 @@ class ReplicaEndpoints:
         store: ReplicatedStore,
         sequencer: Replica,
         writer: Sequencer | None,
+        role: Role | None = None,
     ) -> None:
+        """With a ``role``, who sequences writes can change (epochs, failover); without one,
+        ``sequencer`` and ``writer`` are fixed."""
         self.replica = replica
         self.store = store
-        self.sequencer = sequencer
-        self.writer = writer
+        self._sequencer = sequencer
+        self._writer = writer
+        self.role = role
         # Whether the sequencer's last call left this follower with everything it had (not
         # since start-up, or a gap since). A follower is ready to serve reads once that has
         # happened: a restarted one only after it caught up. It stays ready if the sequencer
@@ -90,6 +96,14 @@ class ReplicaEndpoints:
         # that falls behind while the sequencer lives is reported lagging by the sequencer
         # before any write it missed is acknowledged.
         self.synced = False
+
+    @property
+    def sequencer(self) -> Replica:
+        return self.role.sequencer if self.role is not None else self._sequencer
+
+    @property
+    def writer(self) -> Sequencer | None:
+        return self.role.writer if self.role is not None else self._writer
 
     def ready(self) -> bool:
         if self.writer is not None:
@@ -110,6 +124,10 @@ class ReplicaEndpoints:
             for e in entries
         ):
             raise BadRequest("'entries' must be a list of [seq, entry] pairs")
+        if self.role is not None and "epoch" in body:
+            stale = yield self._check_epoch(body.get("epoch"), body.get("sequencer"))
+            if stale is not None:
+                return respond_json(request, stale, 409)
         try:
             last_seq = yield self.store.apply([(seq, entry) for seq, entry in entries])
         except SequenceGap as gap:
@@ -119,6 +137,52 @@ class ReplicaEndpoints:
             )
         self.synced = last_seq >= leader_seq
         return respond_json(request, {"last_seq": last_seq})
+
+    @inlineCallbacks
+    def _check_epoch(self, epoch: Any, sequencer: Any) -> Any:
+        """A call from a sequencer: refuse an older epoch; join a newer one (checking that our
+        log is part of its log). Returns the refusal, or None to go on."""
+        role = self.role
+        assert role is not None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(sequencer, str):
+            raise BadRequest("'epoch' must be an integer and 'sequencer' a replica name")
+        if epoch < role.epoch:
+            message = f"epoch {epoch} is over: {role.sequencer.name} sequences writes in epoch {role.epoch}"
+            return {
+                "stale_epoch": role.epoch,
+                "sequencer": role.sequencer.name,
+                "error": {"code": 409, "message": message},
+            }
+        yield role.adopt(epoch, sequencer)
+        yield role.verify(epoch)
+        role.heard()
+        return None
+
+    @app.route("/elect", methods=["POST"])
+    @inlineCallbacks
+    def elect(self, request: IRequest) -> Any:
+        """A candidate asks us to join its epoch: yes if that epoch is newer than ours."""
+        body = read_json(request)
+        epoch, sequencer = body.get("epoch"), body.get("sequencer")
+        if self.role is None:
+            raise BadRequest("this replica takes no part in elections")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(sequencer, str):
+            raise BadRequest("'epoch' must be an integer and 'sequencer' a replica name")
+        if epoch <= self.role.epoch:
+            raise Conflict(f"epoch {epoch} is not newer than {self.role.epoch}")
+        yield self.role.adopt(epoch, sequencer)
+        return respond_json(request, {"last_seq": self.store.applied_seq, "epoch": self.role.epoch})
+
+    @app.route("/log", methods=["GET"])
+    @inlineCallbacks
+    def log_entries(self, request: IRequest) -> Any:
+        """Entries after ``after`` (at most ``limit``, up to 1000): what a follower compares or lacks."""
+        after = parse_id((request.args.get(b"after") or [b"0"])[0].decode("ascii", "replace"), "after")
+        limit = min(
+            parse_id((request.args.get(b"limit") or [b"100"])[0].decode("ascii", "replace"), "limit"), 1000
+        )
+        entries = yield self.store.entries_after(after, limit)
+        return respond_json(request, {"entries": entries})
 
     @app.route("/status", methods=["GET"])
     @inlineCallbacks
@@ -130,6 +194,7 @@ class ReplicaEndpoints:
                 "name": self.replica.name,
                 "role": self.replica.role,
                 "sequencer": self.sequencer.name,
+                "epoch": self.role.epoch if self.role is not None else 1,
                 "ready": self.ready(),
                 **state,
                 **({"followers": self.writer.followers()} if self.writer is not None else {}),
@@ -152,15 +217,23 @@ class ReplicaApp:
         sequencer: Replica,
         writer: Sequencer | None,
         secret: str,
+        role: Role | None = None,
     ) -> None:
-        """``writer`` is given on the sequencer only; followers forward writes to ``sequencer``."""
+        """``writer`` is given on the sequencer only; followers forward writes to ``sequencer``.
+        With a ``role``, both follow it (they change when another replica takes over)."""
         self.replica = replica
         self.store = store
         self.client = client
-        self.sequencer = sequencer
-        self.writer = writer
         self.secret = secret
-        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer)
+        self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer, role)
+
+    @property
+    def sequencer(self) -> Replica:
+        return self.endpoints.sequencer
+
+    @property
+    def writer(self) -> Sequencer | None:
+        return self.endpoints.writer
 
     def resource(self) -> IResource:
         return RequireSecret(self.app.resource(), self.secret, self.replica.name)
@@ -177,7 +250,7 @@ def replica_service(
     role: str,
     options: Mapping[str, Any],
     store_type: type[S],
-    make_app: Callable[[Config, Replica, S, ReplicaClient, Sequencer | None], Any],
+    make_app: Callable[[Config, Replica, S, ReplicaClient, Sequencer | None, Role], Any],
     keys: Callable[[Entry], list[str]] = lambda entry: [],
     reactor: Any = None,
 ) -> MultiService:
@@ -198,25 +271,45 @@ def replica_service(
         raise fail(role, f"cannot open {config.database_path(replica)}: {e}") from None
     client, close_pool = replica_client(reactor, config)
     replicas = config.catalog if role == "catalog" else config.order
-    writer = None
-    services: list[IService] = []
-    if replica == replicas[0]:
-        links = [FollowerLink(follower, client, store) for follower in replicas if follower != replica]
-        writer = Sequencer(store, links, FrontendNotifier(client, config.frontend, keys))
-        services.append(Heartbeats(writer, reactor))
-    app = make_app(config, replica, store, client, writer)
-    site = make_site(measured(app.resource(), replica, store, writer, config.secret))
+    leadership = Role(
+        replica, replicas, store, client, FrontendNotifier(client, config.frontend, keys), reactor
+    )
+    app = make_app(config, replica, store, client, None, leadership)
+    site = make_site(measured(app.resource(), replica, store, lambda: leadership.writer, config.secret))
     return role_service(
-        web_service(replica.listen, site, reactor), *services, CallOnStop(close_pool, store.close)
+        web_service(replica.listen, site, reactor),
+        RoleService(leadership),
+        Watchdog(leadership, reactor),
+        CallOnStop(close_pool, store.close),
     )
 
 
+class RoleService(Service):
+    """Starts leading at start-up if the recorded epoch says this replica sequences writes."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    def startService(self) -> None:
+        super().startService()
+        self.role.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.role.stop()
+
+
 def measured(
-    resource: IResource, replica: Replica, store: ReplicatedStore, writer: Sequencer | None, secret: str
+    resource: IResource,
+    replica: Replica,
+    store: ReplicatedStore,
+    writer: Callable[[], Sequencer | None],
+    secret: str,
 ) -> MeasuredResource:
-    """A replica's resource with request metrics and its replication figures at ``/metrics``."""
+    """A replica's resource with request metrics and its replication figures at ``/metrics``
+    (``writer()``: the sequencer's machinery, while this replica is the sequencer)."""
     metrics = Metrics(replica.role, replica.name)
-    metrics.collect_with(lambda: replication_metrics(store, writer))
+    metrics.collect_with(lambda: replication_metrics(store, writer()))
     return MeasuredResource(resource, metrics, secret)
 
 

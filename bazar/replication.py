@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from bazar.client import ReplicaClient
 from bazar.config import Replica
-from bazar.errors import BazarError
+from bazar.errors import BazarError, Unavailable
 from bazar.storage import Entry, Replayed, ReplicatedStore
 
 REPLICATE_PATH = "/internal/replicate"
@@ -52,6 +52,9 @@ class FollowerLink:
         self.confirmed = 0  # the follower's last_seq, as far as we know
         self.in_sync = True  # presumed until it fails to confirm a write
         self.on_caught_up: Callable[[str, int], object] = lambda follower, seq: None
+        # (epoch, sequencer) sent with every call, when the sequencer runs under an epoch.
+        self.epoch: tuple[int, str] | None = None
+        self.on_stale_epoch: Callable[[int, str], object] = lambda epoch, sequencer: None
         self._queue: list[tuple[int, Entry]] = []
         self._waiters: list[tuple[int, Deferred[bool]]] = []
         self._sending = False
@@ -93,11 +96,19 @@ class FollowerLink:
                 self.confirmed, min(first - self.confirmed - 1, MAX_BATCH)
             )
             batch = missing + batch
-        body = {"entries": batch, "last_seq": self.store.applied_seq}
+        body: dict[str, Any] = {"entries": batch, "last_seq": self.store.applied_seq}
+        if self.epoch is not None:
+            body["epoch"], body["sequencer"] = self.epoch
         response = yield self.client.request(
             "POST", self.follower, REPLICATE_PATH, body, timeout=REPLICATION_TIMEOUT
         )
         answer = response.json() if response.code in (200, 409) else {}
+        if "stale_epoch" in answer:
+            # The follower knows a newer epoch: another replica sequences writes now.
+            self.on_stale_epoch(answer["stale_epoch"], answer["sequencer"])
+            raise Unavailable(
+                f"{self.follower.name} follows epoch {answer['stale_epoch']}: this sequencer was replaced"
+            )
         if "last_seq" not in answer:
             response.raise_for_error()
         self.confirmed = answer["last_seq"]
@@ -136,11 +147,18 @@ class Sequencer:
     """Runs a write at the sequencer, replicates it to the followers in sync, tells the front end."""
 
     def __init__(
-        self, store: ReplicatedStore, links: list[FollowerLink], notice: FrontendNotice | None = None
+        self,
+        store: ReplicatedStore,
+        links: list[FollowerLink],
+        notice: FrontendNotice | None = None,
+        quorum: int = 1,
     ) -> None:
+        """``quorum``: how many replicas, this one included, must have a write before it is
+        acknowledged (a majority, so that a replaced sequencer cannot acknowledge one)."""
         self.store = store
         self.links = links
         self.notice = notice
+        self.quorum = quorum
         for link in links:
             link.on_caught_up = self._caught_up
 
@@ -159,6 +177,12 @@ class Sequencer:
         else:
             confirmed = yield gatherResults([link.ship(seq, entry) for link in self.links])
             lagging = [link.follower.name for link, ok in zip(self.links, confirmed, strict=True) if not ok]
+        have_it = 1 + len(self.links) - len(lagging)
+        if have_it < self.quorum:
+            raise Unavailable(
+                f"only {have_it} of {len(self.links) + 1} replicas have the write (a majority must): "
+                "not acknowledged; retry with an Idempotency-Key"
+            )
         if self.notice is not None:
             yield self.notice.written(seq, entry, lagging)
         return entry

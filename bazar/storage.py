@@ -155,6 +155,9 @@ class ReplicatedStore:
         # The last sequence number committed here, kept in memory for metrics and status
         # figures that must not wait for the database.
         self.applied_seq = 0
+        # The epoch this replica last recorded and its sequencer (0 and None: never recorded).
+        self.epoch = 0
+        self.epoch_sequencer: str | None = None
 
     @classmethod
     def options(cls, config: Config) -> dict[str, Any]:
@@ -187,6 +190,45 @@ class ReplicatedStore:
                 txn.execute(statement)
         self._check_seed(txn)
         self.applied_seq = self._last_seq(txn)
+        self.epoch = int(self._meta(txn, "epoch") or 0)
+        self.epoch_sequencer = self._meta(txn, "sequencer")
+
+    # -- epochs: which replica sequences writes, and since when ------------------------
+
+    def save_epoch(self, epoch: int, sequencer: str) -> Deferred[None]:
+        """Record, durably, that ``sequencer`` orders writes from ``epoch`` on."""
+
+        def save(txn: Cursor) -> None:
+            self._set_meta(txn, "epoch", epoch)
+            self._set_meta(txn, "sequencer", sequencer)
+
+        d = self.runner.runInteraction(save)
+
+        def saved(_: None) -> None:
+            self.epoch, self.epoch_sequencer = epoch, sequencer
+
+        return d.addCallback(saved)
+
+    def wipe(self) -> Deferred[None]:
+        """Forget every write (keeping the epoch) and seed anew: for a replica whose log may
+        hold writes that were never acknowledged, before the sequencer sends it everything."""
+        return self.runner.runInteraction(self._wipe)
+
+    def _wipe(self, txn: Cursor) -> None:
+        txn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        for (table,) in txn.fetchall():
+            if table != "meta":
+                txn.execute(f"DELETE FROM {table}")
+        txn.execute("DELETE FROM meta WHERE key NOT IN ('epoch', 'sequencer')")
+        self._setup(txn)
+
+    def entry_at(self, seq: int) -> Deferred[Entry | None]:
+        def read(txn: Cursor) -> Entry | None:
+            txn.execute("SELECT entry FROM log WHERE seq = ?", (seq,))
+            row = txn.fetchone()
+            return None if row is None else json.loads(row[0])
+
+        return self.runner.runInteraction(read)
 
     def _seed(self, txn: Cursor) -> None:
         """Fill a new database with its initial data (``_insert_new_rows``); the same on every replica."""

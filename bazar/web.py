@@ -40,6 +40,7 @@ REPLICA_HEADER = "X-Bazar-Replica"
 CACHE_HEADER = "X-Bazar-Cache"
 MAX_BODY = 64 * 1024  # bytes: the largest request body any endpoint accepts
 IDLE_TIMEOUT = 60  # seconds an idle client connection is kept open
+RETRY_AFTER = b"1"  # seconds, on every 503: long enough for a failed replica to be replaced
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -124,6 +125,8 @@ def verify_secret(given: str | None, secret: str) -> None:
 def _bazar_error(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, BazarError)
+    if error.code == 503:
+        request.setHeader(b"Retry-After", RETRY_AFTER)  # e.g. while another replica takes over
     return respond(request, error.body(), error.code)
 
 

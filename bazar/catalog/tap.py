@@ -10,6 +10,7 @@ from bazar.catalog.app import CatalogApp
 from bazar.catalog.store import CatalogStore
 from bazar.client import ReplicaClient
 from bazar.config import Config, Replica
+from bazar.failover import Role
 from bazar.invalidation import book_keys
 from bazar.replica import replica_service
 from bazar.replication import Sequencer
@@ -24,9 +25,14 @@ class Options(ReplicaOptions):
 
 
 def _app(
-    config: Config, replica: Replica, store: CatalogStore, client: ReplicaClient, writer: Sequencer | None
+    config: Config,
+    replica: Replica,
+    store: CatalogStore,
+    client: ReplicaClient,
+    writer: Sequencer | None,
+    role: Role | None = None,
 ) -> CatalogApp:
-    return CatalogApp(replica, store, client, config.catalog_sequencer, writer, config.secret)
+    return CatalogApp(replica, store, client, config.catalog_sequencer, writer, config.secret, role)
 
 
 def makeService(options: Options, reactor: Any = None) -> MultiService:

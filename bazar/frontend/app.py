@@ -37,6 +37,7 @@ from bazar.roundrobin import RoundRobin
 from bazar.web import (
     CACHE_HEADER,
     REPLICA_HEADER,
+    RETRY_AFTER,
     check_secret,
     install_json_errors,
     parse_id,
@@ -208,6 +209,8 @@ class FrontendApp:
         request.setHeader(REPLICA_HEADER, response.replica)
         for name, value in response.headers.items():
             request.setHeader(name, value)
+        if response.code == 503:
+            request.setHeader(b"Retry-After", RETRY_AFTER)
         return respond(request, response.body, response.code)
 
     # -- writes and order reads ------------------------------------------------------
@@ -272,7 +275,10 @@ class FrontendApp:
             }
             if ok:
                 entry.update(
-                    digest=result["digest"], last_seq=result["last_seq"], sequencer=result["sequencer"]
+                    digest=result["digest"],
+                    last_seq=result["last_seq"],
+                    sequencer=result["sequencer"],
+                    epoch=result.get("epoch", 1),
                 )
             else:
                 entry["error"] = result.getErrorMessage()

@@ -18,6 +18,8 @@ from twisted.web.resource import IResource
 from bazar import validation
 from bazar.client import ReplicaClient
 from bazar.config import Replica
+from bazar.errors import NotSent, Unavailable
+from bazar.failover import Role
 from bazar.order.store import OrderStore
 from bazar.replica import ReplicaApp, forward
 from bazar.replication import Sequencer
@@ -37,12 +39,28 @@ class OrderApp(ReplicaApp):
         client: ReplicaClient,
         sequencer: Replica,
         writer: Sequencer | None,
-        catalog_sequencer: Replica,
+        catalogs: tuple[Replica, ...],
         secret: str,
+        role: Role | None = None,
     ) -> None:
-        """Purchases take their stock from ``catalog_sequencer``."""
-        super().__init__(replica, store, client, sequencer, writer, secret)
-        self.catalog_sequencer = catalog_sequencer
+        """Purchases take their stock from the catalog sequencer, through ``catalogs``."""
+        super().__init__(replica, store, client, sequencer, writer, secret, role)
+        self.catalogs = catalogs
+        self._catalog = catalogs[0]  # the catalog replica that answered last: first asked next time
+
+    @inlineCallbacks
+    def _take_stock(self, book: int, body: dict[str, Any]) -> Any:
+        """Buy at the catalog: any catalog replica forwards to its sequencer, whichever that
+        is now. Only a request that never left goes on to the next replica."""
+        first = self.catalogs.index(self._catalog)
+        for catalog in self.catalogs[first:] + self.catalogs[:first]:
+            try:
+                bought = yield self.client.call("POST", catalog, f"/catalog/books/{book}/buy", body)
+            except NotSent:
+                continue
+            self._catalog = catalog
+            return bought
+        raise Unavailable("no catalog replica can be reached; try again shortly")
 
     @app.route("/internal/", branch=True)
     def internal(self, request: IRequest) -> IResource:
@@ -58,7 +76,7 @@ class OrderApp(ReplicaApp):
             return (yield forward(self.client, self.sequencer, request, path, body))
         # The same key goes to the catalog: a retry after a crash between taking the stock
         # and recording the order gets the original stock answer and takes nothing twice.
-        bought = yield self.client.call("POST", self.catalog_sequencer, f"/catalog/books/{book}/buy", body)
+        bought = yield self._take_stock(book, body)
         key, quantity = body.get("idempotency_key"), body["quantity"]
         entry = yield self.writer.write(
             self.store.record(book, bought["title"], bought["price"], quantity, key)

@@ -8,6 +8,7 @@ from twisted.application.service import MultiService
 
 from bazar.client import ReplicaClient
 from bazar.config import Config, Replica
+from bazar.failover import Role
 from bazar.order.app import OrderApp
 from bazar.order.store import OrderStore
 from bazar.replica import replica_service
@@ -21,10 +22,15 @@ class Options(ReplicaOptions):
 
 
 def _app(
-    config: Config, replica: Replica, store: OrderStore, client: ReplicaClient, writer: Sequencer | None
+    config: Config,
+    replica: Replica,
+    store: OrderStore,
+    client: ReplicaClient,
+    writer: Sequencer | None,
+    role: Role | None = None,
 ) -> OrderApp:
     return OrderApp(
-        replica, store, client, config.order_sequencer, writer, config.catalog_sequencer, config.secret
+        replica, store, client, config.order_sequencer, writer, config.catalog, config.secret, role
     )
 
 

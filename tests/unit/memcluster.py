@@ -215,7 +215,7 @@ class MemCluster:
             app = make_app(self.config, replica, store, client, writer)
             self.stores[replica.name] = store
             self.apps[replica.name] = app
-            self.dispatch.add(replica, measured(app.resource(), replica, store, writer, SECRET))
+            self.dispatch.add(replica, measured(app.resource(), replica, store, lambda w=writer: w, SECRET))
 
     def close(self) -> None:
         for store in self.stores.values():

@@ -1,0 +1,244 @@
+"""Which replica of a role sequences its writes, in which epoch, and how another takes over.
+
+Every replica records the current *epoch* and its sequencer durably (``meta`` table). The
+sequencer sends the epoch with every replication call and heartbeat; a follower refuses a
+call from an older epoch, which tells a sequencer that came back from the dead (or from a
+network cut) that it has been replaced: it steps down, forgets its writes (some may never
+have been acknowledged) and is sent everything again by the new sequencer. A write is
+acknowledged only when a majority of the role's replicas has it, so a replaced sequencer
+can never acknowledge one: that is the fencing.
+
+A follower that has heard nothing from the sequencer for ``ELECTION_TIMEOUT`` seconds asks
+its peers for their status. If the sequencer answers, nothing happens. Otherwise the
+reachable replicas (with this one, at least a majority) are ranked by last sequence
+number, then by their order in the config: that is the deterministic choice, and only the
+winner acts. It proposes epoch + 1 to the others; once a majority (itself included)
+accepted, it is the sequencer. Having the highest sequence number of a majority, it has
+every acknowledged write. A follower that joins a new epoch checks that its last entry is
+also the new sequencer's; if not, it forgets its writes and is sent them again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from bazar.client import ReplicaClient
+from bazar.config import Replica
+from bazar.replication import FollowerLink, FrontendNotice, Heartbeats, Sequencer
+from bazar.storage import ReplicatedStore
+
+ELECTION_TIMEOUT = 3.0  # seconds without a word from the sequencer before followers replace it
+ELECTION_CHECK = 0.5  # how often a follower looks
+PEER_TIMEOUT = 1.0  # seconds a peer may take to answer during an election
+
+log = Logger()
+
+
+def majority(replicas: int) -> int:
+    return replicas // 2 + 1
+
+
+class Role:
+    """This replica's view of its role: the epoch, its sequencer, and whether that is us."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        replicas: tuple[Replica, ...],
+        store: ReplicatedStore,
+        client: ReplicaClient,
+        notice: FrontendNotice | None,
+        clock: IReactorTime,
+    ) -> None:
+        self.replica = replica
+        self.replicas = replicas
+        self.store = store
+        self.client = client
+        self.notice = notice
+        self.clock = clock
+        self.epoch = store.epoch or 1
+        self.sequencer = self._named(store.epoch_sequencer or replicas[0].name)
+        self.writer: Sequencer | None = None
+        self.heartbeats: Heartbeats | None = None
+        self.last_heard = clock.seconds()
+        # The newest epoch whose sequencer's log this replica's log is known to be part of.
+        self.verified_epoch = self.epoch
+        self.electing = False
+        self._lock = DeferredLock()  # one change of role at a time
+
+    def _named(self, name: str) -> Replica:
+        return next((r for r in self.replicas if r.name == name), self.replicas[0])
+
+    # -- leading ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """At start-up: lead if the recorded epoch says so (a majority will tell us otherwise)."""
+        if self.sequencer == self.replica:
+            self._lead()
+
+    def stop(self) -> None:
+        self._stop_leading()
+
+    def _lead(self) -> None:
+        links = [FollowerLink(r, self.client, self.store) for r in self.replicas if r != self.replica]
+        for link in links:
+            link.epoch = (self.epoch, self.replica.name)
+            link.on_stale_epoch = self.superseded
+        self.writer = Sequencer(self.store, links, self.notice, quorum=majority(len(self.replicas)))
+        self.heartbeats = Heartbeats(self.writer, self.clock)
+        self.heartbeats.startService()
+        log.info("{replica} sequences writes in epoch {epoch}", replica=self.replica.name, epoch=self.epoch)
+
+    def _stop_leading(self) -> None:
+        if self.heartbeats is not None and self.heartbeats.running:
+            self.heartbeats.stopService()
+        self.heartbeats = None
+        self.writer = None
+
+    # -- learning of a newer epoch -----------------------------------------------------------
+
+    def superseded(self, epoch: int, sequencer: str) -> Deferred[None]:
+        return self.adopt(epoch, sequencer)
+
+    def adopt(self, epoch: int, sequencer: str) -> Deferred[None]:
+        """Join ``epoch``, whose sequencer is ``sequencer`` (perhaps us), if it is newer."""
+        return self._lock.run(self._adopt, epoch, sequencer)
+
+    @inlineCallbacks
+    def _adopt(self, epoch: int, sequencer: str) -> Any:
+        if epoch <= self.epoch:
+            return
+        was_leading = self.writer is not None
+        self._stop_leading()
+        self.epoch, self.sequencer = epoch, self._named(sequencer)
+        self.last_heard = self.clock.seconds()
+        yield self.store.save_epoch(epoch, sequencer)
+        log.info(
+            "{replica}: epoch {epoch}, sequencer {sequencer}",
+            replica=self.replica.name,
+            epoch=epoch,
+            sequencer=sequencer,
+        )
+        if was_leading and sequencer != self.replica.name:
+            # We may hold writes that no majority ever had: forget them all and be sent
+            # everything by the new sequencer.
+            log.warn("{replica} was replaced as sequencer: resynchronizing", replica=self.replica.name)
+            yield self.store.wipe()
+            self.verified_epoch = epoch
+        if sequencer == self.replica.name:
+            self.verified_epoch = epoch
+            self._lead()
+
+    @inlineCallbacks
+    def verify(self, epoch: int) -> Any:
+        """Before following a new epoch's sequencer: is our log part of its log? If not
+        (we hold a write it does not), forget our writes and let it send them all."""
+        if epoch <= self.verified_epoch:
+            return
+        seq = self.store.applied_seq
+        if seq > 0:
+            mine = yield self.store.entry_at(seq)
+            response = yield self.client.request(
+                "GET", self.sequencer, f"/internal/log?after={seq - 1}&limit=1", timeout=PEER_TIMEOUT
+            )
+            theirs = response.json().get("entries", []) if response.code == 200 else None
+            if theirs is None:
+                return  # ask again with the next heartbeat
+            if not theirs or theirs[0][0] != seq or _canonical(theirs[0][1]) != _canonical(mine):
+                log.warn(
+                    "{replica}'s log diverged from the sequencer's: resynchronizing",
+                    replica=self.replica.name,
+                )
+                yield self.store.wipe()
+        self.verified_epoch = epoch
+
+    def heard(self) -> None:
+        self.last_heard = self.clock.seconds()
+
+    # -- replacing a silent sequencer --------------------------------------------------------
+
+    @inlineCallbacks
+    def elect(self) -> Any:
+        """Called on a follower that has not heard from the sequencer for a while."""
+        if self.electing or self.writer is not None:
+            return
+        self.electing = True
+        try:
+            yield self._elect()
+        finally:
+            self.electing = False
+
+    @inlineCallbacks
+    def _elect(self) -> Any:
+        peers = [r for r in self.replicas if r != self.replica]
+        answers = yield DeferredList(
+            [self.client.request("GET", p, "/internal/status", timeout=PEER_TIMEOUT) for p in peers],
+            consumeErrors=True,
+        )
+        alive = {}
+        for peer, (ok, response) in zip(peers, answers, strict=True):
+            if ok and response.code == 200:
+                alive[peer.name] = response.json()
+        newest = max(
+            [(self.epoch, self.sequencer.name)] + [(s["epoch"], s["sequencer"]) for s in alive.values()]
+        )
+        if newest[0] > self.epoch:
+            yield self.adopt(*newest)  # someone already knows a newer sequencer
+            return
+        current = alive.get(self.sequencer.name)
+        if current is not None and current.get("sequencer") == self.sequencer.name:
+            self.heard()  # it is alive; we just did not hear from it
+            return
+        order = {r.name: i for i, r in enumerate(self.replicas)}
+        candidates = [(self.store.applied_seq, self.replica.name)] + [
+            (status["last_seq"], name) for name, status in alive.items() if name != self.sequencer.name
+        ]
+        if len(candidates) < majority(len(self.replicas)):
+            return  # no majority reachable: no writes until there is one
+        best = max(candidates, key=lambda c: (c[0], -order[c[1]]))[1]
+        if best != self.replica.name:
+            return  # the best candidate takes over; we follow when it tells us
+        epoch = self.epoch + 1
+        votes = yield DeferredList(
+            [
+                self.client.request(
+                    "POST",
+                    p,
+                    "/internal/elect",
+                    {"epoch": epoch, "sequencer": self.replica.name},
+                    timeout=PEER_TIMEOUT,
+                )
+                for p in peers
+                if p.name in alive
+            ],
+            consumeErrors=True,
+        )
+        granted = sum(1 for ok, response in votes if ok and response.code == 200)
+        if granted + 1 < majority(len(self.replicas)):
+            log.info("{replica} was not elected for epoch {epoch}", replica=self.replica.name, epoch=epoch)
+            return
+        yield self.adopt(epoch, self.replica.name)
+
+
+class Watchdog(TimerService):
+    """On every replica: if the sequencer has been silent too long, try to replace it."""
+
+    def __init__(self, role: Role, clock: IReactorTime) -> None:
+        super().__init__(ELECTION_CHECK, self.check)
+        self.clock = clock
+        self.role = role
+
+    def check(self) -> None:
+        role = self.role
+        if role.writer is None and role.clock.seconds() - role.last_heard > ELECTION_TIMEOUT:
+            role.elect().addErrback(lambda f: log.failure("election failed", f))
+
+
+def _canonical(entry: Any) -> str:
+    return json.dumps(entry, sort_keys=True)
