@@ -36,6 +36,17 @@ class Health:
     def __init__(self, replicas: Iterable[Replica]) -> None:
         self._up: dict[str, bool] = {r.name: True for r in replicas}
         self._lagging: dict[str, tuple[int, bool, bool]] = {}  # name -> (sequencer's seq, lagging?, pushed?)
+        self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
+
+    def current_epoch(self, role: str, reported: int) -> bool:
+        """Note that a replica of ``role`` is in epoch ``reported``: is that the newest one? A
+        replica in an older epoch (a replaced sequencer, or a follower that has not heard of
+        the new one) may lack acknowledged writes, so it is not read from."""
+        newest = self._epochs.get(role, 0)
+        if reported > newest:
+            self._epochs[role] = reported
+            return True
+        return reported == newest
 
     def is_up(self, replica: Replica) -> bool:
         return self._up.get(replica.name, True)
@@ -99,7 +110,15 @@ class HealthProbe(TimerService):
         except ValueError:
             status = {}
         ready = bool(status.get("ready", False))
-        self.health.mark(replica, ready, "" if ready else f"status {response.code}, not ready")
+        current = self.health.current_epoch(replica.role, int(status.get("epoch", 1)))
+        why = (
+            ""
+            if ready and current
+            else f"status {response.code}, {'not ready' if current else 'in an old epoch'}"
+        )
+        self.health.mark(replica, ready and current, why)
+        if not current:
+            return
         if status.get("sequencer") == replica.name:
             # The sequencer has every write by definition (after a failover, perhaps one that
             # was reported lagging before it took over).

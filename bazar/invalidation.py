@@ -76,17 +76,37 @@ class FrontendNotifier:
     follower that has every write again and may be read from.
     """
 
-    def __init__(self, client: ReplicaClient, frontend: Replica, keys: Callable[[Entry], list[str]]) -> None:
+    def __init__(
+        self,
+        client: ReplicaClient,
+        frontend: Replica,
+        keys: Callable[[Entry], list[str]],
+        epoch: Callable[[], tuple[str, int]] | None = None,
+    ) -> None:
+        """``epoch()``: the role and epoch this sequencer writes in. The front end learns of a
+        new epoch with its first write, before that write is acknowledged, and stops
+        reading from replicas still in an older one."""
         self.client = client
         self.frontend = frontend
         self.keys = keys
+        self.epoch = epoch
+        self._told_epoch: tuple[str, int] | None = None
 
     def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
         keys = self.keys(entry)
-        if not keys and not lagging:
+        epoch = self.epoch() if self.epoch is not None else None
+        if not keys and not lagging and epoch == self._told_epoch:
             return succeed(None)
-        body = {"keys": keys, "lagging": lagging, "seq": seq}
-        return self.client.call("POST", self.frontend, INVALIDATE_PATH, body)
+        body: dict[str, Any] = {"keys": keys, "lagging": lagging, "seq": seq}
+        if epoch is not None:
+            body["role"], body["epoch"] = epoch
+        d = self.client.call("POST", self.frontend, INVALIDATE_PATH, body)
+
+        def told(result: Any) -> Any:
+            self._told_epoch = epoch
+            return result
+
+        return d.addCallback(told)
 
     def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
         body = {"keys": [], "caught_up": [follower], "seq": seq}

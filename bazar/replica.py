@@ -49,6 +49,8 @@ from bazar.web import (
 
 S = TypeVar("S", bound=ReplicatedStore)
 
+FORWARD_TIMEOUT = 5.0  # seconds
+
 
 class RequireSecret(Resource):
     """Refuses every request without the cluster secret before the app sees it."""
@@ -241,8 +243,10 @@ class ReplicaApp:
 
 @inlineCallbacks
 def forward(client: ReplicaClient, sequencer: Replica, request: IRequest, path: str, body: Any) -> Any:
-    """Send a write on to the sequencer and answer with whatever it answered."""
-    response = yield client.request(request.method.decode(), sequencer, path, body)
+    """Send a write on to the sequencer and answer with whatever it answered. A sequencer
+    that does not answer in FORWARD_TIMEOUT seconds is probably gone: the client gets a 503
+    (with Retry-After) sooner, and a retry goes to whichever replica took over."""
+    response = yield client.request(request.method.decode(), sequencer, path, body, timeout=FORWARD_TIMEOUT)
     return respond(request, response.body, response.code)
 
 
@@ -271,9 +275,8 @@ def replica_service(
         raise fail(role, f"cannot open {config.database_path(replica)}: {e}") from None
     client, close_pool = replica_client(reactor, config)
     replicas = config.catalog if role == "catalog" else config.order
-    leadership = Role(
-        replica, replicas, store, client, FrontendNotifier(client, config.frontend, keys), reactor
-    )
+    notifier = FrontendNotifier(client, config.frontend, keys, epoch=lambda: (role, leadership.epoch))
+    leadership = Role(replica, replicas, store, client, notifier, reactor)
     app = make_app(config, replica, store, client, None, leadership)
     site = make_site(measured(app.resource(), replica, store, lambda: leadership.writer, config.secret))
     return role_service(

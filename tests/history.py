@@ -38,6 +38,14 @@ class History:
     def read(self, key: str, value: Any, start: float, end: float | None = None) -> None:
         self.operations.append(Operation("read", key, value, start, self.now() if end is None else end))
 
+    def describe(self, stale: list[tuple[Operation, Operation]]) -> list[str]:
+        """Stale reads, readably: what was read when, and which acknowledged write it missed."""
+        return [
+            f"read {r.key}={r.value!r} at {r.start:.3f}-{r.end:.3f}, after {w.key}={w.value!r} was acknowledged"
+            f" at {w.end:.3f}"
+            for r, w in stale
+        ]
+
     def count(self, kind: str) -> int:
         return sum(op.kind == kind for op in self.operations)
 

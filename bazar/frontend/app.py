@@ -48,6 +48,9 @@ from bazar.web import (
 
 log = Logger()
 
+STATUS_TIMEOUT = 2.0  # seconds: /bazar/cluster does not wait longer for a replica that hangs
+READ_TIMEOUT = 2.0  # seconds before a read is retried on the next replica (reads take milliseconds)
+
 
 def _cacheable(response: ReplicaResponse) -> bool:
     return response.code == 200
@@ -106,7 +109,9 @@ class FrontendApp:
     def _replicas(self) -> list[Replica]:
         return [*self.config.catalog, *self.config.order]
 
-    def _call(self, method: str, replica: Replica, path: str, body: Any = None) -> Deferred[ReplicaResponse]:
+    def _call(
+        self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
+    ) -> Deferred[ReplicaResponse]:
         """Every call to a replica goes through here: one that cannot reach it marks it down."""
 
         def unreachable(failure: Failure) -> Failure:
@@ -114,7 +119,7 @@ class FrontendApp:
             self.health.mark(replica, False, failure.getErrorMessage())
             return failure
 
-        return self.client.request(method, replica, path, body).addErrback(unreachable)
+        return self.client.request(method, replica, path, body, timeout=timeout).addErrback(unreachable)
 
     @inlineCallbacks
     def _write(self, replicas: RoundRobin[Replica], method: str, path: str, body: Any) -> Any:
@@ -197,7 +202,7 @@ class FrontendApp:
             if not self.health.readable(replica):
                 continue
             try:
-                return (yield self._call("GET", replica, path))
+                return (yield self._call("GET", replica, path, timeout=READ_TIMEOUT))
             except Unavailable as e:
                 error = e
         raise error or Unavailable(
@@ -260,7 +265,9 @@ class FrontendApp:
         replicas = self._replicas()
         results = yield DeferredList(
             [
-                self._call("GET", r, "/internal/status").addCallback(lambda r: r.raise_for_error().json())
+                self._call("GET", r, "/internal/status", timeout=STATUS_TIMEOUT).addCallback(
+                    lambda r: r.raise_for_error().json()
+                )
                 for r in replicas
             ],
             consumeErrors=True,
@@ -313,6 +320,11 @@ class FrontendApp:
         if not isinstance(seq, int) or isinstance(seq, bool):
             raise BadRequest("'seq' must be an integer")
         lagging, caught_up = _strings(body, "lagging"), _strings(body, "caught_up")  # all checked first
+        if "epoch" in body:
+            epoch, role = body["epoch"], body.get("role")
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or role not in ("catalog", "order"):
+                raise BadRequest("'epoch' must be an integer and 'role' catalog or order")
+            self.health.current_epoch(role, epoch)
         for name in lagging:
             self.health.report_lagging(name, True, seq, pushed=True)
         for name in caught_up:

@@ -143,6 +143,11 @@ class Api:
         headers = {SECRET_HEADER: secret} if secret is not None else {}
         return await request(self.http, "GET", self.cluster.url(replica) + path, headers=headers)
 
+    async def internal_write(self, replica: str, path: str, body: Any) -> Reply:
+        """PUT ``body`` to ``path`` on one replica, with the cluster's secret."""
+        headers = {SECRET_HEADER: self.cluster.secret}
+        return await request(self.http, "PUT", self.cluster.url(replica) + path, body=body, headers=headers)
+
     async def replica_json(self, replica: str, path: str) -> Any:
         reply = await self.internal(replica, path)
         assert reply.code == 200, (replica, path, reply)

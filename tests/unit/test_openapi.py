@@ -185,7 +185,7 @@ class FakeReplicaClient:
         return self.request(method, replica, path, body).addCallback(lambda r: r.raise_for_error().json())
 
     def request(
-        self, method: str, replica: Replica, path: str, body: Any = None
+        self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
     ) -> Deferred[ReplicaResponse]:
         assert (method, path) == ("GET", "/internal/status"), (method, path)
         if replica.name == self.down:

@@ -1,0 +1,165 @@
+"""The sequencers themselves fail: another replica takes over, and the old one cannot commit.
+
+A sequencer is *stopped* (SIGSTOP: a host that hangs or is cut off) rather than killed, since
+the process monitor would restart a killed one faster than an election. Under a mixed load of
+reads, price updates and keyed purchases retried by the client, the followers elect a new
+sequencer in a new epoch; reads never fail; writes resume; the old sequencer, resumed (or
+restarted from its old disk), learns of the newer epoch, steps down, forgets what it had and is
+sent everything again; then every replica agrees, every acknowledged purchase exists exactly
+once everywhere, and the stock equation holds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import pytest_twisted
+from treq.client import HTTPClient
+from twisted.internet import defer
+
+from tests.integration.api import Api, eventually
+from tests.integration.cluster import CATALOGS, ORDERS, Cluster
+from tests.integration.test_failover import (
+    BUY_BOOK,
+    CONVERGE_TIMEOUT,
+    READERS,
+    STOCK,
+    Load,
+    buyer,
+    converged,
+    price_writer,
+    reader,
+)
+
+pytestmark = pytest.mark.integration
+
+TAKEOVER_TIMEOUT = 15.0
+LOAD_SECONDS = 60.0  # two stops and takeovers; the test ends the load once both are over
+MAX_READS = 20_000
+# A write caught by the stop waits for its deadline (5 s at the follower that forwarded it)
+# before the client's retry reaches the new sequencer.
+WRITES_RESUME_TIMEOUT = 20.0
+
+
+async def status_of(api: Api, name: str) -> dict[str, object] | None:
+    replicas = (await api.status())["replicas"]
+    return next((r for r in replicas if r["name"] == name), None)
+
+
+async def takeover(api: Api, old: str, role_members: tuple[str, ...]) -> tuple[str, int]:
+    """Wait until a replica other than ``old`` sequences the role in a newer epoch."""
+
+    async def done() -> tuple[str, int] | None:
+        for name in role_members:
+            if name == old:
+                continue
+            status = await status_of(api, name)
+            if status and status.get("healthy") and status.get("sequencer") not in (None, old):
+                return str(status["sequencer"]), int(status["epoch"])  # type: ignore[call-overload]
+        return None
+
+    return await eventually(done, TAKEOVER_TIMEOUT, f"a replica to take over from {old}", interval=0.1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopped_sequencers_are_replaced(
+    fresh_cluster: Cluster, http: HTTPClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = Api(http, fresh_cluster)
+    assert (await api.set_stock(BUY_BOOK, STOCK))["quantity"] == STOCK
+    load = Load(seconds=LOAD_SECONDS, max_reads=MAX_READS)
+    tasks = [defer.ensureDeferred(reader(api, load, n)) for n in range(READERS)]
+    tasks += [defer.ensureDeferred(price_writer(api, load)), defer.ensureDeferred(buyer(api, load))]
+    figures = []
+    try:
+        await eventually(lambda: defer.succeed(load.reads >= 50 and load.orders), 10, "the load to get going")
+        for old, members in (("catalog-1", CATALOGS), ("order-1", ORDERS)):
+            pid = fresh_cluster.pid_of(old)
+            assert pid is not None
+            writes_before = len(load.prices) + len(load.orders)
+            stopped = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                new, epoch = await takeover(api, old, members)
+                took = time.monotonic() - stopped
+                # Writes go on under the new sequencer.
+                await eventually(
+                    lambda before=writes_before: defer.succeed(
+                        len(load.prices) + len(load.orders) > before + 5
+                    ),
+                    WRITES_RESUME_TIMEOUT,
+                    f"writes to resume after {old} stopped",
+                )
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert epoch >= 2
+            figures.append((old, new, epoch, took))
+    finally:
+        load.stop = True
+        results = await defer.DeferredList(tasks, consumeErrors=True)
+    assert not [r for ok, r in results if not ok]
+
+    status = await eventually(lambda: converged(api), CONVERGE_TIMEOUT, "every replica to agree")
+    by_name = {r["name"]: r for r in status["replicas"]}
+    for old, new, epoch, _ in figures:
+        # The old sequencer rejoined as a follower of the new epoch.
+        assert by_name[old]["sequencer"] == new and by_name[old]["epoch"] == epoch, by_name[old]
+
+    on_each = await api.on_each(ORDERS, "/order/orders")
+    for name, orders in on_each.items():
+        ids = [o["order_id"] for o in orders]
+        assert len(ids) == len(set(ids)), f"{name} has an order twice"
+        by_id = {o["order_id"]: o for o in orders}
+        missing = [i for i in load.orders if by_id.get(i) != load.orders[i]]
+        assert not missing, f"{name} lacks acknowledged orders {missing[:5]}"
+    recorded = sum(o["quantity"] for o in on_each["order-1"] if o["book_id"] == BUY_BOOK)
+    stock = await api.on_each(CATALOGS, f"/catalog/books/{BUY_BOOK}")
+    assert {b["quantity"] for b in stock.values()} == {STOCK - recorded}, (stock, recorded)
+
+    with capsys.disabled():
+        for old, new, epoch, took in figures:
+            print(f"\n[sequencer failover] {old} stopped: {new} sequences in epoch {epoch} after {took:.1f}s")
+        print(
+            f"[sequencer failover] {load.reads} reads, {len(load.failed_reads)} failed; "
+            f"{len(load.prices)} price updates and {len(load.orders)} purchases acknowledged, "
+            f"{len(load.failed_writes)} writes failed (retried purchases excluded); "
+            f"{len(load.orders)} orders checked on every order replica"
+        )
+    assert load.failed_reads == [], load.failed_reads[:5]
+    stale = load.history.stale_reads()
+    assert stale == [], load.history.describe(stale[:5])
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_old_sequencer_restarted_from_its_disk_cannot_commit(
+    fresh_cluster: Cluster, http: HTTPClient
+) -> None:
+    """catalog-1 is replaced while stopped, then killed and restarted by the process monitor
+    from its disk, which still says it sequences epoch 1: it rejoins as a follower, and
+    nothing written through it in its old epoch is acknowledged as such."""
+    api = Api(http, fresh_cluster)
+    pid = fresh_cluster.pid_of("catalog-1")
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    new, epoch = await takeover(api, "catalog-1", CATALOGS)
+    acked = await api.put("/bazar/update_price/2", {"price": 12.5})
+    assert acked.code == 200
+    os.kill(pid, signal.SIGKILL)  # the monitor restarts it from its disk: epoch 1, "sequencer"
+
+    async def rejoined() -> dict[str, object] | None:
+        status = await status_of(api, "catalog-1")
+        return status if status and status.get("healthy") else None
+
+    status = await eventually(rejoined, TAKEOVER_TIMEOUT, "catalog-1 to rejoin")
+    assert (status["sequencer"], status["epoch"]) == (new, epoch)
+    # A write sent to it now is forwarded to the new sequencer (or refused): never applied in epoch 1.
+    reply = await api.internal_write("catalog-1", "/catalog/books/2/price", {"price": 99.0})
+    assert reply.code in (200, 503), reply
+    final = await eventually(lambda: converged(api), CONVERGE_TIMEOUT, "every replica to agree")
+    prices = await api.on_each(CATALOGS, "/catalog/books/2")
+    expected = 99.0 if reply.code == 200 else 12.5
+    assert {b["price"] for b in prices.values()} == {expected}, prices
+    assert {r["epoch"] for r in final["replicas"] if r["role"] == "catalog"} == {epoch}
