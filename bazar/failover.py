@@ -71,6 +71,9 @@ class Role:
         self.verified_epoch = self.epoch
         self.electing = False
         self._lock = DeferredLock()  # one change of role at a time
+        # Held while applying a sequencer's entries and while voting: a vote reports what we
+        # hold, and no entry of the old epoch may be confirmed after we voted for a new one.
+        self.votes = DeferredLock()
 
     def _named(self, name: str) -> Replica:
         return next((r for r in self.replicas if r.name == name), self.replicas[0])
@@ -211,7 +214,7 @@ class Role:
                     "POST",
                     p,
                     "/internal/elect",
-                    {"epoch": epoch, "sequencer": self.replica.name},
+                    {"epoch": epoch, "sequencer": self.replica.name, "last_seq": self.store.applied_seq},
                     timeout=PEER_TIMEOUT,
                 )
                 for p in peers

@@ -126,19 +126,27 @@ class ReplicaEndpoints:
             for e in entries
         ):
             raise BadRequest("'entries' must be a list of [seq, entry] pairs")
+        if self.role is None:
+            answer, code = yield self._apply(body, entries, leader_seq)
+        else:
+            # Not while we vote in an election: what we confirm and what we tell a candidate
+            # we hold must not cross.
+            answer, code = yield self.role.votes.run(self._apply, body, entries, leader_seq)
+        return respond_json(request, answer, code)
+
+    @inlineCallbacks
+    def _apply(self, body: dict[str, Any], entries: list[Any], leader_seq: int) -> Any:
         if self.role is not None and "epoch" in body:
             stale = yield self._check_epoch(body.get("epoch"), body.get("sequencer"))
             if stale is not None:
-                return respond_json(request, stale, 409)
+                return stale, 409
         try:
             last_seq = yield self.store.apply([(seq, entry) for seq, entry in entries])
         except SequenceGap as gap:
             self.synced = False
-            return respond_json(
-                request, {"last_seq": gap.last_seq, "error": {"code": 409, "message": gap.message}}, 409
-            )
+            return {"last_seq": gap.last_seq, "error": {"code": 409, "message": gap.message}}, 409
         self.synced = last_seq >= leader_seq
-        return respond_json(request, {"last_seq": last_seq})
+        return {"last_seq": last_seq}, 200
 
     @inlineCallbacks
     def _check_epoch(self, epoch: Any, sequencer: Any) -> Any:
@@ -163,17 +171,29 @@ class ReplicaEndpoints:
     @app.route("/elect", methods=["POST"])
     @inlineCallbacks
     def elect(self, request: IRequest) -> Any:
-        """A candidate asks us to join its epoch: yes if that epoch is newer than ours."""
+        """A candidate asks us to join its epoch: yes if that epoch is newer than ours and the
+        candidate holds at least every write we hold (else an acknowledged one could be lost)."""
         body = read_json(request)
-        epoch, sequencer = body.get("epoch"), body.get("sequencer")
+        epoch, sequencer, last_seq = body.get("epoch"), body.get("sequencer"), body.get("last_seq", 0)
         if self.role is None:
             raise BadRequest("this replica takes no part in elections")
         if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(sequencer, str):
             raise BadRequest("'epoch' must be an integer and 'sequencer' a replica name")
-        if epoch <= self.role.epoch:
-            raise Conflict(f"epoch {epoch} is not newer than {self.role.epoch}")
-        yield self.role.adopt(epoch, sequencer)
-        return respond_json(request, {"last_seq": self.store.applied_seq, "epoch": self.role.epoch})
+        if not isinstance(last_seq, int) or isinstance(last_seq, bool):
+            raise BadRequest("'last_seq' must be an integer")
+        answer = yield self.role.votes.run(self._vote, epoch, sequencer, last_seq)
+        return respond_json(request, answer)
+
+    @inlineCallbacks
+    def _vote(self, epoch: int, sequencer: str, last_seq: int) -> Any:
+        role = self.role
+        assert role is not None
+        if epoch <= role.epoch:
+            raise Conflict(f"epoch {epoch} is not newer than {role.epoch}")
+        if last_seq < self.store.applied_seq:
+            raise Conflict(f"{sequencer} holds writes up to {last_seq}, we hold {self.store.applied_seq}")
+        yield role.adopt(epoch, sequencer)
+        return {"last_seq": self.store.applied_seq, "epoch": role.epoch}
 
     @app.route("/log", methods=["GET"])
     @inlineCallbacks

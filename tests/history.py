@@ -41,8 +41,8 @@ class History:
     def describe(self, stale: list[tuple[Operation, Operation]]) -> list[str]:
         """Stale reads, readably: what was read when, and which acknowledged write it missed."""
         return [
-            f"read {r.key}={r.value!r} at {r.start:.3f}-{r.end:.3f}, after {w.key}={w.value!r} was acknowledged"
-            f" at {w.end:.3f}"
+            f"read {r.key}={r.value!r} at {r.start:.3f}-{r.end:.3f},"
+            f" after {w.key}={w.value!r} was acknowledged at {w.end:.3f}"
             for r, w in stale
         ]
 
