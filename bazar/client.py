@@ -15,7 +15,7 @@ from typing import Any
 import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
-from twisted.internet.error import ConnectError, ConnectionClosed, TimeoutError
+from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, _HTTP11ClientFactory
 from twisted.web.iweb import IAgent
@@ -95,7 +95,7 @@ class ReplicaClient:
         try:
             response = yield d
             content = yield treq.content(response)
-        except ConnectError as e:
+        except (ConnectError, ConnectingCancelledError) as e:
             raise NotSent(f"{replica.name} is unreachable: {type(e).__name__}") from None
         except TRANSPORT_ERRORS as e:
             raise Unavailable(f"{replica.name} is unreachable: {type(e).__name__}") from None

@@ -14,6 +14,7 @@ it may read from it again. So catch-up happens whenever a gap is seen, not only 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -30,6 +31,8 @@ from bazar.storage import Entry, Replayed, ReplicatedStore
 
 REPLICATE_PATH = "/internal/replicate"
 MAX_BATCH = 500
+# Bytes of entries per request: well under what a replica accepts in one body (web.MAX_BODY).
+MAX_BATCH_BYTES = 48 * 1024
 REPLICATION_TIMEOUT = 2.0  # seconds a follower may take to confirm before it drops out of sync
 HEARTBEAT_INTERVAL = 0.5  # seconds between heartbeats to each follower
 
@@ -96,6 +99,8 @@ class FollowerLink:
                 self.confirmed, min(first - self.confirmed - 1, MAX_BATCH)
             )
             batch = missing + batch
+        batch, unsent = _within_budget(batch)
+        self._queue[:0] = unsent  # the next round sends them (missing ones are read again)
         body: dict[str, Any] = {"entries": batch, "last_seq": self.store.applied_seq}
         if self.epoch is not None:
             body["epoch"], body["sequencer"] = self.epoch
@@ -141,6 +146,16 @@ class FollowerLink:
             self.in_sync = True
             self.on_caught_up(self.follower.name, self.confirmed)
         self._pump()
+
+
+def _within_budget(batch: list[tuple[int, Entry]]) -> tuple[list[tuple[int, Entry]], list[tuple[int, Entry]]]:
+    """Split ``batch`` where it would exceed MAX_BATCH_BYTES; the first part has one entry at least."""
+    size = 0
+    for i, (_, entry) in enumerate(batch):
+        size += len(json.dumps(entry)) + 16
+        if size > MAX_BATCH_BYTES and i > 0:
+            return batch[:i], batch[i:]
+    return batch, []
 
 
 class Sequencer:

@@ -36,6 +36,7 @@ from bazar.replication import (
     Sequencer,
 )
 from bazar.storage import Entry, InlineRunner, ReplicatedStore, SequenceGap
+from bazar.web import MAX_BODY
 
 
 def replica(name: str) -> Replica:
@@ -634,6 +635,31 @@ class RealFollowerTests(ReplicationTestCase):
         catch_up = self.client.to("catalog-2")[2:]
         self.assertEqual(catch_up, [[2, 3], [4, 5], [6, 7]])
         self.assertEqual(self.caught_up, [("catalog-2", 7)])
+
+    def test_no_request_exceeds_the_body_limit(self) -> None:
+        """A backlog of big entries (a real one: 600 keyed purchases) is resent in requests
+        that each fit in what a replica accepts, in order, until the follower has it all."""
+        seq, entry = self.successResultOf(self.leader.set_quantity(0, 1000))
+        self.assertIs(self.successResultOf(self.link.ship(seq, entry)), True)
+        self.client.down.add(FOLLOWER.name)
+        bodies: list[int] = []
+        request = self.client.request
+
+        def measured(*args: Any, **kwargs: Any) -> Deferred[ReplicaResponse]:
+            bodies.append(len(json.dumps(args[3])))
+            return request(*args, **kwargs)
+
+        for n in range(600):
+            self.successResultOf(self.leader.buy(0, 1, key=f"client-purchase-{n:06d}-" + "k" * 120))
+        self.client.down.clear()
+        self.client.request = measured  # type: ignore[method-assign]
+        self.successResultOf(self.link.heartbeat())
+        self.assertInSync(self.follower)
+        self.assertEqual((self.link.in_sync, self.link.confirmed), (True, 601))
+        self.assertGreater(len(bodies), 2)
+        self.assertLess(max(bodies), MAX_BODY)
+        catch_up = [seq for sent in self.client.to("catalog-2")[1:] for seq in sent]
+        self.assertEqual(catch_up, list(range(2, 602)))
 
     def test_down_and_back_repeatedly(self) -> None:
         """Outages and heartbeats in any order: the follower always ends equal to the leader."""
