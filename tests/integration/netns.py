@@ -47,10 +47,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import treq
 from treq.client import HTTPClient
 
-from tests.integration.api import REQUEST_TIMEOUT, Api, Reply
+from tests.integration.api import Api, Reply, request
 from tests.integration.cluster import (
     CLEAN_EXIT,
     LOG_TAIL_LINES,
@@ -320,11 +319,12 @@ class HostCluster:
     def frontend(self) -> str:
         return self.url("frontend")
 
+    def allows(self, url: str) -> bool:
+        """Whether ``url`` is on one of this test's namespaces (no other address is ever asked)."""
+        return urlsplit(url).hostname in {self.network.address(name) for name in HOSTS}
+
     def guard(self, url: str) -> None:
-        """Refuse any URL that is not one of this test's namespaces."""
-        host = urlsplit(url).hostname
-        allowed = {self.network.address(name) for name in HOSTS}
-        assert host in allowed, f"{url}: not the address of a namespace this test created"
+        assert self.allows(url), f"{url}: not the address of a namespace this test created"
 
     def start(self) -> None:
         for name in NAMES:
@@ -420,9 +420,8 @@ class HostApi(Api):
         super().__init__(http, cluster)  # type: ignore[arg-type]
 
     async def call(self, method: str, url: str, **kwargs: Any) -> Reply:
-        """Any request (``request_anywhere``'s arguments), to an address of this test only."""
-        self.cluster.guard(url)
-        return await request_anywhere(self.http, method, url, **kwargs)
+        """Any request (``api.request``'s arguments), to an address of this test only."""
+        return await request(self.http, method, url, allowed=self.cluster.allows, **kwargs)
 
     async def metrics(self) -> str:
         """The front end's ``/metrics`` (Prometheus text; it needs the secret)."""
@@ -446,33 +445,3 @@ class HostApi(Api):
             secret = self.cluster.secret
         headers = {SECRET_HEADER: secret} if secret is not None else {}
         return await self.call("GET", self.cluster.url(replica) + path, headers=headers)
-
-
-async def request_anywhere(
-    http: HTTPClient,
-    method: str,
-    url: str,
-    *,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = REQUEST_TIMEOUT,
-    raw: bool = False,
-) -> Reply:
-    """``api.request`` without its loopback-only assertion (callers check the address with
-    ``HostCluster.guard``): JSON body in, ``Reply`` out (its body decoded JSON, or the text
-    with ``raw``), with a deadline."""
-    data = None
-    all_headers: dict[bytes | str, bytes | str] = {k: v for k, v in (headers or {}).items()}
-    if body is not None:
-        data = json.dumps(body).encode()
-        all_headers["Content-Type"] = "application/json"
-    from twisted.internet import reactor
-
-    d = http.request(method, url, data=data, headers=all_headers)
-    d.addCallback(lambda response: treq.content(response).addCallback(lambda content: (response, content)))
-    d.addTimeout(timeout, reactor)
-    response, content = await d
-    decoded = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
-    if raw:
-        return Reply(response.code, content.decode(), decoded)
-    return Reply(response.code, json.loads(content) if content else None, decoded)
