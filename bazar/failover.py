@@ -101,6 +101,8 @@ class Role:
     def _stop_leading(self) -> None:
         if self.heartbeats is not None and self.heartbeats.running:
             self.heartbeats.stopService()
+        if self.writer is not None:
+            self.writer.retired = True
         self.heartbeats = None
         self.writer = None
 

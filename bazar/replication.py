@@ -174,6 +174,7 @@ class Sequencer:
         self.links = links
         self.notice = notice
         self.quorum = quorum
+        self.retired = False  # set when another replica took over: start no new write
         for link in links:
             link.on_caught_up = self._caught_up
 

@@ -72,15 +72,16 @@ class OrderApp(ReplicaApp):
         book = parse_id(book_id)
         body = validation.keyed_purchase(read_json(request, required=False))
         path = f"/order/purchase/{book}"
-        if self.writer is None:
+        writer = self.writer  # kept: if another replica takes over meanwhile, its quorum fails
+        if writer is None:
             return (yield forward(self.client, self.sequencer, request, path, body))
         # The same key goes to the catalog: a retry after a crash between taking the stock
         # and recording the order gets the original stock answer and takes nothing twice.
         bought = yield self._take_stock(book, body)
         key, quantity = body.get("idempotency_key"), body["quantity"]
-        entry = yield self.writer.write(
-            self.store.record(book, bought["title"], bought["price"], quantity, key)
-        )
+        if writer.retired:  # replaced while the catalog answered: record nothing here
+            raise Unavailable(f"{self.replica.name} no longer sequences orders; retry")
+        entry = yield writer.write(self.store.record(book, bought["title"], bought["price"], quantity, key))
         order = entry["order"]
         return respond_json(request, {**order, "message": f"bought book {order['title']}"})
 

@@ -117,7 +117,7 @@ async def test_stopped_sequencers_are_replaced(
         assert not missing, f"{name} lacks acknowledged orders {missing[:5]}"
     recorded = sum(o["quantity"] for o in on_each["order-1"] if o["book_id"] == BUY_BOOK)
     stock = await api.on_each(CATALOGS, f"/catalog/books/{BUY_BOOK}")
-    assert {b["quantity"] for b in stock.values()} == {STOCK - recorded}, (stock, recorded)
+    assert {b["quantity"] for b in stock.values()} == {STOCK - recorded}, (recorded, load.failed_writes)
 
     with capsys.disabled():
         for old, new, epoch, took in figures:
