@@ -107,8 +107,10 @@ class ReplicaClient:
                 kept[header] = values[0]
         return ReplicaResponse(response.code, content, name, kept)
 
-    def call(self, method: str, replica: Replica, path: str, body: Any = None) -> Deferred[Any]:
+    def call(
+        self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
+    ) -> Deferred[Any]:
         """Like ``request``, but the decoded JSON of a success, and ReplicaError for an error."""
-        d = self.request(method, replica, path, body)
+        d = self.request(method, replica, path, body, timeout=timeout)
         d.addCallback(lambda r: r.raise_for_error().json())
         return d

@@ -21,7 +21,7 @@ from bazar.config import Replica
 from bazar.errors import NotSent, Unavailable
 from bazar.failover import Role
 from bazar.order.store import OrderStore
-from bazar.replica import ReplicaApp, forward
+from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
 from bazar.web import install_json_errors, parse_id, read_json, respond_json
 
@@ -51,16 +51,26 @@ class OrderApp(ReplicaApp):
     @inlineCallbacks
     def _take_stock(self, book: int, body: dict[str, Any]) -> Any:
         """Buy at the catalog: any catalog replica forwards to its sequencer, whichever that
-        is now. Only a request that never left goes on to the next replica."""
+        is now. A request that never left goes on to the next replica, and so does one with an
+        idempotency key (the catalog would answer a repeat with the original); a replica that
+        failed is asked last next time."""
         first = self.catalogs.index(self._catalog)
-        for catalog in self.catalogs[first:] + self.catalogs[:first]:
+        rotation = self.catalogs[first:] + self.catalogs[:first]
+        error: Unavailable | None = None
+        for number, catalog in enumerate(rotation):
             try:
-                bought = yield self.client.call("POST", catalog, f"/catalog/books/{book}/buy", body)
-            except NotSent:
-                continue
+                bought = yield self.client.call(
+                    "POST", catalog, f"/catalog/books/{book}/buy", body, timeout=FORWARD_TIMEOUT
+                )
+            except Unavailable as e:
+                error = e
+                self._catalog = rotation[(number + 1) % len(rotation)]
+                if isinstance(e, NotSent) or "idempotency_key" in body:
+                    continue
+                raise
             self._catalog = catalog
             return bought
-        raise Unavailable("no catalog replica can be reached; try again shortly")
+        raise error or Unavailable("no catalog replica can be reached; try again shortly")
 
     @app.route("/internal/", branch=True)
     def internal(self, request: IRequest) -> IResource:
