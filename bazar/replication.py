@@ -92,6 +92,11 @@ class FollowerLink:
 
     @inlineCallbacks
     def _send(self, batch: list[tuple[int, Entry]]) -> Any:
+        if not batch:
+            # A heartbeat: what the follower must have is what the log holds, whatever a write
+            # still on its way has or has not reported yet.
+            logged = yield self.store.last_seq()
+            self.store.applied_seq = max(self.store.applied_seq, logged)
         first = batch[0][0] if batch else self.store.applied_seq + 1
         if first > self.confirmed + 1:
             # The follower lacks entries before this batch: resend them from the log first.

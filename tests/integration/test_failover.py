@@ -196,6 +196,15 @@ async def kill_and_recover(cluster: Cluster, api: Api, load: Load, victim: str) 
     return outage
 
 
+async def agreement(api: Api) -> dict[str, Any]:
+    """Wait until every replica agrees; if they do not in time, fail showing how they differ."""
+    try:
+        return await eventually(lambda: converged(api), CONVERGE_TIMEOUT, "every replica to agree")
+    except AssertionError:
+        replicas = (await api.status())["replicas"]
+        raise AssertionError(f"replicas did not agree in {CONVERGE_TIMEOUT}s: {replicas}") from None
+
+
 async def converged(api: Api) -> dict[str, Any] | None:
     """The cluster's status once every replica is healthy and each role has one digest and last_seq."""
     status = await api.status()
@@ -235,7 +244,7 @@ async def test_killed_followers_fail_no_read(
     assert not errors, errors[0]
     load_seconds = time.monotonic() - load.started
 
-    status = await eventually(lambda: converged(api), CONVERGE_TIMEOUT, "every replica to agree")
+    status = await agreement(api)
 
     # Every acknowledged order is on every order replica, as acknowledged; the stock taken is
     # exactly what the orders record (a purchase answered 503 and retried with its key is

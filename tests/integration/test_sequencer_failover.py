@@ -28,6 +28,7 @@ from tests.integration.test_failover import (
     READERS,
     STOCK,
     Load,
+    agreement,
     buyer,
     converged,
     price_writer,
@@ -102,7 +103,7 @@ async def test_stopped_sequencers_are_replaced(
         results = await defer.DeferredList(tasks, consumeErrors=True)
     assert not [r for ok, r in results if not ok]
 
-    status = await eventually(lambda: converged(api), CONVERGE_TIMEOUT, "every replica to agree")
+    status = await agreement(api)
     by_name = {r["name"]: r for r in status["replicas"]}
     for old, new, epoch, _ in figures:
         # The old sequencer rejoined as a follower of the new epoch.
