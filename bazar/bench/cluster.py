@@ -147,8 +147,9 @@ class Process:
                     pass
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any live (not zombie) process is in process group ``pgid``."""
+def process_group(pgid: int) -> list[int]:
+    """The live (not zombie) processes in process group ``pgid``."""
+    members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -158,8 +159,13 @@ def group_alive(pgid: int) -> bool:
             continue
         state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
         if int(pgrp) == pgid and state != "Z":
-            return True
-    return False
+            members.append(int(entry.name))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (not zombie) process is in process group ``pgid``."""
+    return bool(process_group(pgid))
 
 
 class Processes:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from bazar.bench.cluster import free_ports
+from bazar.bench.cluster import free_ports, process_group
 
 T = TypeVar("T")
 
@@ -182,22 +182,6 @@ def write_config(
 # -- processes -------------------------------------------------------------------------
 
 
-def _process_group(pgid: int) -> list[int]:
-    """Live (not zombie) processes in process group ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            members.append(int(entry.name))
-    return members
-
-
 class Process:
     """A process under test: its own session, its output in a log file, stopped by pid."""
 
@@ -229,7 +213,7 @@ class Process:
 
     def group(self) -> list[int]:
         """This process and every descendant still in its process group."""
-        return _process_group(self.pid)
+        return process_group(self.pid)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

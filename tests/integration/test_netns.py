@@ -40,6 +40,7 @@ from tests.history import History
 from tests.integration import netns
 from tests.integration.api import TRANSPORT_ERRORS, Reply, assert_replicas_agree, eventually, sleep
 from tests.integration.cluster import CATALOGS, NAMES, ORDERS, REPLICAS
+from tests.integration.test_failover import converged
 from tests.integration.test_walkthrough import (
     BOOKS,
     CACHE,
@@ -346,19 +347,6 @@ async def frontend_reads_from(api: netns.HostApi, name: str) -> bool:
 def victim_unhealthy(status: dict[str, Any]) -> bool:
     """VICTIM unhealthy in ``/bazar/cluster``, every other replica healthy."""
     return all(r["healthy"] == (r["name"] != VICTIM) for r in status["replicas"])
-
-
-async def converged(api: netns.HostApi) -> dict[str, Any] | None:
-    """``/bazar/cluster`` once every replica is healthy and each role has one digest and last_seq."""
-    status = await api.status()
-    replicas = status["replicas"]
-    if not all(r["healthy"] for r in replicas):
-        return None
-    for role in ("catalog", "order"):
-        mine = [r for r in replicas if r["role"] == role]
-        if len({r["digest"] for r in mine}) != 1 or len({r["last_seq"] for r in mine}) != 1:
-            return None
-    return status
 
 
 @dataclass
