@@ -14,6 +14,7 @@ from typing import Any
 
 import treq
 from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed, TimeoutError
 from twisted.internet.interfaces import IReactorTime
@@ -23,7 +24,7 @@ from twisted.web.iweb import IAgent
 from bazar.config import SECRET_HEADER, Replica
 from bazar.errors import NotSent, ReplicaError, Unavailable
 from bazar.paging import NEXT_AFTER_HEADER, TOTAL_HEADER
-from bazar.web import JSON, REPLICA_HEADER
+from bazar.web import JSON, REPLICA_HEADER, SEQ_HEADER
 
 POOL_SIZE_PER_HOST = 64
 TRANSPORT_ERRORS = (ConnectError, ConnectionClosed, ResponseFailed, TimeoutError, CancelledError)
@@ -51,6 +52,22 @@ def make_agent(reactor: Any, pool: HTTPConnectionPool) -> IAgent:
     return Agent(reactor, pool=pool)
 
 
+class NoCookies(IndexableCookieJar):
+    """Replicas set no cookies: skipping the jar saves treq's per-request cookie handling
+    (about a tenth of a call's CPU time, measured)."""
+
+    def add_cookie_header(self, request: Any) -> None:
+        pass
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+
+def make_http(reactor: Any, pool: HTTPConnectionPool) -> HTTPClient:
+    """treq's client on ``pool``, without a cookie jar."""
+    return HTTPClient(make_agent(reactor, pool), cookiejar=NoCookies())
+
+
 @dataclass(frozen=True)
 class ReplicaResponse:
     code: int
@@ -58,6 +75,9 @@ class ReplicaResponse:
     replica: str
     # The answer's headers among KEPT_HEADERS (at the front end: the headers to send on).
     headers: dict[str, str] = field(default_factory=dict)
+    # The replica's last applied sequence number when it took the request (SEQ_HEADER): the
+    # answer reflects at least every write up to it. 0 when the replica did not say.
+    seq: int = 0
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -90,7 +110,8 @@ class ReplicaClient:
         if body is not None:
             headers["Content-Type"] = JSON
             data = json.dumps(body).encode()
-        d = self.http.request(method, replica.url + path, headers=headers, data=data)
+        # No redirects: a replica never sends one, and following them costs every call a layer.
+        d = self.http.request(method, replica.url + path, headers=headers, data=data, allow_redirects=False)
         d.addTimeout(self.timeout if timeout is None else timeout, self.clock)
         try:
             response = yield d
@@ -105,7 +126,8 @@ class ReplicaClient:
             values = response.headers.getRawHeaders(header)
             if values:
                 kept[header] = values[0]
-        return ReplicaResponse(response.code, content, name, kept)
+        seq = response.headers.getRawHeaders(SEQ_HEADER, ["0"])[0]
+        return ReplicaResponse(response.code, content, name, kept, int(seq) if seq.isdigit() else 0)
 
     def call(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None

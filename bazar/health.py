@@ -8,7 +8,8 @@ write that follower missed, and read from the sequencer's own status in every pr
 such report carries the sequencer's sequence number, so an older report (a probe answer that
 was on its way while a newer push arrived) never overrides a newer one.
 
-Reads go only to replicas that are up and not lagging; writes to replicas that are up.
+Reads go only to replicas that are up and not lagging; writes to replicas that are up, the
+role's sequencer first (as the probes last saw it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Health:
         self._up: dict[str, bool] = {r.name: True for r in replicas}
         self._lagging: dict[str, tuple[int, bool, bool]] = {}  # name -> (sequencer's seq, lagging?, pushed?)
         self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
+        self._sequencers: dict[str, tuple[int, str]] = {}  # role -> (epoch, replica that sequences in it)
 
     def current_epoch(self, role: str, reported: int) -> bool:
         """Note that a replica of ``role`` is in epoch ``reported``: is that the newest one? A
@@ -47,6 +49,16 @@ class Health:
             self._epochs[role] = reported
             return True
         return reported == newest
+
+    def report_sequencer(self, role: str, epoch: int, name: str) -> None:
+        """``name`` said it sequences ``role``'s writes in ``epoch``."""
+        if epoch >= self._sequencers.get(role, (0, ""))[0]:
+            self._sequencers[role] = (epoch, name)
+
+    def sequencer(self, role: str) -> str | None:
+        """The replica that sequences ``role``'s writes in the newest epoch, if one said so."""
+        epoch, name = self._sequencers.get(role, (0, ""))
+        return name if name and epoch == self._epochs.get(role, 0) else None
 
     def is_up(self, replica: Replica) -> bool:
         return self._up.get(replica.name, True)
@@ -123,6 +135,7 @@ class HealthProbe(TimerService):
             # The sequencer has every write by definition (after a failover, perhaps one that
             # was reported lagging before it took over).
             self.health.report_lagging(replica.name, False, status["last_seq"], pushed=True)
+            self.health.report_sequencer(replica.role, int(status.get("epoch", 1)), replica.name)
         for name, follower in status.get("followers", {}).items():
             self.health.report_lagging(name, not follower["in_sync"], status["last_seq"], pushed=False)
 

@@ -9,6 +9,14 @@ Two things the plain LRU cannot do alone:
   began before the write was acknowledged) and detaches it, so a request that arrives
   after the invalidation starts a fresh fetch instead of joining the stale one.
 
+* **Version floor**: a sequencer tells the front end which keys a write changed *while* its
+  followers apply that write (one round trip less for every write), so for a moment a
+  follower may still hold the old value. Each answer says which write its replica had
+  applied (``version``); each invalidation raises the cache's ``floor`` to its write's
+  sequence number; a fill is cached only if its answer is at least as new as the floor was
+  when the fill started. An older answer is still returned to its requests (the write is
+  not acknowledged yet), never stored.
+
 An invalidation names a key or a *prefix* (see ``bazar.lru``): invalidating ``info/all``
 drops every cached page of that listing and marks every page fill of it in flight stale,
 so a page fetched before a write can no more be stored after it than a single book can.
@@ -31,8 +39,9 @@ V = TypeVar("V")
 class _Fill(Generic[V]):
     """One backend fetch and the requests waiting for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, floor: int) -> None:
         self.stale = False
+        self.floor = floor  # the oldest answer this fill may store
         self.waiters: list[Deferred[V]] = []
 
     def wait(self) -> Deferred[V]:
@@ -50,9 +59,17 @@ class _Fill(Generic[V]):
 
 
 class ReadThroughCache(Generic[K, V]):
-    def __init__(self, lru: LRUCache[K, V], cacheable: Callable[[V], bool] = lambda value: True) -> None:
+    def __init__(
+        self,
+        lru: LRUCache[K, V],
+        cacheable: Callable[[V], bool] = lambda value: True,
+        version: Callable[[V], int] = lambda value: 0,
+    ) -> None:
+        """``version(value)``: the sequence number of the newest write a fetched value reflects."""
         self.lru = lru
         self._cacheable = cacheable
+        self._version = version
+        self.floor = 0  # the newest write any invalidation was for
         self._inflight: dict[K, _Fill[V]] = {}
         self._inflight_by_prefix: dict[Hashable, set[K]] = {}
 
@@ -64,7 +81,7 @@ class ReadThroughCache(Generic[K, V]):
         fill = self._inflight.get(key)
         if fill is not None:
             return None, fill.wait()
-        fill = self._inflight[key] = _Fill()
+        fill = self._inflight[key] = _Fill(self.floor)
         prefix = self.lru.prefix_of(key)
         if prefix is not None:
             self._inflight_by_prefix.setdefault(prefix, set()).add(key)
@@ -75,7 +92,12 @@ class ReadThroughCache(Generic[K, V]):
     def _filled(self, result: V | Failure, key: K, fill: _Fill[V]) -> None:
         if self._inflight.get(key) is fill:
             self._detach(key)
-        if not fill.stale and not isinstance(result, Failure) and self._cacheable(result):
+        if (
+            not fill.stale
+            and not isinstance(result, Failure)
+            and self._cacheable(result)
+            and self._version(result) >= fill.floor
+        ):
             self.lru.put(key, result)
         fill.fire(result)
 
@@ -90,9 +112,11 @@ class ReadThroughCache(Generic[K, V]):
                 del self._inflight_by_prefix[prefix]
         return fill
 
-    def invalidate(self, name: K) -> None:
+    def invalidate(self, name: K, seq: int = 0) -> None:
         """Forget the key ``name`` and every key with the prefix ``name``, now, and make sure no
-        fetch already under way for any of them stores it again."""
+        fetch already under way for any of them stores it again, nor any later fetch an
+        answer older than write ``seq``."""
+        self.floor = max(self.floor, seq)
         self.lru.invalidate(name)
         self.lru.invalidate_prefix(name)
         for key in [name, *self._inflight_by_prefix.get(name, ())]:

@@ -38,6 +38,7 @@ from bazar.service import (
 from bazar.storage import Entry, ReplicatedStore, SeedMismatch, SequenceGap, open_store
 from bazar.web import (
     REPLICA_HEADER,
+    SEQ_HEADER,
     check_secret,
     install_json_errors,
     make_site,
@@ -57,14 +58,18 @@ class RequireSecret(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: IResource, secret: str, name: str) -> None:
+    def __init__(self, inner: IResource, secret: str, name: str, applied_seq: Callable[[], int]) -> None:
         super().__init__()
         self.inner = inner
         self.secret = secret
         self.name = name
+        self.applied_seq = applied_seq
 
     def render(self, request: IRequest) -> Any:
         request.setHeader(REPLICA_HEADER, self.name)
+        # Taken before the request's reads are queued behind any write still being applied:
+        # what they read is at least this new, perhaps newer, never older.
+        request.setHeader(SEQ_HEADER, str(self.applied_seq()))
         try:
             check_secret(request, self.secret)
         except BazarError as e:
@@ -258,7 +263,8 @@ class ReplicaApp:
         return self.endpoints.writer
 
     def resource(self) -> IResource:
-        return RequireSecret(self.app.resource(), self.secret, self.replica.name)
+        store = self.store
+        return RequireSecret(self.app.resource(), self.secret, self.replica.name, lambda: store.applied_seq)
 
 
 @inlineCallbacks

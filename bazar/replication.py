@@ -186,27 +186,40 @@ class Sequencer:
     @inlineCallbacks
     def write(self, sequenced: Deferred[tuple[int, Entry]]) -> Any:
         """``sequenced`` is the store's write; the entry, once every follower in sync has it
-        and the front end has dropped its cached copies and stopped reading from the rest."""
+        and the front end has dropped its cached copies and stopped reading from the rest.
+
+        The front end is told which keys changed while the followers apply the write, not
+        after: it stores no answer older than the write from then on (see
+        ``bazar.readthrough``), so both take one round trip instead of two. Only a follower
+        that failed to confirm costs a second message, before the acknowledgement."""
         try:
             seq, entry = yield sequenced
         except Replayed as replay:
             # A retry of a keyed write: answer with the original, once the followers in sync
             # are known to have it (the original's acknowledgement may never have been sent).
             seq, entry = replay.seq, replay.entry
+            told = self._tell(seq, entry, [])
             yield gatherResults([link.heartbeat() for link in self.links])
             lagging = [link.follower.name for link in self.links if not link.in_sync or link.confirmed < seq]
         else:
+            told = self._tell(seq, entry, [])
             confirmed = yield gatherResults([link.ship(seq, entry) for link in self.links])
             lagging = [link.follower.name for link, ok in zip(self.links, confirmed, strict=True) if not ok]
+        yield told
         have_it = 1 + len(self.links) - len(lagging)
         if have_it < self.quorum:
             raise Unavailable(
                 f"only {have_it} of {len(self.links) + 1} replicas have the write (a majority must): "
                 "not acknowledged; retry with an Idempotency-Key"
             )
-        if self.notice is not None:
-            yield self.notice.written(seq, entry, lagging)
+        if lagging:
+            yield self._tell(seq, entry, lagging)
         return entry
+
+    def _tell(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
+        if self.notice is None:
+            return succeed(None)
+        return self.notice.written(seq, entry, lagging)
 
     def heartbeat(self) -> Deferred[Any]:
         """Heartbeat every follower (which also starts any catch-up)."""

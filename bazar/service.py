@@ -12,14 +12,13 @@ import socket
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.python import usage
 from twisted.web.server import Site
 
-from bazar.client import ReplicaClient, make_agent, make_pool
+from bazar.client import ReplicaClient, make_http, make_pool
 from bazar.config import Config, ConfigError, load
 from bazar.logs import register_secret
 
@@ -109,7 +108,7 @@ class CallOnStop(Service):
 def replica_client(reactor: Any, config: Config) -> tuple[ReplicaClient, Callable[[], Deferred[None]]]:
     """The process's one HTTP client on one persistent pool, and how to close that pool."""
     pool = make_pool(reactor)
-    client = ReplicaClient(HTTPClient(make_agent(reactor, pool)), config.secret, reactor)
+    client = ReplicaClient(make_http(reactor, pool), config.secret, reactor)
     return client, pool.closeCachedConnections
 
 

@@ -38,6 +38,9 @@ log = Logger()
 JSON = "application/json"
 REPLICA_HEADER = "X-Bazar-Replica"
 CACHE_HEADER = "X-Bazar-Cache"
+# On every replica answer: the last sequence number the replica had applied when the request
+# arrived, so what it read holds at least every write up to that one (see bazar.readthrough).
+SEQ_HEADER = "X-Bazar-Seq"
 MAX_BODY = 64 * 1024  # bytes: the largest request body any endpoint accepts
 IDLE_TIMEOUT = 60  # seconds an idle client connection is kept open
 RETRY_AFTER = b"1"  # seconds, on every 503: long enough for a failed replica to be replaced

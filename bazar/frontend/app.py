@@ -73,7 +73,7 @@ class FrontendApp:
         self.config = config
         self.client = client
         self.cache: ReadThroughCache[str, ReplicaResponse] = ReadThroughCache(
-            LRUCache(config.cache_size), cacheable=_cacheable
+            LRUCache(config.cache_size), cacheable=_cacheable, version=lambda response: response.seq
         )
         self.uri_keys = UriKeys(max(64, 4 * config.cache_size))
         self.catalogs = RoundRobin(config.catalog)
@@ -121,13 +121,21 @@ class FrontendApp:
 
         return self.client.request(method, replica, path, body, timeout=timeout).addErrback(unreachable)
 
+    def _write_order(self, replicas: RoundRobin[Replica]) -> list[Replica]:
+        """Where a write goes: the role's sequencer first (a follower would only forward it to
+        the sequencer, one more hop), then the others in turn."""
+        rotation = replicas.rotation()
+        sequencer = self.health.sequencer(rotation[0].role)
+        first = [r for r in rotation if r.name == sequencer]
+        return first + [r for r in rotation if r.name != sequencer]
+
     @inlineCallbacks
     def _write(self, replicas: RoundRobin[Replica], method: str, path: str, body: Any) -> Any:
-        """Send a write to the next replica in turn that is up. Only a write that never left
-        (the connection was refused) is sent on to the next one: a write that may have
-        arrived is never sent twice."""
+        """Send a write to the sequencer, or else the next replica in turn, that is up. Only
+        a write that never left (the connection was refused) is sent on to the next one: a
+        write that may have arrived is never sent twice."""
         error: Unavailable | None = None
-        for replica in replicas.rotation():
+        for replica in self._write_order(replicas):
             if not self.health.is_up(replica):
                 continue
             try:
@@ -330,7 +338,7 @@ class FrontendApp:
         for name in caught_up:
             self.health.report_lagging(name, False, seq, pushed=True)
         for key in keys:
-            self.cache.invalidate(key)
+            self.cache.invalidate(key, seq)
         log.debug("invalidated {keys}", keys=keys)
         return respond_json(request, {"invalidated": keys})
 

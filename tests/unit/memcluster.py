@@ -123,6 +123,35 @@ class Held:
         self.cluster.flush()
 
 
+class Delayed:
+    """A request that has reached a replica's host but not the replica yet (``MemCluster.delay_next``)."""
+
+    def __init__(self, cluster: MemCluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.request: IRequest | None = None
+        self.resource: IResource | None = None
+
+    @property
+    def arrived(self) -> bool:
+        return self.request is not None
+
+    def capture(self, request: IRequest, resource: IResource) -> Any:
+        self.request, self.resource = request, resource
+        return NOT_DONE_YET
+
+    def deliver(self) -> None:
+        """Hand the request to the replica now, and its answer back to the caller."""
+        if self.request is None or self.resource is None:
+            raise AssertionError(f"no request for {self.name} has been delayed")
+        request, self.request = self.request, None
+        body = self.resource.render(request)
+        if body is not NOT_DONE_YET:
+            request.write(body)
+            request.finish()
+        self.cluster.flush()
+
+
 class HostDispatch(Resource):
     """The root of the StubTreq: hands each request to the app whose URL has its Host."""
 
@@ -133,7 +162,7 @@ class HostDispatch(Resource):
         self.by_host: dict[str, str] = {}
         self.resources: dict[str, IResource] = {}
         self.seen: list[Seen] = []
-        self.holds: dict[str, Held] = {}
+        self.holds: dict[str, Held | Delayed] = {}
         self.unreachable: set[str] = set()
         self.refused: list[Seen] = []  # requests to an unreachable app, which it never saw
 
@@ -294,6 +323,12 @@ class MemCluster:
     def internal(self, method: str, to: str, path: str, body: Any = None) -> Reply:
         """A request to ``to`` carrying the cluster secret, as another replica would send it."""
         return self.request(method, path, body, to=to, headers={SECRET_HEADER: self.config.secret})
+
+    def delay_next(self, name: str) -> Delayed:
+        """Keep the next request to ``name`` from reaching it until ``deliver()``: the replica
+        does not see it (a write is not applied) in between."""
+        delayed = self.dispatch.holds[name] = Delayed(self, name)
+        return delayed
 
     def hold_next(self, name: str) -> Held:
         """Make ``name`` answer the next request it receives at once, but send the answer

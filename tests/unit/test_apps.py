@@ -251,6 +251,42 @@ class WriteTests(ClusterTestCase):
         self.assertEqual((headers["x-bazar-cache"], now["price"]), ("miss", 9.5))
         self.assertEqual(self.cluster.get("/bazar/info/1").json["price"], 9.5)
 
+    def test_follower_still_applying_a_write_the_front_end_was_told_of(self) -> None:
+        """The sequencer tells the front end while the followers apply: a read served in between
+        by a follower that has not applied the write yet answers the old price (the write is
+        not acknowledged) but is not cached, so once the write is acknowledged no read sees
+        the old price."""
+        frontend = self.cluster.frontend
+        frontend.health.current_epoch("catalog", 1)
+        frontend.health.report_sequencer("catalog", 1, "catalog-1")  # as its probe would
+        self.cluster.get("/bazar/info/1")
+        delayed = self.cluster.delay_next("catalog-2")
+        write = self.cluster.send("PUT", "/bazar/update_price/1", {"price": 9.5})
+        self.cluster.flush()
+        self.assertTrue(delayed.arrived)
+        self.assertNotIn("info/1", self.cluster.cached_keys())  # told already
+        self.assertEqual(self.cluster.book("catalog-2", 1)["price"], 22.35)  # not applied yet
+        for replica in frontend.config.catalog:
+            frontend.health.mark(replica, replica.name == "catalog-2")  # read from catalog-2 only
+        code, headers, old = self.cluster.get("/bazar/info/1")
+        self.assertEqual((code, headers["x-bazar-replica"], old["price"]), (200, "catalog-2", 22.35))
+        self.assertNotIn("info/1", self.cluster.cached_keys())
+
+        delayed.deliver()
+        code, _, book = self.cluster.wait(write)
+        self.assertEqual((code, book["price"]), (200, 9.5))
+        for expected_cache in ("miss", "hit"):
+            code, headers, now = self.cluster.get("/bazar/info/1")
+            self.assertEqual((headers["x-bazar-cache"], now["price"]), (expected_cache, 9.5))
+
+    def test_replica_answers_carry_their_sequence_number(self) -> None:
+        """X-Bazar-Seq: what the replica had applied when the request arrived."""
+        self.cluster.put("/bazar/update_price/0", {"price": 1.0})
+        self.cluster.put("/bazar/update_price/0", {"price": 2.0})
+        for name in self.cluster.catalog_names:
+            reply = self.cluster.internal("GET", name, "/catalog/books/0")
+            self.assertEqual(reply.headers["x-bazar-seq"], "2", name)
+
     def test_cluster_view_after_writes(self) -> None:
         """After writes, every replica is healthy and each role's replicas have one digest and last_seq."""
         self.cluster.put("/bazar/update_price/0", {"price": 1.0})

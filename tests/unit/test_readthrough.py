@@ -306,3 +306,55 @@ class PageFillGuardTests(SynchronousTestCase):
         for n in range(5):
             cache.get(self.page(n), lambda n=n: succeed(f"page {n}"))  # type: ignore[misc]
         self.assertEqual((cache.inflight, cache._inflight_by_prefix), (0, {}))
+
+
+class VersionFloorTests(SynchronousTestCase):
+    """An invalidation raises the floor: no answer older than its write is stored after it."""
+
+    def make(self) -> tuple[ReadThroughCache[str, tuple[int, str]], list[Deferred[tuple[int, str]]]]:
+        cache: ReadThroughCache[str, tuple[int, str]] = ReadThroughCache(
+            LRUCache(5), version=lambda value: value[0]
+        )
+        fetches: list[Deferred[tuple[int, str]]] = []
+
+        def fetch() -> Deferred[tuple[int, str]]:
+            d: Deferred[tuple[int, str]] = Deferred()
+            fetches.append(d)
+            return d
+
+        self.fetch = fetch
+        return cache, fetches
+
+    def test_answer_older_than_the_floor_is_returned_not_stored(self) -> None:
+        """Write 7 was announced while a follower still had 6: its answer reaches the request
+        (the write is not acknowledged yet) but is not cached; the next miss asks again."""
+        cache, fetches = self.make()
+        cache.invalidate("info/1", 7)
+        _, pending = cache.get("info/1", self.fetch)
+        assert pending is not None
+        fetches[0].callback((6, "old"))
+        self.assertEqual(self.successResultOf(pending), (6, "old"))
+        self.assertNotIn("info/1", cache.lru)
+        _, again = cache.get("info/1", self.fetch)
+        assert again is not None
+        fetches[1].callback((7, "new"))
+        self.assertEqual(cache.lru.peek("info/1"), (7, "new"))
+
+    def test_floor_is_taken_when_the_fill_starts(self) -> None:
+        """A fill of another key that started before write 9 was announced keeps the floor it
+        started with (8): its key was not written, and its answer is as new as it must be."""
+        cache, fetches = self.make()
+        cache.invalidate("info/1", 8)
+        _, pending = cache.get("info/2", self.fetch)
+        assert pending is not None
+        cache.invalidate("info/1", 9)
+        fetches[0].callback((8, "two"))
+        self.assertEqual(self.successResultOf(pending), (8, "two"))
+        self.assertEqual(cache.lru.peek("info/2"), (8, "two"))
+        self.assertEqual(cache.floor, 9)
+
+    def test_floor_never_goes_down(self) -> None:
+        cache, _ = self.make()
+        cache.invalidate("info/1", 9)
+        cache.invalidate("info/2", 4)  # a push that overtook a newer one on the way
+        self.assertEqual(cache.floor, 9)

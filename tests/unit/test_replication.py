@@ -693,49 +693,61 @@ class SequencerTests(ReplicationTestCase):
         self.notice.answers.append(d)
         return d
 
-    def test_write_waits_for_every_follower_then_tells_the_front_end(self) -> None:
-        """written(seq, entry, []) once all followers confirmed; the write fires only after it."""
+    def test_write_tells_the_front_end_while_shipping_and_waits_for_both(self) -> None:
+        """written(seq, entry, []) goes out with the shipments (the front end stores no older
+        answer from then on); the write fires only once every follower confirmed and the front
+        end answered, whichever comes last."""
         told = self.written_answer()
         written = self.sequencer.write(self.leader.buy(6, 2))
         self.assertEqual([c.replica for c in self.client.calls], [FOLLOWER, OTHER])
         self.assertEqual([c.seqs for c in self.client.calls], [[1], [1]])
-
-        self.client.to(FOLLOWER)[0].confirm(1)
-        self.assertEqual(self.notice.calls, [])
-        self.assertNoResult(written)
-
-        self.client.to(OTHER)[0].confirm(1)
         [(_, entry)] = self.log()
         self.assertEqual(self.notice.calls, [("written", 1, entry, [])])
-        self.assertNoResult(written)  # the front end has not dropped its copies yet
 
         told.callback(None)
+        self.client.to(FOLLOWER)[0].confirm(1)
+        self.assertNoResult(written)  # catalog-3 may still serve the old value
+
+        self.client.to(OTHER)[0].confirm(1)
         self.assertEqual(self.successResultOf(written), entry)
         self.assertEqual(entry["book"]["quantity"], 88)
+        self.assertEqual(len(self.notice.calls), 1)  # nobody lagged: one message
 
-    def test_failed_follower_is_named_lagging_before_the_ack(self) -> None:
-        """A follower that fails does not fail the write: written() names it lagging, and the
-        write fires (with the entry) only once written()'s Deferred has."""
+    def test_write_waits_for_the_front_end_after_the_followers(self) -> None:
+        """Followers that confirm first do not release the write while the front end may
+        still hold the old value."""
         told = self.written_answer()
-        written = self.sequencer.write(self.leader.buy(6, 1))
-        self.client.to(FOLLOWER)[0].unreachable()
-        self.assertEqual(self.notice.calls, [])  # catalog-3 may still be applying
-        self.client.to(OTHER)[0].confirm(1)
-        [(_, entry)] = self.log()
-        self.assertEqual(self.notice.calls, [("written", 1, entry, ["catalog-2"])])
+        written = self.sequencer.write(self.leader.buy(6, 2))
+        for call in self.client.calls:
+            call.confirm(1)
         self.assertNoResult(written)
         told.callback(None)
+        self.successResultOf(written)
+
+    def test_failed_follower_is_named_lagging_before_the_ack(self) -> None:
+        """A follower that fails does not fail the write: a second written() names it lagging,
+        and the write fires (with the entry) only once that one's Deferred has."""
+        self.written_answer().callback(None)
+        lagging_told = self.written_answer()
+        written = self.sequencer.write(self.leader.buy(6, 1))
+        [(_, entry)] = self.log()
+        self.client.to(FOLLOWER)[0].unreachable()
+        self.assertEqual(self.notice.calls, [("written", 1, entry, [])])  # catalog-3 may still be applying
+        self.client.to(OTHER)[0].confirm(1)
+        self.assertEqual(self.notice.calls[1:], [("written", 1, entry, ["catalog-2"])])
+        self.assertNoResult(written)
+        lagging_told.callback(None)
         self.assertEqual(self.successResultOf(written), entry)
 
-    def test_notice_waits_for_the_slower_follower_even_when_one_failed(self) -> None:
-        """written() does not run while a follower may still be applying: otherwise a read it
-        served in between could put the old value back in the front end's cache."""
+    def test_lagging_notice_waits_for_the_slower_follower_even_when_one_failed(self) -> None:
+        """Which followers lag is told once every follower answered (catalog-2 may still fail),
+        and the write waits for it."""
         written = self.sequencer.write(self.leader.buy(6, 1))
         self.client.to(OTHER)[0].unreachable()
-        self.assertEqual(self.notice.calls, [])
+        self.assertEqual([c[3] for c in self.notice.calls], [[]])
         self.assertNoResult(written)
         self.client.to(FOLLOWER)[0].confirm(1)
-        self.assertEqual([c[3] for c in self.notice.calls], [["catalog-3"]])
+        self.assertEqual([c[3] for c in self.notice.calls], [[], ["catalog-3"]])
         self.successResultOf(written)
 
     def test_out_of_sync_follower_is_not_waited_for(self) -> None:
@@ -757,7 +769,7 @@ class SequencerTests(ReplicationTestCase):
         written = self.sequencer.write(self.leader.set_price(1, 3.0))
         for call in self.client.calls:
             call.unreachable()
-        self.assertEqual(self.notice.calls[0][3], ["catalog-2", "catalog-3"])
+        self.assertEqual([c[3] for c in self.notice.calls], [[], ["catalog-2", "catalog-3"]])
         self.assertEqual(self.successResultOf(written)["book"]["price"], 3.0)
 
     def test_notice_failure_fails_the_write(self) -> None:
@@ -831,7 +843,8 @@ class SequencerTests(ReplicationTestCase):
         self.client.to(OTHER)[0].confirm(1)
         [(_, entry)] = self.log()
         self.assertEqual(
-            self.notice.calls, [("caught_up", "catalog-2", 1), ("written", 1, entry, ["catalog-2"])]
+            self.notice.calls,
+            [("written", 1, entry, []), ("caught_up", "catalog-2", 1), ("written", 1, entry, ["catalog-2"])],
         )
         self.successResultOf(written)
 
@@ -879,7 +892,8 @@ class SequencerTests(ReplicationTestCase):
         for book in (1, 2, 3):
             self.successResultOf(sequencer.write(self.leader.buy(book, 1)))
         self.assertEqual(
-            [c[2] for c in notice.of("written")], [[], ["catalog-3"], ["catalog-3"], ["catalog-3"]]
+            [c[2] for c in notice.of("written")],
+            [[], [], ["catalog-3"], [], ["catalog-3"], [], ["catalog-3"]],
         )
         self.successResultOf(sequencer.heartbeat())
         self.assertEqual(notice.of("caught_up"), [])

@@ -59,3 +59,38 @@ class WriteRoutingTests(SynchronousTestCase):
         failure = self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), Unavailable)
         self.assertIn("no order replica is up", failure.value.message)
         self.assertEqual(len(client.sent), 3)
+
+
+class SequencerFirstTests(SynchronousTestCase):
+    """A write goes straight to the role's sequencer (a follower would only forward it)."""
+
+    def app(self, outcomes: dict[str, Exception]) -> tuple[FrontendApp, _Client]:
+        client = _Client(outcomes)
+        return FrontendApp(parse({"cluster": {"secret": "s"}}), client), client  # type: ignore[arg-type]
+
+    def test_known_sequencer_gets_every_write(self) -> None:
+        app, client = self.app({})
+        app.health.current_epoch("order", 2)
+        app.health.report_sequencer("order", 2, "order-3")
+        for _ in range(3):
+            self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+        self.assertEqual(client.sent, ["order-3"] * 3)
+
+    def test_sequencer_of_an_older_epoch_is_not_preferred(self) -> None:
+        """Once a newer epoch is known, the old sequencer's word no longer counts: writes go
+        round robin until a probe names the new one."""
+        app, client = self.app({})
+        app.health.current_epoch("order", 1)
+        app.health.report_sequencer("order", 1, "order-1")
+        app.health.current_epoch("order", 2)
+        self.assertIsNone(app.health.sequencer("order"))
+        for _ in range(3):
+            self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+        self.assertEqual(client.sent, ["order-1", "order-2", "order-3"])
+
+    def test_unreachable_sequencer_goes_on_to_the_others(self) -> None:
+        app, client = self.app({"catalog-2": NotSent("refused")})
+        app.health.report_sequencer("catalog", 0, "catalog-2")
+        response = self.successResultOf(app._write(app.catalogs, "PUT", "/catalog/books/1/price", {}))
+        self.assertEqual(client.sent, ["catalog-2", response.replica])
+        self.assertNotEqual(response.replica, "catalog-2")
