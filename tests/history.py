@@ -5,6 +5,7 @@ monotonic times it started and was answered. ``stale_reads`` then finds each rea
 returned a value older than a write that had been acknowledged before the read *started*:
 exactly what "no acknowledged write is followed by a stale read" forbids. Reads that overlap a
 write may see either value. Written values must be unique per key, so a value names its write.
+An operation may carry a ``note`` (e.g. whether the cache answered), shown when it is reported.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Operation:
     value: Any
     start: float
     end: float
+    note: Any = None  # anything worth showing with it when it is reported; not checked
 
 
 @dataclass
@@ -31,23 +33,30 @@ class History:
     def now() -> float:
         return time.monotonic()
 
-    def write(self, key: str, value: Any, start: float, end: float | None = None) -> None:
+    def write(self, key: str, value: Any, start: float, end: float | None = None, note: Any = None) -> None:
         """An acknowledged write of ``value`` to ``key`` (unacknowledged ones are not recorded)."""
-        self.operations.append(Operation("write", key, value, start, self.now() if end is None else end))
+        self.operations.append(
+            Operation("write", key, value, start, self.now() if end is None else end, note)
+        )
 
-    def read(self, key: str, value: Any, start: float, end: float | None = None) -> None:
-        self.operations.append(Operation("read", key, value, start, self.now() if end is None else end))
+    def read(self, key: str, value: Any, start: float, end: float | None = None, note: Any = None) -> None:
+        self.operations.append(Operation("read", key, value, start, self.now() if end is None else end, note))
 
     def describe(self, stale: list[tuple[Operation, Operation]]) -> list[str]:
         """Stale reads, readably: what was read when, and which acknowledged write it missed."""
         return [
-            f"read {r.key}={r.value!r} at {r.start:.3f}-{r.end:.3f},"
+            f"read {r.key}={r.value!r} at {r.start:.3f}-{r.end:.3f}{_note(r)},"
             f" after {w.key}={w.value!r} was acknowledged at {w.end:.3f}"
             for r, w in stale
         ]
 
+    def of(self, kind: str, key: str | None = None) -> list[Operation]:
+        """The recorded operations of one kind ("write" or "read"), of one key or all, in the
+        order they were recorded."""
+        return [op for op in self.operations if op.kind == kind and (key is None or op.key == key)]
+
     def count(self, kind: str) -> int:
-        return sum(op.kind == kind for op in self.operations)
+        return len(self.of(kind))
 
     def stale_reads(self) -> list[tuple[Operation, Operation]]:
         """Each read that returned a value older than the newest write acknowledged before it
@@ -66,3 +75,7 @@ class History:
             if version < order.index(newest.value):
                 stale.append((read, newest))
         return stale
+
+
+def _note(op: Operation) -> str:
+    return "" if op.note is None else f" ({op.note})"

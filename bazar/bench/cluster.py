@@ -3,9 +3,10 @@
 Each process runs in a session of its own, so Ctrl-C at the terminal does not reach it
 half-way through a measurement; the benchmark stops it instead: SIGTERM to its PID, and
 if it (or a child it left behind) outlives a deadline, SIGKILL to its process group, which
-it alone owns. ``Processes.stop_all`` runs in a ``finally``, so this also happens on
-errors and interrupts. Everything here is synchronous: it runs before, between and after
-the reactor's measurements.
+it alone owns (``stop_group``, which the integration tests' harness uses too).
+``Processes.stop_all`` runs in a ``finally``, so this also happens on errors and
+interrupts. Everything here is synchronous: it runs before, between and after the
+reactor's measurements.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ ORDERS = ("order-1", "order-2", "order-3")
 NAMES = ("frontend", *CATALOGS, *ORDERS)
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+CHILDREN_TIMEOUT = 2.0  # how long children may outlive a process the benchmark stopped
 
 # Never through a proxy: every URL here is on 127.0.0.1.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -126,25 +128,9 @@ class Process:
         except OSError as e:
             return f"(no log: {e})"
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> Stopped:
         """SIGTERM to the PID; SIGKILL to its process group if it or a child is still there."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # Children of ours that outlived it (a cluster's replicas) are still in its group.
-        if self.popen.poll() is None or group_alive(self.pid):
-            if poll(lambda: not group_alive(self.pid), 2.0) is None:
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                try:
-                    self.popen.wait(timeout)
-                except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be refused
-                    pass
+        return stop_group(self.popen, timeout, children_timeout=CHILDREN_TIMEOUT)
 
 
 def process_group(pgid: int) -> list[int]:
@@ -166,6 +152,62 @@ def process_group(pgid: int) -> list[int]:
 def group_alive(pgid: int) -> bool:
     """Whether any live (not zombie) process is in process group ``pgid``."""
     return bool(process_group(pgid))
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How ``stop_group`` stopped a process and its process group."""
+
+    status: int | None
+    """Its exit status if it exited within the deadline after SIGTERM; None if it was killed."""
+    killed: bool = False
+    """Whether a deadline passed (SIGTERM was not enough) and the group was sent SIGKILL."""
+    outlived: tuple[int, ...] = ()
+    """The group's live pids when that deadline passed (the process itself too, if ``status``
+    is None)."""
+    survivors: tuple[int, ...] = ()
+    """Pids still live in the group even after SIGKILL and a deadline (never expected)."""
+
+
+def kill_group(popen: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGKILL to the process group ``popen`` leads (its own session), then reap ``popen``."""
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        popen.wait(timeout)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be refused
+        pass
+
+
+def stop_group(
+    popen: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT, children_timeout: float = STOP_TIMEOUT
+) -> Stopped:
+    """Stop a process started in a session of its own, and everything left in its process group.
+
+    SIGTERM to its PID only: a parent such as ``bazar-cluster`` stops its children itself
+    (its process monitor would restart one that died first). If it has not exited within
+    ``timeout`` seconds, SIGKILL to its whole group at once. If it has, every other process
+    still in its group gets ``children_timeout`` seconds more (polled) before SIGKILL goes to
+    the group. After a SIGKILL the group must be empty within ``timeout``; who is left is
+    reported as ``survivors``.
+    """
+    pgid = popen.pid  # a session leader's pid is its process group's id
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+    try:
+        status: int | None = popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        status = None
+    if status is not None and poll(lambda: not group_alive(pgid), children_timeout) is not None:
+        return Stopped(status)
+    # The process itself, or children of its that outlived it (a cluster's replicas), are still
+    # in its group (or were until a moment ago: the deadline passed all the same).
+    outlived = tuple(process_group(pgid))
+    kill_group(popen, timeout)
+    poll(lambda: not group_alive(pgid), timeout)
+    return Stopped(status, killed=True, outlived=outlived, survivors=tuple(process_group(pgid)))
 
 
 class Processes:

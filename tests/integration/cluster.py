@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from bazar.bench.cluster import free_ports, process_group
+from bazar.bench.cluster import free_ports, kill_group, process_group, stop_group
 
 T = TypeVar("T")
 
@@ -222,24 +222,9 @@ class Process:
             return f"(no log: {e})"
         return "\n".join(text.splitlines()[-lines:])
 
-    def terminate(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM, then wait up to ``timeout``: the exit status, or None if still running."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
     def kill_group(self) -> None:
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.popen.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be refused
-            pass
+        """SIGKILL to its whole process group at once (no SIGTERM first)."""
+        kill_group(self.popen, STOP_TIMEOUT)
         self.stopped = time.monotonic()
 
     def stop(
@@ -248,20 +233,24 @@ class Process:
         """Stop it by pid and make sure nothing of it is left; AssertionError (with its log) if not.
 
         SIGTERM and a deadline first; SIGKILL to the whole process group if the process or
-        any child outlives it. Then every port it was given must be free again.
+        any child outlives it (``bazar.bench.cluster.stop_group``). Then every port it was
+        given must be free again.
         """
         problems = []
-        status = self.terminate(timeout)
-        if status is None:
-            problems.append(f"did not exit within {timeout:.0f}s of SIGTERM; killed")
-            self.kill_group()
-        elif expect_status is not None and status not in expect_status:
-            problems.append(f"exited with status {status}, expected one of {tuple(expect_status)}")
-        try:
-            poll(lambda: not self.group(), timeout, "its children to exit")
-        except AssertionError:
-            problems.append(f"children outlived it: pids {self.group()}; killed")
-            self.kill_group()
+        stopped = stop_group(self.popen, timeout, children_timeout=timeout)
+        if stopped.status is None:
+            problems.append(
+                f"did not exit within {timeout:.0f}s of SIGTERM; killed (pids {list(stopped.outlived)})"
+            )
+        else:
+            if expect_status is not None and stopped.status not in expect_status:
+                problems.append(
+                    f"exited with status {stopped.status}, expected one of {tuple(expect_status)}"
+                )
+            if stopped.killed:
+                problems.append(f"children outlived it: pids {list(stopped.outlived)}; killed")
+        if stopped.survivors:
+            problems.append(f"still running after SIGKILL: pids {list(stopped.survivors)}")
         busy = [p for p in self.ports if not port_is_free(p)]
         if busy:
             try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections import Counter
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from tests.history import History
 from tests.integration.api import Api, Reply, assert_replicas_agree
 from tests.integration.cluster import CATALOGS, ORDERS
 
@@ -69,26 +69,30 @@ async def test_no_read_is_older_than_an_acknowledged_write(api: Api) -> None:
 
     A read that *started* after the write of price k was acknowledged must show k or later
     (cache hit or miss alike): the write reached every replica and the cache before its ack.
+    The reads and writes are recorded in a ``History``, which finds any that did not.
     """
     book, writes, readers, max_reads, deadline = 4, 20, 5, 400, time.monotonic() + 30
-    await api.set_price(book, 0)
-    acked: list[float] = []  # acked[k - 1]: when the write of price k was acknowledged
-    reads: list[tuple[float, float, str | None]] = []  # (started, price seen, hit or miss)
+    history = History()
     writing = True
+
+    async def write(price: int) -> None:
+        started = History.now()
+        assert (await api.set_price(book, price))["price"] == price
+        history.write("price", price, started)
 
     async def writer() -> None:
         for price in range(1, writes + 1):
-            assert (await api.set_price(book, price))["price"] == price
-            acked.append(time.monotonic())
+            await write(price)
 
     async def reader() -> None:
         for _ in range(max_reads):
             if not writing or time.monotonic() > deadline:
                 return
-            started = time.monotonic()
+            started = History.now()
             reply = await api.info(book)
-            reads.append((started, reply.body["price"], reply.header("X-Bazar-Cache")))
+            history.read("price", reply.body["price"], started, note=reply.header("X-Bazar-Cache"))
 
+    await write(0)  # the initial price: acknowledged before any reader starts
     reading = [defer.ensureDeferred(reader()) for _ in range(readers)]
     try:
         await writer()
@@ -96,19 +100,17 @@ async def test_no_read_is_older_than_an_acknowledged_write(api: Api) -> None:
         writing = False
         await defer.gatherResults(reading, consumeErrors=True)
 
-    assert len(acked) == writes
-    stale = []
-    for started, price, cache in reads:
-        assert price in range(writes + 1), price
-        newest_acked = bisect.bisect_left(acked, started)  # writes acknowledged before the read began
-        if price < newest_acked:
-            stale.append((started, price, newest_acked, cache))
-    assert not stale, f"reads older than an acknowledged write (started, price, acked, cache): {stale}"
+    assert [w.value for w in history.of("write")] == list(range(writes + 1))
+    reads = history.of("read")
+    assert all(r.value in range(writes + 1) for r in reads), [r.value for r in reads]
+    stale = history.stale_reads()
+    assert not stale, f"{len(stale)} reads older than an acknowledged write: {history.describe(stale)}"
 
     # The check was not vacuous: many reads began after some write was acknowledged,
     # and they came from the cache as well as from the replicas.
-    after_an_ack = [r for r in reads if r[0] > acked[0]]
+    first_ack = history.of("write")[1].end  # price 1's
+    after_an_ack = [r for r in reads if r.start > first_ack]
     assert len(after_an_ack) >= writes, len(after_an_ack)
-    assert {"hit", "miss"} <= {cache for _, _, cache in after_an_ack}
+    assert {"hit", "miss"} <= {r.note for r in after_an_ack}
     assert (await api.info(book)).body["price"] == writes
     assert_replicas_agree(await api.status())
