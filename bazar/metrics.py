@@ -1,7 +1,9 @@
 """Prometheus metrics for every role, served at ``/metrics`` (with the cluster secret).
 
 Each process has its own registry: requests by route and status, a latency histogram by
-route, and whatever its role registers (cache counters at the front end, sequence numbers
+route, the process's own figures (``process_resident_memory_bytes``, ``process_open_fds``,
+CPU seconds: prometheus_client's ProcessCollector, where there is a ``/proc``), and whatever
+its role registers (cache counters at the front end, sequence numbers
 and follower lag at replicas, replica health as the front end sees it). Routes are
 labelled by their pattern (``/bazar/info/:id``), never by the raw path, so the number of
 series stays bounded whatever clients send.
@@ -13,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -49,6 +51,9 @@ class Metrics:
         self.role = role
         self.name = name
         self.registry = CollectorRegistry()
+        # Memory, file descriptors and CPU of this process, read from /proc when scraped (so a
+        # long run can show that memory stays flat); nothing on systems without /proc.
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "bazar_requests", "HTTP requests answered", ["route", "method", "status"], registry=self.registry
         )

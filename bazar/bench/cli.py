@@ -27,13 +27,20 @@ from typing import Any
 
 from bazar.bench import report, wrk
 from bazar.bench.cluster import ClusterInfo, Processes, StartError, cluster_status, start_cluster
-from bazar.bench.experiments import EXPERIMENTS, LAB_BOOKS, RUNNERS, Context, Settings
+from bazar.bench.experiments import (
+    EXPERIMENTS,
+    LAB_BOOKS,
+    MEMORY_REQUESTS_PER_SAMPLE,
+    RUNNERS,
+    Context,
+    Settings,
+)
 from bazar.bench.load import Target
 from bazar.bench.progress import Progress, format_duration
 
 DEFAULT_OUT = "bench-results"
 BUSY_SHARE = 0.05  # others' CPU share above which the results carry a warning
-PLOTS = {"latency", "consistency", "sweep", "lru", "throughput"}
+PLOTS = {"latency", "consistency", "sweep", "lru", "throughput", "memory"}
 
 
 class UsageError(Exception):
@@ -92,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Measure a Bazar cluster the way the lab report did, with enough samples for percentiles: "
             "response time with and without the cache, cache consistency under writes, a purchase-"
-            "probability sweep, the LRU over time, and throughput (with wrk). Without --url it starts "
+            "probability sweep, the LRU over time, throughput (with wrk), and the front end's memory "
+            "over a long run. Without --url it starts "
             "its own clusters on free loopback ports and stops them afterwards."
         ),
         epilog=(
@@ -169,6 +177,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="cache_size of the cluster with a cache that it starts (default %(default)s, as in the lab)",
     )
     parser.add_argument(
+        "--memory-requests",
+        type=_positive_int,
+        help=(
+            f"request bound of the memory experiment's run (default {MEMORY_REQUESTS_PER_SAMPLE} x "
+            f"--samples: {MEMORY_REQUESTS_PER_SAMPLE * defaults.samples:,})"
+        ),
+    )
+    parser.add_argument(
+        "--memory-seconds",
+        type=_positive_float,
+        default=defaults.memory_seconds,
+        help="time bound of the memory experiment's run, s (default %(default)s; --max-seconds caps it too)",
+    )
+    parser.add_argument(
+        "--secret-file",
+        type=Path,
+        help=(
+            "with --url: a file holding the cluster's secret (e.g. bazar-data/secret), so the memory "
+            "experiment reads the front end's /metrics; without it, /proc of the process on --url's port"
+        ),
+    )
+    parser.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of the request mixes (default %(default)s)"
     )
     parser.add_argument("--no-plots", action="store_true", help="do not draw PNGs (no matplotlib needed)")
@@ -185,6 +215,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.url_nocache and not args.url:
         parser.error("--url-nocache needs --url (without --url, both clusters are started here)")
+    if args.secret_file and not args.url:
+        parser.error("--secret-file needs --url (the clusters started here have a secret of their own)")
     return args
 
 
@@ -198,6 +230,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         wrk_connections=args.wrk_connections,
         max_seconds=args.max_seconds,
         timeout=args.timeout,
+        memory_requests=args.memory_requests,
+        memory_seconds=args.memory_seconds,
         seed=args.seed,
     )
 
@@ -342,14 +376,24 @@ def _git_revision() -> str | None:
 # -- clusters --------------------------------------------------------------------------------------
 
 
-def remote_cluster(url: str, label: str) -> ClusterInfo:
+def remote_cluster(url: str, label: str, secret: str | None = None) -> ClusterInfo:
     status = cluster_status(url)
     if status is None:
         raise UsageError(
             f"no healthy Bazar cluster at {url} (GET {url}/bazar/cluster failed or a replica is down)"
         )
     capacity = status.get("cache", {}).get("capacity")
-    return ClusterInfo(label=label, url=url, cache_size=capacity)
+    return ClusterInfo(label=label, url=url, cache_size=capacity, secret=secret)
+
+
+def read_secret(path: Path) -> str:
+    try:
+        secret = path.read_text().strip()
+    except OSError as e:
+        raise UsageError(f"cannot read the secret file {path}: {e.strerror}") from None
+    if not secret:
+        raise UsageError(f"the secret file {path} is empty")
+    return secret
 
 
 def setup_clusters(
@@ -357,7 +401,8 @@ def setup_clusters(
 ) -> tuple[ClusterInfo | None, ClusterInfo | None]:
     """(with cache, without cache): the ones at --url/--url-nocache, or started here."""
     if args.url:
-        cache: ClusterInfo | None = remote_cluster(args.url, "cache")
+        secret = read_secret(args.secret_file) if args.secret_file else None
+        cache: ClusterInfo | None = remote_cluster(args.url, "cache", secret)
         nocache = remote_cluster(args.url_nocache, "nocache") if args.url_nocache else None
         if nocache is not None and nocache.cache_size != 0:
             raise UsageError(
@@ -415,12 +460,15 @@ def write_outputs(
     latencies = result.pop("latencies", None)
     results["experiments"][name] = result
     if not result.get("skipped"):
-        main_rows = result["snapshots"] if name == "lru" else result["rows"]
-        report.write_csv(out / f"{name}.csv", main_rows)
+        main_rows = {"lru": "snapshots", "memory": "samples"}.get(name, "rows")
+        report.write_csv(out / f"{name}.csv", result[main_rows])
         written.append(out / f"{name}.csv")
         if name == "lru":
             report.write_csv(out / "lru_phases.csv", result["phases"])
             written.append(out / "lru_phases.csv")
+        if name == "memory":
+            report.write_csv(out / "memory_requests.csv", result["rows"])
+            written.append(out / "memory_requests.csv")
         if raw:
             report.write_csv(out / f"{name}_samples.csv", raw)
             written.append(out / f"{name}_samples.csv")
@@ -437,6 +485,8 @@ def write_outputs(
                     report.plot_lru(plt, result, path)
                 elif name == "throughput" and result["rows"]:
                     report.plot_throughput(plt, result, path)
+                elif name == "memory":
+                    report.plot_memory(plt, result, path)
             except Exception as e:  # a plot must never cost the measurements
                 progress.say(f"plot {path.name} failed: {e}")
             if path.exists():

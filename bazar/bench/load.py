@@ -70,9 +70,13 @@ class Target:
 # -- HTTP/1.1 on the wire ------------------------------------------------------------------------
 
 
-def build_request(method: str, path: str, host: str, body: bytes | None = None) -> bytes:
-    """The request's bytes, written once per request (no headers beyond what HTTP/1.1 needs)."""
+def build_request(
+    method: str, path: str, host: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+) -> bytes:
+    """The request's bytes, written once per request (no headers beyond what HTTP/1.1 needs,
+    and ``headers``, e.g. the cluster secret for ``/metrics``)."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     if body is not None:
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
@@ -266,9 +270,11 @@ class HTTPClient:
         self._connection = connection
         return connection
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Response:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> Response:
         connection = await self._connect()
-        raw = build_request(method, path, self._host, body)
+        raw = build_request(method, path, self._host, body, headers)
         return await connection.send(raw, self.timeout)
 
     def close(self) -> None:

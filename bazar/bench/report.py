@@ -256,12 +256,74 @@ def throughput_table(result: Mapping[str, Any]) -> str:
     return markdown_table(headers, out, [False, *[True] * 7])
 
 
+def _mib(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return MISSING
+    return f"{value:+.2f} MiB" if sign else f"{value:.1f} MiB"
+
+
+def memory_table(result: Mapping[str, Any]) -> str:
+    """The front end's memory over the run (one figure a line), then the requests that made it."""
+    m = result["memory"]
+    pct = m.get("growth_pct")
+    growth = _mib(m.get("growth_mib"), sign=True) + ("" if pct is None else f" ({pct:+.1f} %)")
+    half_pct = m.get("second_half_growth_pct")
+    half = _mib(m.get("second_half_growth_mib"), sign=True) + (
+        "" if half_pct is None else f" ({half_pct:+.1f} %)"
+    )
+    if m.get("allowed_growth_mib") is not None:
+        half += f", allowed {m['allowed_growth_mib']:.2f} MiB"
+    entries = m.get("cache_entries_max")
+    capacity = m.get("cache_capacity")
+    cache = f"{fmt_count(entries)} (capacity {fmt_count(capacity)})"
+    if m.get("cache_within_capacity") is False:
+        cache += " — OVER CAPACITY"
+    fds = MISSING
+    if m.get("open_fds_start") is not None:
+        fds = f"{m['open_fds_start']} → {m['open_fds_end']} (max {m['open_fds_max']})"
+    duration = m.get("run_seconds")
+    requests = m.get("requests")
+    served = fmt_count(requests)
+    if duration:
+        served += f" in {duration:.1f} s ({(requests or 0) / duration:,.0f} req/s)"
+    figures = [
+        ["verdict", f"**{m.get('verdict', MISSING)}**"],
+        ["RSS after the warm-up", _mib(m.get("start_mib"))],
+        ["RSS max", _mib(m.get("max_mib"))],
+        ["RSS at the end", _mib(m.get("end_mib"))],
+        ["growth, start → end", growth],
+        ["second half's peak - first half's", half],
+        ["cache entries, max", cache],
+        ["open descriptors", fds],
+        ["requests (after the warm-up)", served],
+        ["memory samples", fmt_count(m.get("samples"))],
+    ]
+    parts = [markdown_table(["figure", "value"], figures, [False, True])]
+    rows = result.get("rows") or []
+    if rows:
+        ops = [
+            [
+                row["operation"],
+                fmt_count(row.get("n")),
+                fmt_count(row.get("errors")),
+                fmt_ms(row.get("avg_ms")),
+                fmt_ms(row.get("p99_ms")),
+                fmt_percent(row.get("hit_ratio")),
+            ]
+            for row in rows
+        ]
+        headers = ["request", "n", "not 2xx", "avg (ms)", "p99 (ms)", "cache hits"]
+        parts.append(markdown_table(headers, ops, [False, *[True] * 5]))
+    return "\n\n".join(parts)
+
+
 _TITLES = {
     "latency": "1. Response time with and without the cache (ms)",
     "consistency": "2. Writes that invalidate the cache (ms)",
     "sweep": "3. Latency by purchase probability (ms, avg / p99)",
     "lru": "4. The LRU cache over time",
     "throughput": "5. Throughput",
+    "memory": "6. The front end's memory under a long run",
 }
 _TABLES = {
     "latency": latency_table,
@@ -269,6 +331,7 @@ _TABLES = {
     "sweep": sweep_table,
     "lru": lru_table,
     "throughput": throughput_table,
+    "memory": memory_table,
 }
 
 
@@ -517,6 +580,65 @@ def plot_throughput(plt: Any, result: Mapping[str, Any], path: Path) -> None:
     ax.set_xlim(0, max(values or [1]) * 1.45)
     ax.set_title(f"Bazar throughput vs a bare twisted.web server ({result.get('wrk_args', 'wrk')})")
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_memory(plt: Any, result: Mapping[str, Any], path: Path) -> None:
+    """RSS over time (warm-up shaded, the flat allowance drawn), and requests served and cache entries."""
+    samples = [x for x in result["samples"] if x.get("rss_bytes") is not None]
+    m = result["memory"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    ts = [x["t"] for x in samples]
+    top.plot(ts, [x["rss_bytes"] / 2**20 for x in samples], color="#4c72b0", marker=".", label="RSS")
+    run = [x["t"] for x in samples if x.get("phase") == "run"]
+    if run:
+        for axis in (top, bottom):
+            axis.axvspan(0, run[0], color="#dddddd", alpha=0.6, label="warm-up" if axis is top else None)
+    if m.get("first_half_max_mib") is not None and m.get("allowed_growth_mib") is not None:
+        top.axhline(m["first_half_max_mib"], color="grey", linestyle=":", label="first half's peak")
+        top.axhline(
+            m["first_half_max_mib"] + m["allowed_growth_mib"],
+            color="#c44e52",
+            linestyle="--",
+            label="flat up to here (second half's peak)",
+        )
+    low = min([x["rss_bytes"] / 2**20 for x in samples] or [0])
+    high = max([x["rss_bytes"] / 2**20 for x in samples] or [1])
+    ceiling = (m.get("first_half_max_mib") or high) + (m.get("allowed_growth_mib") or 0)
+    top.set_ylim(max(0, low - 5), max(high, ceiling) + 5)
+    top.set_ylabel("resident memory (MiB)")
+    top.legend(loc="lower right", fontsize=8)
+    top.grid(alpha=0.3)
+    top.set_title(
+        f"Front-end memory: {m.get('verdict', '?')} "
+        f"(start {_mib(m.get('start_mib'))}, max {_mib(m.get('max_mib'))}, end {_mib(m.get('end_mib'))})"
+    )
+    bottom.plot(ts, [x.get("requests") or 0 for x in samples], color="#55a868", label="requests served")
+    bottom.set_ylabel("requests served")
+    bottom.set_xlabel("time (s)")
+    bottom.grid(alpha=0.3)
+    entries = [(x["t"], x["cache_entries"]) for x in samples if x.get("cache_entries") is not None]
+    if entries:
+        right = bottom.twinx()
+        right.step(
+            [t for t, _ in entries],
+            [e for _, e in entries],
+            where="post",
+            color="#8172b3",
+            label="cache entries",
+        )
+        capacity = m.get("cache_capacity")
+        if capacity is not None:
+            right.axhline(capacity, color="#8172b3", linestyle=":", label=f"capacity ({capacity})")
+            right.set_ylim(0, max(capacity, max(e for _, e in entries)) * 1.2 + 1)
+        right.set_ylabel("cache entries")
+        handles, labels = bottom.get_legend_handles_labels()
+        more, more_labels = right.get_legend_handles_labels()
+        bottom.legend(handles + more, labels + more_labels, loc="upper left", fontsize=8)
+    else:
+        bottom.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

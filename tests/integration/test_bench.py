@@ -16,11 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bazar.bench.cluster import group_alive
+from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +108,7 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     machine = results["machine"]
     assert machine["cpus"] >= 1 and machine["python"] and machine["twisted"] and machine["date"]
     experiments = results["experiments"]
-    assert list(experiments) == ["latency", "consistency", "sweep", "lru", "throughput"]
+    assert list(experiments) == ["latency", "consistency", "sweep", "lru", "throughput", "memory"]
 
     latency = experiments["latency"]
     cells = {(r["operation"], r["cache"]): r for r in latency["rows"]}
@@ -146,16 +149,67 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     else:
         assert "apt-get install -y wrk" in throughput["skipped"]
 
+    check_memory(experiments["memory"], out, requests=20 * 60)
+    assert "#### 6. The front end's memory under a long run" in stdout
+
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         assert "matplotlib is not installed" in stderr
     else:
-        for name in ("latency", "sweep", "lru", "consistency"):
+        for name in ("latency", "sweep", "lru", "consistency", "memory"):
             assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if shutil.which("wrk"):
             assert (out / "throughput.png").exists()
     assert (out / "results.md").read_text().startswith("Machine:")
+
+
+def check_memory(memory: dict[str, Any], out: Path, requests: int, source: str = "metrics") -> None:
+    """The memory experiment ran its bounded load, sampled the front end's RSS and wrote its files."""
+    figures = memory["memory"]
+    assert figures["source"].startswith(source), figures
+    assert figures["requests"] == requests, figures  # the request bound, well within the time bound
+    assert figures["verdict"] in ("flat", "growing", "inconclusive"), figures
+    assert 1 < figures["start_mib"] <= figures["max_mib"] < 4096, figures
+    assert figures["cache_within_capacity"] is True, figures  # never more entries than cache_size
+    assert figures["cache_entries_max"] == figures["cache_capacity"] == 5, figures  # and it filled up
+    ops = {row["operation"]: row for row in memory["rows"]}
+    assert set(ops) == {"search", "info", "update_price"}, ops
+    assert all(row["errors"] == 0 for row in ops.values()), ops
+    assert ops["search"]["hit_ratio"] == 0.0  # a new key every time
+    assert memory["cache_counters"]["evictions"] > 0  # far more keys than entries
+    samples = read_csv(out / "memory.csv")
+    assert {"t", "phase", "requests", "rss_bytes", "cache_entries"} <= set(samples[0])
+    assert sum(1 for row in samples if row["phase"] == "run") >= 2
+    assert {row["operation"] for row in read_csv(out / "memory_requests.csv")} == set(ops)
+
+
+def test_memory_against_url(cluster: Cluster, tmp_path: Path) -> None:
+    """Against --url: the front end's /metrics with --secret-file, else /proc of the process on its
+    port; the prices it changed are put back."""
+    before = cluster.status()
+    books = {b["id"]: b["price"] for b in json_get(cluster.frontend + "/bazar/info/all")}
+    secret = tmp_path / "secret"
+    secret.write_text(cluster.secret + "\n")
+    common = ["--url", cluster.frontend, "--experiments", "memory", "--samples", "10", "--no-plots"]
+    for extra, source in ((["--secret-file", str(secret)], "metrics"), ([], "/proc/")):
+        out = tmp_path / f"results-{source.strip('/')}"
+        process = start(tmp_path, *common, *extra, "--memory-seconds", "20", "--out", str(out))
+        stdout, stderr = finish(process)
+        assert process.returncode == 0, stderr[-3000:]
+        assert "#### 6. The front end's memory under a long run" in stdout
+        memory = json.loads((out / "results.json").read_text())["experiments"]["memory"]
+        check_memory(memory, out, requests=10 * 60, source=source)
+        assert "front end at" not in stderr  # it started no cluster of its own
+        if source == "/proc/":
+            assert memory["memory"]["source"] == f"/proc/{cluster.pid_of('frontend')}/status"
+    assert {b["id"]: b["price"] for b in json_get(cluster.frontend + "/bazar/info/all")} == books
+    assert cluster.status()["cache"]["capacity"] == before["cache"]["capacity"]
+
+
+def json_get(url: str) -> Any:
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as response:
+        return json.loads(response.read())
 
 
 def test_interrupt_stops_every_cluster(tmp_path: Path) -> None:

@@ -11,16 +11,27 @@ import csv
 import io
 import json
 import math
+import os
+import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from bazar.bench import cli, report, wrk
+from bazar.bench import cli, memory, report, wrk
 from bazar.bench.ceiling import body_of_size
-from bazar.bench.experiments import EXPERIMENTS, phase_order, summary_row, zipf_weights
+from bazar.bench.experiments import (
+    EXPERIMENTS,
+    MEMORY_SEARCH_SHARE,
+    MEMORY_WRITE_SHARE,
+    memory_plan,
+    phase_order,
+    summary_row,
+    zipf_weights,
+)
 from bazar.bench.load import (
     HTTPConnection,
     ProtocolError,
@@ -275,6 +286,13 @@ class HTTPParsingTests(SynchronousTestCase):
         self.assertIn(b"Content-Length: 14\r\n", post)
         self.assertTrue(post.endswith(b'\r\n\r\n{"quantity":1}'))
 
+    def test_build_request_with_headers(self) -> None:
+        """Extra headers (the cluster secret for /metrics) go between Host and the blank line."""
+        self.assertEqual(
+            build_request("GET", "/metrics", "h", headers={"X-Bazar-Secret": "s3"}),
+            b"GET /metrics HTTP/1.1\r\nHost: h\r\nX-Bazar-Secret: s3\r\n\r\n",
+        )
+
 
 class ConnectionTests(SynchronousTestCase):
     def connection(self) -> tuple[HTTPConnection, StringTransport, Clock]:
@@ -407,6 +425,35 @@ class ArgumentTests(SynchronousTestCase):
         self.assertIn("unknown experiment", self.parse_error("--experiments", "latency,nope"))
         self.assertIn("127.0.0.1", self.parse_error("--url", "http://example.com:5000"))
         self.assertIn("needs --url", self.parse_error("--url-nocache", "http://127.0.0.1:5001"))
+        self.assertIn("needs --url", self.parse_error("--secret-file", "secret"))
+        self.assertIn("more than 0", self.parse_error("--memory-seconds", "0"))
+
+    def test_memory_options(self) -> None:
+        """The memory experiment is part of "all"; its run is bounded by requests and by seconds."""
+        self.assertIn("memory", EXPERIMENTS)
+        defaults = cli.settings_from(cli.parse_args([]))
+        self.assertIsNone(defaults.memory_requests)  # 60 x --samples
+        self.assertEqual(defaults.memory_seconds, 30.0)
+        args = cli.parse_args(
+            [
+                *("--experiments", "memory", "--memory-requests", "500", "--memory-seconds", "4"),
+                *("--url", "http://127.0.0.1:5000", "--secret-file", "bazar-data/secret"),
+            ]
+        )
+        self.assertEqual(args.experiments, ("memory",))
+        self.assertEqual(args.secret_file, Path("bazar-data/secret"))
+        settings = cli.settings_from(args)
+        self.assertEqual((settings.memory_requests, settings.memory_seconds), (500, 4.0))
+
+    def test_secret_file(self) -> None:
+        directory = tempfile.TemporaryDirectory(prefix="test-bench-")
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "secret"
+        path.write_text("s3cret\n")
+        self.assertEqual(cli.read_secret(path), "s3cret")
+        path.write_text("")
+        self.assertRaises(cli.UsageError, cli.read_secret, path)
+        self.assertRaises(cli.UsageError, cli.read_secret, path.with_name("missing"))
 
 
 class MachineTests(SynchronousTestCase):
@@ -476,3 +523,220 @@ class WorkloadTests(SynchronousTestCase):
         self.assertEqual(phase_order(keys, 0), keys)
         self.assertEqual(phase_order(keys, 1)[:3], ["d", "e", "f"])
         self.assertEqual(sorted(phase_order(keys, 2)), keys)
+
+
+MIB = memory.MIB
+
+
+def rss_samples(
+    values_mib: list[float],
+    warmup_mib: tuple[float, ...] = (),
+    per_second: int = 4,
+    requests_per_sample: int = 100,
+) -> list[dict[str, Any]]:
+    """Fabricated samples every 1/per_second s: the warm-up's, then the run's."""
+    out = []
+    for i, value in enumerate([*warmup_mib, *values_mib]):
+        out.append(
+            {
+                "t": i / per_second,
+                "phase": "warm-up" if i < len(warmup_mib) else "run",
+                "requests": i * requests_per_sample,
+                "rss_bytes": int(value * MIB),
+                "open_fds": 20,
+                "cache_entries": min(i, 5),
+            }
+        )
+    return out
+
+
+class MemoryVerdictTests(SynchronousTestCase):
+    def test_noisy_but_bounded_is_flat(self) -> None:
+        """RSS that goes up and down by a MiB (arenas taken and given back) is flat."""
+        values = [50 + (0.9 if i % 3 == 0 else -0.4 if i % 3 == 1 else 0.2) for i in range(40)]
+        result = memory.judge(rss_samples(values), capacity=5)
+        self.assertEqual(result["verdict"], "flat", result["why"])
+        self.assertAlmostEqual(result["start_mib"], 50.9, places=5)
+        self.assertAlmostEqual(result["max_mib"], 50.9, places=5)
+        self.assertAlmostEqual(result["end_mib"], 50.9, places=5)  # i = 39
+        self.assertAlmostEqual(result["second_half_growth_mib"], 0.0)
+        self.assertAlmostEqual(result["allowed_growth_mib"], 0.05 * 50.9, places=5)  # more than 2 MiB
+        self.assertTrue(result["cache_within_capacity"])
+        self.assertEqual(result["samples"], 40)
+
+    def test_a_leak_is_growing(self) -> None:
+        """A steady climb of 10 MiB over the run: the second half's peak is ~5 MiB above the first's."""
+        values = [50 + 10 * i / 39 for i in range(40)]
+        result = memory.judge(rss_samples(values), capacity=5)
+        self.assertEqual(result["verdict"], "growing")
+        self.assertAlmostEqual(result["growth_mib"], 10.0)
+        self.assertAlmostEqual(result["growth_pct"], 20.0)
+        self.assertAlmostEqual(result["second_half_growth_mib"], 10 * 20 / 39, places=6)
+        self.assertIn("beyond", result["why"])
+        # 10 MiB over 3,900 requests: the slope shows the leak per request.
+        self.assertAlmostEqual(result["second_half_slope_bytes_per_request"], 10 * MIB / 3900, places=3)
+        self.assertGreater(result["second_half_slope_kib_per_s"], 0)
+
+    def test_threshold_is_the_larger_of_2_mib_and_5_percent(self) -> None:
+        """At 100 MiB the allowance is 5 MiB: +4.9 MiB in the second half passes, +5.1 fails."""
+        for step, verdict in ((4.9, "flat"), (5.1, "growing")):
+            values = [100.0] * 20 + [100.0 + step] * 20
+            result = memory.judge(rss_samples(values), capacity=5)
+            self.assertEqual(result["allowed_growth_mib"], 5.0)
+            self.assertEqual(result["verdict"], verdict, step)
+        for step, verdict in ((1.9, "flat"), (2.1, "growing")):  # at 20 MiB, 2 MiB is the larger
+            values = [20.0] * 20 + [20.0 + step] * 20
+            self.assertEqual(memory.judge(rss_samples(values), capacity=5)["verdict"], verdict, step)
+
+    def test_warm_up_growth_does_not_count(self) -> None:
+        """Filling the cache and buffers in the warm-up raises RSS; only the run after it is judged."""
+        result = memory.judge(rss_samples([70.0] * 20, warmup_mib=(40, 50, 60, 70)), capacity=5)
+        self.assertEqual(result["verdict"], "flat")
+        self.assertEqual(result["start_mib"], 70.0)
+        self.assertEqual(result["growth_mib"], 0.0)
+        self.assertEqual(result["samples"], 20)
+
+    def test_a_late_jump_is_caught_a_early_one_is_not(self) -> None:
+        """A step up in the first half is a new plateau (flat); the same step in the second is growth."""
+        early = memory.judge(rss_samples([50.0] * 5 + [60.0] * 35), capacity=5)
+        late = memory.judge(rss_samples([50.0] * 35 + [60.0] * 5), capacity=5)
+        self.assertEqual(early["verdict"], "flat")
+        self.assertEqual(late["verdict"], "growing")
+        self.assertEqual(early["growth_mib"], late["growth_mib"])  # end - start cannot tell them apart
+
+    def test_too_few_samples_is_inconclusive(self) -> None:
+        result = memory.judge(rss_samples([50.0, 50.0, 51.0, 51.0]), capacity=5)
+        self.assertEqual(result["verdict"], "inconclusive")
+        self.assertIn("fewer than 3", result["why"])
+        self.assertEqual(result["max_mib"], 51.0)
+        self.assertEqual(memory.judge([], capacity=5)["verdict"], "inconclusive")
+
+    def test_cache_over_capacity(self) -> None:
+        samples = rss_samples([50.0] * 10)
+        self.assertTrue(memory.judge(samples, capacity=5)["cache_within_capacity"])
+        samples[4]["cache_entries"] = 6
+        result = memory.judge(samples, capacity=5)
+        self.assertFalse(result["cache_within_capacity"])
+        self.assertEqual(result["cache_entries_max"], 6)
+        self.assertIsNone(memory.judge(samples, capacity=None)["cache_within_capacity"])
+
+    def test_detectable_leak(self) -> None:
+        """The allowance spread over the second half's requests: the smallest leak the run catches."""
+        result = memory.judge(rss_samples([50.0] * 40, requests_per_sample=1000), capacity=5)
+        self.assertEqual(result["second_half_requests"], 20_000)
+        self.assertEqual(result["allowed_growth_mib"], 2.5)  # 5 % of 50 MiB
+        self.assertAlmostEqual(result["detectable_leak_bytes_per_request"], 2.5 * MIB / 20_000)
+
+    def test_slope(self) -> None:
+        self.assertAlmostEqual(memory.slope([0, 1, 2, 3], [1, 3, 5, 7]) or 0, 2.0)
+        self.assertIsNone(memory.slope([1, 1], [1, 2]))
+        self.assertIsNone(memory.slope([1], [1]))
+
+
+class MemoryReadingTests(SynchronousTestCase):
+    def test_unlabelled_metrics(self) -> None:
+        text = (
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+            "# TYPE process_resident_memory_bytes gauge\n"
+            "process_resident_memory_bytes 6.2914560e+07\n"
+            'bazar_requests_total{method="GET",route="/",status="200"} 3.0\n'
+            "bazar_cache_entries 5.0\n"
+            "garbage\n"
+        )
+        values = memory.parse_unlabelled(text)
+        self.assertEqual(values, {"process_resident_memory_bytes": 62914560.0, "bazar_cache_entries": 5.0})
+
+    def test_proc_status(self) -> None:
+        self.assertEqual(
+            memory.status_rss("Name:\tpython\nVmRSS:\t   61440 kB\nVmSwap: 0 kB\n"), 61440 * 1024
+        )
+        self.assertIsNone(memory.status_rss("Name:\tkthreadd\n"))  # kernel threads have none
+
+    def test_own_process(self) -> None:
+        """This test's process: its RSS, its descriptors, and the port it listens on lead to it."""
+        if not Path("/proc/self/status").exists():
+            raise SkipTest("no /proc")
+        rss = memory.proc_rss(os.getpid())
+        self.assertIsNotNone(rss)
+        self.assertGreater(rss or 0, MIB)
+        self.assertGreater(memory.proc_open_fds(os.getpid()) or 0, 0)
+        self.assertIsNone(memory.proc_rss(-1))
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        self.assertEqual(memory.listening_pid(port), os.getpid())
+        listener.close()
+        self.assertIsNone(memory.listening_pid(port))
+
+
+class MemoryPlanTests(SynchronousTestCase):
+    def test_mix_of_requests(self) -> None:
+        """Searches name a topic no other request names; writes move a lab book's price by a cent or two."""
+        prices = {0: 10.0, 1: 20.5}
+        plan = memory_plan(1, "bench-memory-", [0, 1], prices)
+        calls = [plan(i) for i in range(5000)]
+        searches = [c for c in calls if c.op == "search"]
+        writes = [c for c in calls if c.op == "update_price"]
+        infos = [c for c in calls if c.op == "info"]
+        self.assertEqual(len(searches) + len(writes) + len(infos), 5000)
+        self.assertEqual(len({c.path for c in searches}), len(searches))  # every search a new key
+        self.assertTrue(all(c.path.startswith("/bazar/search/bench-memory-") for c in searches))
+        self.assertLess(abs(len(searches) / 5000 - MEMORY_SEARCH_SHARE), 0.03)
+        self.assertLess(abs(len(writes) / 5000 - MEMORY_WRITE_SHARE), 0.01)
+        for call in writes:
+            book_id = int(call.path.rsplit("/", 1)[1])
+            new = json.loads(call.body or b"")["price"]
+            self.assertIn(round(new - prices[book_id], 2), (0.01, 0.02))
+        self.assertEqual({c.path for c in infos}, {"/bazar/info/0", "/bazar/info/1"})
+        again = memory_plan(1, "bench-memory-", [0, 1], prices)
+        self.assertEqual([again(i) for i in range(100)], calls[:100])  # seeded: reproducible
+
+
+def memory_result(verdict_samples: list[dict[str, Any]]) -> dict[str, Any]:
+    figures = memory.judge(verdict_samples, capacity=5)
+    figures.update(requests=3900, run_seconds=9.75, source="metrics")
+    return {
+        "caption": "The caption.",
+        "memory": figures,
+        "samples": verdict_samples,
+        "rows": [
+            {"operation": "search", "n": 2730, "errors": 0, "avg_ms": 1.5, "p99_ms": 6.0, "hit_ratio": 0.0}
+        ],
+        "notes": ["memory read from metrics"],
+    }
+
+
+class MemoryReportTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        text = report.memory_table(memory_result(rss_samples([50 + 10 * i / 39 for i in range(40)])))
+        self.assertIn("| verdict ", text)
+        self.assertIn("**growing**", text)
+        self.assertIn("50.0 MiB", text)  # after the warm-up
+        self.assertIn("60.0 MiB", text)  # max and end
+        self.assertIn("+10.00 MiB (+20.0 %)", text)
+        self.assertIn("+5.13 MiB (+9.3 %), allowed 2.74 MiB", text)  # 5 % of the first half's 54.9
+        self.assertIn("5 (capacity 5)", text)
+        self.assertIn("3,900 in 9.8 s (400 req/s)", text)
+        self.assertIn("| search ", text)
+        report_text = report.markdown_report(
+            {"experiments": {"memory": memory_result(rss_samples([50.0] * 8))}}
+        )
+        self.assertIn("#### 6. The front end's memory under a long run", report_text)
+        self.assertIn("**flat**", report_text)
+
+    def test_over_capacity_is_shown(self) -> None:
+        samples = rss_samples([50.0] * 8)
+        samples[3]["cache_entries"] = 9
+        self.assertIn("9 (capacity 5) — OVER CAPACITY", report.memory_table(memory_result(samples)))
+
+    def test_plot(self) -> None:
+        plt = report.load_pyplot()
+        if plt is None:
+            raise SkipTest("matplotlib is not installed")
+        directory = tempfile.TemporaryDirectory(prefix="test-bench-")
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "memory.png"
+        report.plot_memory(plt, memory_result(rss_samples([50.0] * 20, warmup_mib=(40, 45))), path)
+        self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")

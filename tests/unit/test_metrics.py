@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from bazar.metrics import route_label
 from tests.unit.memcluster import SECRET, MemCluster
@@ -69,6 +70,19 @@ class MetricsEndpointTests(SynchronousTestCase):
         self.assertEqual(samples(text, "bazar_cache_invalidations_total")[""], 1)
         up = samples(text, "bazar_replica_up")
         self.assertEqual(up['{replica="catalog-1",role="catalog"}'], 1.0)
+
+    def test_process_memory_and_descriptors(self) -> None:
+        """Every role reports its resident memory and open descriptors (what ``bazar-bench``'s memory
+        experiment samples), read from /proc when scraped."""
+        if not Path("/proc/self/stat").exists():
+            raise SkipTest("no /proc: prometheus_client's ProcessCollector reports nothing here")
+        for name in ("frontend", "catalog-1"):
+            text = self.metrics(name, **{"X-Bazar-Secret": SECRET}).json
+            rss = samples(text, "process_resident_memory_bytes")[""]
+            self.assertGreater(rss, 1024 * 1024)  # a Python process is never under 1 MiB
+            self.assertLess(rss, 64 * 1024**3)
+            self.assertGreater(samples(text, "process_open_fds")[""], 0)
+            self.assertIn("process_cpu_seconds_total", text)
 
     def test_sequencer_reports_replication(self) -> None:
         """The catalog sequencer exposes its last sequence number and each follower's, with no lag."""
