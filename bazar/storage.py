@@ -67,6 +67,10 @@ def batches(rows: Iterable[T], size: int = BATCH) -> Iterator[list[T]]:
 class Runner(Protocol):
     def runInteraction(self, interaction: Callable[..., T], *args: Any) -> Deferred[T]: ...
 
+    def read_now(self, read: Callable[..., T], *args: Any) -> T:
+        """Run a read whose cost is bounded by a few index pages, here and now (see PoolRunner)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -86,6 +90,9 @@ class InlineRunner:
         self._connection.commit()
         return succeed(result)
 
+    def read_now(self, read: Callable[..., T], *args: Any) -> T:
+        return read(self._connection.cursor(), *args)
+
     def close(self) -> None:
         self._connection.close()
 
@@ -95,6 +102,39 @@ def _configure(connection: sqlite3.Connection) -> None:
     # before the write can be acknowledged.
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
+
+
+class PoolRunner:
+    """Production: every transaction in adbapi's one-connection pool (off the reactor thread,
+    one at a time), and point reads on a read-only connection of the reactor thread.
+
+    A point read looks one row up by primary key: a few B-tree pages, measured in
+    microseconds even with a million books, and in WAL mode it never waits for the writer.
+    Sending it through the pool costs more than the read itself: a thread hop each way,
+    the GIL handed back and forth, and a wait behind any commit in the queue.
+    """
+
+    def __init__(self, pool: adbapi.ConnectionPool, path: Path) -> None:
+        self.pool = pool
+        self.path = path
+        self._reader: sqlite3.Connection | None = None  # opened at the first read: the file exists then
+
+    def runInteraction(self, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
+        return self.pool.runInteraction(interaction, *args)
+
+    def read_now(self, read: Callable[..., T], *args: Any) -> T:
+        if self._reader is None:
+            self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        cursor = self._reader.cursor()
+        try:
+            return read(cursor, *args)
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self.pool.close()
+        if self._reader is not None:
+            self._reader.close()
 
 
 def open_pool(path: Path, reactor: Any = None) -> adbapi.ConnectionPool:
@@ -439,7 +479,7 @@ def open_store(store_type: type[S], path: Path, reactor: Any = None, **options: 
     Raises SeedMismatch if the file was seeded differently from what ``options`` ask for.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    store = store_type(open_pool(path, reactor), **options)
+    store = store_type(PoolRunner(open_pool(path, reactor), path), **options)
     connection = sqlite3.connect(path)
     try:
         connection.execute("PRAGMA synchronous=FULL")

@@ -156,6 +156,13 @@ def _unexpected(self: Any, request: IRequest, failure: Failure) -> bytes:
     return respond(request, error_body(500, "internal error; see the server's log"), 500)
 
 
+def failure_response(request: IRequest, failure: Failure) -> bytes:
+    """The JSON error a failure of a request's work becomes, outside Klein's error handlers."""
+    if isinstance(failure.value, BazarError):
+        return _bazar_error(None, request, failure)
+    return _unexpected(None, request, failure)
+
+
 def install_json_errors(app: Klein) -> None:
     """Map every failure an app can raise to the JSON error shape (most specific first)."""
     app.handle_errors(BazarError)(_bazar_error)

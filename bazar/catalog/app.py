@@ -60,10 +60,8 @@ class CatalogApp(ReplicaApp):
         return respond_page(request, "/catalog/books", page, result)
 
     @app.route("/catalog/books/<book_id>", methods=["GET"])
-    @inlineCallbacks
     def book(self, request: IRequest, book_id: str) -> Any:
-        book = yield self.store.book(parse_id(book_id))
-        return respond_json(request, book)
+        return respond_json(request, self.store.book(parse_id(book_id)))
 
     @app.route("/catalog/search/<path:topic>", methods=["GET"])
     @inlineCallbacks

@@ -196,8 +196,9 @@ class CatalogStore(ReplicatedStore):
         rows = txn.fetchall()
         return _page(rows, page, int(self._meta(txn, "rows")))
 
-    def book(self, book_id: int) -> Deferred[Book]:
-        return self.runner.runInteraction(self._book, book_id)
+    def book(self, book_id: int) -> Book:
+        """One book by id, read at once (a point read: see ``PoolRunner``); NotFound if none."""
+        return self.runner.read_now(self._book, book_id)
 
     @staticmethod
     def _book(txn: Cursor, book_id: int) -> Book:

@@ -26,7 +26,7 @@ from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
 from bazar.errors import BadRequest, NotSent, Unavailable
 from bazar.frontend import openapi, storefront
-from bazar.frontend.fastpath import HitShortcut, UriKeys
+from bazar.frontend.fastpath import ReadShortcut, UriKeys
 from bazar.health import Health
 from bazar.invalidation import PageKey, all_books_page_key, info_key, search_page_key
 from bazar.lru import LRUCache
@@ -84,7 +84,7 @@ class FrontendApp:
 
     def resource(self) -> IResource:
         """The app behind its lean path for cache hits (see ``bazar.frontend.fastpath``)."""
-        return HitShortcut(self.app.resource(), self.cache.lru, self.uri_keys)
+        return ReadShortcut(self.app.resource(), self.cache.lru, self.uri_keys)
 
     def _collect(self) -> list[Metric]:
         stats = self.cache.lru.stats
@@ -191,7 +191,8 @@ class FrontendApp:
     ) -> Any:
         """Answer from the cache, or from the next catalog replica (then cached). ``public``
         keeps, of the replica's headers, those the client should see."""
-        self.uri_keys.learn(request.uri, key)  # lets the lean path answer this URI next time
+        # The lean path answers this URI next time, from the cache or through this same call.
+        self.uri_keys.learn(request.uri, key, lambda again: self._cached_read(again, key, path, public))
         cached, pending = self.cache.get(key, lambda: self._read(self.catalogs, path).addCallback(public))
         if pending is None:
             assert cached is not None

@@ -1,43 +1,69 @@
-"""The lean path for cache hits: answer them before Klein routes the request.
+"""The lean path for reads of URIs the front end has routed before: answer them before Klein.
 
-Routing through Klein and werkzeug costs about as much as the rest of a request, and a hit
-needs none of it: its answer is bytes already in the cache. So the front end remembers,
-for each request URI it has routed to a cached read, the cache key the route computed
-(``UriKeys``), and ``HitShortcut`` answers a later GET of that exact URI straight from the
-cache. Anything else (a miss, a write, an unknown URI) goes to Klein as before, so the
-routes stay the only place that parses paths and computes keys.
+Routing through Klein and werkzeug costs about as much as the rest of a request, and a
+repeated read needs none of it: a hit's answer is bytes already in the cache, and a miss
+needs only the cache key and the backend path its route computed the first time. So the
+front end remembers, for each request URI it has routed to a cached read, that key and how
+to read it (``UriKeys``), and ``ReadShortcut`` answers a later GET of that exact URI from
+the cache, or through the same read-through call the route makes. Anything else (a write,
+an unknown URI) goes to Klein as before, so the routes stay the only place that parses
+paths and computes keys.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from bazar.lru import LRUCache
-from bazar.web import CACHE_HEADER, JSON
+from bazar.web import CACHE_HEADER, JSON, failure_response
 
 _JSON = JSON.encode()
 _HIT = b"hit"
 
+log = Logger()
+
+
+Read = Callable[[Any], "bytes | Deferred[bytes]"]  # a route's read for one request: an answer, now or later
+
+
+class Route(NamedTuple):
+    """What a route computed for a URI: the cache key, and the read it makes (hit or miss)."""
+
+    key: str
+    read: Read | None
+
 
 class UriKeys:
-    """A bounded map from request URI to the cache key its route computed."""
+    """A bounded map from request URI to its ``Route``."""
 
     def __init__(self, capacity: int) -> None:
-        self._keys: LRUCache[bytes, str] = LRUCache(capacity)
+        self._routes: LRUCache[bytes, Route] = LRUCache(capacity)
 
-    def learn(self, uri: bytes, key: str) -> None:
-        if self._keys.peek(uri) != key:
-            self._keys.put(uri, key)
+    def learn(
+        self, uri: bytes, key: str, read: Callable[[Any], bytes | Deferred[bytes]] | None = None
+    ) -> None:
+        known = self._routes.peek(uri)
+        if known is None or known.key != key:
+            self._routes.put(uri, Route(key, read))
 
     def key(self, uri: bytes) -> str | None:
-        return self._keys.peek(uri)
+        route = self._routes.peek(uri)
+        return None if route is None else route.key
+
+    def route(self, uri: bytes) -> Route | None:
+        return self._routes.peek(uri)
 
 
-class HitShortcut(Resource):
-    """Wraps the front end's Klein resource; serves a GET whose URI maps to a cached answer."""
+class ReadShortcut(Resource):
+    """Wraps the front end's Klein resource; serves a GET of a known URI from the cache, or
+    (a miss) through the read its route makes."""
 
     isLeaf = True
 
@@ -49,15 +75,40 @@ class HitShortcut(Resource):
 
     def render(self, request: Request) -> Any:
         if request.method == b"GET":
-            key = self.uri_keys.key(request.uri)
-            cached = self.cache.get(key) if key is not None and self.cache.peek(key) is not None else None
-            if cached is not None:  # get() counted the hit and marked the entry recently used
-                request.setResponseCode(cached.code)
-                headers = request.responseHeaders
-                headers.setRawHeaders(b"Content-Type", [_JSON])
-                headers.setRawHeaders(b"Content-Length", [b"%d" % len(cached.body)])
-                headers.setRawHeaders(CACHE_HEADER, [_HIT])
-                for name, value in cached.headers.items():  # a page's total and next link
-                    headers.setRawHeaders(name, [value])
-                return cached.body
+            route = self.uri_keys.route(request.uri)
+            if route is not None:
+                key = route.key
+                cached = self.cache.get(key) if self.cache.peek(key) is not None else None
+                if cached is not None:  # get() counted the hit and marked the entry recently used
+                    request.setResponseCode(cached.code)
+                    headers = request.responseHeaders
+                    headers.setRawHeaders(b"Content-Type", [_JSON])
+                    headers.setRawHeaders(b"Content-Length", [b"%d" % len(cached.body)])
+                    headers.setRawHeaders(CACHE_HEADER, [_HIT])
+                    for name, value in cached.headers.items():  # a page's total and next link
+                        headers.setRawHeaders(name, [value])
+                    return cached.body
+                if route.read is not None:
+                    return _answer(request, route.read(request))
         return self.inner.render(request)
+
+
+def _answer(request: Request, result: bytes | Deferred[bytes]) -> Any:
+    """Send ``result`` now, or when it fires; a failure as the routes' JSON error would be."""
+    if isinstance(result, bytes):
+        return result
+    gone: list[Failure] = []
+    request.notifyFinish().addErrback(gone.append)  # the client left: nothing to send
+
+    def send(body: bytes) -> None:
+        if not gone:
+            request.write(body)
+            request.finish()
+
+    def failed(failure: Failure) -> None:
+        if not gone:
+            request.write(failure_response(request, failure))
+            request.finish()
+
+    result.addCallbacks(send, failed).addErrback(lambda f: log.failure("answering a read failed", f))
+    return NOT_DONE_YET

@@ -371,7 +371,7 @@ class MemCluster:
     def book(self, name: str, book_id: int) -> dict[str, Any]:
         store = self.stores[name]
         assert isinstance(store, CatalogStore)
-        return result_of(store.book(book_id))
+        return store.book(book_id)
 
     def orders(self, name: str) -> list[dict[str, Any]]:
         """Every order in order replica ``name``'s own store."""

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from bazar.client import ReplicaResponse
-from bazar.frontend.fastpath import HitShortcut, UriKeys
+from bazar.errors import Unavailable
+from bazar.frontend.fastpath import ReadShortcut, UriKeys
 from bazar.lru import LRUCache
 from tests.unit.memcluster import MemCluster
 
@@ -28,12 +34,12 @@ class _Routed(Resource):
         return b"routed"
 
 
-class HitShortcutTests(SynchronousTestCase):
+class ReadShortcutTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.cache: LRUCache[str, ReplicaResponse] = LRUCache(5)
         self.uri_keys = UriKeys(8)
         self.routed = _Routed()
-        self.shortcut = HitShortcut(self.routed, self.cache, self.uri_keys)
+        self.shortcut = ReadShortcut(self.routed, self.cache, self.uri_keys)
 
     def render(self, method: bytes, uri: bytes) -> tuple[DummyRequest, Any]:
         request = DummyRequest(uri.split(b"/")[1:])
@@ -68,6 +74,69 @@ class HitShortcutTests(SynchronousTestCase):
         self.assertEqual((self.cache.stats.hits, self.cache.stats.misses), (0, 0))
 
 
+class LeanMissTests(SynchronousTestCase):
+    """A known URI that is not cached is read through its route's call, without routing."""
+
+    def setUp(self) -> None:
+        self.cache: LRUCache[str, ReplicaResponse] = LRUCache(5)
+        self.uri_keys = UriKeys(8)
+        self.routed = _Routed()
+        self.shortcut = ReadShortcut(self.routed, self.cache, self.uri_keys)
+        self.reads: list[Deferred[bytes]] = []
+
+    def read(self, request: Any) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        self.reads.append(d)
+        return d
+
+    def render(self, uri: bytes) -> tuple[DummyRequest, Any]:
+        request = DummyRequest(uri.split(b"/")[1:])
+        request.uri = request.path = uri
+        return request, self.shortcut.render(request)
+
+    def test_answer_is_sent_when_the_read_fires(self) -> None:
+        self.uri_keys.learn(b"/bazar/info/1", "info/1", self.read)
+        request, result = self.render(b"/bazar/info/1")
+        self.assertIs(result, NOT_DONE_YET)
+        self.assertEqual((self.routed.seen, len(self.reads)), ([], 1))
+        self.assertEqual(request.finished, 0)
+        self.reads[0].callback(b'{"id":1}')
+        self.assertEqual((request.written, request.finished), ([b'{"id":1}'], 1))
+
+    def test_a_synchronous_answer_is_returned(self) -> None:
+        self.uri_keys.learn(b"/bazar/info/1", "info/1", lambda request: b"now")
+        self.assertEqual(self.render(b"/bazar/info/1")[1], b"now")
+
+    def test_failure_is_the_json_error_the_route_would_send(self) -> None:
+        """503 with Retry-After, as Klein's error handler answers it."""
+        self.uri_keys.learn(b"/bazar/info/1", "info/1", self.read)
+        request, _ = self.render(b"/bazar/info/1")
+        self.reads[0].errback(Unavailable("no replica is reachable"))
+        self.assertEqual(request.responseCode, 503)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"Retry-After"), [b"1"])
+        self.assertEqual(
+            json.loads(b"".join(request.written)),
+            {"error": {"code": 503, "message": "no replica is reachable"}},
+        )
+        self.assertEqual(request.finished, 1)
+
+    def test_unexpected_failure_is_a_logged_500(self) -> None:
+        self.uri_keys.learn(b"/bazar/info/1", "info/1", self.read)
+        request, _ = self.render(b"/bazar/info/1")
+        self.reads[0].errback(ZeroDivisionError())
+        self.assertEqual(request.responseCode, 500)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_client_gone_before_the_answer(self) -> None:
+        """Nothing is written to a connection the client closed, and nothing fails."""
+        self.uri_keys.learn(b"/bazar/info/1", "info/1", self.read)
+        request, _ = self.render(b"/bazar/info/1")
+        request.processingFailed(Failure(ConnectionDone()))
+        self.reads[0].callback(b"late")
+        self.assertEqual(request.written, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
 class ThroughTheFrontEndTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.cluster = MemCluster()
@@ -96,3 +165,18 @@ class ThroughTheFrontEndTests(SynchronousTestCase):
         for name in ("x-bazar-total", "link"):
             self.assertEqual(hit.headers[name], miss.headers[name])
         self.assertEqual(hit.headers["x-bazar-total"], "7")
+
+    def test_a_lean_miss_answers_like_the_routed_one(self) -> None:
+        """Once a URI is known, its misses skip routing but answer the same: body, status,
+        paging headers, X-Bazar-Cache and the replica that served it."""
+        for uri in ("/bazar/info/2", "/bazar/info/all?limit=2", "/bazar/search/new?limit=1"):
+            routed = self.cluster.get(uri)
+            route = self.cluster.frontend.uri_keys.route(uri.encode())
+            assert route is not None and route.read is not None, uri
+            self.cluster.frontend.cache.invalidate(route.key)
+            lean = self.cluster.get(uri)
+            self.assertEqual((lean.code, lean.json), (routed.code, routed.json), uri)
+            self.assertEqual(lean.headers["x-bazar-cache"], "miss", uri)
+            self.assertIn(lean.headers["x-bazar-replica"], self.cluster.catalog_names, uri)
+            for name in ("x-bazar-total", "link"):
+                self.assertEqual(lean.headers.get(name), routed.headers.get(name), (uri, name))

@@ -6,6 +6,8 @@ already-fired Deferred: ``successResultOf``/``failureResultOf`` read it.
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -15,7 +17,7 @@ from bazar.catalog.store import MAX_STOCK, SEED_BOOKS, BookPage, CatalogStore
 from bazar.errors import Conflict, NotFound
 from bazar.order.store import OrderStore
 from bazar.paging import Page
-from bazar.storage import Entry, InlineRunner, ReplicatedStore, SequenceGap
+from bazar.storage import Entry, InlineRunner, PoolRunner, ReplicatedStore, SequenceGap, open_store
 
 S = TypeVar("S", bound=ReplicatedStore)
 T = TypeVar("T")
@@ -74,10 +76,10 @@ class SeedTests(StoreTestCase):
         """book() finds one book, search_page() a topic's books in id order; unknown ids are NotFound."""
         catalog = self.store(CatalogStore)
         books = self.result(catalog.all_books())
-        self.assertEqual(self.result(catalog.book(1))["title"], "RPCs for Noobs.")
+        self.assertEqual(catalog.book(1)["title"], "RPCs for Noobs.")
         self.assertEqual(self.result(catalog.search_page("new", Page())), BookPage(books[4:], 3, None))
         self.assertEqual(self.result(catalog.search_page("cooking", Page())), BookPage([], 0, None))
-        self.failureResultOf(catalog.book(7), NotFound)
+        self.assertRaises(NotFound, catalog.book, 7)
 
     def test_same_seed_same_digest(self) -> None:
         """Two freshly seeded catalogs have equal digests."""
@@ -91,13 +93,13 @@ class CatalogWriteTests(StoreTestCase):
         self.catalog = self.store(CatalogStore)
 
     def quantity(self, book_id: int) -> int:
-        return int(self.result(self.catalog.book(book_id))["quantity"])
+        return int(self.catalog.book(book_id)["quantity"])
 
     def test_buy_decrements(self) -> None:
         """buy takes copies from the stock and logs the book's resulting row under seq 1."""
         seq, entry = self.result(self.catalog.buy(6, 3))
         self.assertEqual(seq, 1)
-        self.assertEqual(entry, {"book": self.result(self.catalog.book(6))})
+        self.assertEqual(entry, {"book": self.catalog.book(6)})
         self.assertEqual(entry["book"]["quantity"], 87)
         self.assertEqual(self.quantity(6), 87)
         self.assertEqual(self.log(self.catalog), [(1, entry)])
@@ -143,7 +145,7 @@ class CatalogWriteTests(StoreTestCase):
         self.assertEqual(seq, 1)
         self.assertEqual(entry["book"]["price"], 19.99)
         self.assertEqual(entry["book"]["quantity"], 60)
-        self.assertEqual(self.result(self.catalog.book(1))["price"], 19.99)
+        self.assertEqual(self.catalog.book(1)["price"], 19.99)
 
     def test_set_price_unknown_book(self) -> None:
         """Setting the price of an unknown id is NotFound."""
@@ -350,4 +352,24 @@ class OrderStoreTests(StoreTestCase):
         self.record(other, 2)
         self.assertNotEqual(
             self.result(self.orders.status())["digest"], self.result(other.status())["digest"]
+        )
+
+
+class PoolRunnerTests(SynchronousTestCase):
+    """Point reads on the reactor thread: a read-only connection that sees every commit."""
+
+    def test_point_reads_see_commits_and_cannot_write(self) -> None:
+        path = Path(self.mktemp()) / "catalog.sqlite"
+        store = open_store(CatalogStore, path)
+        self.addCleanup(store.close)
+        runner = store.runner
+        assert isinstance(runner, PoolRunner)
+        self.assertEqual(store.book(2)["quantity"], 8)
+        with sqlite3.connect(path) as writer:  # as the pool's connection would, on its thread
+            writer.execute("UPDATE books SET quantity = 7 WHERE id = 2")
+        writer.close()
+        self.assertEqual(store.book(2)["quantity"], 7)
+        self.assertRaises(NotFound, store.book, 99)
+        self.assertRaises(
+            sqlite3.OperationalError, runner.read_now, lambda txn: txn.execute("DELETE FROM books")
         )

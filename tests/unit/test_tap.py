@@ -182,7 +182,7 @@ class ServiceTests(TapTestCase):
         [cleanup] = [c for c in service if isinstance(c, CallOnStop)]
         owners = [getattr(c, "__self__", None) for c in cleanup.cleanups]
         [store] = [o for o in owners if isinstance(o, CatalogStore)]
-        pool: Any = store.runner
+        pool: Any = store.runner.pool
         # The pool waits for the injected reactor to run, not for the global one.
         self.assertIs(pool._reactor, self.reactor)
         self.assertIn((pool._start, (), {}), self.reactor.whenRunningHooks)
