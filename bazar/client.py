@@ -24,7 +24,7 @@ from twisted.web.iweb import IAgent
 from bazar.config import SECRET_HEADER, Replica
 from bazar.errors import NotSent, ReplicaError, Unavailable
 from bazar.paging import NEXT_AFTER_HEADER, TOTAL_HEADER
-from bazar.web import JSON, REPLICA_HEADER, SEQ_HEADER
+from bazar.web import JSON, REPLICA_HEADER, SEQ_HEADER, SEQUENCER_HEADER
 
 POOL_SIZE_PER_HOST = 64
 TRANSPORT_ERRORS = (ConnectError, ConnectionClosed, ResponseFailed, TimeoutError, CancelledError)
@@ -78,6 +78,8 @@ class ReplicaResponse:
     # The replica's last applied sequence number when it took the request (SEQ_HEADER): the
     # answer reflects at least every write up to it. 0 when the replica did not say.
     seq: int = 0
+    # The replica its role's writes go to, as the answering replica knows it (SEQUENCER_HEADER).
+    sequencer: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -127,7 +129,10 @@ class ReplicaClient:
             if values:
                 kept[header] = values[0]
         seq = response.headers.getRawHeaders(SEQ_HEADER, ["0"])[0]
-        return ReplicaResponse(response.code, content, name, kept, int(seq) if seq.isdigit() else 0)
+        sequencer = response.headers.getRawHeaders(SEQUENCER_HEADER, [None])[0]
+        return ReplicaResponse(
+            response.code, content, name, kept, int(seq) if seq.isdigit() else 0, sequencer
+        )
 
     def call(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None

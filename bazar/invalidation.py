@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
 from bazar.client import ReplicaClient
 from bazar.config import Replica
@@ -74,6 +75,12 @@ class FrontendNotifier:
     ``written``: the cache keys the write changed (``keys(entry)``) and the followers that
     did not confirm it, which the front end must stop reading from; ``caught_up``: a
     follower that has every write again and may be read from.
+
+    Under load, pushes are batched the way replication is: one push at a time, and the
+    keys of every write that comes while it is on its way go together in the next one
+    (with the newest write's sequence number); each write waits for the push that carries
+    its keys. One client alone never waits for a batch. A push naming lagging followers is
+    sent on its own, at once: which write it was decided for matters (see ``Health``).
     """
 
     def __init__(
@@ -91,12 +98,45 @@ class FrontendNotifier:
         self.keys = keys
         self.epoch = epoch
         self._told_epoch: tuple[str, int] | None = None
+        self._sending = False
+        self._keys: dict[str, None] = {}  # the next push's keys, in order, once each
+        self._seq = 0
+        self._waiters: list[Deferred[Any]] = []
 
     def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
         keys = self.keys(entry)
         epoch = self.epoch() if self.epoch is not None else None
         if not keys and not lagging and epoch == self._told_epoch:
             return succeed(None)
+        if lagging:
+            return self._push(keys, seq, lagging)
+        self._keys.update(dict.fromkeys(keys))
+        self._seq = max(self._seq, seq)
+        d: Deferred[Any] = Deferred()
+        self._waiters.append(d)
+        if not self._sending:
+            self._send_batch()
+        return d
+
+    def _send_batch(self) -> None:
+        keys, seq, waiters = list(self._keys), self._seq, self._waiters
+        self._keys, self._seq, self._waiters = {}, 0, []
+        self._sending = True
+
+        def sent(result: Any) -> None:
+            self._sending = False
+            for d in waiters:
+                if isinstance(result, Failure):
+                    d.errback(result)
+                else:
+                    d.callback(result)
+            if self._waiters:
+                self._send_batch()
+
+        self._push(keys, seq, []).addBoth(sent)
+
+    def _push(self, keys: list[str], seq: int, lagging: list[str]) -> Deferred[Any]:
+        epoch = self.epoch() if self.epoch is not None else None
         body: dict[str, Any] = {"keys": keys, "lagging": lagging, "seq": seq}
         if epoch is not None:
             body["role"], body["epoch"] = epoch

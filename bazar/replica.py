@@ -39,6 +39,7 @@ from bazar.storage import Entry, ReplicatedStore, SeedMismatch, SequenceGap, ope
 from bazar.web import (
     REPLICA_HEADER,
     SEQ_HEADER,
+    SEQUENCER_HEADER,
     check_secret,
     install_json_errors,
     make_site,
@@ -46,6 +47,7 @@ from bazar.web import (
     read_json,
     respond,
     respond_json,
+    runs_to_completion,
 )
 
 S = TypeVar("S", bound=ReplicatedStore)
@@ -58,18 +60,27 @@ class RequireSecret(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: IResource, secret: str, name: str, applied_seq: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        inner: IResource,
+        secret: str,
+        name: str,
+        applied_seq: Callable[[], int],
+        sequencer: Callable[[], str],
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.secret = secret
         self.name = name
         self.applied_seq = applied_seq
+        self.sequencer = sequencer
 
     def render(self, request: IRequest) -> Any:
         request.setHeader(REPLICA_HEADER, self.name)
         # Taken before the request's reads are queued behind any write still being applied:
         # what they read is at least this new, perhaps newer, never older.
         request.setHeader(SEQ_HEADER, str(self.applied_seq()))
+        request.setHeader(SEQUENCER_HEADER, self.sequencer())
         try:
             check_secret(request, self.secret)
         except BazarError as e:
@@ -118,6 +129,7 @@ class ReplicaEndpoints:
         return self.synced
 
     @app.route("/replicate", methods=["POST"])
+    @runs_to_completion
     @inlineCallbacks
     def replicate(self, request: IRequest) -> Any:
         """Apply the sequencer's entries in order; 409 with our last_seq when some are missing."""
@@ -174,6 +186,7 @@ class ReplicaEndpoints:
         return None
 
     @app.route("/elect", methods=["POST"])
+    @runs_to_completion
     @inlineCallbacks
     def elect(self, request: IRequest) -> Any:
         """A candidate asks us to join its epoch: yes if that epoch is newer than ours and the
@@ -263,8 +276,14 @@ class ReplicaApp:
         return self.endpoints.writer
 
     def resource(self) -> IResource:
-        store = self.store
-        return RequireSecret(self.app.resource(), self.secret, self.replica.name, lambda: store.applied_seq)
+        store, endpoints = self.store, self.endpoints
+        return RequireSecret(
+            self.app.resource(),
+            self.secret,
+            self.replica.name,
+            lambda: store.applied_seq,
+            lambda: endpoints.sequencer.name,
+        )
 
 
 @inlineCallbacks

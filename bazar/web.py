@@ -7,14 +7,17 @@ as a traceback.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import io
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -35,12 +38,17 @@ from bazar.errors import (
 
 log = Logger()
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 JSON = "application/json"
 REPLICA_HEADER = "X-Bazar-Replica"
 CACHE_HEADER = "X-Bazar-Cache"
 # On every replica answer: the last sequence number the replica had applied when the request
 # arrived, so what it read holds at least every write up to that one (see bazar.readthrough).
 SEQ_HEADER = "X-Bazar-Seq"
+# On every replica answer: the replica that sequences its role's writes, as far as it knows,
+# so a caller can send the next write straight there rather than through a forwarder.
+SEQUENCER_HEADER = "X-Bazar-Sequencer"
 MAX_BODY = 64 * 1024  # bytes: the largest request body any endpoint accepts
 IDLE_TIMEOUT = 60  # seconds an idle client connection is kept open
 RETRY_AFTER = b"1"  # seconds, on every 503: long enough for a failed replica to be replaced
@@ -60,6 +68,37 @@ def respond(request: IRequest, body: bytes, code: int = 200) -> bytes:
 
 def respond_json(request: IRequest, obj: Any, code: int = 200) -> bytes:
     return respond(request, json_bytes(obj), code)
+
+
+def shielded(work: Deferred[Any]) -> Deferred[Any]:
+    """``work``'s result, in a Deferred whose cancellation does not reach ``work``."""
+    answer: Deferred[Any] = Deferred()
+
+    def deliver(result: Any) -> None:
+        if not answer.called:
+            answer.callback(result)  # a Failure goes on as one
+        elif isinstance(result, Failure) and not result.check(BazarError):
+            log.failure("a write whose caller had gone failed", result)
+
+    work.addBoth(deliver)
+    return answer
+
+
+def runs_to_completion(handler: F) -> F:
+    """For write handlers: the write runs to its end even if its caller goes away.
+
+    Klein cancels a handler's Deferred when the client disconnects, and a caller's deadline
+    closes the connection too. Cancelled half-way, a purchase could take the stock and
+    record no order, or a catalog write could commit without the front end being told to
+    drop its copies. Shielded, only the answer is dropped.
+    """
+
+    @functools.wraps(handler)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        result = handler(*args, **kwargs)
+        return shielded(result) if isinstance(result, Deferred) else result
+
+    return run  # type: ignore[return-value]
 
 
 def read_json(request: IRequest, *, required: bool = True) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from bazar.paging import (
     search_path,
 )
 from bazar.replica import ReplicaApp, forward
-from bazar.web import install_json_errors, parse_id, read_json, respond_json
+from bazar.web import install_json_errors, parse_id, read_json, respond_json, runs_to_completion
 
 
 def respond_page(request: IRequest, path: str, page: Page, result: BookPage) -> bytes:
@@ -74,6 +74,7 @@ class CatalogApp(ReplicaApp):
     # -- writes ----------------------------------------------------------------------
 
     @app.route("/catalog/books/<book_id>/buy", methods=["POST"])
+    @runs_to_completion
     def buy(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = validation.keyed_purchase(read_json(request, required=False))
@@ -85,6 +86,7 @@ class CatalogApp(ReplicaApp):
         )
 
     @app.route("/catalog/books/<book_id>/price", methods=["PUT"])
+    @runs_to_completion
     def update_price(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
@@ -93,6 +95,7 @@ class CatalogApp(ReplicaApp):
         )
 
     @app.route("/catalog/books/<book_id>/quantity", methods=["PUT"])
+    @runs_to_completion
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         change = validation.quantity_change(read_json(request))

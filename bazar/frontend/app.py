@@ -44,6 +44,7 @@ from bazar.web import (
     read_json,
     respond,
     respond_json,
+    runs_to_completion,
 )
 
 log = Logger()
@@ -230,6 +231,7 @@ class FrontendApp:
     # -- writes and order reads ------------------------------------------------------
 
     @app.route("/bazar/purchase/<book_id>", methods=["POST"])
+    @runs_to_completion
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body: dict[str, Any] = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
@@ -240,12 +242,14 @@ class FrontendApp:
         return self._send(request, self.orders, "POST", f"/order/purchase/{book}", body)
 
     @app.route("/bazar/update_price/<book_id>", methods=["PUT"])
+    @runs_to_completion
     def update_price(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
         return self._send(request, self.catalogs, "PUT", f"/catalog/books/{book}/price", body)
 
     @app.route("/bazar/update_quantity/<book_id>", methods=["PUT"])
+    @runs_to_completion
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = validation.quantity_change(read_json(request))

@@ -23,7 +23,7 @@ from bazar.failover import Role
 from bazar.order.store import OrderStore
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
-from bazar.web import install_json_errors, parse_id, read_json, respond_json
+from bazar.web import install_json_errors, parse_id, read_json, respond_json, runs_to_completion
 
 
 class OrderApp(ReplicaApp):
@@ -46,20 +46,20 @@ class OrderApp(ReplicaApp):
         """Purchases take their stock from the catalog sequencer, through ``catalogs``."""
         super().__init__(replica, store, client, sequencer, writer, secret, role)
         self.catalogs = catalogs
-        self._catalog = catalogs[0]  # the catalog replica that answered last: first asked next time
+        self._catalog = catalogs[0]  # the catalog sequencer as last heard of: first asked next time
 
     @inlineCallbacks
     def _take_stock(self, book: int, body: dict[str, Any]) -> Any:
-        """Buy at the catalog: any catalog replica forwards to its sequencer, whichever that
-        is now. A request that never left goes on to the next replica, and so does one with an
-        idempotency key (the catalog would answer a repeat with the original); a replica that
-        failed is asked last next time."""
+        """Buy at the catalog sequencer: every catalog answer names it, and any catalog replica
+        would forward there (one hop more). A request that never left goes on to the next
+        replica, and so does one with an idempotency key (the catalog would answer a repeat
+        with the original); a replica that failed is asked last next time."""
         first = self.catalogs.index(self._catalog)
         rotation = self.catalogs[first:] + self.catalogs[:first]
         error: Unavailable | None = None
         for number, catalog in enumerate(rotation):
             try:
-                bought = yield self.client.call(
+                response = yield self.client.request(
                     "POST", catalog, f"/catalog/books/{book}/buy", body, timeout=FORWARD_TIMEOUT
                 )
             except Unavailable as e:
@@ -68,8 +68,8 @@ class OrderApp(ReplicaApp):
                 if isinstance(e, NotSent) or "idempotency_key" in body:
                     continue
                 raise
-            self._catalog = catalog
-            return bought
+            self._catalog = next((c for c in self.catalogs if c.name == response.sequencer), catalog)
+            return response.raise_for_error().json()
         raise error or Unavailable("no catalog replica can be reached; try again shortly")
 
     @app.route("/internal/", branch=True)
@@ -77,6 +77,7 @@ class OrderApp(ReplicaApp):
         return self.endpoints.app.resource()
 
     @app.route("/order/purchase/<book_id>", methods=["POST"])
+    @runs_to_completion
     @inlineCallbacks
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)

@@ -287,6 +287,37 @@ class WriteTests(ClusterTestCase):
             reply = self.cluster.internal("GET", name, "/catalog/books/0")
             self.assertEqual(reply.headers["x-bazar-seq"], "2", name)
 
+    def test_purchase_runs_to_its_end_when_the_client_leaves(self) -> None:
+        """The client gives up while the catalog is taking the stock: the front end, the order
+        sequencer and the catalog all finish the purchase anyway (cancelled half-way, the
+        stock would be gone with no order), and the front end caches no old stock."""
+        self.cluster.get("/bazar/info/1")
+        held = self.cluster.hold_next("catalog-1")
+        purchase = self.cluster.send("POST", "/bazar/purchase/1")
+        self.cluster.flush()
+        self.assertTrue(held.arrived)  # stock taken; the answer to order-1 waits
+        purchase.cancel()  # the client closes its connection
+        self.cluster.flush()
+        self.failureResultOf(purchase)
+        held.release()
+        for name in self.cluster.order_names:
+            self.assertEqual([o["book_id"] for o in self.cluster.orders(name)], [1], name)
+        for name in self.cluster.catalog_names:
+            self.assertEqual(self.cluster.book(name, 1)["quantity"], 59, name)
+        self.assertEqual(self.cluster.get("/bazar/info/1").json["quantity"], 59)
+
+    def test_order_sequencer_buys_at_the_catalog_sequencer_it_was_told_of(self) -> None:
+        """Sent to a catalog follower once (which forwards), order-1 learns from the answer
+        which replica sequences catalog writes and goes there directly from then on."""
+        order = self.cluster.apps["order-1"]
+        order._catalog = next(c for c in self.cluster.config.catalog if c.name == "catalog-2")
+        for _ in range(3):
+            self.assertEqual(self.cluster.post("/bazar/purchase/1").code, 200)
+        buys = [s.name for s in self.cluster.dispatch.seen if s.path == "/catalog/books/1/buy"]
+        self.assertEqual(buys, ["catalog-2", "catalog-1", "catalog-1", "catalog-1"])
+        reply = self.cluster.internal("GET", "catalog-3", "/catalog/books/1")
+        self.assertEqual(reply.headers["x-bazar-sequencer"], "catalog-1")
+
     def test_cluster_view_after_writes(self) -> None:
         """After writes, every replica is healthy and each role's replicas have one digest and last_seq."""
         self.cluster.put("/bazar/update_price/0", {"price": 1.0})

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from bazar.config import parse
+from bazar.errors import Conflict
 from bazar.service import tcp_address
-from bazar.web import IDLE_TIMEOUT, MAX_BODY, make_site
+from bazar.web import IDLE_TIMEOUT, MAX_BODY, make_site, shielded
 
 
 class _Echo(Resource):
@@ -76,3 +78,36 @@ class LoopbackDefaultTests(SynchronousTestCase):
             address = tcp_address(replica.listen)
             assert address is not None
             self.assertEqual(address[0], "127.0.0.1", replica.name)
+
+
+class ShieldedTests(SynchronousTestCase):
+    """``bazar.web.shielded``: cancelling the answer leaves the work running."""
+
+    def test_cancelling_the_answer_does_not_cancel_the_work(self) -> None:
+        cancelled: list[bool] = []
+        work: Deferred[str] = Deferred(lambda d: cancelled.append(True))
+        answer = shielded(work)
+        answer.cancel()
+        self.failureResultOf(answer, CancelledError)
+        self.assertEqual(cancelled, [])
+        work.callback("done")  # no AlreadyCalledError, nothing logged
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_result_and_failure_pass_through(self) -> None:
+        work: Deferred[str] = Deferred()
+        answer = shielded(work)
+        work.callback("done")
+        self.assertEqual(self.successResultOf(answer), "done")
+        failing: Deferred[str] = Deferred()
+        answer = shielded(failing)
+        failing.errback(Conflict("no stock"))
+        self.failureResultOf(answer, Conflict)
+
+    def test_a_failure_nobody_will_see_is_logged_unless_expected(self) -> None:
+        for error, logged in ((Conflict("no stock"), 0), (ZeroDivisionError(), 1)):
+            work: Deferred[str] = Deferred()
+            answer = shielded(work)
+            answer.cancel()
+            self.failureResultOf(answer)
+            work.errback(error)
+            self.assertEqual(len(self.flushLoggedErrors(type(error))), logged)
