@@ -16,10 +16,19 @@ import treq
 from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed, TimeoutError
-from twisted.internet.interfaces import IReactorTime
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, _HTTP11ClientFactory
-from twisted.web.iweb import IAgent
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.web.client import (
+    URI,
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseFailed,
+    _HTTP11ClientFactory,
+)
+from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from zope.interface import implementer
 
 from bazar.config import SECRET_HEADER, Replica
 from bazar.errors import NotSent, ReplicaError, Unavailable
@@ -27,6 +36,7 @@ from bazar.paging import NEXT_AFTER_HEADER, TOTAL_HEADER
 from bazar.web import JSON, REPLICA_HEADER, SEQ_HEADER, SEQUENCER_HEADER
 
 POOL_SIZE_PER_HOST = 64
+MAX_KNOWN_ENDPOINTS = 64  # far more than a cluster has replicas; a bound all the same
 TRANSPORT_ERRORS = (ConnectError, ConnectionClosed, ResponseFailed, TimeoutError, CancelledError)
 # A replica's answer headers that the caller gets to see (a page's total and successor).
 KEPT_HEADERS = (TOTAL_HEADER, NEXT_AFTER_HEADER)
@@ -48,8 +58,33 @@ def make_pool(reactor: Any) -> HTTPConnectionPool:
     return pool
 
 
+@implementer(IAgentEndpointFactory)
+class KnownEndpoints:
+    """One endpoint per replica address, made once.
+
+    Agent's default makes a new endpoint for every request, pooled connection or not, and
+    IDNA-encodes the host each time: about a tenth of a call's CPU time, measured, for
+    addresses that never change (the replicas in the config)."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            endpoint = HostnameEndpoint(self.reactor, uri.host, uri.port)
+            if uri.scheme == b"https":
+                tls = BrowserLikePolicyForHTTPS().creatorForNetloc(uri.host, uri.port)
+                endpoint = wrapClientTLS(tls, endpoint)
+            if len(self._endpoints) < MAX_KNOWN_ENDPOINTS:
+                self._endpoints[key] = endpoint
+        return endpoint
+
+
 def make_agent(reactor: Any, pool: HTTPConnectionPool) -> IAgent:
-    return Agent(reactor, pool=pool)
+    return Agent.usingEndpointFactory(reactor, KnownEndpoints(reactor), pool=pool)
 
 
 class NoCookies(IndexableCookieJar):
@@ -112,8 +147,11 @@ class ReplicaClient:
         if body is not None:
             headers["Content-Type"] = JSON
             data = json.dumps(body).encode()
-        # No redirects: a replica never sends one, and following them costs every call a layer.
-        d = self.http.request(method, replica.url + path, headers=headers, data=data, allow_redirects=False)
+        # No redirects (a replica never sends one) and no buffering layer (the body is read
+        # once, just below): each would cost every call a wrapper.
+        d = self.http.request(
+            method, replica.url + path, headers=headers, data=data, allow_redirects=False, unbuffered=True
+        )
         d.addTimeout(self.timeout if timeout is None else timeout, self.clock)
         try:
             response = yield d
