@@ -153,10 +153,19 @@ class ReplicaEndpoints:
 
     @inlineCallbacks
     def _apply(self, body: dict[str, Any], entries: list[Any], leader_seq: int) -> Any:
-        if self.role is not None and "epoch" in body:
-            stale = yield self._check_epoch(body.get("epoch"), body.get("sequencer"))
-            if stale is not None:
-                return stale, 409
+        role = self.role
+        if role is not None and "epoch" in body:
+            epoch, sequencer = body.get("epoch"), body.get("sequencer")
+            if (
+                type(epoch) is int
+                and epoch == role.epoch <= role.verified_epoch
+                and sequencer == role.sequencer.name
+            ):
+                role.heard()  # the usual case: our sequencer, in the epoch we follow and checked
+            else:
+                stale = yield self._check_epoch(epoch, sequencer)
+                if stale is not None:
+                    return stale, 409
         try:
             last_seq = yield self.store.apply([(seq, entry) for seq, entry in entries])
         except SequenceGap as gap:
@@ -266,6 +275,7 @@ class ReplicaApp:
         self.client = client
         self.secret = secret
         self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer, role)
+        self.internal_resource = self.endpoints.app.resource()  # what /internal/... routes to
 
     @property
     def sequencer(self) -> Replica:

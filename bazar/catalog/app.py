@@ -47,7 +47,7 @@ class CatalogApp(ReplicaApp):
 
     @app.route("/internal/", branch=True)
     def internal(self, request: IRequest) -> IResource:
-        return self.endpoints.app.resource()
+        return self.internal_resource
 
     # -- reads -----------------------------------------------------------------------
 

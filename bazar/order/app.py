@@ -74,7 +74,7 @@ class OrderApp(ReplicaApp):
 
     @app.route("/internal/", branch=True)
     def internal(self, request: IRequest) -> IResource:
-        return self.endpoints.app.resource()
+        return self.internal_resource
 
     @app.route("/order/purchase/<book_id>", methods=["POST"])
     @runs_to_completion
