@@ -192,8 +192,13 @@ class FrontendApp:
     ) -> Any:
         """Answer from the cache, or from the next catalog replica (then cached). ``public``
         keeps, of the replica's headers, those the client should see."""
-        # The lean path answers this URI next time, from the cache or through this same call.
-        self.uri_keys.learn(request.uri, key, lambda again: self._cached_read(again, key, path, public))
+        # The lean path answers this URI next time, from the cache or through the same read.
+        self.uri_keys.learn(request.uri, key, lambda again: self._read_through(again, key, path, public))
+        return self._read_through(request, key, path, public)
+
+    def _read_through(
+        self, request: IRequest, key: str, path: str, public: Callable[[ReplicaResponse], ReplicaResponse]
+    ) -> Any:
         cached, pending = self.cache.get(key, lambda: self._read(self.catalogs, path).addCallback(public))
         if pending is None:
             assert cached is not None
