@@ -6,10 +6,11 @@ Each write is one transaction that changes the data *and* appends the resulting 
 apply the sequencer's entries in order and refuse to skip one (``apply``); the log lets
 anyone resend what a replica missed (``entries_after``).
 
-SQL runs through a *runner* with adbapi's ``runInteraction`` signature: in production an
-``adbapi.ConnectionPool`` with one connection, so statements leave the reactor thread and
-transactions run one at a time in submission order; in unit tests an ``InlineRunner`` that
-runs the same SQL synchronously on an in-memory database.
+SQL runs through a *runner* with adbapi's ``runInteraction`` signature: in production a
+``PoolRunner``, an ``adbapi.ConnectionPool`` with one connection, so statements leave the
+reactor thread and transactions run one at a time in submission order (plus ``read_now``:
+point reads by primary key on a read-only connection of the reactor thread); in unit tests
+an ``InlineRunner`` that runs the same SQL synchronously on an in-memory database.
 
 The digest that tells whether two replicas hold the same data is kept up to date rather
 than computed on demand (hashing a million rows per ``status()`` takes seconds): it is the
