@@ -77,14 +77,14 @@ class RequireSecret(Resource):
 
     def render(self, request: IRequest) -> Any:
         request.setHeader(REPLICA_HEADER, self.name)
-        # Taken before the request's reads are queued behind any write still being applied:
-        # what they read is at least this new, perhaps newer, never older.
-        request.setHeader(SEQ_HEADER, str(self.applied_seq()))
-        request.setHeader(SEQUENCER_HEADER, self.sequencer())
         try:
             check_secret(request, self.secret)
         except BazarError as e:
             return respond(request, e.body(), e.code)
+        # Taken before the request's reads are queued behind any write still being applied:
+        # what they read is at least this new, perhaps newer, never older.
+        request.setHeader(SEQ_HEADER, str(self.applied_seq()))
+        request.setHeader(SEQUENCER_HEADER, self.sequencer())
         return self.inner.render(request)
 
 

@@ -286,6 +286,10 @@ class WriteTests(ClusterTestCase):
         for name in self.cluster.catalog_names:
             reply = self.cluster.internal("GET", name, "/catalog/books/0")
             self.assertEqual(reply.headers["x-bazar-seq"], "2", name)
+        refused = self.cluster.request("GET", "/catalog/books/0", to="catalog-2")  # no secret
+        self.assertEqual(refused.code, 401)
+        self.assertNotIn("x-bazar-seq", refused.headers)  # nothing about the data without the secret
+        self.assertNotIn("x-bazar-sequencer", refused.headers)
 
     def test_purchase_runs_to_its_end_when_the_client_leaves(self) -> None:
         """The client gives up while the catalog is taking the stock: the front end, the order
