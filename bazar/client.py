@@ -63,7 +63,7 @@ class KnownEndpoints:
     """One endpoint per replica address, made once.
 
     Agent's default makes a new endpoint for every request, pooled connection or not, and
-    IDNA-encodes the host each time: about a tenth of a call's CPU time, measured, for
+    IDNA-encodes the host each time: about 5 % of a call's CPU time, measured, for
     addresses that never change (the replicas in the config)."""
 
     def __init__(self, reactor: Any) -> None:
@@ -89,7 +89,7 @@ def make_agent(reactor: Any, pool: HTTPConnectionPool) -> IAgent:
 
 class NoCookies(IndexableCookieJar):
     """Replicas set no cookies: skipping the jar saves treq's per-request cookie handling
-    (about a tenth of a call's CPU time, measured)."""
+    (with no redirects followed, about a tenth of a call's CPU time, measured)."""
 
     def add_cookie_header(self, request: Any) -> None:
         pass
