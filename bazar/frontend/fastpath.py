@@ -89,7 +89,11 @@ class ReadShortcut(Resource):
                         headers.setRawHeaders(name, [value])
                     return cached.body
                 if route.read is not None:
-                    return _answer(request, route.read(request))
+                    try:
+                        answer = route.read(request)
+                    except Exception:
+                        return failure_response(request, Failure())
+                    return _answer(request, answer)
         return self.inner.render(request)
 
 

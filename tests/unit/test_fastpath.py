@@ -127,6 +127,16 @@ class LeanMissTests(SynchronousTestCase):
         self.assertEqual(request.responseCode, 500)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
+    def test_a_read_that_raises_at_once(self) -> None:
+        def broken(request: Any) -> bytes:
+            raise ZeroDivisionError
+
+        self.uri_keys.learn(b"/bazar/info/1", "info/1", broken)
+        request, body = self.render(b"/bazar/info/1")
+        self.assertEqual(request.responseCode, 500)
+        self.assertEqual(json.loads(body)["error"]["code"], 500)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
     def test_client_gone_before_the_answer(self) -> None:
         """Nothing is written to a connection the client closed, and nothing fails."""
         self.uri_keys.learn(b"/bazar/info/1", "info/1", self.read)
