@@ -481,6 +481,20 @@ class ClusterHealthTests(SynchronousTestCase):
         )
         self.assertNotIn("followers", self.cluster.internal("GET", "catalog-2", "/internal/status").json)
 
+    def test_probe_learns_each_roles_sequencer(self) -> None:
+        """Writes go straight to the replica whose status says it sequences its role's writes."""
+        self.assertIsNone(self.health.sequencer("catalog"))
+        self.probe()
+        self.assertEqual(
+            (self.health.sequencer("catalog"), self.health.sequencer("order")), ("catalog-1", "order-1")
+        )
+        before = len(self.cluster.dispatch.seen)
+        self.assertEqual(self.cluster.put("/bazar/update_price/1", {"price": 3.0}).code, 200)
+        writes = [s.name for s in self.cluster.dispatch.seen[before:] if s.path == "/catalog/books/1/price"]
+        self.assertEqual(writes, ["catalog-1"])  # no follower forwarded it
+        self.health.current_epoch("catalog", 2)  # a newer epoch, whose sequencer no probe has named yet
+        self.assertIsNone(self.health.sequencer("catalog"))
+
     def test_probe_reads_lagging_from_the_sequencer(self) -> None:
         """A write whose push cannot reach the front end is not acknowledged (503), and the
         front end still learns from its probe of the sequencer that the follower lags."""
