@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,6 +131,46 @@ class Process:
     def stop(self, timeout: float = STOP_TIMEOUT) -> Stopped:
         """SIGTERM to the PID; SIGKILL to its process group if it or a child is still there."""
         return stop_group(self.popen, timeout, children_timeout=CHILDREN_TIMEOUT)
+
+
+def listening_inodes(port: int, tables: Iterable[str] = ("/proc/net/tcp", "/proc/net/tcp6")) -> set[str]:
+    """The socket inodes listening on TCP ``port``, from the kernel's tables."""
+    inodes = set()
+    for table in tables:
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10:
+                continue
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(inode)
+    return inodes
+
+
+def listening_pid(port: int, candidates: Iterable[int] | None = None) -> int | None:
+    """The pid (of ``candidates``, or of every process we may look into) listening on TCP
+    ``port``, found through /proc; None if none is."""
+    sockets = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+    if not sockets:
+        return None
+    if candidates is None:
+        candidates = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    for pid in candidates:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:  # another user's process, or gone
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in sockets:
+                    return pid
+            except OSError:
+                continue
+    return None
 
 
 def process_group(pgid: int) -> list[int]:

@@ -32,7 +32,14 @@ from twisted.internet.task import deferLater
 
 from bazar.bench import memory as mem
 from bazar.bench import wrk
-from bazar.bench.cluster import ClusterInfo, Processes, StartError, catalog_reads, start_ceiling
+from bazar.bench.cluster import (
+    ClusterInfo,
+    Processes,
+    StartError,
+    catalog_reads,
+    listening_pid,
+    start_ceiling,
+)
 from bazar.bench.load import Call, HTTPClient, LoopResult, RequestError, Response, Sample, Target, closed_loop
 from bazar.bench.progress import Progress
 from bazar.bench.report import ratio, summarize
@@ -804,7 +811,7 @@ class MemoryProbe:
         else:
             self.problems.append("no cluster secret (--secret-file), so not from /metrics")
         port = Target.from_url(self.cluster.url).port
-        pid = mem.listening_pid(port)
+        pid = listening_pid(port)
         if pid is not None and mem.proc_rss(pid) is not None:
             self.source, self.pid = f"/proc/{pid}/status", pid
             return

@@ -21,7 +21,7 @@ allowance divided by those requests is the smallest leak the run would have caug
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,45 +79,6 @@ def proc_open_fds(pid: int, proc: Path = Path("/proc")) -> int | None:
         return len(os.listdir(proc / str(pid) / "fd"))
     except OSError:
         return None
-
-
-def listening_inodes(port: int, tables: Iterable[str] = ("/proc/net/tcp", "/proc/net/tcp6")) -> set[str]:
-    """The socket inodes listening on TCP ``port``, from the kernel's tables."""
-    inodes = set()
-    for table in tables:
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10:
-                continue
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                inodes.add(inode)
-    return inodes
-
-
-def listening_pid(port: int, proc: Path = Path("/proc")) -> int | None:
-    """The pid of the process listening on TCP ``port``; None if none we may look into does."""
-    sockets = {f"socket:[{inode}]" for inode in listening_inodes(port)}
-    if not sockets:
-        return None
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = list((entry / "fd").iterdir())
-        except OSError:  # another user's process, or gone
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(fd) in sockets:
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
 
 
 # -- the verdict -------------------------------------------------------------------------------

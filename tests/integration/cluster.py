@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from bazar.bench.cluster import free_ports, kill_group, process_group, stop_group
+from bazar.bench.cluster import free_ports, kill_group, listening_pid, process_group, stop_group
 
 T = TypeVar("T")
 
@@ -74,40 +74,6 @@ def port_is_free(port: int) -> bool:
                 return False
             raise
     return True
-
-
-def _listening_inodes(port: int) -> set[str]:
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                inodes.add(inode)
-    return inodes
-
-
-def listening_pid(port: int, candidates: Iterable[int]) -> int | None:
-    """Which of ``candidates`` (pids) listens on ``port``, found through /proc (no psutil here)."""
-    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
-    if not sockets:
-        return None
-    for pid in candidates:
-        try:
-            fds = list(Path(f"/proc/{pid}/fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(fd) in sockets:
-                    return pid
-            except OSError:
-                continue
-    return None
 
 
 # -- HTTP, synchronously (fixtures only; tests use treq) -------------------------------

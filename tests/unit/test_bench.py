@@ -23,6 +23,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from bazar.bench import cli, memory, report, wrk
 from bazar.bench.ceiling import body_of_size
+from bazar.bench.cluster import listening_pid
 from bazar.bench.experiments import (
     EXPERIMENTS,
     MEMORY_SEARCH_SHARE,
@@ -666,9 +667,9 @@ class MemoryReadingTests(SynchronousTestCase):
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         port = listener.getsockname()[1]
-        self.assertEqual(memory.listening_pid(port), os.getpid())
+        self.assertEqual(listening_pid(port), os.getpid())
         listener.close()
-        self.assertIsNone(memory.listening_pid(port))
+        self.assertIsNone(listening_pid(port))
 
 
 class MemoryPlanTests(SynchronousTestCase):
