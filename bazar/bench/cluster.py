@@ -282,7 +282,8 @@ class ClusterInfo:
     url: str
     cache_size: int | None
     secret: str | None = None
-    catalog_urls: tuple[str, ...] = ()
+    # (name, URL) of every process of the cluster, when the benchmark started it.
+    process_urls: tuple[tuple[str, str], ...] = ()
     process: Process | None = None
     directory: Path | None = None
 
@@ -345,7 +346,7 @@ def start_cluster(
                 url=url,
                 cache_size=cache_size,
                 secret=secret,
-                catalog_urls=tuple(f"http://127.0.0.1:{ports[n]}" for n in CATALOGS),
+                process_urls=tuple((n, f"http://127.0.0.1:{ports[n]}") for n in NAMES),
                 process=process,
                 directory=directory,
             )
@@ -383,7 +384,23 @@ def start_ceiling(
     return process, port
 
 
-# -- what a cluster's replicas count (only when we know the secret) ---------------------------------
+# -- what a cluster's processes count (only when we know the secret) -------------------------------
+
+
+def _metrics(cluster: ClusterInfo, names: Sequence[str]) -> list[tuple[str, str]] | None:
+    """(name, /metrics text) of each of ``names``; None if the secret or an answer is missing."""
+    if cluster.secret is None:
+        return None
+    urls = [(name, url) for name, url in cluster.process_urls if name in names]
+    if len(urls) != len(names):
+        return None
+    try:
+        return [
+            (name, get_text(url + "/metrics", headers={"X-Bazar-Secret": cluster.secret}))
+            for name, url in urls
+        ]
+    except (OSError, ValueError):
+        return None
 
 
 def catalog_reads(cluster: ClusterInfo) -> int | None:
@@ -392,16 +409,33 @@ def catalog_reads(cluster: ClusterInfo) -> int | None:
     Lets the benchmark tell how many backend reads N cache misses caused: concurrent misses
     of one key share one backend request, so under load the two numbers differ.
     """
-    if cluster.secret is None or not cluster.catalog_urls:
+    texts = _metrics(cluster, CATALOGS)
+    if texts is None:
         return None
     total = 0.0
     try:
-        for url in cluster.catalog_urls:
-            text = get_text(url + "/metrics", headers={"X-Bazar-Secret": cluster.secret})
+        for _, text in texts:
             for line in text.splitlines():
                 if line.startswith("bazar_requests_total{") and 'method="GET"' in line:
                     if 'route="/catalog/books' in line or 'route="/catalog/search' in line:
                         total += float(line.rsplit(" ", 1)[1])
-    except (OSError, ValueError, IndexError):
+    except (ValueError, IndexError):
         return None
     return int(total)
+
+
+def cpu_seconds(cluster: ClusterInfo) -> dict[str, float] | None:
+    """Each process's CPU time so far (``process_cpu_seconds_total`` from its /metrics), by name;
+    None if unknown. Taken before and after a run, it says where the run's CPU time went."""
+    texts = _metrics(cluster, NAMES)
+    if texts is None:
+        return None
+    seconds = {}
+    try:
+        for name, text in texts:
+            for line in text.splitlines():
+                if line.startswith("process_cpu_seconds_total "):
+                    seconds[name] = float(line.split()[1])
+    except (ValueError, IndexError):
+        return None
+    return seconds if len(seconds) == len(NAMES) else None

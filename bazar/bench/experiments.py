@@ -19,6 +19,7 @@ for the ``*_samples.csv`` files.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ from bazar.bench.cluster import (
     Processes,
     StartError,
     catalog_reads,
+    cpu_seconds,
     listening_pid,
     start_ceiling,
 )
@@ -45,6 +47,7 @@ from bazar.bench.progress import Progress
 from bazar.bench.report import ratio, summarize
 
 EXPERIMENTS = ("latency", "consistency", "sweep", "lru", "throughput", "memory")
+CPU_PREFIX = "cpu_ms_"  # a latency row's CPU time per request of one process: cpu_ms_<name>
 LAB_BOOKS = 7  # the report's catalogue: every experiment uses these books (ids 0-6) only
 STOCK = 1_000_000
 BUY_BODY = b'{"quantity":1}'
@@ -241,8 +244,15 @@ async def latency(ctx: Context, stage: str) -> dict[str, Any]:
         def buy(i: int, rng: random.Random = rng, ids: list[int] = ids) -> Call:
             return Call("buy", "POST", f"/bazar/purchase/{rng.choice(ids)}", BUY_BODY)
 
+        cpu_before = cpu_seconds(cluster)
         result = await ctx.loop(cluster, f"{stage} buy, {name}", buy, s.samples, 1)
-        rows.append(summary_row(result.samples, operation="buy", cache=cache))
+        cpu_after = cpu_seconds(cluster)
+        row = summary_row(result.samples, operation="buy", cache=cache)
+        if cpu_before is not None and cpu_after is not None and result.samples:
+            # Where a purchase's time goes: each process's CPU time per purchase.
+            for name in cpu_after:
+                row[f"{CPU_PREFIX}{name}"] = (cpu_after[name] - cpu_before[name]) * 1000 / len(result.samples)
+        rows.append(row)
         raw += sample_rows(result.samples, cache=cache)
     notes = []
     if ctx.nocache is None:
@@ -250,6 +260,8 @@ async def latency(ctx: Context, stage: str) -> dict[str, Any]:
     if ctx.cache is None:
         notes.append("no cluster with a cache was measured")
     for row in rows:
+        if any(key.startswith(CPU_PREFIX) for key in row):
+            notes.append(cpu_note(row))
         if row["errors"]:
             notes.append(
                 f"{row['operation']} (cache {row['cache']}): {row['errors']} requests were not 2xx "
@@ -278,6 +290,17 @@ async def latency(ctx: Context, stage: str) -> dict[str, Any]:
         "notes": notes,
         "raw": raw,
     }
+
+
+def cpu_note(row: Mapping[str, Any]) -> str:
+    """Where one client's purchases spent CPU time, process by process."""
+    cpu = {key[len(CPU_PREFIX) :]: ms for key, ms in row.items() if key.startswith(CPU_PREFIX)}
+    each = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+    return (
+        f"CPU time per purchase (cache {row['cache']}; ms, from each process's process_cpu_seconds_total): "
+        f"{each}; {sum(cpu.values()):.1f} ms in all, on {os.cpu_count()} cores, for a p50 of "
+        f"{row['p50_ms']:.1f} ms"
+    )
 
 
 # -- 2. consistency: writes invalidate --------------------------------------------------------

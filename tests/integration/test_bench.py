@@ -116,6 +116,10 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     for row in cells.values():
         assert row["n"] == 20 and row["errors"] == 0, row
         assert 0 < row["p50_ms"] <= row["p99_ms"], row
+    for cache in ("on", "off"):  # where a purchase's CPU time went, process by process
+        cpu = {k: v for k, v in cells["buy", cache].items() if k.startswith("cpu_ms_")}
+        assert len(cpu) == 7 and all(ms > 0 for ms in cpu.values()), cpu
+    assert "CPU time per purchase (cache on" in stdout
     assert cells["info", "on"]["hit_ratio"] == 1.0  # the warmed working set fits in the cache
     assert cells["info", "off"]["hit_ratio"] == 0.0  # cache_size = 0: every read is a miss
 

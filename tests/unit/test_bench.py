@@ -23,11 +23,12 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from bazar.bench import cli, memory, report, wrk
 from bazar.bench.ceiling import body_of_size
-from bazar.bench.cluster import listening_pid
+from bazar.bench.cluster import ClusterInfo, catalog_reads, cpu_seconds, listening_pid
 from bazar.bench.experiments import (
     EXPERIMENTS,
     MEMORY_SEARCH_SHARE,
     MEMORY_WRITE_SHARE,
+    cpu_note,
     memory_plan,
     phase_order,
     summary_row,
@@ -741,3 +742,17 @@ class MemoryReportTests(SynchronousTestCase):
         path = Path(directory.name) / "memory.png"
         report.plot_memory(plt, memory_result(rss_samples([50.0] * 20, warmup_mib=(40, 45))), path)
         self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+
+class CpuTests(SynchronousTestCase):
+    def test_note_names_each_process_and_the_sum(self) -> None:
+        row = {"cache": "on", "p50_ms": 12.0, "cpu_ms_frontend": 2.0, "cpu_ms_order-1": 3.25, "n": 10}
+        note = cpu_note(row)
+        self.assertIn("frontend 2.00, order-1 3.25; 5.2 ms in all", note)
+        self.assertIn("for a p50 of 12.0 ms", note)
+
+    def test_unknown_without_the_secret(self) -> None:
+        """A cluster given by --url: no secret, so no /metrics, so no figure (rather than a guess)."""
+        cluster = ClusterInfo(label="cache", url="http://127.0.0.1:1", cache_size=5)
+        self.assertIsNone(cpu_seconds(cluster))
+        self.assertIsNone(catalog_reads(cluster))
