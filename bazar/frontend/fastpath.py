@@ -53,10 +53,6 @@ class UriKeys:
         if known is None or known.key != key:
             self._routes.put(uri, Route(key, read))
 
-    def key(self, uri: bytes) -> str | None:
-        route = self._routes.peek(uri)
-        return None if route is None else route.key
-
     def route(self, uri: bytes) -> Route | None:
         return self._routes.peek(uri)
 
