@@ -253,8 +253,11 @@ class BoundedRequest(Request):
 
 def make_site(resource: IResource) -> Site:
     """A Site that never shows tracebacks, bounds bodies, drops idle connections, and skips
-    per-request access logging (it costs ~15% of throughput)."""
-    site = Site(resource, requestFactory=BoundedRequest, timeout=IDLE_TIMEOUT)
+    per-request access logging (it costs ~15% of throughput).
+
+    Every body is JSON, so no POST is parsed as a form: Twisted would otherwise parse each
+    POST's Content-Type with the ``email`` package (about 3% of a replica's CPU per write)."""
+    site = Site(resource, requestFactory=BoundedRequest, timeout=IDLE_TIMEOUT, parsePOSTFormSubmission=False)
     site.displayTracebacks = False
     site.noisy = False
     site.log = lambda request: None  # type: ignore[method-assign]

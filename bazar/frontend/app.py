@@ -17,7 +17,6 @@ from typing import Any
 from klein import Klein
 from prometheus_client.core import Metric
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
@@ -47,8 +46,6 @@ from bazar.web import (
     respond_json,
     runs_to_completion,
 )
-
-log = Logger()
 
 STATUS_TIMEOUT = 2.0  # seconds: /bazar/cluster does not wait longer for a replica that hangs
 READ_TIMEOUT = 2.0  # seconds before a read is retried on the next replica (reads take milliseconds)
@@ -350,7 +347,6 @@ class FrontendApp:
             self.health.report_lagging(name, False, seq, pushed=True)
         for key in keys:
             self.cache.invalidate(key, seq)
-        log.debug("invalidated {keys}", keys=keys)
         return respond_json(request, {"invalidated": keys})
 
     @app.route("/", methods=["GET"])
