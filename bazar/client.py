@@ -119,15 +119,18 @@ class ReplicaResponse:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    def error_message(self) -> str:
+        """The message of a replica's JSON error (or, for a body that is none, the status)."""
+        try:
+            return str(self.json()["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            return f"{self.replica} answered {self.code}"
+
     def raise_for_error(self) -> ReplicaResponse:
         """Turn a replica's JSON error into a ReplicaError with the same status and message."""
         if self.code < 400:
             return self
-        try:
-            message = self.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"{self.replica} answered {self.code}"
-        raise ReplicaError(self.code, message)
+        raise ReplicaError(self.code, self.error_message())
 
 
 class ReplicaClient:

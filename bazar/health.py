@@ -14,7 +14,7 @@ role's sequencer first (as the probes last saw it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -39,6 +39,8 @@ class Health:
         self._lagging: dict[str, tuple[int, bool, bool]] = {}  # name -> (sequencer's seq, lagging?, pushed?)
         self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
         self._sequencers: dict[str, tuple[int, str]] = {}  # role -> (epoch, replica that sequences in it)
+        # Called with (role, previous epoch, new epoch) when a newer epoch is first reported.
+        self.on_new_epoch: Callable[[str, int, int], object] = lambda role, previous, epoch: None
 
     def current_epoch(self, role: str, reported: int) -> bool:
         """Note that a replica of ``role`` is in epoch ``reported``: is that the newest one? A
@@ -47,6 +49,7 @@ class Health:
         newest = self._epochs.get(role, 0)
         if reported > newest:
             self._epochs[role] = reported
+            self.on_new_epoch(role, newest, reported)
             return True
         return reported == newest
 

@@ -106,6 +106,14 @@ class LRUCache(Generic[K, V]):
         self.stats.invalidations += len(keys)
         return len(keys)
 
+    def invalidate_all(self) -> int:
+        """Drop every entry; how many there were."""
+        count = len(self._entries)
+        self._entries.clear()
+        self._by_prefix.clear()
+        self.stats.invalidations += count
+        return count
+
     def _unindex(self, key: K) -> None:
         prefix = self.prefix_of(key)
         if prefix is None:

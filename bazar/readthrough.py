@@ -17,6 +17,11 @@ Two things the plain LRU cannot do alone:
   when the fill started. An older answer is still returned to its requests (the write is
   not acknowledged yet), never stored.
 
+* **A new epoch drops everything**: when another replica takes over sequencing, the old
+  sequencer may have served a write that no majority had, which the new one never had
+  (``bazar.replication.Sequencer.settled``), so nothing cached before the takeover is kept,
+  nor stored by a fill that was then in flight (``invalidate_all``).
+
 An invalidation names a key or a *prefix* (see ``bazar.lru``): invalidating ``info/all``
 drops every cached page of that listing and marks every page fill of it in flight stale,
 so a page fetched before a write can no more be stored after it than a single book can.
@@ -123,6 +128,14 @@ class ReadThroughCache(Generic[K, V]):
             fill = self._detach(key)
             if fill is not None:
                 fill.stale = True
+
+    def invalidate_all(self) -> None:
+        """Forget every key, and make sure no fetch already under way stores its answer."""
+        self.lru.invalidate_all()
+        for fill in self._inflight.values():
+            fill.stale = True
+        self._inflight.clear()
+        self._inflight_by_prefix.clear()
 
     @property
     def inflight(self) -> int:

@@ -21,7 +21,7 @@ from twisted.web.resource import IResource, Resource
 
 from bazar.client import ReplicaClient
 from bazar.config import Config, ConfigError, Replica
-from bazar.errors import BadRequest, BazarError, Conflict
+from bazar.errors import BadRequest, BazarError, Conflict, Unavailable
 from bazar.failover import Role, Watchdog
 from bazar.invalidation import FrontendNotifier
 from bazar.metrics import MeasuredResource, Metrics, gauge
@@ -124,8 +124,9 @@ class ReplicaEndpoints:
         return self.role.writer if self.role is not None else self._writer
 
     def ready(self) -> bool:
+        """Whether reads here show every acknowledged write and only writes a majority has."""
         if self.writer is not None:
-            return True
+            return self.writer.settled()
         return self.synced
 
     @app.route("/replicate", methods=["POST"])
@@ -284,6 +285,15 @@ class ReplicaApp:
     @property
     def writer(self) -> Sequencer | None:
         return self.endpoints.writer
+
+    def check_readable(self) -> None:
+        """Called by every data read: a sequencer that holds a write no majority has
+        refuses (see ``Sequencer.settled``); the front end reads from another replica."""
+        writer = self.writer
+        if writer is not None and not writer.settled():
+            raise Unavailable(
+                f"{self.replica.name} holds a write no majority has confirmed yet; read from another replica"
+            )
 
     def resource(self) -> IResource:
         store, endpoints = self.store, self.endpoints

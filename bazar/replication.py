@@ -180,6 +180,8 @@ class Sequencer:
         self.notice = notice
         self.quorum = quorum
         self.retired = False  # set when another replica took over: start no new write
+        # The newest write that missed its majority here (0: none), until a majority has it.
+        self.unconfirmed = 0
         for link in links:
             link.on_caught_up = self._caught_up
 
@@ -208,6 +210,7 @@ class Sequencer:
         yield told
         have_it = 1 + len(self.links) - len(lagging)
         if have_it < self.quorum:
+            self.unconfirmed = max(self.unconfirmed, seq)
             raise Unavailable(
                 f"only {have_it} of {len(self.links) + 1} replicas have the write (a majority must): "
                 "not acknowledged; retry with an Idempotency-Key"
@@ -215,6 +218,19 @@ class Sequencer:
         if lagging:
             yield self._tell(seq, entry, lagging)
         return entry
+
+    def settled(self) -> bool:
+        """Whether a majority has every write this sequencer committed that missed its majority.
+
+        Such a write is in this replica's database, but if another replica takes over it
+        may never have it: reads here could show a write that then never happened. So the
+        sequencer is not ready for reads (``/internal/status``) and refuses them until its
+        followers catch up (the heartbeats resend it) or another replica replaces it."""
+        if self.unconfirmed:
+            have_it = 1 + sum(1 for link in self.links if link.confirmed >= self.unconfirmed)
+            if have_it >= self.quorum:
+                self.unconfirmed = 0
+        return not self.unconfirmed
 
     def _tell(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
         if self.notice is None:

@@ -55,18 +55,21 @@ class CatalogApp(ReplicaApp):
     @inlineCallbacks
     def all_books(self, request: IRequest) -> Any:
         """One page of every book (``limit``, ``offset``, ``after``: see ``bazar.paging``)."""
+        self.check_readable()
         page = parse_page(request)
         result = yield self.store.books_page(page)
         return respond_page(request, "/catalog/books", page, result)
 
     @app.route("/catalog/books/<book_id>", methods=["GET"])
     def book(self, request: IRequest, book_id: str) -> Any:
+        self.check_readable()
         return respond_json(request, self.store.book(parse_id(book_id)))
 
     @app.route("/catalog/search/<path:topic>", methods=["GET"])
     @inlineCallbacks
     def search(self, request: IRequest, topic: str) -> Any:
         """One page of the topic's books."""
+        self.check_readable()
         page = parse_page(request)
         result = yield self.store.search_page(topic, page)
         return respond_page(request, search_path("/catalog/search", topic), page, result)

@@ -17,6 +17,7 @@ from typing import Any
 from klein import Klein
 from prometheus_client.core import Metric
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
@@ -46,6 +47,8 @@ from bazar.web import (
     respond_json,
     runs_to_completion,
 )
+
+log = Logger()
 
 STATUS_TIMEOUT = 2.0  # seconds: /bazar/cluster does not wait longer for a replica that hangs
 READ_TIMEOUT = 2.0  # seconds before a read is retried on the next replica (reads take milliseconds)
@@ -78,8 +81,25 @@ class FrontendApp:
         self.catalogs = RoundRobin(config.catalog)
         self.orders = RoundRobin(config.order)
         self.health = Health(self._replicas())
+        self.health.on_new_epoch = self._new_epoch
         self.metrics = metrics if metrics is not None else Metrics("frontend", "frontend")
         self.metrics.collect_with(self._collect)
+
+    def _new_epoch(self, role: str, previous: int, epoch: int) -> None:
+        """Another catalog replica took over sequencing: forget every cached answer. The old
+        sequencer may have served a write that missed its majority, which the new one never
+        had (see ``bazar.replication.Sequencer.settled``)."""
+        if role != "catalog":
+            return
+        dropped = len(self.cache.lru)
+        self.cache.invalidate_all()
+        if previous:
+            log.info(
+                "catalog epoch {epoch} (was {previous}): dropped {dropped} cached answers",
+                epoch=epoch,
+                previous=previous,
+                dropped=dropped,
+            )
 
     def resource(self) -> IResource:
         """The app behind its lean path for cache hits (see ``bazar.frontend.fastpath``)."""
@@ -209,15 +229,22 @@ class FrontendApp:
 
     @inlineCallbacks
     def _read(self, replicas: RoundRobin[Replica], path: str) -> Any:
-        """GET from the next readable replica in turn; if it cannot be reached, from the one after."""
+        """GET from the next readable replica in turn; if it cannot be reached, or cannot
+        serve reads now (503: e.g. a sequencer holding a write no majority has), from the
+        one after. Its probe says when it is ready again."""
         error: Unavailable | None = None
         for replica in replicas.rotation():
             if not self.health.readable(replica):
                 continue
             try:
-                return (yield self._call("GET", replica, path, timeout=READ_TIMEOUT))
+                response = yield self._call("GET", replica, path, timeout=READ_TIMEOUT)
             except Unavailable as e:
                 error = e
+                continue
+            if response.code != 503:
+                return response
+            error = Unavailable(response.error_message())
+            self.health.mark(replica, False, error.message)
         raise error or Unavailable(
             "no replica that has every acknowledged write is reachable; try again shortly"
         )

@@ -99,11 +99,13 @@ class OrderApp(ReplicaApp):
     @app.route("/order/orders", methods=["GET"])
     @inlineCallbacks
     def orders(self, request: IRequest) -> Any:
+        self.check_readable()
         orders = yield self.store.all_orders()
         return respond_json(request, orders)
 
     @app.route("/order/orders/<order_id>", methods=["GET"])
     @inlineCallbacks
     def order(self, request: IRequest, order_id: str) -> Any:
+        self.check_readable()
         order = yield self.store.order(parse_id(order_id, "order id"))
         return respond_json(request, order)

@@ -514,6 +514,48 @@ class ClusterHealthTests(SynchronousTestCase):
         self.heartbeat()
         self.assertFalse(self.health.is_lagging("catalog-2"))  # caught_up, pushed
 
+    def test_a_write_that_missed_its_majority_is_not_read(self) -> None:
+        """The catalog sequencer commits a write that no follower confirms: the write is not
+        acknowledged, and no read shows it (another replica taking over would never have it)
+        until a majority has it. Before the fix, catalog-1 went on serving the new price."""
+        self.cluster.sequencers["catalog"].quorum = 2  # a majority of three, as in production
+        self.assertEqual(self.cluster.get("/bazar/info/1").json["price"], 22.35)
+        for name in ("catalog-2", "catalog-3"):
+            self.cluster.unreachable(name)
+
+        code, _, body = self.cluster.internal("PUT", "catalog-1", "/catalog/books/1/price", {"price": 99.0})
+        self.assertEqual(code, 503)
+        self.assertIn("not acknowledged", body["error"]["message"])
+        self.assertEqual(self.cluster.book("catalog-1", 1)["price"], 99.0)  # committed here only
+        self.assertFalse(self.ready("catalog-1"))
+
+        # The front end has no replica left that may answer: 503, never the new price.
+        code, _, body = self.cluster.get("/bazar/info/1")
+        self.assertEqual(code, 503)
+        code, _, body = self.cluster.internal("GET", "catalog-1", "/catalog/books/1")
+        self.assertEqual(code, 503)
+        self.assertIn("no majority", body["error"]["message"])
+
+        # Once the followers have it (the heartbeats resend it), the write took effect.
+        for name in ("catalog-2", "catalog-3"):
+            self.cluster.unreachable(name, down=False)
+        self.assertEqual(self.heartbeat(), [True, True])
+        self.assertTrue(self.ready("catalog-1"))
+        self.probe()
+        self.assertEqual(self.cluster.get("/bazar/info/1").json["price"], 99.0)
+
+    def test_a_read_refused_by_the_sequencer_is_answered_by_a_follower(self) -> None:
+        """A 503 from a replica that cannot serve reads now sends the read on to the next one."""
+        self.cluster.sequencers["catalog"].quorum = 3  # so that one follower short is a miss
+        self.cluster.unreachable("catalog-3")
+        code, _, _ = self.cluster.internal("PUT", "catalog-1", "/catalog/books/1/price", {"price": 99.0})
+        self.assertEqual(code, 503)
+        self.cluster.frontend.health.report_lagging("catalog-3", True, 1, pushed=True)
+        served = self.read_books()
+        self.assertNotIn("catalog-1", served[1:])
+        self.assertFalse(self.health.is_up(self.replicas["catalog-1"]))
+        self.assertEqual(self.cluster.get("/bazar/info/1").json["price"], 99.0)  # catalog-2 has it
+
 
 class InvalidateTests(SynchronousTestCase):
     """``/internal/invalidate``: what a sequencer pushes to the front end."""
@@ -533,6 +575,20 @@ class InvalidateTests(SynchronousTestCase):
         self.assertTrue(self.health.is_lagging("catalog-2"))  # older than what it knows
         self.assertEqual(self.invalidate({"keys": [], "caught_up": ["catalog-2"], "seq": 4}).code, 200)
         self.assertFalse(self.health.is_lagging("catalog-2"))
+
+    def test_a_new_catalog_epoch_drops_every_cached_answer(self) -> None:
+        """Another catalog replica took over: what was cached may hold a write the old
+        sequencer had and the new one does not, so none of it is kept. A new order epoch, or
+        the same catalog epoch again, changes nothing."""
+        self.assertEqual(self.invalidate({"keys": [], "epoch": 1, "role": "catalog"}).code, 200)
+        for book in (1, 2):
+            self.cluster.get(f"/bazar/info/{book}")
+        self.assertEqual(self.invalidate({"keys": [], "epoch": 1, "role": "catalog"}).code, 200)
+        self.assertEqual(self.invalidate({"keys": [], "epoch": 2, "role": "order"}).code, 200)
+        self.assertEqual(sorted(self.cluster.cached_keys()), ["info/1", "info/2"])
+        self.assertEqual(self.invalidate({"keys": [], "epoch": 2, "role": "catalog"}).code, 200)
+        self.assertEqual(self.cluster.cached_keys(), [])
+        self.assertEqual(self.cluster.get("/bazar/info/1").headers["x-bazar-cache"], "miss")
 
     def test_rejects_bad_values(self) -> None:
         """Each bad field is a 400 naming it, and a refused request changes nothing."""

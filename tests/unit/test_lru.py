@@ -218,3 +218,12 @@ class PrefixTests(SynchronousTestCase):
         cache: LRUCache[str, str] = LRUCache(0)
         cache.put(Paged("info/all", 0), "page")
         self.assertEqual((len(cache), cache.keys_with_prefix("info/all")), (0, set()))
+
+    def test_invalidate_all_drops_every_entry_and_prefix(self) -> None:
+        """Everything goes, counted as invalidations; the cache then fills as a new one would."""
+        cache = self.paged()
+        self.assertEqual(cache.invalidate_all(), 7)
+        self.assertEqual((len(cache), cache.stats.invalidations), (0, 7))
+        self.assertEqual(cache.keys_with_prefix("info/all"), set())
+        cache.put(Paged("info/all", 0), "all 0")
+        self.assertEqual(cache.invalidate_prefix("info/all"), 1)

@@ -358,3 +358,32 @@ class VersionFloorTests(SynchronousTestCase):
         cache.invalidate("info/1", 9)
         cache.invalidate("info/2", 4)  # a push that overtook a newer one on the way
         self.assertEqual(cache.floor, 9)
+
+
+class InvalidateAllTests(SynchronousTestCase):
+    """What the front end does when another replica takes over sequencing catalog writes."""
+
+    def test_drops_every_cached_key(self) -> None:
+        cache = make_cache()
+        cache.lru.put("info/1", "book 1")
+        cache.lru.put(all_books_page_key(Page(limit=10)), "page")
+        cache.invalidate_all()
+        self.assertEqual(cache.lru.keys(), [])
+
+    def test_a_fill_in_flight_is_not_stored(self) -> None:
+        """A fetch started before the takeover still answers its waiters, but is not cached,
+        and a request after the takeover starts a fetch of its own."""
+        cache = make_cache()
+        backend = Backend()
+        _, before = cache.get("info/1", backend.fetch)
+        cache.invalidate_all()
+        self.assertEqual(cache.inflight, 0)
+        _, after = cache.get("info/1", backend.fetch)
+        self.assertEqual(len(backend.fetches), 2)
+        backend.fetches[0].callback("from the old sequencer")
+        assert before is not None and after is not None
+        self.assertEqual(self.successResultOf(before), "from the old sequencer")
+        self.assertNotIn("info/1", cache.lru)
+        backend.fetches[1].callback("book 1")
+        self.assertEqual(self.successResultOf(after), "book 1")
+        self.assertEqual(cache.lru.peek("info/1"), "book 1")
