@@ -747,9 +747,9 @@ class MemoryReportTests(SynchronousTestCase):
 class CpuTests(SynchronousTestCase):
     def test_note_names_each_process_and_the_sum(self) -> None:
         row = {"cache": "on", "p50_ms": 12.0, "cpu_ms_frontend": 2.0, "cpu_ms_order-1": 3.25, "n": 10}
-        note = cpu_note(row)
-        self.assertIn("frontend 2.00, order-1 3.25; 5.2 ms in all", note)
-        self.assertIn("for a p50 of 12.0 ms", note)
+        note = cpu_note(row, cores=2)
+        self.assertIn("frontend 2.00, order-1 3.25; 5.2 ms in all, on 2 cores", note)
+        self.assertIn("for a p50 of 12.0 ms (no less than 2.6 ms even if the 2 cores were never idle)", note)
 
     def test_unknown_without_the_secret(self) -> None:
         """A cluster given by --url: no secret, so no /metrics, so no figure (rather than a guess)."""
