@@ -33,7 +33,7 @@ from zope.interface import implementer
 from bazar.config import SECRET_HEADER, Replica
 from bazar.errors import NotSent, ReplicaError, Unavailable
 from bazar.paging import NEXT_AFTER_HEADER, TOTAL_HEADER
-from bazar.web import JSON, REPLICA_HEADER, SEQ_HEADER, SEQUENCER_HEADER
+from bazar.web import EPOCH_HEADER, JSON, REPLICA_HEADER, SEQ_HEADER, SEQUENCER_HEADER
 
 POOL_SIZE_PER_HOST = 64
 MAX_KNOWN_ENDPOINTS = 64  # far more than a cluster has replicas; a bound all the same
@@ -115,6 +115,8 @@ class ReplicaResponse:
     seq: int = 0
     # The replica its role's writes go to, as the answering replica knows it (SEQUENCER_HEADER).
     sequencer: str | None = None
+    # The epoch the answering replica is in (EPOCH_HEADER); 0 when it did not say.
+    epoch: int = 0
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -171,8 +173,15 @@ class ReplicaClient:
                 kept[header] = values[0]
         seq = response.headers.getRawHeaders(SEQ_HEADER, ["0"])[0]
         sequencer = response.headers.getRawHeaders(SEQUENCER_HEADER, [None])[0]
+        epoch = response.headers.getRawHeaders(EPOCH_HEADER, ["0"])[0]
         return ReplicaResponse(
-            response.code, content, name, kept, int(seq) if seq.isdigit() else 0, sequencer
+            response.code,
+            content,
+            name,
+            kept,
+            int(seq) if seq.isdigit() else 0,
+            sequencer,
+            int(epoch) if epoch.isdigit() else 0,
         )
 
     def call(

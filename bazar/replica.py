@@ -37,6 +37,7 @@ from bazar.service import (
 )
 from bazar.storage import Entry, ReplicatedStore, SeedMismatch, SequenceGap, open_store
 from bazar.web import (
+    EPOCH_HEADER,
     REPLICA_HEADER,
     SEQ_HEADER,
     SEQUENCER_HEADER,
@@ -67,6 +68,7 @@ class RequireSecret(Resource):
         name: str,
         applied_seq: Callable[[], int],
         sequencer: Callable[[], str],
+        epoch: Callable[[], int],
     ) -> None:
         super().__init__()
         self.inner = inner
@@ -74,6 +76,7 @@ class RequireSecret(Resource):
         self.name = name
         self.applied_seq = applied_seq
         self.sequencer = sequencer
+        self.epoch = epoch
 
     def render(self, request: IRequest) -> Any:
         request.setHeader(REPLICA_HEADER, self.name)
@@ -85,6 +88,7 @@ class RequireSecret(Resource):
         # what they read is at least this new, perhaps newer, never older.
         request.setHeader(SEQ_HEADER, str(self.applied_seq()))
         request.setHeader(SEQUENCER_HEADER, self.sequencer())
+        request.setHeader(EPOCH_HEADER, str(self.epoch()))
         return self.inner.render(request)
 
 
@@ -122,6 +126,10 @@ class ReplicaEndpoints:
     @property
     def writer(self) -> Sequencer | None:
         return self.role.writer if self.role is not None else self._writer
+
+    def epoch(self) -> int:
+        """The epoch this replica is in (1 for a replica whose sequencer is fixed)."""
+        return self.role.epoch if self.role is not None else 1
 
     def ready(self) -> bool:
         """Whether reads here show every acknowledged write and only writes a majority has."""
@@ -244,7 +252,7 @@ class ReplicaEndpoints:
                 "name": self.replica.name,
                 "role": self.replica.role,
                 "sequencer": self.sequencer.name,
-                "epoch": self.role.epoch if self.role is not None else 1,
+                "epoch": self.epoch(),
                 "ready": self.ready(),
                 **state,
                 **({"followers": self.writer.followers()} if self.writer is not None else {}),
@@ -303,6 +311,7 @@ class ReplicaApp:
             self.replica.name,
             lambda: store.applied_seq,
             lambda: endpoints.sequencer.name,
+            endpoints.epoch,
         )
 
 

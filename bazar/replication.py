@@ -207,10 +207,17 @@ class Sequencer:
             told = self._tell(seq, entry, [])
             confirmed = yield gatherResults([link.ship(seq, entry) for link in self.links])
             lagging = [link.follower.name for link, ok in zip(self.links, confirmed, strict=True) if not ok]
-        yield told
         have_it = 1 + len(self.links) - len(lagging)
         if have_it < self.quorum:
-            self.unconfirmed = max(self.unconfirmed, seq)
+            self.unconfirmed = max(self.unconfirmed, seq)  # no read here shows it from now on
+        yield told
+        if have_it < self.quorum:
+            # The front end drops what it may have cached of it meanwhile (the followers,
+            # which lack it, stay readable); then the writer hears it was not acknowledged.
+            try:
+                yield self._tell(seq, entry, [])
+            except BazarError as e:
+                log.warn("could not tell the front end of a write that missed its majority: {e}", e=e.message)
             raise Unavailable(
                 f"only {have_it} of {len(self.links) + 1} replicas have the write (a majority must): "
                 "not acknowledged; retry with an Idempotency-Key"

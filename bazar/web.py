@@ -49,6 +49,9 @@ SEQ_HEADER = "X-Bazar-Seq"
 # On every replica answer: the replica that sequences its role's writes, as far as it knows,
 # so a caller can send the next write straight there rather than through a forwarder.
 SEQUENCER_HEADER = "X-Bazar-Sequencer"
+# On every replica answer: the epoch the replica is in, so a caller that knows of a newer one
+# uses nothing a replaced sequencer (or a follower that has not heard of the takeover) read.
+EPOCH_HEADER = "X-Bazar-Epoch"
 MAX_BODY = 64 * 1024  # bytes: the largest request body any endpoint accepts
 IDLE_TIMEOUT = 60  # seconds an idle client connection is kept open
 RETRY_AFTER = b"1"  # seconds, on every 503: long enough for a failed replica to be replaced

@@ -89,8 +89,8 @@ class FrontendApp:
         """Another catalog replica took over sequencing: forget every cached answer. The old
         sequencer may have served a write that missed its majority, which the new one never
         had (see ``bazar.replication.Sequencer.settled``)."""
-        if role != "catalog":
-            return
+        if role != "catalog" or not previous:
+            return  # the first epoch heard of: every cached answer came from a replica in it
         dropped = len(self.cache.lru)
         self.cache.invalidate_all()
         if previous:
@@ -229,9 +229,10 @@ class FrontendApp:
 
     @inlineCallbacks
     def _read(self, replicas: RoundRobin[Replica], path: str) -> Any:
-        """GET from the next readable replica in turn; if it cannot be reached, or cannot
-        serve reads now (503: e.g. a sequencer holding a write no majority has), from the
-        one after. Its probe says when it is ready again."""
+        """GET from the next readable replica in turn; from the one after if it cannot be
+        reached, cannot serve reads now (503: e.g. a sequencer holding a write no majority
+        has), or answers from an older epoch than the newest one known (it may lack writes
+        acknowledged since the takeover). Its probe says when it may be read again."""
         error: Unavailable | None = None
         for replica in replicas.rotation():
             if not self.health.readable(replica):
@@ -241,9 +242,12 @@ class FrontendApp:
             except Unavailable as e:
                 error = e
                 continue
-            if response.code != 503:
+            if response.code == 503:
+                error = Unavailable(response.error_message())
+            elif response.epoch and not self.health.current_epoch(replica.role, response.epoch):
+                error = Unavailable(f"{replica.name} answered from epoch {response.epoch}, an old one")
+            else:
                 return response
-            error = Unavailable(response.error_message())
             self.health.mark(replica, False, error.message)
         raise error or Unavailable(
             "no replica that has every acknowledged write is reachable; try again shortly"

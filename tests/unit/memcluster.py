@@ -140,6 +140,14 @@ class Delayed:
         self.request, self.resource = request, resource
         return NOT_DONE_YET
 
+    def drop(self) -> None:
+        """Never hand it over: the connection drops, as if the replica had died meanwhile."""
+        if self.request is None:
+            raise AssertionError(f"no request for {self.name} has been delayed")
+        request, self.request = self.request, None
+        request.transport.abortConnection()  # type: ignore[attr-defined]
+        self.cluster.flush()
+
     def deliver(self) -> None:
         """Hand the request to the replica now, and its answer back to the caller."""
         if self.request is None or self.resource is None:

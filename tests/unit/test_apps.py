@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.catalog.store import SEED_BOOKS
-from tests.unit.memcluster import MemCluster
+from tests.unit.memcluster import MemCluster, result_of
 
 TITLES = {book_id: title for book_id, title, *_ in SEED_BOOKS}
 STOCK = {book_id: quantity for book_id, *_, quantity in SEED_BOOKS}
@@ -290,6 +290,18 @@ class WriteTests(ClusterTestCase):
         self.assertEqual(refused.code, 401)
         self.assertNotIn("x-bazar-seq", refused.headers)  # nothing about the data without the secret
         self.assertNotIn("x-bazar-sequencer", refused.headers)
+        self.assertNotIn("x-bazar-epoch", refused.headers)
+
+    def test_replica_answers_carry_their_epoch(self) -> None:
+        """X-Bazar-Epoch, as the front end's client reads it (replicas with a fixed sequencer: 1)."""
+        for name in (*self.cluster.catalog_names, *self.cluster.order_names):
+            self.assertEqual(
+                self.cluster.internal("GET", name, "/internal/status").headers["x-bazar-epoch"], "1"
+            )
+        response = result_of(
+            self.cluster.client().request("GET", self.cluster.config.catalog[1], "/catalog/books/0")
+        )
+        self.assertEqual((response.code, response.epoch, response.replica), (200, 1, "catalog-2"))
 
     def test_purchase_runs_to_its_end_when_the_client_leaves(self) -> None:
         """The client gives up while the catalog is taking the stock: the front end, the order

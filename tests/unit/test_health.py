@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from bazar.client import ReplicaResponse
 from bazar.config import Replica, parse
 from bazar.errors import Unavailable
+from bazar.frontend.app import FrontendApp
 from bazar.health import STATUS_PATH, Health, HealthProbe
 from tests.unit.memcluster import MAX_FLUSHES, MemCluster, result_of
 
@@ -544,6 +545,30 @@ class ClusterHealthTests(SynchronousTestCase):
         self.probe()
         self.assertEqual(self.cluster.get("/bazar/info/1").json["price"], 99.0)
 
+    def test_what_was_cached_of_a_write_that_missed_its_majority_is_dropped(self) -> None:
+        """While the write is in flight, catalog-1 serves it and the front end may cache it
+        (this system has no read leases). Once it has missed its majority, the front end is
+        told again, before the 503: nothing cached, nor any replica, shows it afterwards."""
+        self.cluster.sequencers["catalog"].quorum = 2
+        self.health.current_epoch("catalog", 1)
+        self.health.report_sequencer("catalog", 1, "catalog-1")  # the write goes straight there
+        delayed = [self.cluster.delay_next(name) for name in ("catalog-2", "catalog-3")]
+        write = self.cluster.send("PUT", "/bazar/update_price/1", {"price": 99.0})
+        self.cluster.flush()
+        self.assertTrue(all(d.arrived for d in delayed))
+        seen = {self.cluster.get("/bazar/info/1").json["price"] for _ in range(3)}
+        self.assertEqual(seen, {22.35, 99.0})  # one of them read catalog-1, in the write's window
+        self.assertIn("info/1", self.cluster.cached_keys())  # catalog-1's answer, the new price
+
+        for d in delayed:
+            d.drop()
+        code, _, body = self.cluster.wait(write)
+        self.assertEqual(code, 503)
+        self.assertIn("not acknowledged", body["error"]["message"])
+        self.assertNotIn("info/1", self.cluster.cached_keys())
+        for _ in range(4):
+            self.assertEqual(self.cluster.get("/bazar/info/1").json["price"], 22.35)
+
     def test_a_read_refused_by_the_sequencer_is_answered_by_a_follower(self) -> None:
         """A 503 from a replica that cannot serve reads now sends the read on to the next one."""
         self.cluster.sequencers["catalog"].quorum = 3  # so that one follower short is a miss
@@ -611,3 +636,61 @@ class InvalidateTests(SynchronousTestCase):
             self.assertIn(f"'{field}'", answer["error"]["message"], body)
             self.assertFalse(self.health.is_lagging("catalog-2"), body)
             self.assertIn("info/1", self.cluster.cached_keys(), body)
+
+
+class _EpochClient:
+    """Answers every GET with book 1 at the price and epoch each replica is given."""
+
+    def __init__(self, answers: dict[str, tuple[float, int]]) -> None:
+        self.answers = answers
+        self.clock = Clock()
+        self.asked: list[str] = []
+
+    def request(self, method: str, replica: Replica, path: str, body: Any = None, **kw: Any) -> Deferred[Any]:
+        self.asked.append(replica.name)
+        price, epoch = self.answers[replica.name]
+        book = json.dumps({"id": 1, "price": price}).encode()
+        return succeed(ReplicaResponse(200, book, replica.name, epoch=epoch))
+
+
+class ReadEpochTests(SynchronousTestCase):
+    """A read answered from an older epoch than the newest the front end knows is not used."""
+
+    def app(self, answers: dict[str, tuple[float, int]]) -> tuple[FrontendApp, _EpochClient]:
+        client = _EpochClient(answers)
+        return FrontendApp(parse({"cluster": {"secret": "s"}}), client), client  # type: ignore[arg-type]
+
+    def read(self, app: FrontendApp) -> tuple[ReplicaResponse, float]:
+        response = self.successResultOf(app._read(app.catalogs, "/catalog/books/1"))
+        return response, json.loads(response.body)["price"]
+
+    def test_an_old_epoch_answer_goes_on_to_the_next_replica(self) -> None:
+        """catalog-1 was replaced (cut off from its followers, not from the front end) and
+        lacks the write catalog-2 acknowledged in epoch 2: its answer is not used, and it is
+        down until a probe finds it in the newest epoch."""
+        app, client = self.app({"catalog-1": (10.0, 1), "catalog-2": (20.0, 2), "catalog-3": (20.0, 2)})
+        app.health.current_epoch("catalog", 2)  # pushed with epoch 2's first write
+        response, price = self.read(app)
+        self.assertEqual(
+            (response.replica, price, client.asked), ("catalog-2", 20.0, ["catalog-1", "catalog-2"])
+        )
+        self.assertFalse(app.health.is_up(app.config.catalog[0]))
+        self.assertEqual({self.read(app)[0].replica for _ in range(4)}, {"catalog-2", "catalog-3"})
+
+    def test_a_newer_epoch_in_an_answer_is_learned_and_drops_the_cache(self) -> None:
+        """An answer can be the first the front end hears of a new epoch: it is used, the
+        newest epoch known becomes its, and nothing cached before it is kept."""
+        app, client = self.app({"catalog-1": (20.0, 2), "catalog-2": (10.0, 1), "catalog-3": (10.0, 1)})
+        app.health.current_epoch("catalog", 1)
+        app.cache.lru.put("info/1", ReplicaResponse(200, b"{}", "catalog-2", epoch=1))
+        response, price = self.read(app)
+        self.assertEqual((response.replica, price), ("catalog-1", 20.0))
+        self.assertEqual(app.cache.lru.keys(), [])
+        self.assertEqual(self.read(app)[1], 20.0)  # catalog-2, in epoch 1, is passed over
+        self.assertEqual(client.asked, ["catalog-1", "catalog-2", "catalog-3", "catalog-1"])
+
+    def test_no_replica_in_the_newest_epoch(self) -> None:
+        app, _ = self.app({name: (10.0, 1) for name in ("catalog-1", "catalog-2", "catalog-3")})
+        app.health.current_epoch("catalog", 2)
+        failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
+        self.assertIn("an old one", failure.value.message)
