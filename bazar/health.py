@@ -35,7 +35,9 @@ class Health:
     """The front end's view of every replica; unknown ones count as up until shown otherwise."""
 
     def __init__(self, replicas: Iterable[Replica]) -> None:
+        replicas = list(replicas)
         self._up: dict[str, bool] = {r.name: True for r in replicas}
+        self._roles: dict[str, str] = {r.name: r.role for r in replicas}
         self._lagging: dict[str, tuple[int, bool, bool]] = {}  # name -> (sequencer's seq, lagging?, pushed?)
         self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
         self._sequencers: dict[str, tuple[int, str]] = {}  # role -> (epoch, replica that sequences in it)
@@ -49,6 +51,12 @@ class Health:
         newest = self._epochs.get(role, 0)
         if reported > newest:
             self._epochs[role] = reported
+            if newest:
+                # What the replaced sequencer said of its followers no longer counts (its
+                # sequence numbers are not the new sequencer's): the new one reports its own
+                # followers, and before it acknowledges any write one of them lacks.
+                for name in [n for n in self._lagging if self._roles.get(n) == role]:
+                    del self._lagging[name]
             self.on_new_epoch(role, newest, reported)
             return True
         return reported == newest
@@ -140,7 +148,7 @@ class HealthProbe(TimerService):
             self.health.report_lagging(replica.name, False, status["last_seq"], pushed=True)
             self.health.report_sequencer(replica.role, int(status.get("epoch", 1)), replica.name)
         for name, follower in status.get("followers", {}).items():
-            self.health.report_lagging(name, not follower["in_sync"], status["last_seq"], pushed=False)
+            self.health.report_lagging(name, not follower["readable"], status["last_seq"], pushed=False)
 
     def _unreachable(self, failure: Failure, replica: Replica) -> None:
         self.health.mark(replica, False, failure.getErrorMessage())

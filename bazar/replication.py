@@ -180,6 +180,9 @@ class Sequencer:
         self.notice = notice
         self.quorum = quorum
         self.retired = False  # set when another replica took over: start no new write
+        # The newest write a majority is known to have (Raft's commit index): at the start, as
+        # far as anyone can tell, all this replica holds; then each acknowledged write.
+        self.committed = store.applied_seq
         # The newest write that missed its majority here (0: none), until a majority has it.
         self.unconfirmed = 0
         for link in links:
@@ -210,6 +213,8 @@ class Sequencer:
         have_it = 1 + len(self.links) - len(lagging)
         if have_it < self.quorum:
             self.unconfirmed = max(self.unconfirmed, seq)  # no read here shows it from now on
+        else:
+            self.committed = max(self.committed, seq)
         yield told
         if have_it < self.quorum:
             # The front end drops what it may have cached of it meanwhile (the followers,
@@ -236,6 +241,7 @@ class Sequencer:
         if self.unconfirmed:
             have_it = 1 + sum(1 for link in self.links if link.confirmed >= self.unconfirmed)
             if have_it >= self.quorum:
+                self.committed = max(self.committed, self.unconfirmed)
                 self.unconfirmed = 0
         return not self.unconfirmed
 
@@ -256,10 +262,22 @@ class Sequencer:
                 lambda f: log.warn("could not tell the front end: {error}", error=f.getErrorMessage())
             )
 
+    def has_every_acknowledged_write(self, link: FollowerLink) -> bool:
+        """Whether reads at this follower show every write acknowledged so far. One out of
+        sync may: when only writes no majority has passed it by (this sequencer is cut off)."""
+        self.settled()  # brings ``committed`` up to date
+        return link.in_sync or link.confirmed >= self.committed
+
     def followers(self) -> dict[str, dict[str, Any]]:
-        """Each follower's confirmed sequence number and whether writes wait for it."""
+        """Each follower's confirmed sequence number, whether writes wait for it, and whether
+        it may be read from (it has every acknowledged write)."""
         return {
-            link.follower.name: {"confirmed": link.confirmed, "in_sync": link.in_sync} for link in self.links
+            link.follower.name: {
+                "confirmed": link.confirmed,
+                "in_sync": link.in_sync,
+                "readable": self.has_every_acknowledged_write(link),
+            }
+            for link in self.links
         }
 
 

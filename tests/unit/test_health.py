@@ -62,6 +62,21 @@ class HealthTests(SynchronousTestCase):
         self.health.mark(C2, True)
         self.assertTrue(self.health.readable(C2))
 
+    def test_a_new_epoch_forgets_what_the_old_sequencer_said_of_its_followers(self) -> None:
+        """catalog-1, cut off, reported catalog-2 and -3 lagging as of its write 40, which no
+        majority had. catalog-2 takes over at 39: its followers' state is its word now, not
+        the old 40 (which would keep both unread until epoch 2 wrote past it)."""
+        order = replica("order-1")
+        health = Health([*CATALOGS, order])
+        health.current_epoch("catalog", 1)
+        for name in ("catalog-2", "catalog-3"):
+            health.report_lagging(name, True, 40, pushed=False)
+        health.report_lagging("order-1", True, 7, pushed=True)
+        health.current_epoch("catalog", 2)
+        self.assertEqual([health.readable(r) for r in (*CATALOGS, order)], [True, True, True, False])
+        health.report_lagging("catalog-3", True, 39, pushed=False)  # the new sequencer's word
+        self.assertFalse(health.readable(C3))
+
     def test_newer_seq_wins(self) -> None:
         """Whatever its source, a report about a newer sequence number replaces an older one."""
         self.health.report_lagging("catalog-2", True, 4, pushed=True)
@@ -202,8 +217,8 @@ class HealthProbeTests(SynchronousTestCase):
     def test_sequencer_followers_set_lagging(self) -> None:
         """The sequencer's ``followers`` map says who lags, as of its last_seq."""
         followers = {
-            "catalog-2": {"confirmed": 7, "in_sync": True},
-            "catalog-3": {"confirmed": 5, "in_sync": False},
+            "catalog-2": {"confirmed": 7, "in_sync": True, "readable": True},
+            "catalog-3": {"confirmed": 5, "in_sync": False, "readable": False},
         }
         self.client.answers["catalog-1"] = status("catalog-1", last_seq=7, followers=followers)
         self.probe_all()
@@ -214,7 +229,7 @@ class HealthProbeTests(SynchronousTestCase):
         self.health.report_lagging("catalog-3", False, 6, pushed=True)
         self.assertTrue(self.health.is_lagging("catalog-3"))
         # ... and a later probe that finds it in sync again does.
-        followers["catalog-3"] = {"confirmed": 8, "in_sync": True}
+        followers["catalog-3"] = {"confirmed": 8, "in_sync": True, "readable": True}
         self.client.answers["catalog-1"] = status("catalog-1", last_seq=8, followers=followers)
         self.probe_all()
         self.assertEqual([self.health.readable(r) for r in CATALOGS], [True, True, True])
@@ -223,7 +238,7 @@ class HealthProbeTests(SynchronousTestCase):
         """A push that a follower lags at 8 outlives a probe answer (computed earlier) at 7 or 8."""
         self.health.report_lagging("catalog-2", True, 8, pushed=True)
         for last_seq in (7, 8):
-            followers = {"catalog-2": {"confirmed": last_seq, "in_sync": True}}
+            followers = {"catalog-2": {"confirmed": last_seq, "in_sync": True, "readable": True}}
             self.client.answers["catalog-1"] = status("catalog-1", last_seq=last_seq, followers=followers)
             self.probe_all()
             self.assertTrue(self.health.is_lagging("catalog-2"))
@@ -364,7 +379,10 @@ class ClusterHealthTests(SynchronousTestCase):
         self.assertTrue(self.health.is_up(self.replicas["catalog-3"]))  # no call of the front end failed
         self.assertEqual(
             self.cluster.sequencers["catalog"].followers(),
-            {"catalog-2": {"confirmed": 1, "in_sync": True}, "catalog-3": {"confirmed": 0, "in_sync": False}},
+            {
+                "catalog-2": {"confirmed": 1, "in_sync": True, "readable": True},
+                "catalog-3": {"confirmed": 0, "in_sync": False, "readable": False},
+            },
         )
 
         # No read goes to it, and the front end reads the new price.
@@ -478,7 +496,10 @@ class ClusterHealthTests(SynchronousTestCase):
         body = self.cluster.internal("GET", "catalog-1", "/internal/status").json
         self.assertEqual(
             body["followers"],
-            {"catalog-2": {"confirmed": 0, "in_sync": False}, "catalog-3": {"confirmed": 1, "in_sync": True}},
+            {
+                "catalog-2": {"confirmed": 0, "in_sync": False, "readable": False},
+                "catalog-3": {"confirmed": 1, "in_sync": True, "readable": True},
+            },
         )
         self.assertNotIn("followers", self.cluster.internal("GET", "catalog-2", "/internal/status").json)
 
@@ -550,6 +571,7 @@ class ClusterHealthTests(SynchronousTestCase):
         (this system has no read leases). Once it has missed its majority, the front end is
         told again, before the 503: nothing cached, nor any replica, shows it afterwards."""
         self.cluster.sequencers["catalog"].quorum = 2
+        self.heartbeat()  # the followers have heard from the sequencer: ready
         self.health.current_epoch("catalog", 1)
         self.health.report_sequencer("catalog", 1, "catalog-1")  # the write goes straight there
         delayed = [self.cluster.delay_next(name) for name in ("catalog-2", "catalog-3")]
@@ -568,6 +590,12 @@ class ClusterHealthTests(SynchronousTestCase):
         self.assertNotIn("info/1", self.cluster.cached_keys())
         for _ in range(4):
             self.assertEqual(self.cluster.get("/bazar/info/1").json["price"], 22.35)
+        # The probes then: catalog-1 is not ready; the followers, out of sync but with every
+        # acknowledged write, are read from (not reported lagging, which would leave no one).
+        self.probe()
+        self.assertFalse(self.health.is_up(self.replicas["catalog-1"]))
+        self.assertEqual([self.health.is_lagging(n) for n in ("catalog-2", "catalog-3")], [False, False])
+        self.assertEqual(sorted(set(self.read_books())), ["catalog-2", "catalog-3"])
 
     def test_a_read_refused_by_the_sequencer_is_answered_by_a_follower(self) -> None:
         """A 503 from a replica that cannot serve reads now sends the read on to the next one."""

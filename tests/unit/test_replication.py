@@ -800,7 +800,10 @@ class SequencerTests(ReplicationTestCase):
     def test_followers_reports_confirmed_and_in_sync(self) -> None:
         self.assertEqual(
             self.sequencer.followers(),
-            {"catalog-2": {"confirmed": 0, "in_sync": True}, "catalog-3": {"confirmed": 0, "in_sync": True}},
+            {
+                "catalog-2": {"confirmed": 0, "in_sync": True, "readable": True},
+                "catalog-3": {"confirmed": 0, "in_sync": True, "readable": True},
+            },
         )
         self.sequencer.write(self.leader.buy(6, 1))
         self.client.to(FOLLOWER)[0].confirm(1)
@@ -808,7 +811,34 @@ class SequencerTests(ReplicationTestCase):
         self.sequencer.write(self.leader.buy(6, 1))
         self.assertEqual(
             self.sequencer.followers(),
-            {"catalog-2": {"confirmed": 1, "in_sync": True}, "catalog-3": {"confirmed": 0, "in_sync": False}},
+            {
+                "catalog-2": {"confirmed": 1, "in_sync": True, "readable": True},
+                "catalog-3": {"confirmed": 0, "in_sync": False, "readable": False},
+            },
+        )
+
+    def test_a_follower_out_of_sync_is_readable_while_no_write_passed_it_by(self) -> None:
+        """Out of sync, but every write since then missed its majority (this sequencer is cut
+        off): the follower has every acknowledged write, so the front end may read from it.
+        Once a write is acknowledged without it, it may not."""
+        self.sequencer.quorum = 3
+        missed = self.sequencer.write(self.leader.buy(6, 1))
+        self.client.to(FOLLOWER)[0].confirm(1)
+        self.client.to(OTHER)[0].unreachable()
+        self.failureResultOf(missed, Unavailable)
+        self.assertEqual(self.sequencer.committed, 0)  # write 1 missed its majority of 3
+        self.assertEqual(
+            {name: f["readable"] for name, f in self.sequencer.followers().items()},
+            {"catalog-2": True, "catalog-3": True},
+        )
+        self.sequencer.quorum = 2
+        acknowledged = self.sequencer.write(self.leader.buy(6, 1))
+        self.client.to(FOLLOWER)[1].confirm(2)
+        self.successResultOf(acknowledged)
+        self.assertEqual(self.sequencer.committed, 2)
+        self.assertEqual(
+            {name: f["readable"] for name, f in self.sequencer.followers().items()},
+            {"catalog-2": True, "catalog-3": False},
         )
 
     def test_heartbeat_beats_every_link_and_reports_caught_up(self) -> None:
