@@ -242,6 +242,16 @@ class Network:
     def restore(self, name: str) -> None:
         ip("link", "set", self.port_of(name), "up", namespace=self.switch)
 
+    def separate(self, a: str, b: str) -> None:
+        """Cut only the link between hosts ``a`` and ``b``: each discards what it would send the
+        other (a blackhole route), while both still reach everyone else."""
+        ip("route", "add", "blackhole", f"{self.address(b)}/32", namespace=self.namespace(a))
+        ip("route", "add", "blackhole", f"{self.address(a)}/32", namespace=self.namespace(b))
+
+    def rejoin(self, a: str, b: str) -> None:
+        ip("route", "del", "blackhole", f"{self.address(b)}/32", namespace=self.namespace(a))
+        ip("route", "del", "blackhole", f"{self.address(a)}/32", namespace=self.namespace(b))
+
     def leftovers(self) -> list[str]:
         """Whatever of this network still exists (namespaces, the root's veth)."""
         names = ip("netns", "list", check=False).stdout.split()

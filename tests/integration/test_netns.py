@@ -13,6 +13,11 @@ directly, through its own port on the switch. Nothing is sent to any other addre
   plugged back in: catalog-2 catches up (healthy, equal digests, the missed writes on it,
   read directly) and serves reads again. How long that took, how many writes it missed, and
   how long the cut was noticed and reads took, are printed (measured, not asserted on).
+* ``test_a_sequencer_cut_off_from_its_followers``: only the links between the catalog
+  sequencer and its followers are cut (it still reaches the front end). A price update there
+  misses its majority (503); no read that starts after that answer shows the refused price,
+  and none fails, while the followers elect a new sequencer, which acknowledges the next
+  update. With the links back, the old sequencer steps down and every replica agrees.
 
 Skipped only where network namespaces cannot be used (not root, no ``ip``, ``ip netns add``
 fails). Everything created (processes, namespaces, veths, bridge) is removed by the module
@@ -574,3 +579,141 @@ async def test_a_cut_link(
     assert len(load.failed_writes) <= 2, load.failed_writes
     # Every catalog write of the cut was acknowledged (a failed one never reached the sequencer).
     assert missed == load.writes["cut", "price"] + load.writes["cut", "purchase"], (missed, load.writes)
+
+
+# -- a sequencer cut off from its followers, not from the front end -----------------------------
+
+SEPARATED_BOOK = 3  # neither PRICE_BOOK nor BUY_BOOK: its price is this test's alone
+SEPARATION_TEST_SECONDS = 45.0  # the whole test, or it fails
+SEPARATION_READERS = 3
+MAX_SEPARATION_READS = 6000
+
+
+@dataclass
+class PriceRead:
+    """One read of SEPARATED_BOOK through the front end: when it started and ended, what it got."""
+
+    started: float
+    ended: float
+    code: int
+    price: float | None
+    replica: str | None
+    cache: str | None
+
+
+async def read_prices(api: netns.HostApi, reads: list[PriceRead], stop: list[bool]) -> None:
+    while not stop and len(reads) < MAX_SEPARATION_READS:
+        started = time.monotonic()
+        try:
+            reply = await api.get(f"/bazar/info/{SEPARATED_BOOK}")
+        except TRANSPORT_ERRORS as e:
+            reads.append(PriceRead(started, time.monotonic(), 0, None, repr(e), None))
+        else:
+            price = reply.body.get("price") if reply.code == 200 else None
+            reads.append(
+                PriceRead(
+                    started, time.monotonic(), reply.code, price, reply.header(REPLICA), reply.header(CACHE)
+                )
+            )
+        await sleep(READ_PAUSE)
+
+
+async def new_sequencer(api: netns.HostApi, old: str, epoch: int) -> tuple[str, int] | None:
+    """The catalog replica that sequences writes in an epoch newer than ``epoch``, once its
+    follower says so too."""
+    rows = [r for r in (await api.status())["replicas"] if r["role"] == "catalog" and r["name"] != old]
+    newer = {(r.get("sequencer"), r.get("epoch", 0)) for r in rows}
+    if len(newer) == 1:
+        ((name, now),) = newer
+        if name != old and now > epoch:
+            return name, now
+    return None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sequencer_cut_off_from_its_followers(
+    hosts: netns.HostCluster, api: netns.HostApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The catalog sequencer loses its followers but not the front end. A price update there
+    misses its majority: 503. From that answer on, no read through the front end shows that
+    price (the followers, which elect a new sequencer, never had it), and every read answers.
+    A price update in the new epoch is acknowledged; once the links are back, the old
+    sequencer steps down and every replica agrees, without the lost price anywhere."""
+
+    def say(line: str) -> None:
+        with capsys.disabled():
+            print(f"[netns] {line}", flush=True)
+
+    network = hosts.network
+    deadline = time.monotonic() + SEPARATION_TEST_SECONDS
+    status = await eventually(lambda: converged(api), left(deadline), "the replicas to agree first")
+    catalogs = [r for r in status["replicas"] if r["role"] == "catalog"]
+    ((sequencer, epoch),) = {(r["sequencer"], r["epoch"]) for r in catalogs}
+    followers = [name for name in CATALOGS if name != sequencer]
+    before = (await api.info(SEPARATED_BOOK)).body["price"]
+    lost, acknowledged = round(before + 11.5, 2), round(before + 23.25, 2)
+
+    reads: list[PriceRead] = []
+    stop: list[bool] = []
+    readers = [defer.ensureDeferred(read_prices(api, reads, stop)) for _ in range(SEPARATION_READERS)]
+    separated: list[str] = []
+    with capsys.disabled():
+        print()
+    try:
+        for follower in followers:
+            network.separate(sequencer, follower)
+            separated.append(follower)
+        cut = time.monotonic()
+        reply = await api.put(f"/bazar/update_price/{SEPARATED_BOOK}", {"price": lost})
+        refused = time.monotonic()
+        assert reply.code == 503, reply
+        assert "not acknowledged" in reply.body["error"]["message"], reply
+        say(f"{sequencer} cut off from {followers}: a price update there refused after {refused - cut:.2f}s")
+
+        taken_over = await eventually(
+            lambda: new_sequencer(api, sequencer, epoch), left(deadline), "a follower to take over"
+        )
+        took_over = time.monotonic()
+
+        async def write_acknowledged() -> Reply | None:
+            reply = await api.put(f"/bazar/update_price/{SEPARATED_BOOK}", {"price": acknowledged})
+            return reply if reply.code == 200 else None
+
+        await eventually(write_acknowledged, left(deadline), "a price update in the new epoch", interval=0.2)
+        written = time.monotonic()
+        await eventually(
+            lambda: defer.succeed(any(r.price == acknowledged and r.started > written for r in reads)),
+            left(deadline),
+            "a read of the new price",
+            interval=0.05,
+        )
+        say(
+            f"{taken_over[0]} sequences in epoch {taken_over[1]} {took_over - cut:.2f}s after the cut; "
+            f"a price update there acknowledged {written - cut:.2f}s after it"
+        )
+    finally:
+        stop.append(True)
+        results = await defer.DeferredList(readers, consumeErrors=True)
+        for follower in separated:
+            network.rejoin(sequencer, follower)
+    errors = [result for ok, result in results if not ok]
+    assert not errors, errors[0]
+
+    final = await eventually(lambda: converged(api), left(deadline), "every replica to agree again")
+    rows = {r["name"]: r for r in final["replicas"] if r["role"] == "catalog"}
+    assert {r["sequencer"] for r in rows.values()} == {taken_over[0]}, rows
+    books = await api.on_each(CATALOGS, f"/catalog/books/{SEPARATED_BOOK}")
+    assert {name: b["price"] for name, b in books.items()} == dict.fromkeys(CATALOGS, acknowledged), books
+
+    in_window = [r for r in reads if r.price == lost]
+    after = [r for r in reads if r.started >= refused]
+    failed = [r for r in reads if r.code != 200]
+    served = Counter((r.replica if r.cache != "hit" else "cache") for r in after)
+    late = [r for r in after if r.price == lost]
+    say(
+        f"{len(reads)} reads: {len(in_window)} showed the refused price ({len(late)} of them started "
+        f"after the 503); after the 503, {len(after)} reads answered by {dict(served)}; "
+        f"{len(failed)} failed; all agree again (epoch {taken_over[1]})"
+    )
+    assert late == [], f"{len(late)} reads after the 503 showed the refused price, e.g. {late[:3]}"
+    assert failed == [], f"{len(failed)} reads failed, e.g. {failed[:3]}"
