@@ -10,6 +10,12 @@ value from it. The sequencer heartbeats every follower; a follower that answers 
 sent what it missed, from the sequencer's log, by sequence number (a follower that reports a
 gap gets the same), and once it has everything it is back in sync and the front end is told
 it may read from it again. So catch-up happens whenever a gap is seen, not only at start-up.
+
+A write that misses its majority (the sequencer is cut off from its followers) is not
+acknowledged. Until a majority has it, the sequencer serves no reads (``Sequencer.settled``):
+a replica that takes over may never have had it. A follower that lacks only such writes has
+every acknowledged one, so the front end may go on reading from it
+(``has_every_acknowledged_write``).
 """
 
 from __future__ import annotations
