@@ -93,13 +93,12 @@ class FrontendApp:
             return  # the first epoch heard of: every cached answer came from a replica in it
         dropped = len(self.cache.lru)
         self.cache.invalidate_all()
-        if previous:
-            log.info(
-                "catalog epoch {epoch} (was {previous}): dropped {dropped} cached answers",
-                epoch=epoch,
-                previous=previous,
-                dropped=dropped,
-            )
+        log.info(
+            "catalog epoch {epoch} (was {previous}): dropped {dropped} cached answers",
+            epoch=epoch,
+            previous=previous,
+            dropped=dropped,
+        )
 
     def resource(self) -> IResource:
         """The app behind its lean path for cache hits (see ``bazar.frontend.fastpath``)."""
