@@ -17,10 +17,11 @@ Two things the plain LRU cannot do alone:
   when the fill started. An older answer is still returned to its requests (the write is
   not acknowledged yet), never stored.
 
-* **A new epoch drops everything**: when another replica takes over sequencing, the old
-  sequencer may have served a write that no majority had, which the new one never had
-  (``bazar.replication.Sequencer.settled``), so nothing cached before the takeover is kept,
-  nor stored by a fill that was then in flight (``invalidate_all``).
+* **A new epoch drops everything**: when another replica takes over sequencing, nothing
+  cached before the takeover is kept, nor stored by a fill that was then in flight
+  (``invalidate_all``). Replicas answer only with writes a majority has
+  (``bazar.replica.ReplicaApp.read_committed``), but that takes three replicas per role; the
+  cache does not count on it.
 
 An invalidation names a key or a *prefix* (see ``bazar.lru``): invalidating ``info/all``
 drops every cached page of that listing and marks every page fill of it in flight stale,

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 from klein import Klein
 from prometheus_client.core import Metric
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
@@ -52,6 +52,7 @@ from bazar.web import (
 )
 
 S = TypeVar("S", bound=ReplicatedStore)
+T = TypeVar("T")
 
 FORWARD_TIMEOUT = 5.0  # seconds
 
@@ -295,13 +296,38 @@ class ReplicaApp:
         return self.endpoints.writer
 
     def check_readable(self) -> None:
-        """Called by every data read: a sequencer that holds a write no majority has
-        refuses (see ``Sequencer.settled``); the front end reads from another replica."""
+        """A sequencer that holds a write no majority has refuses reads (see
+        ``Sequencer.settled``); the front end reads from another replica."""
         writer = self.writer
         if writer is not None and not writer.settled():
             raise Unavailable(
                 f"{self.replica.name} holds a write no majority has confirmed yet; read from another replica"
             )
+
+    def read_committed(self, now: Callable[[], Any], queued: Callable[[], Deferred[T]] | None = None) -> Any:
+        """Every data read goes through here, so that none shows a write no majority has.
+
+        A follower holds only writes the sequencer sent it, which with the sequencer's own
+        copy make two of three replicas: it reads at once (``now``). So does a sequencer
+        with no write running. A sequencer with writes running reads behind them in its
+        database queue (``queued``, by default ``now`` for a read that always goes through
+        the queue: their results and no later write's), and answers once they have
+        finished: 503 if one of them missed its majority (Raft's read index)."""
+        writer = self.writer
+        if writer is None:
+            return now()
+        self.check_readable()
+        running = writer.running()
+        if running is None:
+            return now()
+        return self._when_committed((queued or now)(), running)
+
+    @inlineCallbacks
+    def _when_committed(self, read: Deferred[T], running: Deferred[None]) -> Any:
+        result = yield read
+        yield running
+        self.check_readable()
+        return result
 
     def resource(self) -> IResource:
         store, endpoints = self.store, self.endpoints

@@ -191,13 +191,39 @@ class Sequencer:
         self.committed = store.applied_seq
         # The newest write that missed its majority here (0: none), until a majority has it.
         self.unconfirmed = 0
+        self._running: list[Deferred[None]] = []  # one per write not finished yet, fired when it is
         for link in links:
             link.on_caught_up = self._caught_up
 
+    def write(self, sequenced: Deferred[tuple[int, Entry]]) -> Deferred[Entry]:
+        """``sequenced`` is the store's write, just submitted; the entry, once every follower
+        in sync has it and the front end has dropped its cached copies and stopped reading
+        from the rest (see ``_write``). Until then the write counts as running (``running``)."""
+        finished: Deferred[None] = Deferred()
+        self._running.append(finished)
+
+        def done(result: Any) -> Any:
+            self._running.remove(finished)
+            finished.callback(None)
+            return result
+
+        return self._write(sequenced).addBoth(done)
+
+    def running(self) -> Deferred[None] | None:
+        """None if no write is running; else fires once every write running now has finished
+        (acknowledged or not), whatever starts meanwhile."""
+        if not self._running:
+            return None
+        waits: list[Deferred[None]] = []
+        for finished in self._running:
+            wait: Deferred[None] = Deferred()
+            finished.addCallback(wait.callback)  # fires ``wait`` with None, passes None on
+            waits.append(wait)
+        return gatherResults(waits).addCallback(lambda _: None)
+
     @inlineCallbacks
-    def write(self, sequenced: Deferred[tuple[int, Entry]]) -> Any:
-        """``sequenced`` is the store's write; the entry, once every follower in sync has it
-        and the front end has dropped its cached copies and stopped reading from the rest.
+    def _write(self, sequenced: Deferred[tuple[int, Entry]]) -> Any:
+        """What ``write`` waits for.
 
         The front end is told which keys changed while the followers apply the write, not
         after: it stores no answer older than the write from then on (see

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
@@ -55,23 +55,24 @@ class CatalogApp(ReplicaApp):
     @inlineCallbacks
     def all_books(self, request: IRequest) -> Any:
         """One page of every book (``limit``, ``offset``, ``after``: see ``bazar.paging``)."""
-        self.check_readable()
         page = parse_page(request)
-        result = yield self.store.books_page(page)
+        result = yield self.read_committed(lambda: self.store.books_page(page))
         return respond_page(request, "/catalog/books", page, result)
 
     @app.route("/catalog/books/<book_id>", methods=["GET"])
     def book(self, request: IRequest, book_id: str) -> Any:
-        self.check_readable()
-        return respond_json(request, self.store.book(parse_id(book_id)))
+        book = parse_id(book_id)
+        found = self.read_committed(lambda: self.store.book(book), lambda: self.store.book_queued(book))
+        if isinstance(found, Deferred):
+            return found.addCallback(lambda b: respond_json(request, b))
+        return respond_json(request, found)
 
     @app.route("/catalog/search/<path:topic>", methods=["GET"])
     @inlineCallbacks
     def search(self, request: IRequest, topic: str) -> Any:
         """One page of the topic's books."""
-        self.check_readable()
         page = parse_page(request)
-        result = yield self.store.search_page(topic, page)
+        result = yield self.read_committed(lambda: self.store.search_page(topic, page))
         return respond_page(request, search_path("/catalog/search", topic), page, result)
 
     # -- writes ----------------------------------------------------------------------

@@ -200,6 +200,10 @@ class CatalogStore(ReplicatedStore):
         """One book by id, read at once (a point read: see ``PoolRunner``); NotFound if none."""
         return self.runner.read_now(self._book, book_id)
 
+    def book_queued(self, book_id: int) -> Deferred[Book]:
+        """The same, read in turn with the writes: after every one submitted before it."""
+        return self.runner.runInteraction(self._book, book_id)
+
     @staticmethod
     def _book(txn: Cursor, book_id: int) -> Book:
         txn.execute(f"SELECT {_COLUMNS} FROM books WHERE id = ?", (book_id,))

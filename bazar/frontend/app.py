@@ -86,9 +86,8 @@ class FrontendApp:
         self.metrics.collect_with(self._collect)
 
     def _new_epoch(self, role: str, previous: int, epoch: int) -> None:
-        """Another catalog replica took over sequencing: forget every cached answer. The old
-        sequencer may have served a write that missed its majority, which the new one never
-        had (see ``bazar.replication.Sequencer.settled``)."""
+        """Another catalog replica took over sequencing: forget every cached answer, which
+        may show a write the new sequencer never had (see ``bazar.readthrough``)."""
         if role != "catalog" or not previous:
             return  # the first epoch heard of: every cached answer came from a replica in it
         dropped = len(self.cache.lru)

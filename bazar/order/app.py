@@ -99,13 +99,12 @@ class OrderApp(ReplicaApp):
     @app.route("/order/orders", methods=["GET"])
     @inlineCallbacks
     def orders(self, request: IRequest) -> Any:
-        self.check_readable()
-        orders = yield self.store.all_orders()
+        orders = yield self.read_committed(self.store.all_orders)
         return respond_json(request, orders)
 
     @app.route("/order/orders/<order_id>", methods=["GET"])
     @inlineCallbacks
     def order(self, request: IRequest, order_id: str) -> Any:
-        self.check_readable()
-        order = yield self.store.order(parse_id(order_id, "order id"))
+        order_number = parse_id(order_id, "order id")
+        order = yield self.read_committed(lambda: self.store.order(order_number))
         return respond_json(request, order)

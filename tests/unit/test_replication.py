@@ -693,6 +693,31 @@ class SequencerTests(ReplicationTestCase):
         self.notice.answers.append(d)
         return d
 
+    def test_running_waits_for_the_writes_under_way_only(self) -> None:
+        """What a read at the sequencer waits for: every write under way when it arrived,
+        acknowledged or refused, and none that starts later."""
+        self.assertIsNone(self.sequencer.running())
+        self.notice.answers[:] = [succeed(None), succeed(None)]
+        first = self.sequencer.write(self.leader.buy(6, 1))
+        second = self.sequencer.write(self.leader.buy(6, 1))
+        running = self.sequencer.running()
+        assert running is not None
+        third_told = self.written_answer()  # the front end has not answered the third yet
+        third = self.sequencer.write(self.leader.buy(6, 1))
+        self.client.to(FOLLOWER)[0].confirm(1)
+        self.client.to(OTHER)[0].confirm(1)
+        self.successResultOf(first)
+        self.assertNoResult(running)
+        self.client.to(FOLLOWER)[1].confirm(3)  # the second and third, batched
+        self.client.to(OTHER)[1].unreachable()  # ... and lost: the writes go on without it
+        self.successResultOf(second)
+        self.assertIsNone(self.successResultOf(running))  # the third is still under way
+        self.assertNoResult(third)
+        self.assertIsNotNone(self.sequencer.running())
+        third_told.callback(None)
+        self.successResultOf(third)
+        self.assertIsNone(self.sequencer.running())
+
     def test_write_tells_the_front_end_while_shipping_and_waits_for_both(self) -> None:
         """written(seq, entry, []) goes out with the shipments (the front end stores no older
         answer from then on); the write fires only once every follower confirmed and the front
