@@ -58,13 +58,16 @@ FORWARD_TIMEOUT = 5.0  # seconds
 
 
 class RequireSecret(Resource):
-    """Refuses every request without the cluster secret before the app sees it."""
+    """Refuses every request without the cluster secret before the app sees it, and hands
+    ``/internal/...`` straight to the internal endpoints (``internal``): the replicate calls
+    of every write need no second Klein routing through the role's app."""
 
     isLeaf = True
 
     def __init__(
         self,
         inner: IResource,
+        internal: IResource,
         secret: str,
         name: str,
         applied_seq: Callable[[], int],
@@ -73,6 +76,7 @@ class RequireSecret(Resource):
     ) -> None:
         super().__init__()
         self.inner = inner
+        self.internal = internal
         self.secret = secret
         self.name = name
         self.applied_seq = applied_seq
@@ -90,6 +94,9 @@ class RequireSecret(Resource):
         request.setHeader(SEQ_HEADER, str(self.applied_seq()))
         request.setHeader(SEQUENCER_HEADER, self.sequencer())
         request.setHeader(EPOCH_HEADER, str(self.epoch()))
+        if request.postpath[:1] == [b"internal"] and len(request.postpath) > 1:
+            request.prepath.append(request.postpath.pop(0))  # as a Klein branch route would
+            return self.internal.render(request)
         return self.inner.render(request)
 
 
@@ -263,8 +270,8 @@ class ReplicaEndpoints:
 
 class ReplicaApp:
     """What the catalog's and the order's Klein classes share: their state, the cluster secret
-    in front of everything, and the internal endpoints (each class routes ``/internal/`` to
-    ``self.endpoints``)."""
+    in front of everything, and the internal endpoints (``RequireSecret`` hands ``/internal/``
+    to ``self.endpoints``)."""
 
     app: ClassVar[Klein]
 
@@ -285,7 +292,7 @@ class ReplicaApp:
         self.client = client
         self.secret = secret
         self.endpoints = ReplicaEndpoints(replica, store, sequencer, writer, role)
-        self.internal_resource = self.endpoints.app.resource()  # what /internal/... routes to
+        self.internal_resource = self.endpoints.app.resource()  # what /internal/... goes to
 
     @property
     def sequencer(self) -> Replica:
@@ -333,6 +340,7 @@ class ReplicaApp:
         store, endpoints = self.store, self.endpoints
         return RequireSecret(
             self.app.resource(),
+            self.internal_resource,
             self.secret,
             self.replica.name,
             lambda: store.applied_seq,

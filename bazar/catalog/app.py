@@ -12,7 +12,6 @@ from typing import Any
 from klein import Klein
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
 
 from bazar import validation
 from bazar.catalog.store import BookPage, CatalogStore
@@ -44,10 +43,6 @@ class CatalogApp(ReplicaApp):
     install_json_errors(app)
 
     store: CatalogStore
-
-    @app.route("/internal/", branch=True)
-    def internal(self, request: IRequest) -> IResource:
-        return self.internal_resource
 
     # -- reads -----------------------------------------------------------------------
 

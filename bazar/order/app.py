@@ -13,7 +13,6 @@ from typing import Any
 from klein import Klein
 from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
 
 from bazar import validation
 from bazar.client import ReplicaClient
@@ -71,10 +70,6 @@ class OrderApp(ReplicaApp):
             self._catalog = next((c for c in self.catalogs if c.name == response.sequencer), catalog)
             return response.raise_for_error().json()
         raise error or Unavailable("no catalog replica can be reached; try again shortly")
-
-    @app.route("/internal/", branch=True)
-    def internal(self, request: IRequest) -> IResource:
-        return self.internal_resource
 
     @app.route("/order/purchase/<book_id>", methods=["POST"])
     @runs_to_completion

@@ -188,9 +188,14 @@ del _name, _row
 
 
 class RedirectTests(ErrorTestCase):
-    def test_internal_without_slash_says_where(self) -> None:
-        """A replica's "/internal" redirects to "/internal/" with a Location, in JSON."""
-        reply = self.send("GET", "/internal", _, to="catalog-2", headers={SECRET_HEADER: SECRET})
+    def test_a_branch_without_its_slash_says_where(self) -> None:
+        """The front end's "/static" redirects to "/static/" with a Location, in JSON."""
+        reply = self.send("GET", "/static", _)
         self.assertEqual(reply.code, 308)
-        self.assertEqual(reply.headers["location"], "http://127.0.0.1:5102/internal/")
+        self.assertEqual(reply.headers["location"], "http://127.0.0.1:5000/static/")
         self.assertEqual(reply.json["error"]["code"], 308)
+
+    def test_internal_without_slash_is_no_path(self) -> None:
+        """A replica's "/internal" (no endpoint there) is a JSON 404, like any unknown path."""
+        reply = self.send("GET", "/internal", _, to="catalog-2", headers={SECRET_HEADER: SECRET})
+        self.assertEqual((reply.code, reply.json["error"]["code"]), (404, 404))
