@@ -249,12 +249,6 @@ class Sequencer:
             self.committed = max(self.committed, seq)
         yield told
         if have_it < self.quorum:
-            # The front end drops what it may have cached of it meanwhile (the followers,
-            # which lack it, stay readable); then the writer hears it was not acknowledged.
-            try:
-                yield self._tell(seq, entry, [])
-            except BazarError as e:
-                log.warn("could not tell the front end of a write that missed its majority: {e}", e=e.message)
             raise Unavailable(
                 f"only {have_it} of {len(self.links) + 1} replicas have the write (a majority must): "
                 "not acknowledged; retry with an Idempotency-Key"
