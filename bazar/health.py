@@ -38,6 +38,7 @@ class Health:
         replicas = list(replicas)
         self._up: dict[str, bool] = {r.name: True for r in replicas}
         self._roles: dict[str, str] = {r.name: r.role for r in replicas}
+        self._seen_up: set[str] = set()  # replicas once marked up (by a probe that found them ready)
         self._lagging: dict[str, tuple[int, bool, bool]] = {}  # name -> (sequencer's seq, lagging?, pushed?)
         self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
         self._sequencers: dict[str, tuple[int, str]] = {}  # role -> (epoch, replica that sequences in it)
@@ -81,11 +82,15 @@ class Health:
         return self._lagging.get(name, (0, False))[1]
 
     def mark(self, replica: Replica, up: bool, why: str = "") -> None:
+        """Up or down from now on. The log says "not up yet" for a replica never seen up (at
+        start-up, before its sequencer has reached it), and "down" only for one that was."""
         if self._up.get(replica.name) != up:
-            state = "up" if up else "down"
+            state = "up" if up else "down" if replica.name in self._seen_up else "not up yet"
             log.info(
                 "{replica} is {state}{why}", replica=replica.name, state=state, why=f": {why}" if why else ""
             )
+        if up:
+            self._seen_up.add(replica.name)
         self._up[replica.name] = up
 
     def report_lagging(self, name: str, lagging: bool, seq: int, *, pushed: bool) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.client import ReplicaResponse
@@ -51,6 +52,22 @@ class HealthTests(SynchronousTestCase):
         self.assertTrue(self.health.is_up(C3))
         self.health.mark(C2, True)
         self.assertEqual((self.health.is_up(C2), self.health.readable(C2)), (True, True))
+
+    def test_the_log_says_not_up_yet_until_a_replica_was_seen_up(self) -> None:
+        """At start-up a follower the sequencer has not reached yet is "not up yet", not "down";
+        once it was up, losing it is "down"."""
+        with capturedLogs() as events:
+            self.health.mark(C2, False, "status 200, not ready")
+            self.health.mark(C2, True)
+            self.health.mark(C2, False, "unreachable")
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "catalog-2 is not up yet: status 200, not ready",
+                "catalog-2 is up",
+                "catalog-2 is down: unreachable",
+            ],
+        )
 
     def test_readable_is_up_and_not_lagging(self) -> None:
         """A lagging replica is still up (it may take writes, which it forwards) but not readable."""
