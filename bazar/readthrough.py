@@ -130,13 +130,14 @@ class ReadThroughCache(Generic[K, V]):
             if fill is not None:
                 fill.stale = True
 
-    def invalidate_all(self) -> None:
-        """Forget every key, and make sure no fetch already under way stores its answer."""
-        self.lru.invalidate_all()
+    def invalidate_all(self) -> int:
+        """Forget every key, and make sure no fetch already under way stores its answer; how
+        many entries were cached."""
         for fill in self._inflight.values():
             fill.stale = True
         self._inflight.clear()
         self._inflight_by_prefix.clear()
+        return self.lru.invalidate_all()
 
     @property
     def inflight(self) -> int:

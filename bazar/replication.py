@@ -14,8 +14,8 @@ it may read from it again. So catch-up happens whenever a gap is seen, not only 
 A write that misses its majority (the sequencer is cut off from its followers) is not
 acknowledged. Until a majority has it, the sequencer serves no reads (``Sequencer.settled``):
 a replica that takes over may never have had it. A follower that lacks only such writes has
-every acknowledged one, so the front end may go on reading from it
-(``has_every_acknowledged_write``).
+every acknowledged one, so the front end may go on reading from it (``readable`` in
+``Sequencer.followers``).
 """
 
 from __future__ import annotations
@@ -288,20 +288,16 @@ class Sequencer:
                 lambda f: log.warn("could not tell the front end: {error}", error=f.getErrorMessage())
             )
 
-    def has_every_acknowledged_write(self, link: FollowerLink) -> bool:
-        """Whether reads at this follower show every write acknowledged so far. One out of
-        sync may: when only writes no majority has passed it by (this sequencer is cut off)."""
-        self.settled()  # brings ``committed`` up to date
-        return link.in_sync or link.confirmed >= self.committed
-
     def followers(self) -> dict[str, dict[str, Any]]:
         """Each follower's confirmed sequence number, whether writes wait for it, and whether
-        it may be read from (it has every acknowledged write)."""
+        it may be read from: it has every acknowledged write, which one out of sync also has
+        when only writes no majority has passed it by (this sequencer is cut off)."""
+        self.settled()  # brings ``committed`` up to date
         return {
             link.follower.name: {
                 "confirmed": link.confirmed,
                 "in_sync": link.in_sync,
-                "readable": self.has_every_acknowledged_write(link),
+                "readable": link.in_sync or link.confirmed >= self.committed,
             }
             for link in self.links
         }

@@ -90,8 +90,7 @@ class FrontendApp:
         may show a write the new sequencer never had (see ``bazar.readthrough``)."""
         if role != "catalog" or not previous:
             return  # the first epoch heard of: every cached answer came from a replica in it
-        dropped = len(self.cache.lru)
-        self.cache.invalidate_all()
+        dropped = self.cache.invalidate_all()
         log.info(
             "catalog epoch {epoch} (was {previous}): dropped {dropped} cached answers",
             epoch=epoch,

@@ -46,9 +46,7 @@ class UriKeys:
     def __init__(self, capacity: int) -> None:
         self._routes: LRUCache[bytes, Route] = LRUCache(capacity)
 
-    def learn(
-        self, uri: bytes, key: str, read: Callable[[Any], bytes | Deferred[bytes]] | None = None
-    ) -> None:
+    def learn(self, uri: bytes, key: str, read: Read | None = None) -> None:
         known = self._routes.peek(uri)
         if known is None or known.key != key:
             self._routes.put(uri, Route(key, read))

@@ -367,7 +367,7 @@ class InvalidateAllTests(SynchronousTestCase):
         cache = make_cache()
         cache.lru.put("info/1", "book 1")
         cache.lru.put(all_books_page_key(Page(limit=10)), "page")
-        cache.invalidate_all()
+        self.assertEqual(cache.invalidate_all(), 2)
         self.assertEqual(cache.lru.keys(), [])
 
     def test_a_fill_in_flight_is_not_stored(self) -> None:
