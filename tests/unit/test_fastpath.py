@@ -34,23 +34,27 @@ class _Routed(Resource):
         return b"routed"
 
 
-class ReadShortcutTests(SynchronousTestCase):
+class ShortcutTestCase(SynchronousTestCase):
+    """A ReadShortcut over a 5-entry cache, in front of routes that only record what reached them."""
+
     def setUp(self) -> None:
         self.cache: LRUCache[str, ReplicaResponse] = LRUCache(5)
         self.uri_keys = UriKeys(8)
         self.routed = _Routed()
         self.shortcut = ReadShortcut(self.routed, self.cache, self.uri_keys)
 
-    def render(self, method: bytes, uri: bytes) -> tuple[DummyRequest, Any]:
+    def render(self, uri: bytes, method: bytes = b"GET") -> tuple[DummyRequest, Any]:
         request = DummyRequest(uri.split(b"/")[1:])
         request.method = method
-        request.uri = uri
+        request.uri = request.path = uri
         return request, self.shortcut.render(request)
 
+
+class ReadShortcutTests(ShortcutTestCase):
     def test_known_uri_with_a_cached_answer_skips_routing(self) -> None:
         self.cache.put("info/1", ReplicaResponse(200, b'{"id":1}', "catalog-2"))
         self.uri_keys.learn(b"/bazar/info/1", "info/1")
-        request, body = self.render(b"GET", b"/bazar/info/1")
+        request, body = self.render(b"/bazar/info/1")
         self.assertEqual(body, b'{"id":1}')
         self.assertEqual(self.routed.seen, [])
         headers = request.responseHeaders
@@ -69,30 +73,22 @@ class ReadShortcutTests(SynchronousTestCase):
             (b"GET", b"/bazar/info/3"),
             (b"HEAD", b"/bazar/info/2"),
         ):
-            self.assertEqual(self.render(method, uri)[1], b"routed")
+            self.assertEqual(self.render(uri, method)[1], b"routed")
         self.assertEqual(self.routed.seen, [b"/bazar/info/1", b"/bazar/info/3", b"/bazar/info/2"])
         self.assertEqual((self.cache.stats.hits, self.cache.stats.misses), (0, 0))
 
 
-class LeanMissTests(SynchronousTestCase):
+class LeanMissTests(ShortcutTestCase):
     """A known URI that is not cached is read through its route's call, without routing."""
 
     def setUp(self) -> None:
-        self.cache: LRUCache[str, ReplicaResponse] = LRUCache(5)
-        self.uri_keys = UriKeys(8)
-        self.routed = _Routed()
-        self.shortcut = ReadShortcut(self.routed, self.cache, self.uri_keys)
+        super().setUp()
         self.reads: list[Deferred[bytes]] = []
 
     def read(self, request: Any) -> Deferred[bytes]:
         d: Deferred[bytes] = Deferred()
         self.reads.append(d)
         return d
-
-    def render(self, uri: bytes) -> tuple[DummyRequest, Any]:
-        request = DummyRequest(uri.split(b"/")[1:])
-        request.uri = request.path = uri
-        return request, self.shortcut.render(request)
 
     def test_answer_is_sent_when_the_read_fires(self) -> None:
         self.uri_keys.learn(b"/bazar/info/1", "info/1", self.read)
