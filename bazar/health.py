@@ -39,7 +39,8 @@ class Health:
         self._up: dict[str, bool] = {r.name: True for r in replicas}
         self._roles: dict[str, str] = {r.name: r.role for r in replicas}
         self._seen_up: set[str] = set()  # replicas once marked up (by a probe that found them ready)
-        self._lagging: dict[str, tuple[int, bool, bool]] = {}  # name -> (sequencer's seq, lagging?, pushed?)
+        # name -> (the sequencer's seq, lagging?, pushed, or shown to have that seq?)
+        self._lagging: dict[str, tuple[int, bool, bool]] = {}
         self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
         self._sequencers: dict[str, tuple[int, str]] = {}  # role -> (epoch, replica that sequences in it)
         # Called with (role, previous epoch, new epoch) when a newer epoch is first reported.
@@ -93,17 +94,23 @@ class Health:
             self._seen_up.add(replica.name)
         self._up[replica.name] = up
 
-    def report_lagging(self, name: str, lagging: bool, seq: int, *, pushed: bool) -> None:
+    def report_lagging(
+        self, name: str, lagging: bool, seq: int, *, pushed: bool, confirmed: int = -1
+    ) -> None:
         """A sequencer's word on a follower at sequence number ``seq``. A push (sent before
-        an acknowledgement) wins over a probe answer of the same ``seq``, which may be older.
-        Of two pushes of the same ``seq``, a caught-up one wins: the follower has everything up
-        to ``seq``, whereas the write ``seq``'s lagging push was decided before it caught up (the
-        two race, and either may arrive first)."""
+        an acknowledgement) wins over a probe answer of the same ``seq``, which may be older,
+        unless that answer says the follower ``confirmed`` ``seq``: then it has everything up
+        to ``seq``, however old the answer. Of two pushes of the same ``seq``, a caught-up one
+        wins for the same reason: the write ``seq``'s lagging push was decided before the
+        follower caught up (the two race, and either may arrive first)."""
         known_seq, _, known_pushed = self._lagging.get(name, (-1, False, False))
-        if seq > known_seq or (pushed and seq == known_seq and (not known_pushed or not lagging)):
+        has_everything = not lagging and confirmed >= seq
+        if seq > known_seq or (
+            seq == known_seq and (has_everything or (pushed and (not known_pushed or not lagging)))
+        ):
             if self.is_lagging(name) != lagging:
                 log.info("{name} is {state}", name=name, state="lagging" if lagging else "in sync again")
-            self._lagging[name] = (seq, lagging, pushed)
+            self._lagging[name] = (seq, lagging, pushed or has_everything)
 
 
 class HealthProbe(TimerService):
@@ -153,7 +160,13 @@ class HealthProbe(TimerService):
             self.health.report_lagging(replica.name, False, status["last_seq"], pushed=True)
             self.health.report_sequencer(replica.role, int(status.get("epoch", 1)), replica.name)
         for name, follower in status.get("followers", {}).items():
-            self.health.report_lagging(name, not follower["readable"], status["last_seq"], pushed=False)
+            self.health.report_lagging(
+                name,
+                not follower["readable"],
+                status["last_seq"],
+                pushed=False,
+                confirmed=follower.get("confirmed", -1),
+            )
 
     def _unreachable(self, failure: Failure, replica: Replica) -> None:
         self.health.mark(replica, False, failure.getErrorMessage())

@@ -79,6 +79,20 @@ class FollowerLink:
         self._pump()
         return d
 
+    def confirm(self, seq: int) -> Deferred[bool]:
+        """For a write logged earlier (a keyed retry's original): whether the follower has
+        ``seq``. One in sync is waited for as ``ship`` waits, until it confirms or fails: even
+        while a call is in flight, since this link may be new (a new sequencer's knows nothing
+        of its followers yet). One out of sync gets one heartbeat (it may be back)."""
+        if self.confirmed >= seq:
+            return succeed(True)
+        if not self.in_sync:
+            return self.heartbeat().addCallback(lambda _: self.confirmed >= seq)
+        d: Deferred[bool] = Deferred()
+        self._waiters.append((seq, d))
+        self.heartbeat()  # or, if a call is in flight, its answer (and any catch-up) decides
+        return d
+
     def heartbeat(self) -> Deferred[bool]:
         """Tell the follower the sequencer's last_seq; it answers with its own, and gets
         whatever it lacks. Fires with whether the follower is in sync afterwards."""
@@ -236,12 +250,11 @@ class Sequencer:
             # are known to have it (the original's acknowledgement may never have been sent).
             seq, entry = replay.seq, replay.entry
             told = self._tell(seq, entry, [])
-            yield gatherResults([link.heartbeat() for link in self.links])
-            lagging = [link.follower.name for link in self.links if not link.in_sync or link.confirmed < seq]
+            confirmed = yield gatherResults([link.confirm(seq) for link in self.links])
         else:
             told = self._tell(seq, entry, [])
             confirmed = yield gatherResults([link.ship(seq, entry) for link in self.links])
-            lagging = [link.follower.name for link, ok in zip(self.links, confirmed, strict=True) if not ok]
+        lagging = [link.follower.name for link, ok in zip(self.links, confirmed, strict=True) if not ok]
         have_it = 1 + len(self.links) - len(lagging)
         if have_it < self.quorum:
             self.unconfirmed = max(self.unconfirmed, seq)  # no read here shows it from now on

@@ -130,6 +130,18 @@ class HealthTests(SynchronousTestCase):
         self.health.report_lagging("catalog-3", True, 5, pushed=False)
         self.assertFalse(self.health.is_lagging("catalog-3"))
 
+    def test_a_probe_showing_the_follower_has_the_seq_overrides_a_push_of_it(self) -> None:
+        """However old, a probe answer in which the follower confirmed 5 shows it has every
+        write up to 5: that beats a lagging push of 5 (else, with no later write, it would stay
+        unread), and a lagging push of 5 arriving later does not undo it. Confirmed 4 does not."""
+        self.health.report_lagging("catalog-2", True, 5, pushed=True)
+        self.health.report_lagging("catalog-2", False, 5, pushed=False, confirmed=4)
+        self.assertTrue(self.health.is_lagging("catalog-2"))
+        self.health.report_lagging("catalog-2", False, 5, pushed=False, confirmed=5)
+        self.assertFalse(self.health.is_lagging("catalog-2"))
+        self.health.report_lagging("catalog-2", True, 5, pushed=True)
+        self.assertFalse(self.health.is_lagging("catalog-2"))
+
     def test_first_probe_counts(self) -> None:
         """Before any report, a probe at seq 0 (an empty log) is taken."""
         self.health.report_lagging("catalog-2", True, 0, pushed=False)
@@ -255,10 +267,19 @@ class HealthProbeTests(SynchronousTestCase):
         """A push that a follower lags at 8 outlives a probe answer (computed earlier) at 7 or 8."""
         self.health.report_lagging("catalog-2", True, 8, pushed=True)
         for last_seq in (7, 8):
-            followers = {"catalog-2": {"confirmed": last_seq, "in_sync": True, "readable": True}}
+            followers = {"catalog-2": {"confirmed": last_seq - 1, "in_sync": True, "readable": True}}
             self.client.answers["catalog-1"] = status("catalog-1", last_seq=last_seq, followers=followers)
             self.probe_all()
             self.assertTrue(self.health.is_lagging("catalog-2"))
+
+    def test_probe_showing_the_follower_confirmed_the_pushed_seq_ends_its_lagging(self) -> None:
+        """Lagging at 8, pushed; the sequencer's status then shows catalog-2 confirmed 8 (with
+        no write since, nothing else would ever say it is back)."""
+        self.health.report_lagging("catalog-2", True, 8, pushed=True)
+        followers = {"catalog-2": {"confirmed": 8, "in_sync": True, "readable": True}}
+        self.client.answers["catalog-1"] = status("catalog-1", last_seq=8, followers=followers)
+        self.probe_all()
+        self.assertFalse(self.health.is_lagging("catalog-2"))
 
     def test_probes_at_start_then_every_interval_until_stopped(self) -> None:
         self.probe.startService()

@@ -789,6 +789,32 @@ class SequencerTests(ReplicationTestCase):
         self.assertEqual(self.notice.calls[-1][3], ["catalog-2"])
         self.assertEqual(self.successResultOf(written)["book"]["quantity"], 88)
 
+    def test_a_retry_waits_for_a_call_in_flight_rather_than_naming_its_follower_lagging(self) -> None:
+        """A keyed retry at a new sequencer (its links know nothing of their followers yet)
+        while a heartbeat is on its way: the retry waits for that heartbeat's answer. Named
+        lagging, an in-sync follower would stay unread: nothing would later say it caught up."""
+        self.successResultOf(self.leader.buy(6, 1, key="k"))  # the original, logged before
+        self.sequencer.heartbeat()
+        [beat, other_beat] = self.client.calls
+        written = self.sequencer.write(self.leader.buy(6, 1, key="k"))
+        other_beat.confirm(1)
+        self.assertNoResult(written)
+        beat.confirm(1)
+        self.assertEqual(self.successResultOf(written)["book"]["quantity"], 89)
+        self.assertEqual([c[3] for c in self.notice.calls], [[]])
+        self.assertEqual(len(self.client.calls), 2)  # the answers in flight were enough
+
+    def test_a_retry_names_lagging_a_follower_that_fails_to_confirm(self) -> None:
+        """A keyed retry whose original a follower lacks: that follower is sent it; if that
+        fails, it is named lagging before the answer, as for a new write."""
+        self.successResultOf(self.leader.buy(6, 1, key="k"))
+        written = self.sequencer.write(self.leader.buy(6, 1, key="k"))
+        self.assertEqual([c.seqs for c in self.client.calls], [[1], [1]])  # resent from the log
+        self.client.to(FOLLOWER)[0].confirm(1)
+        self.client.to(OTHER)[0].unreachable()
+        self.successResultOf(written)
+        self.assertEqual([c[3] for c in self.notice.calls], [[], ["catalog-3"]])
+
     def test_every_follower_lagging(self) -> None:
         """With no follower reachable the write still succeeds at the sequencer, naming both."""
         written = self.sequencer.write(self.leader.set_price(1, 3.0))
