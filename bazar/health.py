@@ -39,6 +39,7 @@ class Health:
         self._up: dict[str, bool] = {r.name: True for r in replicas}
         self._roles: dict[str, str] = {r.name: r.role for r in replicas}
         self._seen_up: set[str] = set()  # replicas once marked up (by a probe that found them ready)
+        self._down_why: dict[str, str] = {}  # name -> why it was last marked down
         # name -> (the sequencer's seq, lagging?, pushed, or shown to have that seq?)
         self._lagging: dict[str, tuple[int, bool, bool]] = {}
         self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
@@ -82,16 +83,30 @@ class Health:
     def is_lagging(self, name: str) -> bool:
         return self._lagging.get(name, (0, False))[1]
 
+    def why_unreadable(self, replica: Replica) -> str | None:
+        """Why reads skip ``replica`` (None: they do not), for people watching the cluster."""
+        if not self.is_up(replica):
+            state, why = self._down_state(replica.name), self._down_why.get(replica.name)
+            return f"{state}: {why}" if why else state
+        if self.is_lagging(replica.name):
+            return f"lagging: its sequencer reported it behind at write {self._lagging[replica.name][0]}"
+        return None
+
+    def _down_state(self, name: str) -> str:
+        return "down" if name in self._seen_up else "not up yet"
+
     def mark(self, replica: Replica, up: bool, why: str = "") -> None:
         """Up or down from now on. The log says "not up yet" for a replica never seen up (at
         start-up, before its sequencer has reached it), and "down" only for one that was."""
         if self._up.get(replica.name) != up:
-            state = "up" if up else "down" if replica.name in self._seen_up else "not up yet"
+            state = "up" if up else self._down_state(replica.name)
             log.info(
                 "{replica} is {state}{why}", replica=replica.name, state=state, why=f": {why}" if why else ""
             )
         if up:
             self._seen_up.add(replica.name)
+        else:
+            self._down_why[replica.name] = why
         self._up[replica.name] = up
 
     def report_lagging(

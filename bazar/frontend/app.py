@@ -318,12 +318,15 @@ class FrontendApp:
         )
         out = []
         for replica, (ok, result) in zip(replicas, results, strict=True):
+            why = self.health.why_unreadable(replica)
             entry: dict[str, Any] = {
                 "name": replica.name,
                 "role": replica.role,
                 "url": replica.url,
-                "healthy": ok and self.health.readable(replica),
+                "healthy": ok and why is None,
             }
+            if ok and why is not None:
+                entry["why_unhealthy"] = why
             if ok:
                 entry.update(
                     digest=result["digest"],

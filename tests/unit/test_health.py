@@ -69,6 +69,23 @@ class HealthTests(SynchronousTestCase):
             ],
         )
 
+    def test_why_unreadable_says_what_keeps_reads_away(self) -> None:
+        """None while readable; then not up yet, down (with the reason), or lagging (at which
+        write), as ``/bazar/cluster`` shows it."""
+        self.assertIsNone(self.health.why_unreadable(C2))
+        self.health.mark(C2, False, "status 200, not ready")
+        self.assertEqual(self.health.why_unreadable(C2), "not up yet: status 200, not ready")
+        self.health.mark(C2, True)
+        self.health.mark(C2, False)
+        self.assertEqual(self.health.why_unreadable(C2), "down")
+        self.health.mark(C2, True)
+        self.health.report_lagging("catalog-2", True, 7, pushed=True)
+        self.assertEqual(
+            self.health.why_unreadable(C2), "lagging: its sequencer reported it behind at write 7"
+        )
+        self.health.report_lagging("catalog-2", False, 8, pushed=True)
+        self.assertIsNone(self.health.why_unreadable(C2))
+
     def test_readable_is_up_and_not_lagging(self) -> None:
         """A lagging replica is still up (it may take writes, which it forwards) but not readable."""
         self.health.report_lagging("catalog-2", True, 1, pushed=True)
@@ -443,6 +460,10 @@ class ClusterHealthTests(SynchronousTestCase):
         self.assertEqual(
             [view[n]["healthy"] for n in ("catalog-1", "catalog-2", "catalog-3")], [True, True, False]
         )
+        self.assertEqual(
+            view["catalog-3"]["why_unhealthy"], "lagging: its sequencer reported it behind at write 2"
+        )
+        self.assertNotIn("why_unhealthy", view["catalog-1"])
         self.assertEqual((view["catalog-3"]["last_seq"], view["catalog-1"]["last_seq"]), (0, 2))
         self.assertNotEqual(view["catalog-3"]["digest"], view["catalog-1"]["digest"])
 
@@ -454,7 +475,7 @@ class ClusterHealthTests(SynchronousTestCase):
         self.assertEqual(self.digest("catalog-3"), self.digest("catalog-1"))
         self.assertEqual(self.cluster.book("catalog-3", 1)["price"], 9.5)
         view = self.cluster_view()
-        self.assertTrue(all(r["healthy"] for r in view.values()))
+        self.assertTrue(all(r["healthy"] and "why_unhealthy" not in r for r in view.values()))
         self.assertEqual({view[n]["digest"] for n in self.cluster.catalog_names}, {self.digest("catalog-1")})
         self.assertEqual({view[n]["last_seq"] for n in self.cluster.catalog_names}, {2})
 

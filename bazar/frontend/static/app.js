@@ -350,10 +350,13 @@
 
   function replicaRow(replica) {
     const isSequencer = replica.healthy && replica.sequencer === replica.name;
+    // Not healthy: either it could not be asked (error), or it answers but the front end does
+    // not read from it (why_unhealthy: down until a probe finds it ready, or lagging).
+    const why = replica.error || replica.why_unhealthy || "";
     const health = replica.healthy
       ? el("span", { className: "health health-ok", "data-testid": "replica-health" }, "● healthy")
-      : el("span", { className: "health health-down", "data-testid": "replica-health", title: replica.error || "" },
-        "✕ unreachable");
+      : el("span", { className: "health health-down", "data-testid": "replica-health", title: why },
+        replica.error ? "✕ unreachable" : "✕ not read from");
     return el("tr", {
       "data-testid": "replica-row",
       "data-replica": replica.name,
@@ -364,8 +367,8 @@
     },
     el("th", { scope: "row" }, replica.name,
       isSequencer ? el("span", { className: "badge badge-sequencer", "data-testid": "sequencer-badge" }, "sequencer") : null),
-    el("td", {}, health, replica.healthy ? null : el("div", { className: "error-detail" }, replica.error || "")),
-    el("td", { className: "num", "data-testid": "replica-last-seq" }, replica.healthy ? replica.last_seq : "–"),
+    el("td", {}, health, replica.healthy ? null : el("div", { className: "error-detail" }, why)),
+    el("td", { className: "num", "data-testid": "replica-last-seq" }, replica.last_seq ?? "–"),
     el("td", {}, replica.digest
       ? el("code", { className: "digest", title: replica.digest, "data-testid": "replica-digest" },
         replica.digest.slice(0, DIGEST_PREFIX))
