@@ -36,10 +36,9 @@ class Health:
 
     def __init__(self, replicas: Iterable[Replica]) -> None:
         replicas = list(replicas)
-        self._up: dict[str, bool] = {r.name: True for r in replicas}
         self._roles: dict[str, str] = {r.name: r.role for r in replicas}
         self._seen_up: set[str] = set()  # replicas once marked up (by a probe that found them ready)
-        self._down_why: dict[str, str] = {}  # name -> why it was last marked down
+        self._down: dict[str, str] = {}  # the replicas marked down -> why
         # name -> (the sequencer's seq, lagging?, pushed, or shown to have that seq?)
         self._lagging: dict[str, tuple[int, bool, bool]] = {}
         self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
@@ -75,7 +74,7 @@ class Health:
         return name if name and epoch == self._epochs.get(role, 0) else None
 
     def is_up(self, replica: Replica) -> bool:
-        return self._up.get(replica.name, True)
+        return replica.name not in self._down
 
     def readable(self, replica: Replica) -> bool:
         return self.is_up(replica) and not self.is_lagging(replica.name)
@@ -86,7 +85,7 @@ class Health:
     def why_unreadable(self, replica: Replica) -> str | None:
         """Why reads skip ``replica`` (None: they do not), for people watching the cluster."""
         if not self.is_up(replica):
-            state, why = self._down_state(replica.name), self._down_why.get(replica.name)
+            state, why = self._down_state(replica.name), self._down[replica.name]
             return f"{state}: {why}" if why else state
         if self.is_lagging(replica.name):
             return f"lagging: its sequencer reported it behind at write {self._lagging[replica.name][0]}"
@@ -98,16 +97,16 @@ class Health:
     def mark(self, replica: Replica, up: bool, why: str = "") -> None:
         """Up or down from now on. The log says "not up yet" for a replica never seen up (at
         start-up, before its sequencer has reached it), and "down" only for one that was."""
-        if self._up.get(replica.name) != up:
+        if self.is_up(replica) != up:
             state = "up" if up else self._down_state(replica.name)
             log.info(
                 "{replica} is {state}{why}", replica=replica.name, state=state, why=f": {why}" if why else ""
             )
         if up:
             self._seen_up.add(replica.name)
+            self._down.pop(replica.name, None)
         else:
-            self._down_why[replica.name] = why
-        self._up[replica.name] = up
+            self._down[replica.name] = why
 
     def report_lagging(
         self, name: str, lagging: bool, seq: int, *, pushed: bool, confirmed: int = -1
