@@ -33,7 +33,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 # Path segments that name a route; any other segment is a parameter. Keeps label values bounded.
 _ROUTE_WORDS = frozenset(
     "bazar info all search purchase update_price update_quantity orders cluster catalog books buy price"
-    " quantity order internal replicate status invalidate metrics openapi.json static".split()
+    " quantity lookup order internal replicate status invalidate metrics openapi.json static".split()
 )
 
 

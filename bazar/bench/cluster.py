@@ -407,17 +407,23 @@ def catalog_reads(cluster: ClusterInfo) -> int | None:
     """GETs the catalog replicas have answered, from their /metrics; None if unknown.
 
     Lets the benchmark tell how many backend reads N cache misses caused: concurrent misses
-    of one key share one backend request, so under load the two numbers differ.
+    of one key share one backend request, and misses of several books in one turn of the
+    front end's reactor one lookup (``bazar.batching``), so under load the two numbers differ.
     """
     texts = _metrics(cluster, CATALOGS)
     if texts is None:
         return None
+    return count_reads(text for _, text in texts)
+
+
+def count_reads(expositions: Iterable[str]) -> int | None:
+    """The data reads (books, lookups, searches) counted in these /metrics texts; None if unreadable."""
     total = 0.0
     try:
-        for _, text in texts:
+        for text in expositions:
             for line in text.splitlines():
                 if line.startswith("bazar_requests_total{") and 'method="GET"' in line:
-                    if 'route="/catalog/books' in line or 'route="/catalog/search' in line:
+                    if any(f'route="/catalog/{route}' in line for route in ("books", "search", "lookup")):
                         total += float(line.rsplit(" ", 1)[1])
     except (ValueError, IndexError):
         return None

@@ -729,8 +729,9 @@ async def throughput(ctx: Context, stage: str) -> dict[str, Any]:
                 notes.append(
                     f"misses: the catalog replicas answered {reads_after - reads_before:,} reads for "
                     f"{misses['requests']:,} front-end requests "
-                    f"({misses['backend_reads_per_request']:.2f} per request): concurrent misses of one "
-                    "key share one backend read"
+                    f"({misses['backend_reads_per_request']:.3f} per request): concurrent misses of one "
+                    "key share one backend read, and misses of several books in one turn of the front "
+                    "end's reactor one lookup"
                 )
             rows.append(misses)
         unique = await run_wrk(

@@ -14,7 +14,9 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from bazar import validation
-from bazar.catalog.store import BookPage, CatalogStore
+from bazar.batching import LOOKUP_PATH, MAX_LOOKUP
+from bazar.catalog.store import Book, BookPage, CatalogStore, no_such_book
+from bazar.errors import BadRequest
 from bazar.paging import (
     LINK_HEADER,
     NEXT_AFTER_HEADER,
@@ -36,6 +38,29 @@ def respond_page(request: IRequest, path: str, page: Page, result: BookPage) -> 
         request.setHeader(NEXT_AFTER_HEADER, str(result.next_after))
         request.setHeader(LINK_HEADER, link_next(path, page, result.next_after))
     return respond_json(request, result.books)
+
+
+def parse_ids(request: IRequest) -> list[int]:
+    """The ids of a lookup (``?ids=3,1,4``: one to MAX_LOOKUP, each once), or a 400."""
+    values = (request.args or {}).get(b"ids", [])
+    if len(values) != 1:
+        raise BadRequest("give 'ids' once: book ids separated by commas")
+    book_ids = list(dict.fromkeys(parse_id(text) for text in values[0].decode("ascii", "replace").split(",")))
+    if len(book_ids) > MAX_LOOKUP:
+        raise BadRequest(f"at most {MAX_LOOKUP} ids in one lookup, not {len(book_ids)}")
+    return book_ids
+
+
+def respond_lookup(request: IRequest, book_ids: list[int], books: list[Book]) -> bytes:
+    """``{"books": [...], "errors": [...]}``: each id not found has the error its own read
+    (``/catalog/books/<id>``) would answer with."""
+    found = {book["id"] for book in books}
+    errors = []
+    for book_id in book_ids:
+        if book_id not in found:
+            error = no_such_book(book_id)
+            errors.append({"id": book_id, "code": error.code, "message": error.message})
+    return respond_json(request, {"books": books, "errors": errors})
 
 
 class CatalogApp(ReplicaApp):
@@ -61,6 +86,18 @@ class CatalogApp(ReplicaApp):
         if isinstance(found, Deferred):
             return found.addCallback(lambda b: respond_json(request, b))
         return respond_json(request, found)
+
+    @app.route(LOOKUP_PATH, methods=["GET"])
+    def lookup(self, request: IRequest) -> Any:
+        """Many books in one read (``?ids=3,1,4``), for a front end with misses for several at
+        once (see ``bazar.batching``): the books found, and an error for each id that is not."""
+        book_ids = parse_ids(request)
+        found = self.read_committed(
+            lambda: self.store.lookup(book_ids), lambda: self.store.lookup_queued(book_ids)
+        )
+        if isinstance(found, Deferred):
+            return found.addCallback(lambda books: respond_lookup(request, book_ids, books))
+        return respond_lookup(request, book_ids, found)
 
     @app.route("/catalog/search/<path:topic>", methods=["GET"])
     @inlineCallbacks

@@ -1,7 +1,8 @@
 """The front end's public HTTP API.
 
 Reads (info, search) are answered from the LRU cache, or fetched from the next catalog
-replica in round-robin order and cached. Writes go to their role's sequencer (else to the
+replica in round-robin order and cached; misses for several books in one turn of the
+reactor are fetched in one lookup (``bazar.batching``). Writes go to their role's sequencer (else to the
 next replica, which forwards them) and are passed through: by the time a replica answers,
 the write is on every replica and the catalog sequencer has already told this front end
 which cache entries to drop (``/internal/invalidate``), so no later read can see the old
@@ -23,9 +24,10 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from bazar import validation
+from bazar.batching import LOOKUP_PATH, Batcher
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
-from bazar.errors import BadRequest, NotSent, Unavailable
+from bazar.errors import BadRequest, NotSent, Unavailable, error_body
 from bazar.frontend import openapi, storefront
 from bazar.frontend.fastpath import ReadShortcut, UriKeys
 from bazar.health import Health
@@ -41,6 +43,7 @@ from bazar.web import (
     RETRY_AFTER,
     check_secret,
     install_json_errors,
+    json_bytes,
     parse_id,
     read_json,
     respond,
@@ -65,6 +68,24 @@ def _strings(body: dict[str, Any], field: str) -> list[str]:
     return values
 
 
+def split_lookup(response: ReplicaResponse, book_ids: list[int]) -> dict[int, ReplicaResponse]:
+    """A lookup's answer as the answers each book's own read would have had: same body, same
+    replica, sequence number and epoch. An error for the whole lookup is every book's."""
+    if response.code != 200:
+        return {book_id: response for book_id in book_ids}
+    answer = response.json()
+
+    def one(code: int, body: bytes) -> ReplicaResponse:
+        return ReplicaResponse(
+            code, body, response.replica, {}, response.seq, response.sequencer, response.epoch
+        )
+
+    each = {book["id"]: one(200, json_bytes(book)) for book in answer["books"]}
+    for error in answer["errors"]:
+        each[error["id"]] = one(error["code"], error_body(error["code"], error["message"]))
+    return each
+
+
 class FrontendApp:
     app = Klein()
     install_json_errors(app)
@@ -79,6 +100,8 @@ class FrontendApp:
         )
         self.uri_keys = UriKeys(max(64, 4 * config.cache_size))
         self.catalogs = RoundRobin(config.catalog)
+        # Misses for different books in one turn of the reactor share one read.
+        self.lookups: Batcher[int, ReplicaResponse] = Batcher(self._look_up, client.clock)
         self.orders = RoundRobin(config.order)
         self.health = Health(self._replicas())
         self.health.on_new_epoch = self._new_epoch
@@ -171,7 +194,7 @@ class FrontendApp:
     @app.route("/bazar/info/<book_id>", methods=["GET"])
     def info(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
-        return self._cached_read(request, info_key(book), f"/catalog/books/{book}")
+        return self._cached_read(request, info_key(book), lambda: self.lookups.load(book))
 
     @app.route("/bazar/search/<path:topic>", methods=["GET"])
     def search(self, request: IRequest, topic: str) -> Any:
@@ -196,25 +219,22 @@ class FrontendApp:
                 return replace(response, headers={})
             return replace(response, headers=public_page_headers(response.headers, public_path, page))
 
-        return self._cached_read(request, key, f"{path}?{page.query()}", public)
+        path = f"{path}?{page.query()}"
+        return self._cached_read(request, key, lambda: self._read(self.catalogs, path).addCallback(public))
 
     def _cached_read(
-        self,
-        request: IRequest,
-        key: str,
-        path: str,
-        public: Callable[[ReplicaResponse], ReplicaResponse] = lambda response: replace(response, headers={}),
+        self, request: IRequest, key: str, fetch: Callable[[], Deferred[ReplicaResponse]]
     ) -> Any:
-        """Answer from the cache, or from the next catalog replica (then cached). ``public``
-        keeps, of the replica's headers, those the client should see."""
+        """Answer from the cache, or through ``fetch`` (then cached): a read at the next
+        catalog replica, with only the headers the client should see."""
         # The lean path answers this URI next time, from the cache or through the same read.
-        self.uri_keys.learn(request.uri, key, lambda again: self._read_through(again, key, path, public))
-        return self._read_through(request, key, path, public)
+        self.uri_keys.learn(request.uri, key, lambda again: self._read_through(again, key, fetch))
+        return self._read_through(request, key, fetch)
 
     def _read_through(
-        self, request: IRequest, key: str, path: str, public: Callable[[ReplicaResponse], ReplicaResponse]
+        self, request: IRequest, key: str, fetch: Callable[[], Deferred[ReplicaResponse]]
     ) -> Any:
-        cached, pending = self.cache.get(key, lambda: self._read(self.catalogs, path).addCallback(public))
+        cached, pending = self.cache.get(key, fetch)
         if pending is None:
             assert cached is not None
             request.setHeader(CACHE_HEADER, "hit")
@@ -223,6 +243,11 @@ class FrontendApp:
             return respond(request, cached.body, cached.code)
         request.setHeader(CACHE_HEADER, "miss")
         return pending.addCallback(self._relay, request)
+
+    def _look_up(self, book_ids: list[int]) -> Deferred[dict[int, ReplicaResponse]]:
+        """Every book a batch of misses wants, in one read (see ``bazar.batching``)."""
+        path = f"{LOOKUP_PATH}?ids={','.join(map(str, book_ids))}"
+        return self._read(self.catalogs, path).addCallback(split_lookup, book_ids)
 
     @inlineCallbacks
     def _read(self, replicas: RoundRobin[Replica], path: str) -> Any:

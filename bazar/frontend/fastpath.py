@@ -2,7 +2,7 @@
 
 Routing through Klein and werkzeug costs about as much as the rest of a request, and a
 repeated read needs none of it: a hit's answer is bytes already in the cache, and a miss
-needs only the cache key and the backend path its route computed the first time. So the
+needs only the cache key and the backend read its route chose the first time. So the
 front end remembers, for each request URI it has routed to a cached read, that key and how
 to read it (``UriKeys``), and ``ReadShortcut`` answers a later GET of that exact URI from
 the cache, or through the same read-through call the route makes. Anything else (a write,

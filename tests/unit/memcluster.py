@@ -8,7 +8,9 @@ invalidations to the front end), except that:
 * every ``ReplicaClient`` shares ONE ``treq.testing.StubTreq`` whose resource dispatches
   on the request's ``Host`` header to the app that the config gives that URL, so a call
   from one app to another is an in-memory HTTP request through real Twisted Web;
-* the clock is a ``task.Clock`` that nobody advances, so no deadline ever fires.
+* the clock is a ``task.Clock`` that only ever advances by 0 (each flush, below, ends a
+  "turn of the reactor": what was put off to its end runs, as ``bazar.batching``'s lookups
+  do), so no deadline ever fires.
 
 Any replica can be told to hold back its next request (``hold_next``) and answer it
 later, to make a response arrive after something else has happened, or to be unreachable
@@ -79,6 +81,12 @@ class Seen:
     name: str
     method: str
     path: str
+    query: str = ""  # after the "?", if any: which ids a lookup names, say
+
+
+def _seen(name: str, request: IRequest) -> Seen:
+    _, _, query = request.uri.decode().partition("?")
+    return Seen(name, request.method.decode(), request.path.decode(), query)
 
 
 class Held:
@@ -187,10 +195,10 @@ class HostDispatch(Resource):
         if name in self.unreachable:
             # As if the process had died: the connection drops before any answer, which the
             # client sees as a transport error (ReplicaClient: Unavailable).
-            self.refused.append(Seen(name, request.method.decode(), request.path.decode()))
+            self.refused.append(_seen(name, request))
             request.transport.abortConnection()  # type: ignore[attr-defined]
             return NOT_DONE_YET
-        self.seen.append(Seen(name, request.method.decode(), request.path.decode()))
+        self.seen.append(_seen(name, request))
         held = self.holds.pop(name, None)
         if held is not None:
             return held.capture(request, self.resources[name])
@@ -264,7 +272,12 @@ class MemCluster:
     def flush(self) -> None:
         """Move every byte between every in-memory client and server that can move now."""
         for _ in range(3):
-            self.stub.flush()
+            self._turn()
+
+    def _turn(self) -> None:
+        """One turn of a reactor: the bytes that can move, then what was put off until now."""
+        self.stub.flush()
+        self.clock.advance(0)
 
     def send(
         self,
@@ -309,7 +322,7 @@ class MemCluster:
         for _ in range(MAX_FLUSHES):
             if results:
                 break
-            self.stub.flush()
+            self._turn()
         if not results:
             raise AssertionError("no response: the request is still in flight")
         if isinstance(results[0], Failure):

@@ -23,7 +23,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from bazar.bench import cli, memory, report, wrk
 from bazar.bench.ceiling import body_of_size
-from bazar.bench.cluster import ClusterInfo, catalog_reads, cpu_seconds, listening_pid
+from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds, listening_pid
 from bazar.bench.experiments import (
     EXPERIMENTS,
     MEMORY_SEARCH_SHARE,
@@ -750,6 +750,21 @@ class CpuTests(SynchronousTestCase):
         note = cpu_note(row, cores=2)
         self.assertIn("frontend 2.00, order-1 3.25; 5.2 ms in all, on 2 cores", note)
         self.assertIn("for a p50 of 12.0 ms (no less than 2.6 ms even if the 2 cores were never idle)", note)
+
+    def test_reads_are_the_catalogs_data_gets(self) -> None:
+        """Books, lookups and searches count; writes, status probes and other routes do not."""
+        text = "\n".join(
+            [
+                "# HELP bazar_requests_total HTTP requests answered",
+                'bazar_requests_total{method="GET",route="/catalog/books/:id",status="200"} 3.0',
+                'bazar_requests_total{method="GET",route="/catalog/lookup",status="200"} 5.0',
+                'bazar_requests_total{method="GET",route="/catalog/search/:arg",status="200"} 7.0',
+                'bazar_requests_total{method="PUT",route="/catalog/books/:id/price",status="200"} 11.0',
+                'bazar_requests_total{method="GET",route="/internal/status",status="200"} 13.0',
+            ]
+        )
+        self.assertEqual(count_reads([text, text]), 30)
+        self.assertIsNone(count_reads(['bazar_requests_total{method="GET",route="/catalog/lookup"} x']))
 
     def test_unknown_without_the_secret(self) -> None:
         """A cluster given by --url: no secret, so no /metrics, so no figure (rather than a guess)."""

@@ -377,7 +377,8 @@ class ClusterHealthTests(SynchronousTestCase):
         self.cluster.unreachable("catalog-2")
         served = self.read_books()
         self.assertEqual(
-            [(s.name, s.path) for s in self.cluster.dispatch.refused], [("catalog-2", "/catalog/books/1")]
+            [(s.name, s.path, s.query) for s in self.cluster.dispatch.refused],
+            [("catalog-2", "/catalog/lookup", "ids=1")],
         )
         self.assertEqual(served[:2], ["catalog-1", "catalog-3"])  # book 1: retried on catalog-3
         self.assertNotIn("catalog-2", served)
@@ -639,14 +640,15 @@ class ClusterHealthTests(SynchronousTestCase):
         return write, delayed
 
     def read_price_three_times(self) -> tuple[list[float], list[list[Any]]]:
-        """Three reads of book 1 (one to each catalog replica, in turn): the prices answered
-        at once, and for each read still waiting, the list its reply will be put in."""
+        """Three reads of book 1, each in a turn of its own (one to each catalog replica, in
+        turn): the prices answered at once, and for each read still waiting, the list its reply
+        will be put in."""
         replies: list[list[Any]] = []
         for _ in range(3):
             reply: list[Any] = []
             self.cluster.send("GET", "/bazar/info/1").addBoth(reply.append)
             replies.append(reply)
-        self.cluster.flush()
+            self.cluster.flush()
         return [r[0].json["price"] for r in replies if r], [r for r in replies if not r]
 
     def test_a_read_at_the_sequencer_waits_for_the_write_under_way(self) -> None:
@@ -655,7 +657,8 @@ class ClusterHealthTests(SynchronousTestCase):
         write, delayed = self.start_a_write_its_followers_hold()
         answered, waiting = self.read_price_three_times()
         self.assertEqual((answered, len(waiting)), ([22.35, 22.35], 1))
-        self.assertEqual(self.cluster.served("catalog-1")[-1].path, "/catalog/books/1")  # the one waiting
+        waits = self.cluster.served("catalog-1")[-1]  # the one waiting
+        self.assertEqual((waits.path, waits.query), ("/catalog/lookup", "ids=1"))
         for d in delayed:
             d.deliver()
         self.assertEqual(self.cluster.wait(write).code, 200)

@@ -15,6 +15,7 @@ from unittest import SkipTest
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.catalog.store import SEED_BOOKS
@@ -180,6 +181,7 @@ class FakeReplicaClient:
 
     def __init__(self, down: str) -> None:
         self.down = down
+        self.clock = Clock()  # the front end's lookups run on it (none here)
 
     def call(self, method: str, replica: Replica, path: str, body: Any = None) -> Deferred[Any]:
         return self.request(method, replica, path, body).addCallback(lambda r: r.raise_for_error().json())
