@@ -329,6 +329,16 @@ class ReplicaApp:
             return now()
         return self._when_committed((queued or now)(), running)
 
+    def respond_committed(
+        self, now: Callable[[], T], queued: Callable[[], Deferred[T]], respond: Callable[[T], bytes]
+    ) -> Any:
+        """``read_committed``, answered with ``respond``: at once if the read was (a point read
+        on a replica with no write running), else once it is done."""
+        found = self.read_committed(now, queued)
+        if isinstance(found, Deferred):
+            return found.addCallback(respond)
+        return respond(found)
+
     @inlineCallbacks
     def _when_committed(self, read: Deferred[T], running: Deferred[None]) -> Any:
         result = yield read

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from bazar import validation
@@ -82,22 +82,22 @@ class CatalogApp(ReplicaApp):
     @app.route("/catalog/books/<book_id>", methods=["GET"])
     def book(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
-        found = self.read_committed(lambda: self.store.book(book), lambda: self.store.book_queued(book))
-        if isinstance(found, Deferred):
-            return found.addCallback(lambda b: respond_json(request, b))
-        return respond_json(request, found)
+        return self.respond_committed(
+            lambda: self.store.book(book),
+            lambda: self.store.book_queued(book),
+            lambda found: respond_json(request, found),
+        )
 
     @app.route(LOOKUP_PATH, methods=["GET"])
     def lookup(self, request: IRequest) -> Any:
         """Many books in one read (``?ids=3,1,4``), for a front end with misses for several at
         once (see ``bazar.batching``): the books found, and an error for each id that is not."""
         book_ids = parse_ids(request)
-        found = self.read_committed(
-            lambda: self.store.lookup(book_ids), lambda: self.store.lookup_queued(book_ids)
+        return self.respond_committed(
+            lambda: self.store.lookup(book_ids),
+            lambda: self.store.lookup_queued(book_ids),
+            lambda books: respond_lookup(request, book_ids, books),
         )
-        if isinstance(found, Deferred):
-            return found.addCallback(lambda books: respond_lookup(request, book_ids, books))
-        return respond_lookup(request, book_ids, found)
 
     @app.route("/catalog/search/<path:topic>", methods=["GET"])
     @inlineCallbacks

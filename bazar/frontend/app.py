@@ -2,11 +2,11 @@
 
 Reads (info, search) are answered from the LRU cache, or fetched from the next catalog
 replica in round-robin order and cached; misses for several books in one turn of the
-reactor are fetched in one lookup (``bazar.batching``). Writes go to their role's sequencer (else to the
-next replica, which forwards them) and are passed through: by the time a replica answers,
-the write is on every replica and the catalog sequencer has already told this front end
-which cache entries to drop (``/internal/invalidate``), so no later read can see the old
-value.
+reactor are fetched in one lookup (``bazar.batching``). Writes go to their role's
+sequencer (else to the next replica, which forwards them) and are passed through: by the
+time a replica answers, the write is on every replica and the catalog sequencer has
+already told this front end which cache entries to drop (``/internal/invalidate``), so no
+later read can see the old value.
 """
 
 from __future__ import annotations
