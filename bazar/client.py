@@ -3,14 +3,15 @@
 The pool keeps connections open between calls (treq's module default keeps only two per
 host, which throttles a replica under concurrency), every call carries the cluster
 secret, has a deadline, and transport failures become ``Unavailable`` naming the replica,
-so callers deal with one exception type rather than Twisted's many.
+so callers deal with one exception type rather than Twisted's many. A replica's client
+also has the internal channel (``bazar.channel``): the calls on a write's path go over it.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import treq
 from treq.client import HTTPClient
@@ -34,6 +35,9 @@ from bazar.config import SECRET_HEADER, Replica
 from bazar.errors import NotSent, ReplicaError, Unavailable
 from bazar.paging import NEXT_AFTER_HEADER, TOTAL_HEADER
 from bazar.web import EPOCH_HEADER, JSON, REPLICA_HEADER, SEQ_HEADER, SEQUENCER_HEADER
+
+if TYPE_CHECKING:
+    from bazar.channel import Channel
 
 POOL_SIZE_PER_HOST = 64
 MAX_KNOWN_ENDPOINTS = 64  # far more than a cluster has replicas; a bound all the same
@@ -136,28 +140,43 @@ class ReplicaResponse:
 
 
 class ReplicaClient:
-    def __init__(self, http: HTTPClient, secret: str, clock: IReactorTime, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        http: HTTPClient,
+        secret: str,
+        clock: IReactorTime,
+        timeout: float = 10.0,
+        channel: Channel | None = None,
+    ) -> None:
+        """With a ``channel``, the calls it carries go over it (to replicas that have one)."""
         self.http = http
         self.secret = secret
         self.clock = clock
         self.timeout = timeout
+        self.channel = channel
 
-    @inlineCallbacks
     def request(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
-    ) -> Any:
-        """Send ``body`` as JSON to ``replica``; the answer, whatever its status."""
+    ) -> Deferred[Any]:
+        """Send ``body`` as JSON to ``replica``; the answer (a ``ReplicaResponse``), whatever its status."""
+        data = json.dumps(body).encode() if body is not None else None
+        deadline = self.timeout if timeout is None else timeout
+        channel = self.channel
+        if channel is not None and channel.carries(replica, method, path, data or b""):
+            return channel.request(replica, self.secret, method, path, data or b"", deadline)
+        return self._over_http(method, replica, path, data, deadline)
+
+    @inlineCallbacks
+    def _over_http(self, method: str, replica: Replica, path: str, data: bytes | None, timeout: float) -> Any:
         headers: dict[str | bytes, str | bytes] = {SECRET_HEADER: self.secret, "Accept": JSON}
-        data = None
-        if body is not None:
+        if data is not None:
             headers["Content-Type"] = JSON
-            data = json.dumps(body).encode()
         # No redirects (a replica never sends one) and no buffering layer (the body is read
         # once, just below): each would cost every call a wrapper.
         d = self.http.request(
             method, replica.url + path, headers=headers, data=data, allow_redirects=False, unbuffered=True
         )
-        d.addTimeout(self.timeout if timeout is None else timeout, self.clock)
+        d.addTimeout(timeout, self.clock)
         try:
             response = yield d
             content = yield treq.content(response)

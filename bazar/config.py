@@ -1,4 +1,4 @@
-"""The cluster's configuration: one TOML file names every replica, its endpoint and URL.
+"""The cluster's configuration: one TOML file names every replica, its endpoints and addresses.
 
 Every process of the cluster reads the same file, so they agree on who the replicas are
 and which one sequences writes. Missing keys fall back to the embedded defaults below,
@@ -24,6 +24,8 @@ DEFAULT_BOOKS = 7
 # instead of spending hours seeding.
 MAX_BOOKS = 100_000_000
 DEFAULT_REPLICA_PORTS = {"catalog": (5101, 5102, 5103), "order": (5201, 5202, 5203)}
+# By default each process's internal channel (bazar.channel) listens this far above its HTTP port.
+DEFAULT_CHANNEL_OFFSET = 10
 
 
 class ConfigError(Exception):
@@ -34,8 +36,12 @@ class ConfigError(Exception):
 class Replica:
     name: str
     role: str
-    listen: str
-    url: str
+    listen: str  # the HTTP server's endpoint string
+    url: str  # where others reach it over HTTP
+    # The internal channel (bazar.channel): its server's endpoint string, and the client
+    # endpoint string others connect to. Without them, internal calls to it go over HTTP.
+    channel_listen: str | None = None
+    channel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,16 +81,22 @@ class Config:
         return self.data_dir / f"{replica.name}.sqlite"
 
 
-def _loopback(port: int) -> tuple[str, str]:
-    return f"tcp:port={port}:interface=127.0.0.1", f"http://127.0.0.1:{port}"
+def _loopback(port: int) -> dict[str, str]:
+    """The default addresses of a process on ``port``: HTTP there, its channel just above."""
+    channel = port + DEFAULT_CHANNEL_OFFSET
+    return {
+        "listen": f"tcp:port={port}:interface=127.0.0.1",
+        "url": f"http://127.0.0.1:{port}",
+        "channel_listen": f"tcp:port={channel}:interface=127.0.0.1",
+        "channel": f"tcp:host=127.0.0.1:port={channel}",
+    }
 
 
 def _default_replicas(role: str) -> list[dict[str, Any]]:
-    out = []
-    for number, port in enumerate(DEFAULT_REPLICA_PORTS[role], start=1):
-        listen, url = _loopback(port)
-        out.append({"name": f"{role}-{number}", "listen": listen, "url": url})
-    return out
+    return [
+        {"name": f"{role}-{number}", **_loopback(port)}
+        for number, port in enumerate(DEFAULT_REPLICA_PORTS[role], start=1)
+    ]
 
 
 def _string(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
@@ -102,7 +114,13 @@ def _replica(table: Any, role: str, where: str) -> Replica:
     url = _string(table, "url", where).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: 'url' must start with http:// or https://, not {url!r}")
-    return Replica(name=name, role=role, listen=listen, url=url)
+    if ("channel_listen" in table) != ("channel" in table):
+        raise ConfigError(f"{where}: give both 'channel_listen' and 'channel', or neither")
+    channel_listen = channel = None
+    if "channel" in table:
+        channel_listen = _string(table, "channel_listen", where)
+        channel = _string(table, "channel", where)
+    return Replica(name, role, listen, url, channel_listen, channel)
 
 
 def _replicas(raw: dict[str, Any], role: str) -> tuple[Replica, ...]:
@@ -166,8 +184,7 @@ def parse(raw: dict[str, Any], source: str = "embedded defaults") -> Config:
             f"[cluster]: 'probe_interval' must be a number of seconds from 0.05 to 60, not {probe_interval!r}"
         )
     data_dir = Path(_string(cluster, "data_dir", "[cluster]", "bazar-data"))
-    listen, url = _loopback(DEFAULT_FRONTEND_PORT)
-    frontend = _replica(raw.get("frontend", {"listen": listen, "url": url}), "frontend", "[frontend]")
+    frontend = _replica(raw.get("frontend", _loopback(DEFAULT_FRONTEND_PORT)), "frontend", "[frontend]")
     return Config(
         frontend=frontend,
         catalog=_replicas(raw, "catalog"),

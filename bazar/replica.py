@@ -19,16 +19,18 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
+from bazar.channel import Handler, Stamp
 from bazar.client import ReplicaClient
 from bazar.config import Config, ConfigError, Replica
 from bazar.errors import BadRequest, BazarError, Conflict, Unavailable
 from bazar.failover import Role, Watchdog
 from bazar.invalidation import FrontendNotifier
 from bazar.metrics import MeasuredResource, Metrics, gauge
-from bazar.replication import Sequencer
+from bazar.replication import REPLICATE_PATH, Sequencer
 from bazar.service import (
     CallOnStop,
-    check_port_free,
+    channel_service,
+    check_ports_free,
     fail,
     load_config,
     replica_client,
@@ -41,13 +43,18 @@ from bazar.web import (
     REPLICA_HEADER,
     SEQ_HEADER,
     SEQUENCER_HEADER,
+    Reply,
     check_secret,
     install_json_errors,
+    json_reply,
     make_site,
     parse_id,
+    parse_json,
+    read_body,
     read_json,
     respond,
     respond_json,
+    respond_reply,
     runs_to_completion,
 )
 
@@ -65,35 +72,26 @@ class RequireSecret(Resource):
     isLeaf = True
 
     def __init__(
-        self,
-        inner: IResource,
-        internal: IResource,
-        secret: str,
-        name: str,
-        applied_seq: Callable[[], int],
-        sequencer: Callable[[], str],
-        epoch: Callable[[], int],
+        self, inner: IResource, internal: IResource, secret: str, stamp: Callable[[], Stamp]
     ) -> None:
         super().__init__()
         self.inner = inner
         self.internal = internal
         self.secret = secret
-        self.name = name
-        self.applied_seq = applied_seq
-        self.sequencer = sequencer
-        self.epoch = epoch
+        self.stamp = stamp
 
     def render(self, request: IRequest) -> Any:
-        request.setHeader(REPLICA_HEADER, self.name)
+        # Taken before the request's reads are queued behind any write still being applied:
+        # what they read is at least this new, perhaps newer, never older.
+        stamp = self.stamp()
+        request.setHeader(REPLICA_HEADER, stamp.replica)
         try:
             check_secret(request, self.secret)
         except BazarError as e:
             return respond(request, e.body(), e.code)
-        # Taken before the request's reads are queued behind any write still being applied:
-        # what they read is at least this new, perhaps newer, never older.
-        request.setHeader(SEQ_HEADER, str(self.applied_seq()))
-        request.setHeader(SEQUENCER_HEADER, self.sequencer())
-        request.setHeader(EPOCH_HEADER, str(self.epoch()))
+        request.setHeader(SEQ_HEADER, str(stamp.seq))
+        request.setHeader(SEQUENCER_HEADER, stamp.sequencer or "")
+        request.setHeader(EPOCH_HEADER, str(stamp.epoch))
         if request.postpath[:1] == [b"internal"] and len(request.postpath) > 1:
             request.prepath.append(request.postpath.pop(0))  # as a Klein branch route would
             return self.internal.render(request)
@@ -147,10 +145,14 @@ class ReplicaEndpoints:
 
     @app.route("/replicate", methods=["POST"])
     @runs_to_completion
-    @inlineCallbacks
     def replicate(self, request: IRequest) -> Any:
-        """Apply the sequencer's entries in order; 409 with our last_seq when some are missing."""
-        body = read_json(request)
+        return respond_reply(request, self.replicate_call(read_body(request)))
+
+    @inlineCallbacks
+    def replicate_call(self, raw: bytes) -> Any:
+        """Apply the sequencer's entries in order; 409 with our last_seq when some are missing.
+        (Over HTTP or the channel: ``REPLICATE_PATH``.)"""
+        body = parse_json(raw)
         entries = body.get("entries")
         leader_seq = body.get("last_seq", 0)
         if not isinstance(leader_seq, int) or isinstance(leader_seq, bool):
@@ -166,7 +168,7 @@ class ReplicaEndpoints:
             # Not while we vote in an election: what we confirm and what we tell a candidate
             # we hold must not cross.
             answer, code = yield self.role.votes.run(self._apply, body, entries, leader_seq)
-        return respond_json(request, answer, code)
+        return json_reply(answer, code)
 
     @inlineCallbacks
     def _apply(self, body: dict[str, Any], entries: list[Any], leader_seq: int) -> Any:
@@ -346,26 +348,25 @@ class ReplicaApp:
         self.check_readable()
         return result
 
+    def stamp(self) -> Stamp:
+        """What this replica says about itself on every answer, over HTTP or the channel."""
+        return Stamp(self.replica.name, self.store.applied_seq, self.sequencer.name, self.endpoints.epoch())
+
+    def channel_handlers(self) -> dict[str, Handler]:
+        """The carried routes this replica serves over the channel (the same handlers as HTTP)."""
+        return {REPLICATE_PATH: self.endpoints.replicate_call}
+
     def resource(self) -> IResource:
-        store, endpoints = self.store, self.endpoints
-        return RequireSecret(
-            self.app.resource(),
-            self.internal_resource,
-            self.secret,
-            self.replica.name,
-            lambda: store.applied_seq,
-            lambda: endpoints.sequencer.name,
-            endpoints.epoch,
-        )
+        return RequireSecret(self.app.resource(), self.internal_resource, self.secret, self.stamp)
 
 
 @inlineCallbacks
-def forward(client: ReplicaClient, sequencer: Replica, request: IRequest, path: str, body: Any) -> Any:
-    """Send a write on to the sequencer and answer with whatever it answered. A sequencer
-    that does not answer in FORWARD_TIMEOUT seconds is probably gone: the client gets a 503
-    (with Retry-After) sooner, and a retry goes to whichever replica took over."""
-    response = yield client.request(request.method.decode(), sequencer, path, body, timeout=FORWARD_TIMEOUT)
-    return respond(request, response.body, response.code)
+def forward(client: ReplicaClient, sequencer: Replica, method: str, path: str, body: Any) -> Any:
+    """Send a write on to the sequencer; its answer, whatever it was. A sequencer that does
+    not answer in FORWARD_TIMEOUT seconds is probably gone: the client gets a 503 (with
+    Retry-After) sooner, and a retry goes to whichever replica took over."""
+    response = yield client.request(method, sequencer, path, body, timeout=FORWARD_TIMEOUT)
+    return Reply(response.code, response.body)
 
 
 def replica_service(
@@ -384,14 +385,14 @@ def replica_service(
         replica = config.replica(role, options["replica"])
     except ConfigError as e:
         raise fail(role, str(e)) from None
-    check_port_free(role, replica.listen)
+    check_ports_free(role, replica)
     try:
         store = open_store(store_type, config.database_path(replica), reactor, **store_type.options(config))
     except SeedMismatch as e:
         raise fail(role, f"{config.database_path(replica)}: {e}") from None
     except (OSError, sqlite3.Error) as e:
         raise fail(role, f"cannot open {config.database_path(replica)}: {e}") from None
-    client, close_pool = replica_client(reactor, config)
+    client, close_client = replica_client(reactor, config, channel=True)
     replicas = config.catalog if role == "catalog" else config.order
     notifier = FrontendNotifier(client, config.frontend, keys, epoch=lambda: (role, leadership.epoch))
     leadership = Role(replica, replicas, store, client, notifier, reactor)
@@ -399,9 +400,10 @@ def replica_service(
     site = make_site(measured(app.resource(), replica, store, lambda: leadership.writer, config.secret))
     return role_service(
         web_service(replica.listen, site, reactor),
+        *channel_service(replica, app.channel_handlers(), config.secret, app.stamp, reactor),
         RoleService(leadership),
         Watchdog(leadership, reactor),
-        CallOnStop(close_pool, store.close),
+        CallOnStop(close_client, store.close),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import gc
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from twisted.application import strports
@@ -18,8 +18,9 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.python import usage
 from twisted.web.server import Site
 
+from bazar.channel import Channel, ChannelServer, Handler, Stamp
 from bazar.client import ReplicaClient, make_http, make_pool
-from bazar.config import Config, ConfigError, load
+from bazar.config import Config, ConfigError, Replica, load
 from bazar.logs import register_secret
 
 
@@ -94,6 +95,13 @@ def check_port_free(role: str, listen: str) -> None:
         probe.close()
 
 
+def check_ports_free(role: str, process: Replica) -> None:
+    """Both of a process's ports: its HTTP server's and its channel's."""
+    check_port_free(role, process.listen)
+    if process.channel_listen is not None:
+        check_port_free(role, process.channel_listen)
+
+
 class CallOnStop(Service):
     """Runs cleanups (closing connection pools, databases) when the process stops."""
 
@@ -105,11 +113,35 @@ class CallOnStop(Service):
         return DeferredList([maybeDeferred(c) for c in self.cleanups], consumeErrors=True)
 
 
-def replica_client(reactor: Any, config: Config) -> tuple[ReplicaClient, Callable[[], Deferred[None]]]:
-    """The process's one HTTP client on one persistent pool, and how to close that pool."""
+def replica_client(
+    reactor: Any, config: Config, *, channel: bool = False
+) -> tuple[ReplicaClient, Callable[[], Deferred[Any]]]:
+    """The process's one client (HTTP on one persistent pool, and with ``channel`` the
+    internal channel too), and how to close its connections."""
     pool = make_pool(reactor)
-    client = ReplicaClient(make_http(reactor, pool), config.secret, reactor)
-    return client, pool.closeCachedConnections
+    calls = Channel(reactor) if channel else None
+    client = ReplicaClient(make_http(reactor, pool), config.secret, reactor, channel=calls)
+
+    def close() -> Deferred[Any]:
+        closing = [pool.closeCachedConnections()]
+        if calls is not None:
+            closing.append(calls.close())
+        return DeferredList(closing, consumeErrors=True)
+
+    return client, close
+
+
+def channel_service(
+    process: Replica,
+    handlers: Mapping[str, Handler],
+    secret: str,
+    stamp: Callable[[], Stamp],
+    reactor: Any,
+) -> list[IService]:
+    """The process's channel server (``bazar.channel``), if the config gives it a channel."""
+    if process.channel_listen is None:
+        return []
+    return [strports.service(process.channel_listen, ChannelServer(handlers, secret, stamp), reactor=reactor)]
 
 
 def web_service(listen: str, site: Site, reactor: Any) -> IService:

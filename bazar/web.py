@@ -13,6 +13,7 @@ import io
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
@@ -73,6 +74,26 @@ def respond_json(request: IRequest, obj: Any, code: int = 200) -> bytes:
     return respond(request, json_bytes(obj), code)
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A status and a JSON body: the answer of a handler that serves both HTTP and the
+    internal channel (``bazar.channel``), so that both transports answer alike."""
+
+    code: int
+    body: bytes
+
+
+def json_reply(obj: Any, code: int = 200) -> Reply:
+    return Reply(code, json_bytes(obj))
+
+
+def respond_reply(request: IRequest, reply: Reply | Deferred[Reply]) -> bytes | Deferred[bytes]:
+    """Answer ``request`` with ``reply``, at once or when it comes."""
+    if isinstance(reply, Deferred):
+        return reply.addCallback(lambda r: respond(request, r.body, r.code))
+    return respond(request, reply.body, reply.code)
+
+
 def shielded(work: Deferred[Any]) -> Deferred[Any]:
     """``work``'s result, in a Deferred whose cancellation does not reach ``work``."""
     answer: Deferred[Any] = Deferred()
@@ -106,9 +127,18 @@ def runs_to_completion(handler: F) -> F:
 
 def read_json(request: IRequest, *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object body; ``{}`` for an empty body when not ``required``."""
+    return parse_json(read_body(request), required=required)
+
+
+def read_body(request: IRequest) -> bytes:
     raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
     if len(raw) > MAX_BODY:
         raise PayloadTooLarge(f"request body larger than {MAX_BODY} bytes")
+    return raw
+
+
+def parse_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
+    """A JSON object body; ``{}`` for an empty one when not ``required``."""
     if not raw.strip():
         if required:
             raise BadRequest("a JSON object body is required")

@@ -39,5 +39,5 @@ USER 10001:10001
 FROM base AS catalog
 # The config is mounted at /etc/bazar/bazar.toml (compose.yaml does: etc/bazar.compose.toml);
 # the replica is named by the command, e.g. `docker run ... bazar-catalog:local --replica catalog-1`.
-EXPOSE 5101 5102 5103
+EXPOSE 5101 5102 5103 5111 5112 5113
 ENTRYPOINT ["twistd", "-n", "--pidfile=", "bazar-catalog", "--config", "/etc/bazar/bazar.toml"]

@@ -38,5 +38,5 @@ USER 10001:10001
 
 FROM base AS frontend
 # The config is mounted at /etc/bazar/bazar.toml (compose.yaml does: etc/bazar.compose.toml).
-EXPOSE 5000
+EXPOSE 5000 5010
 ENTRYPOINT ["twistd", "-n", "--pidfile=", "bazar-frontend", "--config", "/etc/bazar/bazar.toml"]

@@ -39,5 +39,5 @@ USER 10001:10001
 FROM base AS order
 # The config is mounted at /etc/bazar/bazar.toml (compose.yaml does: etc/bazar.compose.toml);
 # the replica is named by the command, e.g. `docker run ... bazar-order:local --replica order-1`.
-EXPOSE 5201 5202 5203
+EXPOSE 5201 5202 5203 5211 5212 5213
 ENTRYPOINT ["twistd", "-n", "--pidfile=", "bazar-order", "--config", "/etc/bazar/bazar.toml"]

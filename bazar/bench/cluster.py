@@ -288,18 +288,34 @@ class ClusterInfo:
     directory: Path | None = None
 
 
+def loopback_ports(names: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Free loopback ports for each of ``names``: one for HTTP, one for its internal channel."""
+    ports = free_ports(2 * len(names))
+    return dict(zip(names, ports[: len(names)], strict=True)), dict(
+        zip(names, ports[len(names) :], strict=True)
+    )
+
+
+def process_lines(name: str, port: int, channel_port: int) -> list[str]:
+    """A process's table in a cluster config: HTTP on loopback ``port``, its channel on ``channel_port``."""
+    role = name.split("-")[0]
+    head = ["[frontend]"] if role == "frontend" else [f"[[{role}]]", f"name = {json.dumps(name)}"]
+    return [
+        "",
+        *head,
+        f'listen = "tcp:port={port}:interface=127.0.0.1"',
+        f'url = "http://127.0.0.1:{port}"',
+        f'channel_listen = "tcp:port={channel_port}:interface=127.0.0.1"',
+        f'channel = "tcp:host=127.0.0.1:port={channel_port}"',
+    ]
+
+
 def write_config(directory: Path, cache_size: int, secret: str) -> tuple[Path, dict[str, int]]:
     """A config for 1 + 3 + 3 processes on free loopback ports, data under ``directory``."""
-    ports = dict(zip(NAMES, free_ports(len(NAMES)), strict=True))
+    ports, channel_ports = loopback_ports(NAMES)
     lines = ["[cluster]", 'data_dir = "data"', f"cache_size = {cache_size}", f"secret = {json.dumps(secret)}"]
-
-    def endpoint(port: int) -> list[str]:
-        return [f'listen = "tcp:port={port}:interface=127.0.0.1"', f'url = "http://127.0.0.1:{port}"']
-
-    lines += ["", "[frontend]", *endpoint(ports["frontend"])]
-    for name in (*CATALOGS, *ORDERS):
-        role = name.split("-")[0]
-        lines += ["", f"[[{role}]]", f"name = {json.dumps(name)}", *endpoint(ports[name])]
+    for name in NAMES:
+        lines += process_lines(name, ports[name], channel_ports[name])
     path = directory / "bazar.toml"
     path.write_text("\n".join(lines) + "\n")
     return path, ports

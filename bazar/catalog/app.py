@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from bazar import validation
 from bazar.batching import LOOKUP_PATH, MAX_LOOKUP
 from bazar.catalog.store import Book, BookPage, CatalogStore, no_such_book
+from bazar.channel import BUY_ROUTE, Handler
 from bazar.errors import BadRequest
 from bazar.paging import (
     LINK_HEADER,
@@ -27,7 +28,18 @@ from bazar.paging import (
     search_path,
 )
 from bazar.replica import ReplicaApp, forward
-from bazar.web import install_json_errors, parse_id, read_json, respond_json, runs_to_completion
+from bazar.web import (
+    Reply,
+    install_json_errors,
+    json_reply,
+    parse_id,
+    parse_json,
+    read_body,
+    read_json,
+    respond_json,
+    respond_reply,
+    runs_to_completion,
+)
 
 
 def respond_page(request: IRequest, path: str, page: Page, result: BookPage) -> bytes:
@@ -109,25 +121,35 @@ class CatalogApp(ReplicaApp):
 
     # -- writes ----------------------------------------------------------------------
 
-    @app.route("/catalog/books/<book_id>/buy", methods=["POST"])
+    @app.route(BUY_ROUTE, methods=["POST"])
     @runs_to_completion
     def buy(self, request: IRequest, book_id: str) -> Any:
+        return respond_reply(request, self.buy_call(read_body(request), book_id))
+
+    def buy_call(self, raw: bytes, book_id: str) -> Deferred[Reply]:
+        """Take stock, if there is enough (over HTTP or the channel: ``BUY_ROUTE``)."""
         book = parse_id(book_id)
-        body = validation.keyed_purchase(read_json(request, required=False))
+        body = validation.keyed_purchase(parse_json(raw, required=False))
         return self._write(
-            request,
+            "POST",
             f"/catalog/books/{book}/buy",
             body,
             lambda: self.store.buy(book, body["quantity"], body.get("idempotency_key")),
         )
+
+    def channel_handlers(self) -> dict[str, Handler]:
+        return {**super().channel_handlers(), BUY_ROUTE: self.buy_call}
 
     @app.route("/catalog/books/<book_id>/price", methods=["PUT"])
     @runs_to_completion
     def update_price(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
-        return self._write(
-            request, f"/catalog/books/{book}/price", body, lambda: self.store.set_price(book, body["price"])
+        return respond_reply(
+            request,
+            self._write(
+                "PUT", f"/catalog/books/{book}/price", body, lambda: self.store.set_price(book, body["price"])
+            ),
         )
 
     @app.route("/catalog/books/<book_id>/quantity", methods=["PUT"])
@@ -141,11 +163,12 @@ class CatalogApp(ReplicaApp):
                 return self.store.add_quantity(book, change["delta"])
             return self.store.set_quantity(book, change["quantity"])
 
-        return self._write(request, f"/catalog/books/{book}/quantity", change, apply)
+        return respond_reply(request, self._write("PUT", f"/catalog/books/{book}/quantity", change, apply))
 
     @inlineCallbacks
-    def _write(self, request: IRequest, path: str, body: dict[str, Any], apply: Any) -> Any:
+    def _write(self, method: str, path: str, body: dict[str, Any], apply: Any) -> Any:
+        """The write's answer: the book as it now is. A follower forwards it to the sequencer."""
         if self.writer is None:
-            return (yield forward(self.client, self.sequencer, request, path, body))
+            return (yield forward(self.client, self.sequencer, method, path, body))
         entry = yield self.writer.write(apply())
-        return respond_json(request, entry["book"])
+        return json_reply(entry["book"])

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.runner.procmon import ProcessMonitor
 
 from bazar.config import Config
-from bazar.service import ConfigOptions, check_port_free, load_config
+from bazar.service import ConfigOptions, check_ports_free, load_config
 
 log = Logger()
 
@@ -79,7 +79,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         "cluster", options["config"]
     )  # also creates the secret file, before any child reads it
     for replica in (config.frontend, *config.catalog, *config.order):
-        check_port_free("cluster", replica.listen)
+        check_ports_free("cluster", replica)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if reactor is None:
         from twisted.internet import reactor

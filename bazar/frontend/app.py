@@ -31,7 +31,7 @@ from bazar.errors import BadRequest, NotSent, Unavailable, error_body
 from bazar.frontend import openapi, storefront
 from bazar.frontend.fastpath import ReadShortcut, UriKeys
 from bazar.health import Health
-from bazar.invalidation import PageKey, all_books_page_key, info_key, search_page_key
+from bazar.invalidation import INVALIDATE_PATH, PageKey, all_books_page_key, info_key, search_page_key
 from bazar.lru import LRUCache
 from bazar.metrics import Metrics, counter, gauge
 from bazar.paging import Page, parse_page, public_page_headers, search_path
@@ -41,13 +41,18 @@ from bazar.web import (
     CACHE_HEADER,
     REPLICA_HEADER,
     RETRY_AFTER,
+    Reply,
     check_secret,
     install_json_errors,
     json_bytes,
+    json_reply,
     parse_id,
+    parse_json,
+    read_body,
     read_json,
     respond,
     respond_json,
+    respond_reply,
     runs_to_completion,
 )
 
@@ -381,12 +386,16 @@ class FrontendApp:
 
     # -- internal ----------------------------------------------------------------------
 
-    @app.route("/internal/invalidate", methods=["POST"])
+    @app.route(INVALIDATE_PATH, methods=["POST"])
     def invalidate(self, request: IRequest) -> Any:
-        """Called by a sequencer before it acknowledges a write: drop these cache keys, stop
-        reading from these ``lagging`` followers; or, later, read from ``caught_up`` ones again."""
         check_secret(request, self.config.secret)
-        body = read_json(request)
+        return respond_reply(request, self.invalidate_call(read_body(request)))
+
+    def invalidate_call(self, raw: bytes) -> Reply:
+        """Called by a sequencer before it acknowledges a write: drop these cache keys, stop
+        reading from these ``lagging`` followers; or, later, read from ``caught_up`` ones again.
+        (Over HTTP or the channel: ``INVALIDATE_PATH``.)"""
+        body = parse_json(raw)
         keys = _strings(body, "keys")
         seq = body.get("seq", 0)
         if not isinstance(seq, int) or isinstance(seq, bool):
@@ -403,7 +412,7 @@ class FrontendApp:
             self.health.report_lagging(name, False, seq, pushed=True)
         for key in keys:
             self.cache.invalidate(key, seq)
-        return respond_json(request, {"invalidated": keys})
+        return json_reply({"invalidated": keys})
 
     @app.route("/", methods=["GET"])
     def index(self, request: IRequest) -> Any:

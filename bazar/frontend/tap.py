@@ -6,13 +6,16 @@ from typing import Any
 
 from twisted.application.service import MultiService
 
+from bazar.channel import Stamp
 from bazar.frontend.app import FrontendApp
 from bazar.health import HealthProbe
+from bazar.invalidation import INVALIDATE_PATH
 from bazar.metrics import MeasuredResource
 from bazar.service import (
     CallOnStop,
     ConfigOptions,
-    check_port_free,
+    channel_service,
+    check_ports_free,
     load_config,
     replica_client,
     role_service,
@@ -30,11 +33,17 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     config = load_config("frontend", options["config"])
-    check_port_free("frontend", config.frontend.listen)
-    client, close_pool = replica_client(reactor, config)
+    check_ports_free("frontend", config.frontend)
+    client, close_client = replica_client(reactor, config)  # treq only: no channel out
     app = FrontendApp(config, client)
     resource = MeasuredResource(app.resource(), app.metrics, config.secret)
     probe = HealthProbe(app.health, [*config.catalog, *config.order], client, reactor, config.probe_interval)
+    # In: the sequencers' invalidation pushes, over the channel when it has one.
+    handlers = {INVALIDATE_PATH: app.invalidate_call}
+    stamp = Stamp(config.frontend.name)
     return role_service(
-        web_service(config.frontend.listen, make_site(resource), reactor), probe, CallOnStop(close_pool)
+        web_service(config.frontend.listen, make_site(resource), reactor),
+        *channel_service(config.frontend, handlers, config.secret, lambda: stamp, reactor),
+        probe,
+        CallOnStop(close_client),
     )

@@ -22,7 +22,14 @@ from bazar.failover import Role
 from bazar.order.store import OrderStore
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
-from bazar.web import install_json_errors, parse_id, read_json, respond_json, runs_to_completion
+from bazar.web import (
+    install_json_errors,
+    parse_id,
+    read_json,
+    respond_json,
+    respond_reply,
+    runs_to_completion,
+)
 
 
 class OrderApp(ReplicaApp):
@@ -80,7 +87,7 @@ class OrderApp(ReplicaApp):
         path = f"/order/purchase/{book}"
         writer = self.writer  # kept: if another replica takes over meanwhile, its quorum fails
         if writer is None:
-            return (yield forward(self.client, self.sequencer, request, path, body))
+            return respond_reply(request, (yield forward(self.client, self.sequencer, "POST", path, body)))
         # The same key goes to the catalog: a retry after a crash between taking the stock
         # and recording the order gets the original stock answer and takes nothing twice.
         bought = yield self._take_stock(book, body)

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from bazar.bench.cluster import free_ports, kill_group, listening_pid, process_group, stop_group
+from bazar.bench.cluster import (
+    kill_group,
+    listening_pid,
+    loopback_ports,
+    process_group,
+    process_lines,
+    stop_group,
+)
 
 T = TypeVar("T")
 
@@ -97,12 +104,20 @@ class Layout:
 
     directory: Path
     config: Path
-    ports: dict[str, int]
+    ports: dict[str, int]  # HTTP
+    channel_ports: dict[str, int]  # the internal channel (bazar.channel)
     secret: str | None
     data_dir: Path
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
+
+    def ports_of(self, name: str) -> tuple[int, int]:
+        """Both ports ``name`` listens on."""
+        return self.ports[name], self.channel_ports[name]
+
+    def all_ports(self) -> list[int]:
+        return [*self.ports.values(), *self.channel_ports.values()]
 
     @property
     def frontend(self) -> str:
@@ -126,23 +141,17 @@ def write_config(
     ``secret=None`` leaves the secret out, so the processes read (or create) ``data/secret``;
     ``books=None`` leaves the catalog at its default size (the report's seven books).
     """
-    ports = dict(zip(NAMES, free_ports(len(NAMES)), strict=True))
+    ports, channel_ports = loopback_ports(NAMES)
     lines = ["[cluster]", 'data_dir = "data"', f"cache_size = {cache_size}"]
     if secret is not None:
         lines.append(f"secret = {_toml_string(secret)}")
     if books is not None:
         lines.append(f"books = {books}")
-
-    def endpoint(port: int) -> list[str]:
-        return [f'listen = "tcp:port={port}:interface=127.0.0.1"', f'url = "http://127.0.0.1:{port}"']
-
-    lines += ["", "[frontend]", *endpoint(ports["frontend"])]
-    for replica in REPLICAS:
-        role = replica.split("-")[0]
-        lines += ["", f"[[{role}]]", f"name = {_toml_string(replica)}", *endpoint(ports[replica])]
+    for process in NAMES:
+        lines += process_lines(process, ports[process], channel_ports[process])
     path = directory / name
     path.write_text("\n".join(lines) + "\n")
-    return Layout(directory, path, ports, secret, directory / "data")
+    return Layout(directory, path, ports, channel_ports, secret, directory / "data")
 
 
 # -- processes -------------------------------------------------------------------------
@@ -354,7 +363,7 @@ def start_cluster(directory: Path, **config: Any) -> Cluster:
         "bazar-cluster",
         twistd("bazar-cluster", "--config", str(layout.config)),
         directory,
-        layout.ports.values(),
+        layout.all_ports(),
     )
     cluster = Cluster(layout, process)
     try:

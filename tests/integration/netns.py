@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
 
+from bazar.config import DEFAULT_CHANNEL_OFFSET
 from tests.integration.api import Api, Reply, request
 from tests.integration.cluster import (
     CLEAN_EXIT,
@@ -282,7 +283,7 @@ class Network:
 
 
 def write_config(directory: Path, network: Network, secret: str) -> Path:
-    """One config for every process: each listens on its own address, on its README port."""
+    """One config for every process: each listens on its own address, on its README ports."""
     lines = [
         "[cluster]",
         f"data_dir = {json.dumps(str(directory / 'data'))}",
@@ -291,7 +292,13 @@ def write_config(directory: Path, network: Network, secret: str) -> Path:
 
     def endpoint(name: str) -> list[str]:
         address, port = network.address(name), HOSTS[name][2]
-        return [f'listen = "tcp:port={port}:interface={address}"', f'url = "http://{address}:{port}"']
+        channel = port + DEFAULT_CHANNEL_OFFSET
+        return [
+            f'listen = "tcp:port={port}:interface={address}"',
+            f'url = "http://{address}:{port}"',
+            f'channel_listen = "tcp:port={channel}:interface={address}"',
+            f'channel = "tcp:host={address}:port={channel}"',
+        ]
 
     lines += ["", "[frontend]", *endpoint("frontend")]
     for name in REPLICAS:

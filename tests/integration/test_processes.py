@@ -43,7 +43,7 @@ def role_command(layout: Layout, name: str) -> list[str]:
 
 
 def start_role(processes: Processes, layout: Layout, name: str) -> Process:
-    return processes.start(name, role_command(layout, name), ports=(layout.ports[name],))
+    return processes.start(name, role_command(layout, name), ports=layout.ports_of(name))
 
 
 async def wait_answering(http: HTTPClient, process: Process, url: str, secret: str | None) -> Reply:
@@ -176,7 +176,7 @@ def test_a_port_in_use(tmp_path: Path, command: str) -> None:
         args = ["--replica", "catalog-1"] if command == "bazar-catalog" else []
         result = run_twistd(tmp_path, command, "--config", str(layout.config), *args)
     assert_clear_error(result, command, f"port {port} is already in use")
-    assert all(port_is_free(p) for name, p in layout.ports.items() if name != "catalog-1")
+    assert all(port_is_free(p) for p in layout.all_ports() if p != port)
 
 
 # -- the cluster as a whole ------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_sigterm_stops_the_cluster_and_every_child(fresh_cluster: Cluster) -> No
 
     # The cluster waits for its children: by the time it has exited, they have too.
     assert [name for name, pid in children.items() if pid is not None and pid_alive(pid)] == []
-    assert [name for name, port in fresh_cluster.layout.ports.items() if not port_is_free(port)] == []
+    assert [port for port in fresh_cluster.layout.all_ports() if not port_is_free(port)] == []
     assert parent.group() == []
 
 

@@ -46,7 +46,7 @@ class TempDirMixin:
 
 class DefaultsTests(SynchronousTestCase):
     def test_frontend(self) -> None:
-        """One front end, listening and reachable on 127.0.0.1:5000."""
+        """One front end, listening and reachable on 127.0.0.1:5000, its channel on 5010."""
         config = parse(defaults())
         self.assertEqual(
             config.frontend,
@@ -55,6 +55,8 @@ class DefaultsTests(SynchronousTestCase):
                 role="frontend",
                 listen="tcp:port=5000:interface=127.0.0.1",
                 url="http://127.0.0.1:5000",
+                channel_listen="tcp:port=5010:interface=127.0.0.1",
+                channel="tcp:host=127.0.0.1:port=5010",
             ),
         )
 
@@ -70,6 +72,11 @@ class DefaultsTests(SynchronousTestCase):
             [f"http://127.0.0.1:{port}" for port in (5101, 5102, 5103, 5201, 5202, 5203)],
         )
         self.assertEqual(config.catalog[1].listen, "tcp:port=5102:interface=127.0.0.1")
+        self.assertEqual(
+            [r.channel for r in config.catalog + config.order],
+            [f"tcp:host=127.0.0.1:port={port}" for port in (5111, 5112, 5113, 5211, 5212, 5213)],
+        )
+        self.assertEqual(config.order[2].channel_listen, "tcp:port=5213:interface=127.0.0.1")
         self.assertEqual(config.catalog_sequencer.name, "catalog-1")
         self.assertEqual(config.order_sequencer.name, "order-1")
 
@@ -241,6 +248,20 @@ class InvalidConfigTests(TempDirMixin, SynchronousTestCase):
         self.assertConfigError(
             path, "[[catalog]] #2", "must start with http:// or https://", "127.0.0.1:5102"
         )
+
+    def test_channel_needs_both_addresses(self) -> None:
+        """A channel is given by where it listens and where it is reached: one alone is refused."""
+        for key in ("channel_listen = 'tcp:5111'", "channel = 'tcp:host=127.0.0.1:port=5111'"):
+            with self.subTest(key=key):
+                path = self.write_config(self.catalog("solo") + key + "\n")
+                self.assertConfigError(
+                    path, "[[catalog]] #1", "give both 'channel_listen' and 'channel', or neither"
+                )
+
+    def test_channel_is_optional(self) -> None:
+        """A replica given without a channel has none: internal calls to it go over HTTP."""
+        config = load(self.write_config(self.catalog("plain")))
+        self.assertEqual((config.catalog[0].channel_listen, config.catalog[0].channel), (None, None))
 
     def test_frontend_url_without_http(self) -> None:
         """The front end's url is checked the same way."""

@@ -26,27 +26,40 @@ from twisted.web.server import Site
 
 from bazar.catalog import tap as catalog_tap
 from bazar.catalog.store import CatalogStore
+from bazar.channel import BUY_ROUTE, ChannelServer
 from bazar.cluster import tap as cluster_tap
 from bazar.config import load
 from bazar.frontend import tap as frontend_tap
+from bazar.invalidation import INVALIDATE_PATH
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
 from bazar.replica import RequireSecret
+from bazar.replication import REPLICATE_PATH
 from bazar.service import CallOnStop
 
 TAPS = {"frontend": frontend_tap, "catalog": catalog_tap, "order": order_tap, "cluster": cluster_tap}
 
 
-def toml(data_dir: Path, ports: dict[str, int] | None = None) -> str:
-    """A cluster config listening on port 0 everywhere (nothing to check or bind), but for ``ports``."""
+def toml(
+    data_dir: Path, ports: dict[str, int] | None = None, channel_ports: dict[str, int] | None = None
+) -> str:
+    """A cluster config listening on port 0 everywhere (nothing to check or bind), but for
+    ``ports``; with ``channel_ports``, every process has a channel (on port 0 but for those)."""
     ports = ports or {}
 
     def replica(name: str, url_port: int) -> str:
         port = ports.get(name, 0)
-        return (
+        text = (
             f'name = "{name}"\nlisten = "tcp:port={port}:interface=127.0.0.1"\n'
             f'url = "http://127.0.0.1:{url_port}"\n'
         )
+        if channel_ports is not None:
+            channel = channel_ports.get(name, 0)
+            text += (
+                f'channel_listen = "tcp:port={channel}:interface=127.0.0.1"\n'
+                f'channel = "tcp:host=127.0.0.1:port={url_port + 10}"\n'
+            )
+        return text
 
     frontend = replica("frontend", 5000).split("\n", 1)[1]
     parts = [f'[cluster]\nsecret = "s3cret"\ndata_dir = "{data_dir}"\n', f"[frontend]\n{frontend}"]
@@ -169,11 +182,37 @@ class ServiceTests(TapTestCase):
             site = self.listen_on_fake_reactor(service)
             self.assertIsInstance(site.resource, MeasuredResource)
             self.assertIsInstance(site.resource.inner, RequireSecret)
-            self.assertEqual(site.resource.inner.name, name)
+            self.assertEqual(site.resource.inner.stamp().replica, name)
             self.assertTrue(any(isinstance(c, CallOnStop) for c in service))
             self.assertTrue((self.data_dir / f"{name}.sqlite").exists())
         with sqlite3.connect(self.data_dir / "catalog-2.sqlite") as db:
             self.assertEqual(db.execute("SELECT COUNT(*) FROM books").fetchone()[0], 7)
+
+    def test_channel_servers(self) -> None:
+        """With channels in the config, each process also listens on its own, serving the
+        carried routes it has: invalidations at the front end, replication at every replica,
+        buys at the catalog. The replicas' clients call over it; the front end's does not."""
+        config_path = self.write("channels.toml", toml(self.data_dir, channel_ports={}))
+        expected = {
+            ("frontend", None): {INVALIDATE_PATH},
+            ("catalog", "catalog-2"): {REPLICATE_PATH, BUY_ROUTE},
+            ("order", "order-1"): {REPLICATE_PATH},
+        }
+        for (role, name), routes in expected.items():
+            with self.subTest(role=role):
+                self.reactor = MemoryReactorClock()
+                service = self.make(role, "--config", config_path, *(["--replica", name] if name else []))
+                listeners = [c for c in service if isinstance(c, StreamServerEndpointService)]
+                self.assertEqual(len(listeners), 2)
+                for listener in listeners:
+                    listener.startService()
+                    self.addCleanup(listener.stopService)
+                factories = [factory for _, factory, _, _ in self.reactor.tcpServers]
+                [server] = [f for f in factories if isinstance(f, ChannelServer)]
+                self.assertEqual(set(server.handlers), routes)
+                self.assertEqual(server.stamp().replica, name or "frontend")
+                [cleanup] = [c for c in service if isinstance(c, CallOnStop)]
+                self.successResultOf(cleanup.stopService())
 
     def test_stopping_closes_the_store(self) -> None:
         """Stopping a replica's service closes its database pool and leaves no thread behind."""
@@ -269,6 +308,8 @@ class ErrorTests(TapTestCase):
         ]
         for role, holder, extra in cases:
             config = self.write(f"{role}.toml", toml(self.data_dir, {holder: port}))
+            self.assertFails(role, ["--config", config, *extra], f"port {port} is already in use")
+            config = self.write(f"{role}-channel.toml", toml(self.data_dir, channel_ports={holder: port}))
             self.assertFails(role, ["--config", config, *extra], f"port {port} is already in use")
         self.assertFalse((self.data_dir / "catalog-3.sqlite").exists())
 

@@ -1,0 +1,328 @@
+"""``bazar.channel``: HTTP-shaped calls over AMP, answered as HTTP answers them.
+
+Both ends run on one ``MemoryReactorClock``: the server "listens" on it, the channel
+"connects" on it, and ``iosim.ConnectionCompleter`` joins the two (or refuses) when a test
+says so, so every connection, byte and deadline happens when the test decides.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.test.iosim import ConnectionCompleter, IOPump
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+
+from bazar.channel import BUY_ROUTE, MAX_CHANNEL_BODY, Channel, ChannelServer, Handler, Stamp
+from bazar.client import ReplicaClient, ReplicaResponse
+from bazar.config import Replica
+from bazar.errors import BadRequest, Forbidden, NotSent, Unavailable
+from bazar.invalidation import INVALIDATE_PATH, info_key
+from bazar.replication import REPLICATE_PATH
+from bazar.web import Reply, json_reply
+from tests.unit.memcluster import SECRET, MemCluster, result_of
+
+PORT = 5111
+PEER = Replica(
+    "catalog-1", "catalog", "tcp:0", "http://catalog-1.invalid", "tcp:0", f"tcp:host=127.0.0.1:port={PORT}"
+)
+STAMP = Stamp("catalog-1", seq=7, sequencer="catalog-1", epoch=2)
+
+
+class Link:
+    """A ``ChannelServer`` for ``handlers`` and a ``Channel`` that calls it, on one fake reactor."""
+
+    def __init__(self, handlers: dict[str, Handler], stamp: Any = lambda: STAMP) -> None:
+        self.reactor = MemoryReactorClock()
+        self.server = ChannelServer(handlers, SECRET, stamp)
+        self.reactor.listenTCP(PORT, self.server, interface="127.0.0.1")
+        self.channel = Channel(self.reactor)
+        self.completer = ConnectionCompleter(self.reactor)
+        self.pumps: list[IOPump] = []
+
+    def call(
+        self, path: str, body: bytes = b"{}", secret: str = SECRET, timeout: float = 2.0
+    ) -> Deferred[Any]:
+        return self.channel.request(PEER, secret, "POST", path, body, timeout)
+
+    def connect(self) -> IOPump:
+        """Complete the connection the channel is making."""
+        pump = self.completer.succeedOnce()
+        assert pump is not None, "the channel is not connecting"
+        self.pumps.append(pump)
+        pump.flush()
+        return pump
+
+    def flush(self) -> None:
+        for pump in self.pumps:
+            pump.flush()
+
+    def connecting(self) -> int:
+        return len(self.reactor.tcpClients)
+
+
+def failure_of(d: Deferred[Any]) -> Exception:
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    if not failures:
+        raise AssertionError(f"{d!r} has not failed")
+    return failures[0].value
+
+
+class CallTests(SynchronousTestCase):
+    def test_a_call_reaches_its_handler_and_answers_with_the_stamp(self) -> None:
+        """The handler gets the raw body and the path's arguments; the caller gets its reply
+        and what the process says about itself, as ``ReplicaClient`` gives an HTTP answer."""
+        calls: list[tuple[bytes, dict[str, str]]] = []
+
+        def buy(raw: bytes, **arguments: str) -> Reply:
+            calls.append((raw, arguments))
+            return json_reply({"id": 3}, 200)
+
+        link = Link({BUY_ROUTE: buy})
+        d = link.call("/catalog/books/3/buy", b'{"quantity": 1}')
+        self.assertNoResult(d)
+        link.connect()
+        self.assertEqual(calls, [(b'{"quantity": 1}', {"book_id": "3"})])
+        self.assertEqual(
+            self.successResultOf(d), ReplicaResponse(200, b'{"id":3}', "catalog-1", {}, 7, "catalog-1", 2)
+        )
+
+    def test_calls_share_one_connection(self) -> None:
+        """Calls made while connecting wait for that one connection; later ones reuse it."""
+        link = Link({REPLICATE_PATH: lambda raw: json_reply({"last_seq": 1})})
+        first, second = link.call(REPLICATE_PATH), link.call(REPLICATE_PATH)
+        self.assertEqual(link.connecting(), 1)
+        link.connect()
+        self.assertEqual([self.successResultOf(d).code for d in (first, second)], [200, 200])
+        third = link.call(REPLICATE_PATH)
+        self.assertEqual(link.connecting(), 0)
+        link.flush()
+        self.assertEqual(self.successResultOf(third).json(), {"last_seq": 1})
+
+    def test_a_refused_connection_is_not_sent_and_the_next_call_connects_again(self) -> None:
+        link = Link({REPLICATE_PATH: lambda raw: json_reply({"last_seq": 1})})
+        d = link.call(REPLICATE_PATH)
+        link.completer.failOnce()
+        error = failure_of(d)
+        self.assertIsInstance(error, NotSent)  # never left: safe to send elsewhere
+        self.assertIn("catalog-1 is unreachable", str(error))
+        again = link.call(REPLICATE_PATH)
+        link.connect()
+        self.assertEqual(self.successResultOf(again).code, 200)
+
+    def test_a_call_past_its_deadline_fails_and_drops_the_connection(self) -> None:
+        """Its answer may never come: the caller is told, the connection is aborted (a late
+        answer goes nowhere), and the next call connects anew. The handler runs to its end."""
+        pending: list[Deferred[Reply]] = []
+
+        def hang(raw: bytes) -> Deferred[Reply]:
+            pending.append(Deferred())
+            return pending[-1]
+
+        link = Link({REPLICATE_PATH: hang})
+        d = link.call(REPLICATE_PATH, timeout=2.0)
+        pump = link.connect()
+        link.reactor.advance(1.9)
+        self.assertNoResult(d)
+        link.reactor.advance(0.2)
+        error = failure_of(d)
+        self.assertIsInstance(error, Unavailable)
+        self.assertNotIsInstance(error, NotSent)  # it was sent: it may have been applied
+        self.assertIn("did not answer within 2 s", str(error))
+        link.flush()
+        self.assertTrue(pump.clientIO.disconnected)
+        pending[0].callback(json_reply({"late": True}))  # nobody to answer: quietly dropped
+        link.flush()
+        again = link.call(REPLICATE_PATH)
+        self.assertEqual(link.connecting(), 1)
+        link.connect()
+        pending[1].callback(json_reply({"last_seq": 4}))
+        link.flush()
+        self.assertEqual(self.successResultOf(again).json(), {"last_seq": 4})
+
+    def test_a_connection_lost_mid_call_is_unavailable(self) -> None:
+        link = Link({REPLICATE_PATH: lambda raw: Deferred()})
+        d = link.call(REPLICATE_PATH)
+        pump = link.connect()
+        pump.serverIO.loseConnection()  # the replica's process died
+        link.flush()
+        error = failure_of(d)
+        self.assertIsInstance(error, Unavailable)
+        self.assertNotIsInstance(error, NotSent)
+        self.assertIn("catalog-1 is unreachable: ConnectionDone", str(error))
+        link.call(REPLICATE_PATH)
+        self.assertEqual(link.connecting(), 1)
+
+    def test_close_closes_every_connection(self) -> None:
+        link = Link({REPLICATE_PATH: lambda raw: json_reply({})})
+        link.call(REPLICATE_PATH)
+        pump = link.connect()
+        closed = link.channel.close()
+        self.assertNoResult(closed)
+        link.flush()
+        self.successResultOf(closed)
+        self.assertTrue(pump.serverIO.disconnected)
+
+
+class ErrorTests(SynchronousTestCase):
+    """Failures come back as the JSON errors HTTP gives, with their status."""
+
+    def answer(self, link: Link, path: str, body: bytes = b"{}", secret: str = SECRET) -> ReplicaResponse:
+        d = link.call(path, body, secret)
+        if link.connecting():
+            link.connect()
+        link.flush()
+        result: ReplicaResponse = self.successResultOf(d)
+        return result
+
+    def test_the_secret_is_required(self) -> None:
+        calls: list[bytes] = []
+        link = Link({REPLICATE_PATH: lambda raw: calls.append(raw) or json_reply({})})
+        wrong = self.answer(link, REPLICATE_PATH, secret="guess")
+        self.assertEqual((wrong.code, wrong.body), (403, Forbidden("wrong cluster secret").body()))
+        self.assertEqual(calls, [])
+
+    def test_a_route_not_served_here_is_404(self) -> None:
+        link = Link({REPLICATE_PATH: lambda raw: json_reply({})})  # an order replica: no buys
+        for path in ("/catalog/books/3/buy", "/catalog/books/3", "/nowhere"):
+            with self.subTest(path=path):
+                answer = self.answer(link, path)
+                self.assertEqual(answer.code, 404)
+                self.assertIn(f"no such path on the channel: POST {path}", answer.error_message())
+
+    def test_a_bazar_error_keeps_its_status_and_message(self) -> None:
+        def refuse(raw: bytes) -> Reply:
+            raise BadRequest("'entries' must be a list of [seq, entry] pairs")
+
+        answer = self.answer(Link({REPLICATE_PATH: refuse}), REPLICATE_PATH)
+        self.assertEqual((answer.code, answer.body), (400, BadRequest(answer.error_message()).body()))
+
+    def test_an_unexpected_error_is_a_logged_500(self) -> None:
+        def broken(raw: bytes) -> Reply:
+            raise ValueError("a bug")
+
+        answer = self.answer(Link({REPLICATE_PATH: broken}), REPLICATE_PATH)
+        self.assertEqual(answer.code, 500)
+        self.assertEqual(answer.error_message(), "internal error; see the server's log")
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class Recording(Channel):
+    """A channel that records what it is asked to carry instead of carrying it."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryReactorClock())
+        self.carried: list[str] = []
+
+    def request(
+        self, replica: Replica, secret: str, method: str, path: str, body: bytes, timeout: float
+    ) -> Any:
+        self.carried.append(path)
+        return Deferred()
+
+
+class OverHTTP(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    def render(self, request: Any) -> bytes:
+        self.paths.append(request.path.decode())
+        return b"{}"
+
+
+class ClientTests(SynchronousTestCase):
+    def test_only_carried_calls_to_a_replica_with_a_channel_take_it(self) -> None:
+        """Writes' internal calls take the channel; reads, elections and other writes, calls to a
+        replica without a channel, and a body too large for AMP go over HTTP."""
+        channel, http = Recording(), OverHTTP()
+        client = ReplicaClient(StubTreq(http), SECRET, MemoryReactorClock(), channel=channel)
+        plain = Replica("catalog-2", "catalog", "tcp:0", "http://catalog-2.invalid")
+        client.request("POST", PEER, REPLICATE_PATH, {"entries": []})
+        client.request("POST", PEER, "/catalog/books/3/buy", {"quantity": 1})
+        client.request("POST", PEER, INVALIDATE_PATH, {"keys": []})
+        client.request("GET", PEER, "/internal/status")
+        client.request("POST", PEER, "/internal/elect", {"epoch": 2})
+        client.request("PUT", PEER, "/catalog/books/3/price", {"price": 1})
+        client.request("POST", plain, REPLICATE_PATH, {"entries": []})
+        client.request("POST", PEER, REPLICATE_PATH, {"entries": ["x" * MAX_CHANNEL_BODY]})
+        self.assertEqual(channel.carried, [REPLICATE_PATH, "/catalog/books/3/buy", INVALIDATE_PATH])
+        self.assertEqual(
+            http.paths,
+            ["/internal/status", "/internal/elect", "/catalog/books/3/price", REPLICATE_PATH, REPLICATE_PATH],
+        )
+
+
+class SameAnswersTests(SynchronousTestCase):
+    """A process's carried routes answer alike over HTTP and over the channel: one handler
+    serves both. Here the real apps of an in-memory cluster (``memcluster``)."""
+
+    def setUp(self) -> None:
+        self.cluster = MemCluster()
+        self.addCleanup(self.cluster.close)
+
+    def over_channel(self, app: Any, path: str, body: bytes) -> ReplicaResponse:
+        link = Link(app.channel_handlers(), app.stamp)
+        d = link.call(path, body)
+        link.connect()
+        for _ in range(10):
+            link.flush()
+            self.cluster.flush()
+        result: ReplicaResponse = self.successResultOf(d)
+        return result
+
+    def over_http(self, name: str, path: str, body: bytes) -> Any:
+        return self.cluster.wait(
+            self.cluster.send("POST", path, data=body, to=name, headers={"X-Bazar-Secret": SECRET})
+        )
+
+    def test_errors_are_the_same_bytes(self) -> None:
+        sequencer = self.cluster.apps["catalog-1"]
+        cases = [
+            ("/catalog/books/99/buy", b"{}"),  # no such book
+            ("/catalog/books/x/buy", b"{}"),  # not an id
+            ("/catalog/books/3/buy", b'{"quantity": 0}'),
+            ("/catalog/books/3/buy", b"[1]"),
+            ("/catalog/books/3/buy", b"{"),
+            (REPLICATE_PATH, b'{"entries": 3}'),
+            (REPLICATE_PATH, b""),
+        ]
+        for path, body in cases:
+            with self.subTest(path=path, body=body):
+                channel = self.over_channel(sequencer, path, body)
+                http = self.over_http("catalog-1", path, body)
+                self.assertGreaterEqual(channel.code, 400)
+                self.assertEqual((channel.code, json.loads(channel.body)), (http.code, http.json))
+
+    def test_a_buy_over_the_channel_is_replicated_and_invalidated_before_it_answers(self) -> None:
+        cluster = self.cluster
+        cluster.get("/bazar/info/3")
+        self.assertIn(info_key(3), cluster.cached_keys())
+        before = cluster.book("catalog-1", 3)["quantity"]
+        answer = self.over_channel(cluster.apps["catalog-2"], "/catalog/books/3/buy", b'{"quantity": 2}')
+        # A follower forwards it to the sequencer, whose answer (and stamp) comes back.
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(answer.json(), {**cluster.book("catalog-1", 3), "quantity": before - 2})
+        self.assertEqual((answer.replica, answer.sequencer), ("catalog-2", "catalog-1"))
+        self.assertEqual([cluster.book(n, 3)["quantity"] for n in cluster.catalog_names], [before - 2] * 3)
+        self.assertNotIn(info_key(3), cluster.cached_keys())
+        http = self.over_http("catalog-1", "/catalog/books/3/buy", b'{"quantity": 1}')
+        self.assertEqual(http.json, {**answer.json(), "quantity": before - 3})
+
+    def test_an_invalidation_over_the_channel(self) -> None:
+        cluster = self.cluster
+        cluster.get("/bazar/info/1")
+        self.assertIn(info_key(1), cluster.cached_keys())
+        frontend = cluster.frontend
+        link = Link({INVALIDATE_PATH: frontend.invalidate_call}, lambda: Stamp("frontend"))
+        d = link.call(INVALIDATE_PATH, json.dumps({"keys": [info_key(1)], "seq": 9}).encode())
+        link.connect()
+        self.assertEqual(result_of(d).json(), {"invalidated": [info_key(1)]})
+        self.assertNotIn(info_key(1), cluster.cached_keys())
