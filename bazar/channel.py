@@ -21,6 +21,7 @@ never come; the next call connects anew.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -93,10 +94,18 @@ class ChannelServer(Factory):
 
     noisy = False
 
-    def __init__(self, handlers: Mapping[str, Handler], secret: str, stamp: Callable[[], Stamp]) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        secret: str,
+        stamp: Callable[[], Stamp],
+        observe: Callable[[str, int, float], object] = lambda path, status, seconds: None,
+    ) -> None:
+        """``observe(path, status, seconds)`` is told of every call answered (metrics)."""
         self.handlers = handlers
         self.secret = secret
         self.stamp = stamp
+        self.observe = observe
         self._routes = CARRIED.bind("localhost")
 
     def buildProtocol(self, addr: Any) -> amp.AMP:
@@ -104,9 +113,10 @@ class ChannelServer(Factory):
 
     def answer(self, secret: str, method: str, path: str, body: bytes) -> Deferred[dict[str, Any]]:
         stamp = self.stamp()  # taken before the call runs, as over HTTP
+        started = time.perf_counter()
         d: Deferred[Reply] = maybeDeferred(self._dispatch, secret, method, path, body)
         d.addErrback(self._failed, method, path)
-        return d.addCallback(self._encode, stamp, path)
+        return d.addCallback(self._encode, stamp, path, started)
 
     def _dispatch(self, secret: str, method: str, path: str, body: bytes) -> Any:
         verify_secret(secret, self.secret)
@@ -126,12 +136,12 @@ class ChannelServer(Factory):
         log.failure("unexpected error on channel call {method} {path}", failure, method=method, path=path)
         return Reply(500, error_body(500, "internal error; see the server's log"))
 
-    @staticmethod
-    def _encode(reply: Reply, stamp: Stamp, path: str) -> dict[str, Any]:
+    def _encode(self, reply: Reply, stamp: Stamp, path: str, started: float) -> dict[str, Any]:
         body = reply.body
         if len(body) > MAX_CHANNEL_BODY:  # no carried answer is near this; say so if one ever is
             log.error("answer to {path} too large for the channel: {size} bytes", path=path, size=len(body))
             reply = Reply(500, error_body(500, "answer too large for the internal channel"))
+        self.observe(path, reply.code, time.perf_counter() - started)
         return {
             "code": reply.code,
             "body": reply.body,

@@ -1,12 +1,13 @@
 """Prometheus metrics for every role, served at ``/metrics`` (with the cluster secret).
 
 Each process has its own registry: requests by route and status, a latency histogram by
-route, the process's own figures (``process_resident_memory_bytes``, ``process_open_fds``,
-CPU seconds: prometheus_client's ProcessCollector, where there is a ``/proc``), and whatever
-its role registers (cache counters at the front end, sequence numbers
-and follower lag at replicas, replica health as the front end sees it). Routes are
-labelled by their pattern (``/bazar/info/:id``), never by the raw path, so the number of
-series stays bounded whatever clients send.
+route (and the same two for calls over the internal channel, ``bazar.channel``), the
+process's own figures (``process_resident_memory_bytes``, ``process_open_fds``, CPU
+seconds: prometheus_client's ProcessCollector, where there is a ``/proc``), and whatever
+its role registers (cache counters at the front end, sequence numbers and follower lag
+at replicas, replica health as the front end sees it). Routes are labelled by their
+pattern (``/bazar/info/:id``), never by the raw path, so the number of series stays
+bounded whatever clients send.
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.calls = Counter(
+            "bazar_channel_calls",
+            "Internal channel calls answered (bazar.channel: replication, buys, invalidations)",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.call_latency = Histogram(
+            "bazar_channel_call_seconds",
+            "Time from an internal channel call to its answer",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         # Label lookups take a lock and hash the values: do them once per series.
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -78,6 +92,18 @@ class Metrics:
             series = self._series[route, method, status] = (
                 self.requests.labels(route, method, str(status)),
                 self.latency.labels(route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def observe_call(self, path: str, status: int, seconds: float) -> None:
+        """One call answered over the internal channel (``bazar.channel``)."""
+        route = route_label(path)
+        series = self._series.get((route, "channel", status))
+        if series is None:
+            series = self._series[route, "channel", status] = (
+                self.calls.labels(route, str(status)),
+                self.call_latency.labels(route),
             )
         series[0].inc()
         series[1].observe(seconds)

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from bazar.channel import Handler, Stamp
+from bazar.channel import ChannelServer, Handler, Stamp
 from bazar.client import ReplicaClient
 from bazar.config import Config, ConfigError, Replica
 from bazar.errors import BadRequest, BazarError, Conflict, Unavailable
@@ -397,10 +397,11 @@ def replica_service(
     notifier = FrontendNotifier(client, config.frontend, keys, epoch=lambda: (role, leadership.epoch))
     leadership = Role(replica, replicas, store, client, notifier, reactor)
     app = make_app(config, replica, store, client, None, leadership)
-    site = make_site(measured(app.resource(), replica, store, lambda: leadership.writer, config.secret))
+    resource = measured(app.resource(), replica, store, lambda: leadership.writer, config.secret)
+    channel = ChannelServer(app.channel_handlers(), config.secret, app.stamp, resource.metrics.observe_call)
     return role_service(
-        web_service(replica.listen, site, reactor),
-        *channel_service(replica, app.channel_handlers(), config.secret, app.stamp, reactor),
+        web_service(replica.listen, make_site(resource), reactor),
+        *channel_service(replica, channel, reactor),
         RoleService(leadership),
         Watchdog(leadership, reactor),
         CallOnStop(close_client, store.close),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import gc
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from twisted.application import strports
@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.python import usage
 from twisted.web.server import Site
 
-from bazar.channel import Channel, ChannelServer, Handler, Stamp
+from bazar.channel import Channel, ChannelServer
 from bazar.client import ReplicaClient, make_http, make_pool
 from bazar.config import Config, ConfigError, Replica, load
 from bazar.logs import register_secret
@@ -131,17 +131,11 @@ def replica_client(
     return client, close
 
 
-def channel_service(
-    process: Replica,
-    handlers: Mapping[str, Handler],
-    secret: str,
-    stamp: Callable[[], Stamp],
-    reactor: Any,
-) -> list[IService]:
+def channel_service(process: Replica, server: ChannelServer, reactor: Any) -> list[IService]:
     """The process's channel server (``bazar.channel``), if the config gives it a channel."""
     if process.channel_listen is None:
         return []
-    return [strports.service(process.channel_listen, ChannelServer(handlers, secret, stamp), reactor=reactor)]
+    return [strports.service(process.channel_listen, server, reactor=reactor)]
 
 
 def web_service(listen: str, site: Site, reactor: Any) -> IService:

@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 
-from bazar.channel import Stamp
+from bazar.channel import ChannelServer, Stamp
 from bazar.frontend.app import FrontendApp
 from bazar.health import HealthProbe
 from bazar.invalidation import INVALIDATE_PATH
@@ -39,11 +39,13 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     resource = MeasuredResource(app.resource(), app.metrics, config.secret)
     probe = HealthProbe(app.health, [*config.catalog, *config.order], client, reactor, config.probe_interval)
     # In: the sequencers' invalidation pushes, over the channel when it has one.
-    handlers = {INVALIDATE_PATH: app.invalidate_call}
     stamp = Stamp(config.frontend.name)
+    channel = ChannelServer(
+        {INVALIDATE_PATH: app.invalidate_call}, config.secret, lambda: stamp, app.metrics.observe_call
+    )
     return role_service(
         web_service(config.frontend.listen, make_site(resource), reactor),
-        *channel_service(config.frontend, handlers, config.secret, lambda: stamp, reactor),
+        *channel_service(config.frontend, channel, reactor),
         probe,
         CallOnStop(close_client),
     )

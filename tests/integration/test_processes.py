@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from treq.client import HTTPClient
+from twisted.internet import reactor
 
+from bazar.channel import Channel
+from bazar.config import load
+from bazar.replication import REPLICATE_PATH
 from tests.integration.api import Api, Reply, eventually, request
 from tests.integration.cluster import (
     CATALOGS,
@@ -99,7 +103,19 @@ async def test_a_replica_runs_alone(
         right = await request(http, "GET", layout.url(name) + path, headers={SECRET_HEADER: layout.secret})
         assert right.code == 200, right
 
-    replica.stop()  # SIGTERM: a clean exit, and its port free again
+    # Its internal channel (AMP) too: a heartbeat-shaped replicate call with the secret is
+    # answered with its last_seq, stamped like an HTTP answer; without it, refused.
+    channel = Channel(reactor)
+    config = load(layout.config)
+    peer = config.replica(role, name)
+    right = await channel.request(peer, layout.secret, "POST", REPLICATE_PATH, b'{"entries": []}', 5.0)
+    assert (right.code, right.json(), right.replica) == (200, {"last_seq": 0}, name)
+    assert (right.sequencer, right.epoch) == (f"{role}-1", 1)
+    wrong = await channel.request(peer, "wrong", "POST", REPLICATE_PATH, b'{"entries": []}', 5.0)
+    assert wrong.code == 403, wrong
+    await channel.close()
+
+    replica.stop()  # SIGTERM: a clean exit, and both its ports free again
     assert port_is_free(layout.ports[name])
     assert (tmp_path / "data" / f"{name}.sqlite").exists()
 

@@ -22,6 +22,7 @@ from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BadRequest, Forbidden, NotSent, Unavailable
 from bazar.invalidation import INVALIDATE_PATH, info_key
+from bazar.metrics import Metrics
 from bazar.replication import REPLICATE_PATH
 from bazar.web import Reply, json_reply
 from tests.unit.memcluster import SECRET, MemCluster, result_of
@@ -36,9 +37,9 @@ STAMP = Stamp("catalog-1", seq=7, sequencer="catalog-1", epoch=2)
 class Link:
     """A ``ChannelServer`` for ``handlers`` and a ``Channel`` that calls it, on one fake reactor."""
 
-    def __init__(self, handlers: dict[str, Handler], stamp: Any = lambda: STAMP) -> None:
+    def __init__(self, handlers: dict[str, Handler], stamp: Any = lambda: STAMP, observe: Any = None) -> None:
         self.reactor = MemoryReactorClock()
-        self.server = ChannelServer(handlers, SECRET, stamp)
+        self.server = ChannelServer(handlers, SECRET, stamp, *([observe] if observe else []))
         self.reactor.listenTCP(PORT, self.server, interface="127.0.0.1")
         self.channel = Channel(self.reactor)
         self.completer = ConnectionCompleter(self.reactor)
@@ -157,6 +158,18 @@ class CallTests(SynchronousTestCase):
         self.assertIn("catalog-1 is unreachable: ConnectionDone", str(error))
         link.call(REPLICATE_PATH)
         self.assertEqual(link.connecting(), 1)
+
+    def test_calls_are_counted_in_the_metrics(self) -> None:
+        """Each call answered, by route pattern and status, beside the HTTP requests' series."""
+        metrics = Metrics("catalog", "catalog-1")
+        link = Link({BUY_ROUTE: lambda raw, book_id: json_reply({})}, observe=metrics.observe_call)
+        for path in ("/catalog/books/3/buy", "/catalog/books/4/buy", "/catalog/books/4"):
+            link.call(path)
+        link.connect()
+        text = metrics.exposition().decode()
+        self.assertIn('bazar_channel_calls_total{route="/catalog/books/:id/buy",status="200"} 2.0', text)
+        self.assertIn('bazar_channel_calls_total{route="/catalog/books/:id",status="404"} 1.0', text)
+        self.assertIn('bazar_channel_call_seconds_count{route="/catalog/books/:id/buy"} 2.0', text)
 
     def test_close_closes_every_connection(self) -> None:
         link = Link({REPLICATE_PATH: lambda raw: json_reply({})})

@@ -86,12 +86,16 @@ class SiteTests(SynchronousTestCase):
 
 class LoopbackDefaultTests(SynchronousTestCase):
     def test_every_default_endpoint_is_on_loopback(self) -> None:
-        """Unless configured otherwise, the front end and every replica listen on 127.0.0.1 only."""
+        """Unless configured otherwise, the front end and every replica listen on 127.0.0.1 only,
+        for HTTP and for the internal channel, and reach each other there."""
         config = parse({"cluster": {"secret": "x"}})
         for replica in (config.frontend, *config.catalog, *config.order):
-            address = tcp_address(replica.listen)
-            assert address is not None
-            self.assertEqual(address[0], "127.0.0.1", replica.name)
+            for listen in (replica.listen, replica.channel_listen):
+                assert listen is not None
+                address = tcp_address(listen)
+                assert address is not None
+                self.assertEqual(address[0], "127.0.0.1", replica.name)
+            self.assertIn("host=127.0.0.1:", replica.channel or "")
 
 
 class ShieldedTests(SynchronousTestCase):
