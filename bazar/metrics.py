@@ -79,7 +79,8 @@ class Metrics:
             registry=self.registry,
         )
         # Label lookups take a lock and hash the values: do them once per series.
-        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        # Keyed by the counter's label values: (route, method, status) or (route, status).
+        self._series: dict[tuple[str, ...], tuple[Any, Any]] = {}
 
     def collect_with(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Register a callback that reads its figures when scraped (no bookkeeping on the hot path)."""
@@ -87,24 +88,19 @@ class Metrics:
 
     def observe(self, path: str, method: str, status: int, seconds: float) -> None:
         route = route_label(path)
-        series = self._series.get((route, method, status))
-        if series is None:
-            series = self._series[route, method, status] = (
-                self.requests.labels(route, method, str(status)),
-                self.latency.labels(route),
-            )
-        series[0].inc()
-        series[1].observe(seconds)
+        self._count(self.requests, self.latency, (route, method, str(status)), route, seconds)
 
     def observe_call(self, path: str, status: int, seconds: float) -> None:
         """One call answered over the internal channel (``bazar.channel``)."""
         route = route_label(path)
-        series = self._series.get((route, "channel", status))
+        self._count(self.calls, self.call_latency, (route, str(status)), route, seconds)
+
+    def _count(
+        self, counter: Counter, histogram: Histogram, labels: tuple[str, ...], route: str, seconds: float
+    ) -> None:
+        series = self._series.get(labels)
         if series is None:
-            series = self._series[route, "channel", status] = (
-                self.calls.labels(route, str(status)),
-                self.call_latency.labels(route),
-            )
+            series = self._series[labels] = (counter.labels(*labels), histogram.labels(route))
         series[0].inc()
         series[1].observe(seconds)
 

@@ -236,11 +236,17 @@ class ComposeConfigTests(SynchronousTestCase):
         self.assertNotIn("command", self.services["frontend"])
 
     def test_urls_name_the_service_and_its_listening_port(self) -> None:
-        """Each URL's host is the service name and its port the one the process listens on."""
+        """Each URL's host is the service name and its port the one the process listens on;
+        so is each channel address's (a client endpoint string)."""
         for name, replica in {"frontend": self.config.frontend, **self.replicas}.items():
             url = urlsplit(replica.url)
             self.assertEqual(url.hostname, name)
             self.assertEqual(tcp_address(replica.listen), ("0.0.0.0", url.port))
+            assert replica.channel_listen is not None
+            address = tcp_address(replica.channel_listen)
+            assert address is not None
+            self.assertEqual(address[0], "0.0.0.0")
+            self.assertEqual(replica.channel, f"tcp:host={name}:port={address[1]}")
 
     def test_only_the_front_end_is_published_and_only_on_loopback(self) -> None:
         """127.0.0.1:5000 on the host reaches the front end's port; nothing else is published."""
