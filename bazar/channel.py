@@ -200,7 +200,8 @@ class Channel:
         self.clock = clock if clock is not None else reactor
         self._routes = CARRIED.bind("localhost")
         self._connected: dict[str, ChannelCaller] = {}
-        self._connecting: dict[str, list[Deferred[ChannelCaller]]] = {}
+        self._connecting: dict[str, list[Deferred[ChannelCaller]]] = {}  # callers waiting, by address
+        self._attempts: dict[str, Deferred[ChannelCaller]] = {}
 
     def carries(self, replica: Replica, method: str, path: str, body: bytes) -> bool:
         """Whether this call goes over the channel (else over HTTP)."""
@@ -255,10 +256,12 @@ class Channel:
         factory = _CallerFactory(lambda lost: self._lost(address, lost))
         attempt = clientFromString(self.reactor, address).connect(factory)
         attempt.addTimeout(timeout, self.clock)
+        self._attempts[address] = attempt
         attempt.addBoth(self._settled, address)
         return waiter
 
     def _settled(self, result: ChannelCaller | Failure, address: str) -> None:
+        del self._attempts[address]
         if not isinstance(result, Failure):
             self._connected[address] = result
         for waiter in self._connecting.pop(address):
@@ -291,7 +294,9 @@ class Channel:
         return answer
 
     def close(self) -> Deferred[Any]:
-        """Close every connection; fires once all are closed."""
+        """Close every connection, and give up those being made; fires once all are closed."""
+        for attempt in list(self._attempts.values()):
+            attempt.cancel()  # its callers get NotSent
         lost = []
         for protocol in list(self._connected.values()):
             lost.append(protocol.lost)

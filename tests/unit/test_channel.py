@@ -116,6 +116,14 @@ class CallTests(SynchronousTestCase):
         link.connect()
         self.assertEqual(self.successResultOf(again).code, 200)
 
+    def test_a_connection_not_made_by_the_deadline_is_not_sent(self) -> None:
+        link = Link({REPLICATE_PATH: lambda raw: json_reply({})})
+        d = link.call(REPLICATE_PATH, timeout=1.0)
+        link.reactor.advance(1.1)  # a peer cut off: no refusal, no answer
+        error = failure_of(d)
+        self.assertIsInstance(error, NotSent)
+        self.assertIn("catalog-1 is unreachable: TimeoutError", str(error))
+
     def test_a_call_past_its_deadline_fails_and_drops_the_connection(self) -> None:
         """Its answer may never come: the caller is told, the connection is aborted (a late
         answer goes nowhere), and the next call connects anew. The handler runs to its end."""
@@ -170,6 +178,14 @@ class CallTests(SynchronousTestCase):
         self.assertIn('bazar_channel_calls_total{route="/catalog/books/:id/buy",status="200"} 2.0', text)
         self.assertIn('bazar_channel_calls_total{route="/catalog/books/:id",status="404"} 1.0', text)
         self.assertIn('bazar_channel_call_seconds_count{route="/catalog/books/:id/buy"} 2.0', text)
+
+    def test_close_gives_up_a_connection_being_made(self) -> None:
+        link = Link({REPLICATE_PATH: lambda raw: json_reply({})})
+        d = link.call(REPLICATE_PATH)
+        self.successResultOf(link.channel.close())
+        self.assertIsInstance(failure_of(d), NotSent)
+        [connector] = link.reactor.connectors
+        self.assertTrue(connector.stoppedConnecting)
 
     def test_close_closes_every_connection(self) -> None:
         link = Link({REPLICATE_PATH: lambda raw: json_reply({})})
