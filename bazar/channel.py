@@ -1,9 +1,9 @@
 """The internal channel: the calls on a write's path, over one persistent AMP connection per peer.
 
-Why: a purchase makes six internal calls one after another (the buy at the catalog
-sequencer, each sequencer's replication to its two followers, two invalidation pushes to
-the front end). Over HTTP each call costs its two ends about 0.6 ms of CPU in treq and
-twisted.web, more than the writes themselves; an AMP call costs about a third of that
+Why: a purchase makes six internal calls (the buy at the catalog sequencer, each
+sequencer's replication to its two followers, the push of the catalog write's cache keys
+to the front end), and waits for four of them in turn. Over HTTP each call cost its two
+ends 0.6-0.7 ms of CPU in treq and twisted.web; an AMP call costs about a third of that
 (measured; see the README). The front end still calls the replicas over HTTP with treq.
 
 The channel keeps HTTP's shape, so that nothing above it changes: a call is a method, a
@@ -15,8 +15,10 @@ route in ``CARRIED`` this way when the replica has a channel address, and everyt
 
 Failures read as they do over HTTP: a call that could not connect fails with ``NotSent``
 (it never left); one whose connection drops, or that outlives its deadline, fails with
-``Unavailable``. A call past its deadline also aborts its connection, since its answer may
-never come; the next call connects anew.
+``Unavailable``. A call past its deadline on a connection that has been silent since the
+call was sent also aborts that connection (a peer cut off sends nothing, and TCP could take
+minutes to notice); the next call connects anew. If anything arrived meanwhile, the peer is
+alive and only this call was slow: the connection, and the other calls on it, go on.
 """
 
 from __future__ import annotations
@@ -171,6 +173,11 @@ class ChannelCaller(amp.AMP):
         super().__init__()
         self.on_lost = on_lost
         self.lost: Deferred[None] = Deferred()
+        self.received = 0  # how many times the peer sent anything: whether it is alive
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += 1
+        super().dataReceived(data)
 
     def tcp(self) -> ITCPTransport:
         return cast(ITCPTransport, self.transport)
@@ -276,14 +283,17 @@ class Channel:
         self, protocol: ChannelCaller, replica: Replica, timeout: float, **arguments: Any
     ) -> Deferred[Any]:
         answer: Deferred[Any] = Deferred()
+        received = protocol.received
 
         def expire() -> None:
             answer.errback(Unavailable(f"{replica.name} did not answer within {timeout:.3g} s"))
-            protocol.tcp().abortConnection()  # its answer, if it ever comes, goes nowhere
+            if protocol.received == received:  # silent since: perhaps cut off
+                protocol.tcp().abortConnection()
+            # Either way its answer, if it ever comes, goes nowhere (``settle``).
 
         def settle(result: Any) -> None:
             if not timer.active():
-                return  # expired: the connection's loss is this call's failure, already told
+                return  # expired, and the caller told so: a late answer or failure goes nowhere
             timer.cancel()
             if isinstance(result, Failure) and not result.check(BazarError):
                 result = Failure(Unavailable(f"{replica.name} is unreachable: {type(result.value).__name__}"))

@@ -182,10 +182,15 @@ class Role:
     @inlineCallbacks
     def _elect(self) -> Any:
         peers = [r for r in self.replicas if r != self.replica]
+        before = (self.epoch, self.last_heard)
         answers = yield DeferredList(
             [self.client.request("GET", p, "/internal/status", timeout=PEER_TIMEOUT) for p in peers],
             consumeErrors=True,
         )
+        if (self.epoch, self.last_heard) != before:
+            # While we asked, a sequencer was heard from, or we joined a newer epoch (we voted
+            # for it): the answers may describe the cluster before that, so act on none.
+            return
         alive = {}
         for peer, (ok, response) in zip(peers, answers, strict=True):
             if ok and response.code == 200:

@@ -124,9 +124,10 @@ class CallTests(SynchronousTestCase):
         self.assertIsInstance(error, NotSent)
         self.assertIn("catalog-1 is unreachable: TimeoutError", str(error))
 
-    def test_a_call_past_its_deadline_fails_and_drops_the_connection(self) -> None:
-        """Its answer may never come: the caller is told, the connection is aborted (a late
-        answer goes nowhere), and the next call connects anew. The handler runs to its end."""
+    def test_a_call_past_its_deadline_fails_and_drops_the_silent_connection(self) -> None:
+        """Its answer may never come, and nothing else came: the caller is told, the connection
+        is aborted (a late answer goes nowhere), and the next call connects anew. The handler
+        runs to its end."""
         pending: list[Deferred[Reply]] = []
 
         def hang(raw: bytes) -> Deferred[Reply]:
@@ -153,6 +154,34 @@ class CallTests(SynchronousTestCase):
         pending[1].callback(json_reply({"last_seq": 4}))
         link.flush()
         self.assertEqual(self.successResultOf(again).json(), {"last_seq": 4})
+
+    def test_a_slow_call_leaves_a_live_connection_alone(self) -> None:
+        """A call past its deadline on a connection that answered another call meanwhile: only
+        that call fails; its late answer is dropped, and the connection serves the next call."""
+        pending: list[Deferred[Reply]] = []
+
+        def slow_or_fast(raw: bytes) -> Any:
+            if raw == b"slow":
+                pending.append(Deferred())
+                return pending[-1]
+            return json_reply({"fast": True})
+
+        link = Link({REPLICATE_PATH: slow_or_fast})
+        slow = link.call(REPLICATE_PATH, b"slow", timeout=2.0)
+        pump = link.connect()
+        fast = link.call(REPLICATE_PATH, b"fast")
+        link.flush()
+        self.assertEqual(self.successResultOf(fast).json(), {"fast": True})
+        link.reactor.advance(2.1)
+        self.assertIsInstance(failure_of(slow), Unavailable)
+        link.flush()
+        self.assertFalse(pump.clientIO.disconnecting)
+        pending[0].callback(json_reply({"late": True}))
+        link.flush()
+        again = link.call(REPLICATE_PATH, b"fast")
+        self.assertEqual(link.connecting(), 0)
+        link.flush()
+        self.assertEqual(self.successResultOf(again).json(), {"fast": True})
 
     def test_a_connection_lost_mid_call_is_unavailable(self) -> None:
         link = Link({REPLICATE_PATH: lambda raw: Deferred()})

@@ -616,6 +616,23 @@ class ElectionRuleTests(FailoverTestCase):
         self.result(first)
         self.assertIsNotNone(role.writer)
 
+    def test_answers_that_straddle_a_new_epoch_elect_nobody(self) -> None:
+        """While catalog-3 asks its peers, it joins catalog-2's new epoch (it voted for it). The
+        answers it then gets describe the cluster before that epoch (catalog-2 still naming
+        catalog-1), so it must not act on them: it proposes nothing and stays with catalog-2.
+        (Seen on a real cluster: catalog-3 replaced catalog-2 a moment after electing it.)"""
+        c2_status: Deferred[ReplicaResponse] = Deferred()
+        self.statuses[C2] = c2_status
+        self.statuses[C1] = status(C1, 2, C2, 0)  # the old sequencer, back, resynchronizing
+        role = self.role(C3, writes=2)
+        election = role.elect()
+        self.assertNoResult(election)
+        self.result(role.adopt(2, C2))  # what voting for catalog-2 does
+        c2_status.callback(status(C2, 1, C1, 2))  # sent before catalog-2 won
+        self.result(election)
+        self.assertEqual(self.proposals(), [])
+        self.assertEqual((role.epoch, role.sequencer.name, role.writer), (2, C2, None))
+
     def test_leader_does_not_elect(self) -> None:
         """A leading replica never runs an election."""
         role = self.role(C1)
