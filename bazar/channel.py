@@ -23,6 +23,7 @@ alive and only this call was slow: the connection, and the other calls on it, go
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,20 @@ CARRIED = Map(
 )
 # AMP's limit on one value: a larger body goes over HTTP, and no carried answer comes near it.
 MAX_CHANNEL_BODY = amp.MAX_VALUE_LENGTH
+_ROUTES = CARRIED.bind("localhost")
+
+
+@functools.lru_cache(maxsize=4096)
+def carried_route(method: str, path: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """The carried route a call belongs to, with its path arguments; None for one not carried.
+    Remembered, because matching costs werkzeug several microseconds and every write asks
+    again for the same few paths (about 4 % of a sequencer's CPU, measured)."""
+    try:
+        route, arguments = _ROUTES.match(path, method)
+    except HTTPException:
+        return None
+    return route, tuple(arguments.items())
+
 
 # A carried route's handler: the raw JSON body and the route's path arguments, to the answer.
 Handler = Callable[..., "Reply | Deferred[Reply]"]
@@ -108,7 +123,6 @@ class ChannelServer(Factory):
         self.secret = secret
         self.stamp = stamp
         self.observe = observe
-        self._routes = CARRIED.bind("localhost")
 
     def buildProtocol(self, addr: Any) -> amp.AMP:
         return ChannelReceiver(self)
@@ -122,14 +136,11 @@ class ChannelServer(Factory):
 
     def _dispatch(self, secret: str, method: str, path: str, body: bytes) -> Any:
         verify_secret(secret, self.secret)
-        try:
-            route, arguments = self._routes.match(path, method)
-        except HTTPException:
-            route, arguments = None, {}
-        handler = self.handlers.get(route) if route is not None else None
-        if handler is None:
+        found = carried_route(method, path)
+        handler = self.handlers.get(found[0]) if found is not None else None
+        if found is None or handler is None:
             raise NotFound(f"no such path on the channel: {method} {path}")
-        return handler(body, **arguments)
+        return handler(body, **dict(found[1]))
 
     @staticmethod
     def _failed(failure: Failure, method: str, path: str) -> Reply:
@@ -205,7 +216,6 @@ class Channel:
     def __init__(self, reactor: Any, clock: IReactorTime | None = None) -> None:
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
-        self._routes = CARRIED.bind("localhost")
         self._connected: dict[str, ChannelCaller] = {}
         self._connecting: dict[str, list[Deferred[ChannelCaller]]] = {}  # callers waiting, by address
         self._attempts: dict[str, Deferred[ChannelCaller]] = {}
@@ -216,7 +226,7 @@ class Channel:
             method == "POST"  # first, so that reads cost nothing here
             and replica.channel is not None
             and len(body) <= MAX_CHANNEL_BODY
-            and self._routes.test(path, method)
+            and carried_route(method, path) is not None
         )
 
     @inlineCallbacks

@@ -17,7 +17,15 @@ from twisted.test.iosim import ConnectionCompleter, IOPump
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from bazar.channel import BUY_ROUTE, MAX_CHANNEL_BODY, Channel, ChannelServer, Handler, Stamp
+from bazar.channel import (
+    BUY_ROUTE,
+    MAX_CHANNEL_BODY,
+    Channel,
+    ChannelServer,
+    Handler,
+    Stamp,
+    carried_route,
+)
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BadRequest, Forbidden, NotSent, Unavailable
@@ -297,6 +305,18 @@ class OverHTTP(Resource):
 
 
 class ClientTests(SynchronousTestCase):
+    def test_carried_routes(self) -> None:
+        """The three write-path routes, POST only, with their path arguments."""
+        self.assertEqual(carried_route("POST", "/catalog/books/3/buy"), (BUY_ROUTE, (("book_id", "3"),)))
+        self.assertEqual(carried_route("POST", REPLICATE_PATH), (REPLICATE_PATH, ()))
+        self.assertEqual(carried_route("POST", INVALIDATE_PATH), (INVALIDATE_PATH, ()))
+        for method, path in [
+            ("GET", "/catalog/books/3/buy"),
+            ("POST", "/internal/elect"),
+            ("PUT", REPLICATE_PATH),
+        ]:
+            self.assertIsNone(carried_route(method, path), (method, path))
+
     def test_only_carried_calls_to_a_replica_with_a_channel_take_it(self) -> None:
         """Writes' internal calls take the channel; reads, elections and other writes, calls to a
         replica without a channel, and a body too large for AMP go over HTTP."""
