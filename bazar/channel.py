@@ -217,8 +217,8 @@ class Channel:
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self._connected: dict[str, ChannelCaller] = {}
-        self._connecting: dict[str, list[Deferred[ChannelCaller]]] = {}  # callers waiting, by address
-        self._attempts: dict[str, Deferred[ChannelCaller]] = {}
+        # By address: the connection being made, and the callers waiting for it.
+        self._connecting: dict[str, tuple[Deferred[ChannelCaller], list[Deferred[ChannelCaller]]]] = {}
 
     def carries(self, replica: Replica, method: str, path: str, body: bytes) -> bool:
         """Whether this call goes over the channel (else over HTTP)."""
@@ -267,21 +267,20 @@ class Channel:
         waiter: Deferred[ChannelCaller] = Deferred()
         waiter.addTimeout(timeout, self.clock)
         if address in self._connecting:
-            self._connecting[address].append(waiter)
+            self._connecting[address][1].append(waiter)
             return waiter
-        self._connecting[address] = [waiter]
         factory = _CallerFactory(lambda lost: self._lost(address, lost))
         attempt = clientFromString(self.reactor, address).connect(factory)
         attempt.addTimeout(timeout, self.clock)
-        self._attempts[address] = attempt
+        self._connecting[address] = (attempt, [waiter])
         attempt.addBoth(self._settled, address)
         return waiter
 
     def _settled(self, result: ChannelCaller | Failure, address: str) -> None:
-        del self._attempts[address]
+        _, waiters = self._connecting.pop(address)
         if not isinstance(result, Failure):
             self._connected[address] = result
-        for waiter in self._connecting.pop(address):
+        for waiter in waiters:
             if not waiter.called:  # else it gave up waiting already
                 waiter.callback(result)  # a Failure goes on as one
 
@@ -315,7 +314,7 @@ class Channel:
 
     def close(self) -> Deferred[Any]:
         """Close every connection, and give up those being made; fires once all are closed."""
-        for attempt in list(self._attempts.values()):
+        for attempt, _ in list(self._connecting.values()):
             attempt.cancel()  # its callers get NotSent
         lost = []
         for protocol in list(self._connected.values()):
