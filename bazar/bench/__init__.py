@@ -2,12 +2,14 @@
 
 The report timed a handful of requests by hand in Postman; this package repeats its
 experiments (cache on/off, consistency, purchase mix, LRU behaviour, throughput) with
-enough samples for percentiles, adds one (the front end's memory over a long run), and
-writes a table, CSV, JSON and plots.
+enough samples for percentiles, adds two (the front end's memory over a long run; a
+purchase's floor: its messages with Bazar's work left out), and writes a table, CSV, JSON
+and plots.
 
 Modules: ``cli`` (arguments, orchestration), ``cluster`` (start/stop clusters and helper
 processes by PID), ``load`` (a lean keep-alive HTTP client and bounded load loops),
-``experiments`` (the six experiments), ``memory`` (reading a process's resident memory, and
+``experiments`` (the seven experiments), ``memory`` (reading a process's resident memory, and
 whether it stayed flat), ``wrk`` (throughput runs), ``ceiling`` (a bare twisted.web server for
-the machine's ceiling), ``report`` (statistics, tables, files, plots).
+the machine's ceiling), ``floor`` (one process of a purchase's message chain, doing no
+work), ``report`` (statistics, tables, files, plots).
 """

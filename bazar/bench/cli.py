@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Measure a Bazar cluster the way the lab report did, with enough samples for percentiles: "
             "response time with and without the cache, cache consistency under writes, a purchase-"
-            "probability sweep, the LRU over time, throughput (with wrk), and the front end's memory "
-            "over a long run. Without --url it starts "
+            "probability sweep, the LRU over time, throughput (with wrk), the front end's memory "
+            "over a long run, and a purchase's floor on this machine (its messages without Bazar's "
+            "work). Without --url it starts "
             "its own clusters on free loopback ports and stops them afterwards."
         ),
         epilog=(

@@ -1,4 +1,4 @@
-"""Processes the benchmark starts itself: Bazar clusters and the ceiling server, stopped by PID.
+"""Processes the benchmark starts itself: Bazar clusters, the ceiling and the floor, stopped by PID.
 
 Each process runs in a session of its own, so Ctrl-C at the terminal does not reach it
 half-way through a measurement; the benchmark stops it instead: SIGTERM to its PID, and
@@ -393,11 +393,59 @@ def start_ceiling(
         [sys.executable, "-m", "bazar.bench.ceiling", "--port", str(port), "--size", str(size)],
         directory,
     )
+    try:
+        _wait_until_listening(process, port, timeout)
+    except StartError:
+        process.stop()
+        raise
+    return process, port
+
+
+def start_floor(
+    processes: Processes, directory: Path, durable: bool, timeout: float = 15.0
+) -> tuple[list[Process], int]:
+    """A purchase's message chain without Bazar's work (``python -m bazar.bench.floor``), each
+    process on free loopback ports, started from the chain's ends; (processes, front end's port).
+    ``durable``: each replica commits one SQLite row per write, in its own directory."""
+    names = ("catalog-2", "catalog-3", "order-2", "order-3", "front", "front-channel", "catalog-1", "order-1")
+    port = dict(zip(names, free_ports(len(names)), strict=True))
+    chain = [
+        ("catalog-2", ["follower"]),
+        ("catalog-3", ["follower"]),
+        ("order-2", ["follower"]),
+        ("order-3", ["follower"]),
+        ("front", ["front", "--peer", str(port["order-1"]), "--channel-port", str(port["front-channel"])]),
+        ("catalog-1", ["catalog", *_peers(port, "catalog-2", "catalog-3", "front-channel")]),
+        ("order-1", ["order", *_peers(port, "catalog-1", "order-2", "order-3")]),
+    ]
+    started: list[Process] = []
+    kind = "durable" if durable else "messages"
+    try:
+        for name, args in chain:
+            args = [*args, "--port", str(port[name])]
+            if durable and name != "front":
+                (directory / f"floor-{name}").mkdir(parents=True, exist_ok=True)
+                args += ["--durable", str(directory / f"floor-{name}")]
+            command = [sys.executable, "-m", "bazar.bench.floor", *args]
+            started.append(processes.start(f"floor-{kind}-{name}", command, directory))
+            # The front end listens for invalidations last.
+            _wait_until_listening(started[-1], port["front-channel" if name == "front" else name], timeout)
+    except StartError:
+        for process in reversed(started):
+            process.stop()
+            processes.started.remove(process)
+        raise
+    return started, port["front"]
+
+
+def _wait_until_listening(process: Process, port: int, timeout: float) -> None:
     poll(lambda: not process.running() or accepts_connections(port), timeout)
     if not process.running() or not accepts_connections(port):
-        process.stop()
-        raise StartError(f"the ceiling server did not start; its log ends:\n{process.log_tail()}")
-    return process, port
+        raise StartError(f"{process.name} did not start; its log ends:\n{process.log_tail()}")
+
+
+def _peers(port: dict[str, int], *names: str) -> list[str]:
+    return [arg for name in names for arg in ("--peer", str(port[name]))]
 
 
 # -- what a cluster's processes count (only when we know the secret) -------------------------------

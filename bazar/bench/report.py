@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -238,22 +238,45 @@ def lru_table(result: Mapping[str, Any]) -> str:
     return markdown_table(headers, out, [True, False, True, True, True, True, True])
 
 
+Column = tuple[str, str, Callable[[Any], str]]  # header, the row's key, how its value is shown
+
+
+def columns_table(rows: Sequence[Mapping[str, Any]], label: Column, columns: Sequence[Column]) -> str:
+    """One line per row: ``label`` left-aligned, then ``columns`` right-aligned."""
+    out = [[fmt(row.get(key)) for _, key, fmt in (label, *columns)] for row in rows]
+    headers = [header for header, _, _ in (label, *columns)]
+    return markdown_table(headers, out, [False, *[True] * len(columns)])
+
+
 def throughput_table(result: Mapping[str, Any]) -> str:
-    out = [
+    return columns_table(
+        result["rows"],
+        ("workload", "workload", str),
         [
-            row["workload"],
-            fmt_count(row.get("rps")),
-            fmt_ms(row.get("p50_ms")),
-            fmt_ms(row.get("p99_ms")),
-            fmt_count(row.get("requests")),
-            fmt_count(row.get("non_2xx")),
-            fmt_count(row.get("socket_errors")),
-            fmt_percent(row.get("of_ceiling")),
-        ]
-        for row in result["rows"]
-    ]
-    headers = ["workload", "req/s", "p50", "p99", "requests", "non-2xx", "socket errors", "of ceiling"]
-    return markdown_table(headers, out, [False, *[True] * 7])
+            ("req/s", "rps", fmt_count),
+            ("p50", "p50_ms", fmt_ms),
+            ("p99", "p99_ms", fmt_ms),
+            ("requests", "requests", fmt_count),
+            ("non-2xx", "non_2xx", fmt_count),
+            ("socket errors", "socket_errors", fmt_count),
+            ("of ceiling", "of_ceiling", fmt_percent),
+        ],
+    )
+
+
+def floor_table(result: Mapping[str, Any]) -> str:
+    return columns_table(
+        result["rows"],
+        ("purchases through", "chain", str),
+        [
+            ("n", "n", fmt_count),
+            ("not 2xx", "errors", fmt_count),
+            ("avg (ms)", "avg_ms", fmt_ms),
+            ("p50 (ms)", "p50_ms", fmt_ms),
+            ("p99 (ms)", "p99_ms", fmt_ms),
+            ("of floor", "of_floor", fmt_ratio),
+        ],
+    )
 
 
 def _mib(value: float | None, sign: bool = False) -> str:
@@ -324,6 +347,7 @@ _TITLES = {
     "lru": "4. The LRU cache over time",
     "throughput": "5. Throughput",
     "memory": "6. The front end's memory under a long run",
+    "floor": "7. A purchase's floor: its messages without Bazar's work",
 }
 _TABLES = {
     "latency": latency_table,
@@ -332,6 +356,7 @@ _TABLES = {
     "lru": lru_table,
     "throughput": throughput_table,
     "memory": memory_table,
+    "floor": floor_table,
 }
 
 

@@ -7,12 +7,14 @@ violation, and that no process the benchmark started outlives it — also after 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from bazar.bench.cluster import group_alive
+from bazar.bench.cluster import Processes as BenchProcesses
+from bazar.bench.cluster import group_alive, start_floor
 from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -108,7 +111,7 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     machine = results["machine"]
     assert machine["cpus"] >= 1 and machine["python"] and machine["twisted"] and machine["date"]
     experiments = results["experiments"]
-    assert list(experiments) == ["latency", "consistency", "sweep", "lru", "throughput", "memory"]
+    assert list(experiments) == ["latency", "consistency", "sweep", "lru", "throughput", "memory", "floor"]
 
     latency = experiments["latency"]
     cells = {(r["operation"], r["cache"]): r for r in latency["rows"]}
@@ -156,6 +159,21 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     check_memory(experiments["memory"], out, requests=20 * 60)
     assert "#### 6. The front end's memory under a long run" in stdout
 
+    floor = experiments["floor"]
+    assert [r["chain"] for r in floor["rows"]] == [
+        "floor: the messages alone",
+        "floor: the messages + one durable row per write",
+        "Bazar, cache on",
+    ]
+    for row in floor["rows"]:
+        assert row["n"] == 20 and row["errors"] == 0, row
+        assert 0 < row["p50_ms"] <= row["p99_ms"], row
+    assert floor["rows"][1]["of_floor"] == 1.0
+    assert any(note.startswith("Bazar's purchase p50 is") for note in floor["notes"]), floor["notes"]
+    assert "#### 7. A purchase's floor: its messages without Bazar's work" in stdout
+    assert len(read_csv(out / "floor_samples.csv")) == 3 * 20
+    assert not floor_processes(), "a process of the floor outlived the benchmark"
+
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -166,6 +184,41 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         if shutil.which("wrk"):
             assert (out / "throughput.png").exists()
     assert (out / "results.md").read_text().startswith("Machine:")
+
+
+def floor_processes() -> list[int]:
+    """PIDs of processes running ``bazar.bench.floor``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"bazar.bench.floor" in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # it exited meanwhile
+            continue
+    return pids
+
+
+def test_the_floor_chain_writes_once_at_every_replica(tmp_path: Path) -> None:
+    """The floor passes each purchase through all seven processes: after N purchases, each of
+    the six replicas of the durable chain has committed exactly N rows."""
+    processes = BenchProcesses()
+    try:
+        started, port = start_floor(processes, tmp_path, durable=True)
+        assert len(started) == 7
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for _ in range(5):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=b"{}", method="POST")
+            with opener.open(request, timeout=5) as response:
+                assert response.status == 200 and json.loads(response.read()) == {"ok": True}
+        replicas = sorted(tmp_path.glob("floor-*/floor.sqlite"))
+        names = ("catalog-1", "catalog-2", "catalog-3", "order-1", "order-2", "order-3")
+        assert [p.parent.name for p in replicas] == [f"floor-{name}" for name in names]
+        for path in replicas:
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                assert db.execute("SELECT COUNT(*) FROM log").fetchone() == (5,), path
+    finally:
+        processes.stop_all()
+    assert not set(floor_processes()) & {p.pid for p in started}
 
 
 def check_memory(memory: dict[str, Any], out: Path, requests: int, source: str = "metrics") -> None:

@@ -17,11 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from bazar.bench import cli, memory, report, wrk
+from bazar.bench import cli, floor, memory, report, wrk
 from bazar.bench.ceiling import body_of_size
 from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds, listening_pid
 from bazar.bench.experiments import (
@@ -379,13 +380,18 @@ class WrkTests(SynchronousTestCase):
         self.assertEqual(args[-1], "http://127.0.0.1:1/")
 
 
+def usage_error(test: SynchronousTestCase, parse: Any, *argv: str) -> str:
+    """What ``parse(argv)`` printed as it exited with status 2 (argparse's usage error)."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), test.assertRaises(SystemExit) as raised:
+        parse(list(argv))
+    test.assertEqual(raised.exception.code, 2)
+    return stderr.getvalue()
+
+
 class ArgumentTests(SynchronousTestCase):
     def parse_error(self, *argv: str) -> str:
-        stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as raised:
-            cli.parse_args(list(argv))
-        self.assertEqual(raised.exception.code, 2)
-        return stderr.getvalue()
+        return usage_error(self, cli.parse_args, *argv)
 
     def test_defaults(self) -> None:
         """By default: 1,000 samples per figure, into bench-results/, every experiment, own clusters."""
@@ -771,3 +777,71 @@ class CpuTests(SynchronousTestCase):
         cluster = ClusterInfo(label="cache", url="http://127.0.0.1:1", cache_size=5)
         self.assertIsNone(cpu_seconds(cluster))
         self.assertIsNone(catalog_reads(cluster))
+
+
+class FloorTests(SynchronousTestCase):
+    """The floor's processes (``bazar.bench.floor``): their arguments, what each does in what
+    order, and its table. ``tests/integration/test_bench.py`` runs the chain for real."""
+
+    def parse_error(self, *argv: str) -> str:
+        return usage_error(self, floor.parse_args, *argv)
+
+    def test_arguments(self) -> None:
+        args = floor.parse_args(["catalog", "--port", "1", "--peer", "2", "--peer", "3", "--peer", "4"])
+        self.assertEqual((args.role, args.port, args.peer, args.durable), ("catalog", 1, [2, 3, 4], None))
+        self.assertEqual(floor.parse_args(["follower", "--port", "1", "--durable", "d"]).durable, Path("d"))
+        self.assertIn("order takes 3 --peer, not 1", self.parse_error("order", "--port", "1", "--peer", "2"))
+        self.assertIn("follower takes 0 --peer", self.parse_error("follower", "--port", "1", "--peer", "2"))
+        self.assertIn("it needs one", self.parse_error("front", "--port", "1", "--peer", "2"))
+        self.assertIn("for the front end", self.parse_error("follower", "--port", "1", "--channel-port", "2"))
+
+    def test_a_sequencer_writes_then_calls_its_peers_then_answers(self) -> None:
+        """The catalog sequencer's order, as Bazar's: its own commit, then every peer at once,
+        then the answer; a follower only commits."""
+        events: list[str] = []
+        commit: Deferred[None] = Deferred()
+        calls: Deferred[None] = Deferred()
+
+        class Recorder:
+            def write(self) -> Deferred[None]:
+                events.append("write")
+                return commit
+
+            def call_all(self, ports: list[int]) -> Deferred[None]:
+                events.append(f"call {ports}")
+                return calls
+
+        recorder: Any = Recorder()
+        answer = floor.Responder(recorder, recorder, [2, 3, 4]).call("", "POST", "/", b"{}")
+        answers: list[Any] = []
+        answer.addCallback(answers.append)
+        self.assertEqual(events, ["write"])
+        commit.callback(None)
+        self.assertEqual((events, answers), (["write", "call [2, 3, 4]"], []))
+        calls.callback(None)
+        self.assertEqual(answers, [floor.ANSWER])
+
+        events.clear()
+        commit = Deferred()
+        follower = floor.Responder(recorder, recorder, []).call("", "POST", "/", b"{}")
+        commit.callback(None)
+        self.assertEqual((events, self.successResultOf(follower)), (["write"], floor.ANSWER))
+
+    def test_without_durable_a_write_is_nothing(self) -> None:
+        self.assertIsNone(self.successResultOf(floor.Durable(None).write()))
+
+    def test_table(self) -> None:
+        result = {
+            "rows": [
+                {"chain": "floor: the messages alone", "n": 10, "errors": 0, "p50_ms": 2.5, "of_floor": 0.5},
+                {"chain": "Bazar, cache on", "n": 10, "errors": 1, "p50_ms": 7.5, "of_floor": 1.5},
+            ]
+        }
+        lines = report.floor_table(result).splitlines()
+        self.assertEqual(len(lines), 4)
+        self.assertIn("of floor", lines[0])
+        self.assertTrue(lines[3].startswith("| Bazar, cache on"))
+        cells = [cell.strip() for cell in lines[3].strip("|").split("|")]
+        missing = report.MISSING
+        self.assertEqual(cells, ["Bazar, cache on", "10", "1", missing, "7.50", missing, "1.5x"])
+        self.assertIn("floor", EXPERIMENTS)

@@ -1,0 +1,226 @@
+"""``python -m bazar.bench.floor``: one process of a purchase's message chain, doing no work.
+
+A purchase is a chain of messages between seven processes:
+
+    client -> front end -> order sequencer -> catalog sequencer -> 2 catalog followers
+                                                                 + the front end (invalidation)
+                           order sequencer -> 2 order followers  (once the catalog answered)
+
+On a small machine the chain has a cost of its own, whatever each process does: every hop
+wakes a Python process, parses a message and answers, and seven processes share the cores.
+This module runs the same chain over the same transports (HTTP from the front end, with treq
+and a persistent pool, to a ``twisted.web`` resource; AMP, with Bazar's ``Call`` command,
+everywhere else) with each process doing nothing else, or with ``--durable``, committing one
+SQLite row per write at every replica, in WAL mode with ``synchronous=FULL`` through a
+one-connection adbapi pool as Bazar's stores do: the least a write that must survive a crash
+costs. ``bazar-bench`` (experiment 7, ``floor``) times purchases through it next to Bazar's
+own: the difference is Bazar's work (routing, JSON, the stock check, the digest, the
+idempotency table, the log, metrics).
+
+Each role is told its peers' ports. A process connects to its AMP peers before it listens, so
+the chain is started from its ends: followers first, then the front end, the catalog
+sequencer, the order sequencer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Factory
+from twisted.protocols import amp
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from bazar.channel import Call
+
+ROLES = ("follower", "catalog", "order", "front")
+JSON_HEADERS = Headers({b"Content-Type": [b"application/json"]})
+ANSWER = {"code": 200, "body": b"{}", "replica": "floor", "seq": 0, "sequencer": None, "epoch": 0}
+
+
+class Durable:
+    """One SQLite row committed per write, as a Bazar replica commits its log entry; or nothing."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.pool: adbapi.ConnectionPool | None = None
+        if directory is not None:
+            from bazar.storage import open_pool  # WAL and synchronous=FULL, one connection
+
+            self.pool = open_pool(directory / "floor.sqlite")
+
+    def setup(self) -> Deferred[Any]:
+        if self.pool is None:
+            return succeed(None)
+        return self.pool.runOperation("CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, entry TEXT)")
+
+    def write(self) -> Deferred[Any]:
+        if self.pool is None:
+            return succeed(None)
+        return self.pool.runOperation("INSERT INTO log (entry) VALUES ('{}')")
+
+
+class Peers:
+    """One AMP connection per peer port, made before the process listens."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.connections: dict[int, amp.AMP] = {}
+
+    async def connect(self, ports: Sequence[int]) -> None:
+        for port in ports:
+            endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
+            self.connections[port] = await connectProtocol(endpoint, amp.AMP())
+
+    def call(self, port: int) -> Deferred[Any]:
+        return self.connections[port].callRemote(Call, secret="", method="POST", path="/", body=b"{}")
+
+    def call_all(self, ports: Sequence[int]) -> Deferred[Any]:
+        return gatherResults([self.call(port) for port in ports])
+
+
+class Responder(amp.AMP):
+    """A follower, the catalog sequencer, or the front end's invalidation endpoint: one call in,
+    its writes and calls out, then the answer."""
+
+    def __init__(self, durable: Durable, peers: Peers, downstream: Sequence[int]) -> None:
+        super().__init__()
+        self.durable = durable
+        self.peers = peers
+        self.downstream = downstream
+
+    @Call.responder
+    def call(self, secret: str, method: str, path: str, body: bytes) -> Deferred[dict[str, Any]]:
+        d = self.durable.write()
+        if self.downstream:
+            d.addCallback(lambda _: self.peers.call_all(self.downstream))
+        return d.addCallback(lambda _: ANSWER)
+
+
+class OrderSequencer(Resource):
+    """POST: the buy at the catalog sequencer, then its own write, then its two followers."""
+
+    isLeaf = True
+
+    def __init__(self, durable: Durable, peers: Peers, catalog: int, followers: Sequence[int]) -> None:
+        super().__init__()
+        self.durable = durable
+        self.peers = peers
+        self.catalog = catalog
+        self.followers = followers
+
+    def render_POST(self, request: Request) -> Any:
+        d = self.peers.call(self.catalog)
+        d.addCallback(lambda _: self.durable.write())
+        d.addCallback(lambda _: self.peers.call_all(self.followers))
+        d.addCallback(lambda _: _finish(request, b'{"ok":true}'))
+        return NOT_DONE_YET
+
+
+class FrontEnd(Resource):
+    """POST: forwarded with treq to the order sequencer, its answer passed back."""
+
+    isLeaf = True
+
+    def __init__(self, reactor: Any, order: int) -> None:
+        super().__init__()
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        pool = HTTPConnectionPool(reactor)
+        pool.maxPersistentPerHost = 16
+        self.http = HTTPClient(Agent(reactor, pool=pool))
+        self.url = f"http://127.0.0.1:{order}/"
+
+    def render_POST(self, request: Request) -> Any:
+        d = self.http.post(self.url, data=b'{"quantity":1}', headers=JSON_HEADERS)
+        d.addCallback(lambda response: response.content())
+        d.addCallback(lambda body: _finish(request, body))
+        return NOT_DONE_YET
+
+
+def _finish(request: Request, body: bytes) -> None:
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+
+
+def quiet_site(resource: Resource) -> Site:
+    site = Site(resource)
+    site.noisy = False
+    site.log = lambda request: None  # type: ignore[method-assign]  # Bazar logs no requests either
+    return site
+
+
+def listen(reactor: Any, port: int, factory: IProtocolFactory) -> Deferred[Any]:
+    return serverFromString(reactor, f"tcp:{port}:interface=127.0.0.1").listen(factory)
+
+
+async def serve(reactor: Any, args: argparse.Namespace) -> None:
+    """Connect to the peers, then listen (both ports, for the front end)."""
+    durable = Durable(args.durable)
+    await durable.setup()
+    peers = Peers(reactor)
+    await peers.connect(args.peer if args.role in ("catalog", "order") else [])
+    if args.role == "order":
+        catalog, *followers = args.peer
+        await listen(reactor, args.port, quiet_site(OrderSequencer(durable, peers, catalog, followers)))
+    elif args.role == "front":
+        (order,) = args.peer
+        await listen(reactor, args.port, quiet_site(FrontEnd(reactor, order)))
+        await listen(reactor, args.channel_port, Factory.forProtocol(lambda: Responder(durable, peers, [])))
+    else:
+        downstream = args.peer if args.role == "catalog" else []
+        await listen(reactor, args.port, Factory.forProtocol(lambda: Responder(durable, peers, downstream)))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bazar.bench.floor", description=__doc__)
+    parser.add_argument("role", choices=ROLES)
+    parser.add_argument(
+        "--port", type=int, required=True, help="port on 127.0.0.1: HTTP (front, order) or AMP (the rest)"
+    )
+    parser.add_argument(
+        "--peer",
+        type=int,
+        action="append",
+        default=[],
+        help="a peer's port, in order: catalog: its 2 followers and the front end's channel; "
+        "order: the catalog sequencer, then its 2 followers; front: the order sequencer",
+    )
+    parser.add_argument("--channel-port", type=int, help="front: the AMP port for invalidations")
+    parser.add_argument("--durable", type=Path, help="commit one SQLite row per write, in this directory")
+    args = parser.parse_args(argv)
+    wanted = {"follower": 0, "catalog": 3, "order": 3, "front": 1}[args.role]
+    if len(args.peer) != wanted:
+        parser.error(f"{args.role} takes {wanted} --peer, not {len(args.peer)}")
+    if (args.role == "front") != (args.channel_port is not None):
+        parser.error("--channel-port is for the front end, and it needs one")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from twisted.internet import task
+
+    def started(_: None) -> Deferred[None]:
+        gc.freeze()  # as Bazar's processes do after start-up
+        print(f"floor: {args.role} on {args.port}", flush=True)
+        return Deferred()  # serve until stopped (SIGTERM)
+
+    task.react(lambda reactor: Deferred.fromCoroutine(serve(reactor, args)).addCallback(started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
