@@ -101,6 +101,10 @@ def fmt_ratio(value: float | None) -> str:
     return MISSING if value is None else f"{value:.1f}x"
 
 
+def fmt_rounds(values: Sequence[float] | None) -> str:
+    return MISSING if not values else " / ".join(fmt_count(v) for v in values)
+
+
 def fmt_percent(value: float | None) -> str:
     return MISSING if value is None else f"{100 * value:.1f} %"
 
@@ -260,6 +264,7 @@ def throughput_table(result: Mapping[str, Any]) -> str:
             ("non-2xx", "non_2xx", fmt_count),
             ("socket errors", "socket_errors", fmt_count),
             ("of ceiling", "of_ceiling", fmt_percent),
+            ("each round's req/s", "rps_rounds", fmt_rounds),
         ],
     )
 

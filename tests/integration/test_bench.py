@@ -152,6 +152,14 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         assert any(w.startswith("cache hits") for w in workloads)
         assert any(w.startswith("purchases") for w in workloads)
         assert all(r["rps"] > 0 for r in throughput["rows"])
+        # The ceiling, hits and misses ran in three interleaved rounds; the rest once.
+        assert [r.get("rounds") for r in throughput["rows"]] == [3, 3, 3, None, None], throughput["rows"]
+        assert throughput["rows"][0]["of_ceiling"] == 1.0
+        assert len(throughput["rows"][2]["of_hits_rounds"]) == 3
+        runs = read_csv(out / "throughput_samples.csv")
+        assert sorted((r["round"], r["workload"].split(":")[0]) for r in runs) == sorted(
+            (str(n), w) for n in (1, 2, 3) for w in ("ceiling", "cache hits", "misses (cache_size = 0)")
+        )
         read_csv(out / "throughput.csv")
     else:
         assert "apt-get install -y wrk" in throughput["skipped"]

@@ -30,6 +30,7 @@ from bazar.bench.experiments import (
     MEMORY_SEARCH_SHARE,
     MEMORY_WRITE_SHARE,
     cpu_note,
+    median_round,
     memory_plan,
     phase_order,
     summary_row,
@@ -217,6 +218,27 @@ class FormattingTests(SynchronousTestCase):
             ]
         }
         self.assertIn("75.0 %", report.throughput_table(throughput))
+        throughput["rows"][1]["rps_rounds"] = [14000.0, 15000.0, 16000.5]
+        self.assertIn("| 14,000 / 15,000 / 16,000 |", report.throughput_table(throughput))
+
+    def test_median_round(self) -> None:
+        """A workload measured in rounds shows its median round, and the median of its shares
+        of each round's ceiling (which need not come from the same round)."""
+        rounds = [
+            {"workload": "hits", "round": 1, "rps": 300.0, "p99_ms": 1.0, "of_ceiling": 0.9},
+            {"workload": "hits", "round": 2, "rps": 100.0, "p99_ms": 2.0, "of_ceiling": 0.7},
+            {"workload": "hits", "round": 3, "rps": 200.0, "p99_ms": 3.0, "of_ceiling": 0.6},
+        ]
+        row = median_round(rounds)
+        self.assertEqual((row["rps"], row["p99_ms"]), (200.0, 3.0))  # round 3's run, whole
+        self.assertEqual(row["of_ceiling"], 0.7)
+        self.assertEqual(row["rps_rounds"], [300.0, 100.0, 200.0])
+        self.assertEqual(row["of_ceiling_rounds"], [0.9, 0.7, 0.6])
+        self.assertEqual(row["rounds"], 3)
+        self.assertNotIn("round", row)
+        self.assertEqual(median_round(rounds[:2])["rps"], 100.0)  # an even count: the lower middle
+        ceiling = median_round([{"workload": "ceiling", "round": 1, "rps": 5.0}])
+        self.assertNotIn("of_ceiling", ceiling)
 
 
 class FileTests(SynchronousTestCase):
