@@ -596,7 +596,7 @@ def plot_throughput(plt: Any, result: Mapping[str, Any], path: Path) -> None:
     for bar, row in zip(bars, rows, strict=True):
         label = f"{row['rps']:,.0f} req/s"
         if row.get("of_ceiling") is not None and "ceiling" not in row["workload"]:
-            label += f"  ({100 * row['of_ceiling']:.0f} % of ceiling)"
+            label += f"  ({100 * row['of_ceiling']:.1f} % of ceiling)"
         ax.annotate(
             label,
             (bar.get_width(), bar.get_y() + bar.get_height() / 2),
@@ -608,7 +608,10 @@ def plot_throughput(plt: Any, result: Mapping[str, Any], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("requests per second")
     ax.set_xlim(0, max(values or [1]) * 1.45)
-    ax.set_title(f"Bazar throughput vs a bare twisted.web server ({result.get('wrk_args', 'wrk')})")
+    runs = result.get("wrk_args", "wrk")
+    if "rounds" in result:
+        runs += f"; median of {result['rounds']} rounds"
+    ax.set_title(f"Bazar throughput vs a bare twisted.web server\n({runs})")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
