@@ -36,12 +36,16 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from bazar.channel import Call
+
+log = Logger()
 
 ROLES = ("follower", "catalog", "order", "front")
 JSON_HEADERS = Headers({b"Content-Type": [b"application/json"]})
@@ -122,8 +126,7 @@ class OrderSequencer(Resource):
         d = self.peers.call(self.catalog)
         d.addCallback(lambda _: self.durable.write())
         d.addCallback(lambda _: self.peers.call_all(self.followers))
-        d.addCallback(lambda _: _finish(request, b'{"ok":true}'))
-        return NOT_DONE_YET
+        return _respond(request, d.addCallback(lambda _: b'{"ok":true}'))
 
 
 class FrontEnd(Resource):
@@ -143,16 +146,25 @@ class FrontEnd(Resource):
 
     def render_POST(self, request: Request) -> Any:
         d = self.http.post(self.url, data=b'{"quantity":1}', headers=JSON_HEADERS)
-        d.addCallback(lambda response: response.content())
-        d.addCallback(lambda body: _finish(request, body))
-        return NOT_DONE_YET
+        return _respond(request, d.addCallback(lambda response: response.content()))
 
 
-def _finish(request: Request, body: bytes) -> None:
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Content-Length", b"%d" % len(body))
-    request.write(body)
-    request.finish()
+def _respond(request: Request, body: Deferred[bytes]) -> object:
+    """Answer with ``body`` once it fires; a failure (a peer gone) as a 500, logged."""
+
+    def send(content: bytes, code: int = 200) -> None:
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Content-Length", b"%d" % len(content))
+        request.write(content)
+        request.finish()
+
+    def failed(failure: Failure) -> None:
+        log.failure("a purchase through the floor failed", failure)
+        send(b'{"error":"the floor failed"}', 500)
+
+    body.addCallbacks(send, failed)
+    return NOT_DONE_YET
 
 
 def quiet_site(resource: Resource) -> Site:
@@ -213,9 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from twisted.internet import task
 
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])  # the bench keeps it in a file
+
     def started(_: None) -> Deferred[None]:
         gc.freeze()  # as Bazar's processes do after start-up
-        print(f"floor: {args.role} on {args.port}", flush=True)
+        log.info("floor: {role} on {port}", role=args.role, port=args.port)
         return Deferred()  # serve until stopped (SIGTERM)
 
     task.react(lambda reactor: Deferred.fromCoroutine(serve(reactor, args)).addCallback(started))

@@ -17,10 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
 
 from bazar.bench import cli, floor, memory, report, wrk
 from bazar.bench.ceiling import body_of_size
@@ -867,3 +870,33 @@ class FloorTests(SynchronousTestCase):
         missing = report.MISSING
         self.assertEqual(cells, ["Bazar, cache on", "10", "1", missing, "7.50", missing, "1.5x"])
         self.assertIn("floor", EXPERIMENTS)
+
+    def test_the_order_sequencer_answers_after_its_followers_and_500_if_a_peer_fails(self) -> None:
+        calls: list[Any] = []
+
+        class Peers:
+            def __init__(self, answer: Deferred[Any]) -> None:
+                self.answer = answer
+
+            def call(self, port: int) -> Deferred[Any]:
+                calls.append(port)
+                return self.answer
+
+            def call_all(self, ports: list[int]) -> Deferred[Any]:
+                calls.append(ports)
+                return succeed(None)
+
+        peers: Any = Peers(succeed(None))
+        request = DummyRequest([b""])
+        request.method = b"POST"
+        order = floor.OrderSequencer(floor.Durable(None), peers, 7, [8, 9])
+        self.assertEqual(order.render(request), NOT_DONE_YET)
+        self.assertEqual((calls, request.finished), ([7, [8, 9]], 1))
+        self.assertEqual(b"".join(request.written), b'{"ok":true}')
+
+        peers.answer = fail(ConnectionDone("the catalog sequencer went away"))
+        request = DummyRequest([b""])
+        request.method = b"POST"
+        order.render(request)
+        self.assertEqual((request.responseCode, request.finished), (500, 1))
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionDone)), 1)
