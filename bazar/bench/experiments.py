@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from twisted.internet.defer import Deferred, DeferredLock
@@ -49,6 +49,8 @@ from bazar.bench.cluster import (
 from bazar.bench.load import Call, HTTPClient, LoopResult, RequestError, Response, Sample, Target, closed_loop
 from bazar.bench.progress import Progress
 from bazar.bench.report import ratio, summarize
+
+T = TypeVar("T")
 
 EXPERIMENTS = ("latency", "consistency", "sweep", "lru", "throughput", "memory", "floor")
 CPU_PREFIX = "cpu_ms_"  # a latency row's CPU time per request of one process: cpu_ms_<name>
@@ -657,16 +659,20 @@ THROUGHPUT_ROUNDS = 3
 def median_round(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One workload's rounds as one row: the round with the median req/s (a real run, not a mix
     of several), with every round's req/s and, where they have one, ratio to their round's ceiling."""
-    ordered = sorted(rows, key=lambda row: row["rps"])
-    row = dict(ordered[(len(ordered) - 1) // 2])
+    row = dict(lower_median(rows, key=lambda row: row["rps"]))
     row.pop("round", None)
     row["rounds"] = len(rows)
     row["rps_rounds"] = [r["rps"] for r in rows]
     ratios = [r["of_ceiling"] for r in rows if r.get("of_ceiling") is not None]
     if ratios:
         row["of_ceiling_rounds"] = ratios
-        row["of_ceiling"] = sorted(ratios)[(len(ratios) - 1) // 2]
+        row["of_ceiling"] = lower_median(ratios)
     return row
+
+
+def lower_median(values: Sequence[T], key: Callable[[T], Any] | None = None) -> T:
+    """The middle value (the lower of the two middle ones for an even count): always one of ``values``."""
+    return sorted(values, key=key)[(len(values) - 1) // 2]  # type: ignore[type-var, arg-type]
 
 
 async def throughput(ctx: Context, stage: str) -> dict[str, Any]:
@@ -766,14 +772,13 @@ async def throughput(ctx: Context, stage: str) -> dict[str, Any]:
     if hits_label in by_label and misses_label in by_label:
         hits_rps = {r["round"]: r["rps"] for r in rounds if r["workload"] == hits_label}
         misses_runs = [r for r in rounds if r["workload"] == misses_label]
-        per_round = [ratio(r["rps"], hits_rps.get(r["round"])) for r in misses_runs]
-        shares = sorted(x for x in per_round if x is not None)
+        shares = [x for r in misses_runs if (x := ratio(r["rps"], hits_rps.get(r["round"]))) is not None]
         if shares:
             by_label[misses_label]["of_hits_rounds"] = shares
-            by_label[misses_label]["of_hits"] = shares[(len(shares) - 1) // 2]
+            by_label[misses_label]["of_hits"] = lower_median(shares)
             notes.append(
                 "misses ÷ hits, round by round (each against the hits of its own round): "
-                + ", ".join(f"{x:.2f}" for x in per_round if x is not None)
+                + ", ".join(f"{x:.2f}" for x in shares)
             )
     if hits_label in by_label and by_label[hits_label].get("of_ceiling_rounds"):
         notes.append(

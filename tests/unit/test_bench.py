@@ -33,6 +33,7 @@ from bazar.bench.experiments import (
     MEMORY_SEARCH_SHARE,
     MEMORY_WRITE_SHARE,
     cpu_note,
+    lower_median,
     median_round,
     memory_plan,
     phase_order,
@@ -240,6 +241,7 @@ class FormattingTests(SynchronousTestCase):
         self.assertEqual(row["rounds"], 3)
         self.assertNotIn("round", row)
         self.assertEqual(median_round(rounds[:2])["rps"], 100.0)  # an even count: the lower middle
+        self.assertEqual(lower_median([0.5, 0.25, 0.75, 1.0]), 0.5)
         ceiling = median_round([{"workload": "ceiling", "round": 1, "rps": 5.0}])
         self.assertNotIn("of_ceiling", ceiling)
 
