@@ -12,9 +12,15 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+log = Logger()
 
 
 def body_of_size(size: int) -> bytes:
@@ -56,12 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 to listen on")
     parser.add_argument("--size", type=int, default=128, help="bytes of JSON to answer with (default 128)")
     args = parser.parse_args(argv)
-    from twisted.internet import reactor
+    from twisted.internet import task
 
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])  # the bench keeps it in a file
     site = make_site(body_of_size(args.size))
-    reactor.listenTCP(args.port, site, interface="127.0.0.1")  # type: ignore[attr-defined,arg-type]
-    print(f"ceiling: {args.size} bytes at http://127.0.0.1:{args.port}/", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+
+    async def serve(reactor: Any) -> None:
+        await serverFromString(reactor, f"tcp:{args.port}:interface=127.0.0.1").listen(site)
+        log.info("ceiling: {size} bytes at http://127.0.0.1:{port}/", size=args.size, port=args.port)
+        await Deferred()  # serve until stopped (SIGTERM)
+
+    task.react(lambda reactor: Deferred.fromCoroutine(serve(reactor)))
     return 0
 
 
