@@ -769,22 +769,7 @@ async def throughput(ctx: Context, stage: str) -> dict[str, Any]:
         if (runs := [r for r in rounds if r["workload"] == label])
     ]
     by_label = {row["workload"]: row for row in rows}
-    if hits_label in by_label and misses_label in by_label:
-        hits_rps = {r["round"]: r["rps"] for r in rounds if r["workload"] == hits_label}
-        misses_runs = [r for r in rounds if r["workload"] == misses_label]
-        shares = [x for r in misses_runs if (x := ratio(r["rps"], hits_rps.get(r["round"]))) is not None]
-        if shares:
-            by_label[misses_label]["of_hits_rounds"] = shares
-            by_label[misses_label]["of_hits"] = lower_median(shares)
-            notes.append(
-                "misses ÷ hits, round by round (each against the hits of its own round): "
-                + ", ".join(f"{x:.2f}" for x in shares)
-            )
-    if hits_label in by_label and by_label[hits_label].get("of_ceiling_rounds"):
-        notes.append(
-            "cache hits ÷ the ceiling, round by round: "
-            + ", ".join(f"{100 * x:.1f} %" for x in by_label[hits_label]["of_ceiling_rounds"])
-        )
+    notes += compare_rounds(rounds, by_label.get(hits_label), by_label.get(misses_label))
     if requests:
         by_label[misses_label]["backend_reads_per_request"] = reads / requests
         notes.append(
@@ -852,6 +837,31 @@ async def throughput(ctx: Context, stage: str) -> dict[str, Any]:
         "notes": notes,
         "raw": rounds,
     }
+
+
+def compare_rounds(
+    rounds: Sequence[Mapping[str, Any]], hits: dict[str, Any] | None, misses: dict[str, Any] | None
+) -> list[str]:
+    """Notes on how hits compared with the ceiling, and misses with hits, round by round; the
+    misses' row gets its median share of the hits (``of_hits``), each against its own round's."""
+    notes = []
+    if hits is not None and hits.get("of_ceiling_rounds"):
+        notes.append(
+            "cache hits ÷ the ceiling, round by round: "
+            + ", ".join(f"{100 * x:.1f} %" for x in hits["of_ceiling_rounds"])
+        )
+    if hits is not None and misses is not None:
+        hits_rps = {r["round"]: r["rps"] for r in rounds if r["workload"] == hits["workload"]}
+        misses_runs = [r for r in rounds if r["workload"] == misses["workload"]]
+        shares = [x for r in misses_runs if (x := ratio(r["rps"], hits_rps.get(r["round"]))) is not None]
+        if shares:
+            misses["of_hits_rounds"] = shares
+            misses["of_hits"] = lower_median(shares)
+            notes.append(
+                "misses ÷ hits, round by round (each against the hits of its own round): "
+                + ", ".join(f"{x:.2f}" for x in shares)
+            )
+    return notes
 
 
 async def _selfcheck(ctx: Context, stage: str, ceiling: Target) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from bazar.bench.experiments import (
     EXPERIMENTS,
     MEMORY_SEARCH_SHARE,
     MEMORY_WRITE_SHARE,
+    compare_rounds,
     cpu_note,
     lower_median,
     median_round,
@@ -244,6 +245,20 @@ class FormattingTests(SynchronousTestCase):
         self.assertEqual(lower_median([0.5, 0.25, 0.75, 1.0]), 0.5)
         ceiling = median_round([{"workload": "ceiling", "round": 1, "rps": 5.0}])
         self.assertNotIn("of_ceiling", ceiling)
+
+    def test_misses_are_compared_with_the_hits_of_their_own_round(self) -> None:
+        rounds = [
+            {"workload": "hits", "round": 1, "rps": 100.0, "of_ceiling": 0.8},
+            {"workload": "misses", "round": 1, "rps": 50.0},
+            {"workload": "hits", "round": 2, "rps": 200.0, "of_ceiling": 0.7},
+            {"workload": "misses", "round": 2, "rps": 60.0},
+        ]
+        hits, misses = median_round(rounds[0::2]), median_round(rounds[1::2])
+        notes = compare_rounds(rounds, hits, misses)
+        self.assertEqual((misses["of_hits_rounds"], misses["of_hits"]), ([0.5, 0.3], 0.3))
+        self.assertEqual(notes[0], "cache hits ÷ the ceiling, round by round: 80.0 %, 70.0 %")
+        self.assertTrue(notes[1].endswith("0.50, 0.30"), notes)
+        self.assertEqual(compare_rounds(rounds, None, misses), [])
 
 
 class FileTests(SynchronousTestCase):
