@@ -296,17 +296,18 @@ def loopback_ports(names: Sequence[str]) -> tuple[dict[str, int], dict[str, int]
     )
 
 
-def process_lines(name: str, port: int, channel_port: int) -> list[str]:
-    """A process's table in a cluster config: HTTP on loopback ``port``, its channel on ``channel_port``."""
+def process_lines(name: str, port: int, channel_port: int, address: str = "127.0.0.1") -> list[str]:
+    """A process's table in a cluster config: HTTP on ``address``:``port``, its channel on
+    ``channel_port`` (loopback by default; the netns tests give each process its own address)."""
     role = name.split("-")[0]
     head = ["[frontend]"] if role == "frontend" else [f"[[{role}]]", f"name = {json.dumps(name)}"]
     return [
         "",
         *head,
-        f'listen = "tcp:port={port}:interface=127.0.0.1"',
-        f'url = "http://127.0.0.1:{port}"',
-        f'channel_listen = "tcp:port={channel_port}:interface=127.0.0.1"',
-        f'channel = "tcp:host=127.0.0.1:port={channel_port}"',
+        f'listen = "tcp:port={port}:interface={address}"',
+        f'url = "http://{address}:{port}"',
+        f'channel_listen = "tcp:port={channel_port}:interface={address}"',
+        f'channel = "tcp:host={address}:port={channel_port}"',
     ]
 
 

@@ -25,6 +25,7 @@ from twisted.web.resource import IResource
 
 from bazar import validation
 from bazar.batching import LOOKUP_PATH, Batcher
+from bazar.channel import Handler
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
 from bazar.errors import BadRequest, NotSent, Unavailable, error_body
@@ -390,6 +391,10 @@ class FrontendApp:
     def invalidate(self, request: IRequest) -> Any:
         check_secret(request, self.config.secret)
         return respond_reply(request, self.invalidate_call(read_body(request)))
+
+    def channel_handlers(self) -> dict[str, Handler]:
+        """The carried routes the front end serves over the channel (the same handlers as HTTP)."""
+        return {INVALIDATE_PATH: self.invalidate_call}
 
     def invalidate_call(self, raw: bytes) -> Reply:
         """Called by a sequencer before it acknowledges a write: drop these cache keys, stop

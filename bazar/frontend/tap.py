@@ -9,7 +9,6 @@ from twisted.application.service import MultiService
 from bazar.channel import ChannelServer, Stamp
 from bazar.frontend.app import FrontendApp
 from bazar.health import HealthProbe
-from bazar.invalidation import INVALIDATE_PATH
 from bazar.metrics import MeasuredResource
 from bazar.service import (
     CallOnStop,
@@ -40,9 +39,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     probe = HealthProbe(app.health, [*config.catalog, *config.order], client, reactor, config.probe_interval)
     # In: the sequencers' invalidation pushes, over the channel when it has one.
     stamp = Stamp(config.frontend.name)
-    channel = ChannelServer(
-        {INVALIDATE_PATH: app.invalidate_call}, config.secret, lambda: stamp, app.metrics.observe_call
-    )
+    channel = ChannelServer(app.channel_handlers(), config.secret, lambda: stamp, app.metrics.observe_call)
     return role_service(
         web_service(config.frontend.listen, make_site(resource), reactor),
         *channel_service(config.frontend, channel, reactor),

@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
 
+from bazar.bench.cluster import process_lines
 from bazar.config import DEFAULT_CHANNEL_OFFSET
 from tests.integration.api import Api, Reply, request
 from tests.integration.cluster import (
@@ -289,21 +290,9 @@ def write_config(directory: Path, network: Network, secret: str) -> Path:
         f"data_dir = {json.dumps(str(directory / 'data'))}",
         f"secret = {json.dumps(secret)}",
     ]
-
-    def endpoint(name: str) -> list[str]:
-        address, port = network.address(name), HOSTS[name][2]
-        channel = port + DEFAULT_CHANNEL_OFFSET
-        return [
-            f'listen = "tcp:port={port}:interface={address}"',
-            f'url = "http://{address}:{port}"',
-            f'channel_listen = "tcp:port={channel}:interface={address}"',
-            f'channel = "tcp:host={address}:port={channel}"',
-        ]
-
-    lines += ["", "[frontend]", *endpoint("frontend")]
-    for name in REPLICAS:
-        role = name.split("-")[0]
-        lines += ["", f"[[{role}]]", f"name = {json.dumps(name)}", *endpoint(name)]
+    for name in ("frontend", *REPLICAS):
+        port = HOSTS[name][2]
+        lines += process_lines(name, port, port + DEFAULT_CHANNEL_OFFSET, network.address(name))
     path = directory / "bazar.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
