@@ -89,7 +89,9 @@ class Role:
         self._stop_leading()
 
     def _lead(self) -> None:
-        links = [FollowerLink(r, self.client, self.store) for r in self.replicas if r != self.replica]
+        links = [
+            FollowerLink(r, self.client, self.store, self.clock) for r in self.replicas if r != self.replica
+        ]
         for link in links:
             link.epoch = (self.epoch, self.replica.name)
             link.on_stale_epoch = self.superseded

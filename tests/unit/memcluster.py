@@ -181,6 +181,8 @@ class HostDispatch(Resource):
         self.holds: dict[str, Held | Delayed] = {}
         self.unreachable: set[str] = set()
         self.refused: list[Seen] = []  # requests to an unreachable app, which it never saw
+        # Apps that are paused (SIGSTOP): what reaches them waits here, unread, until resume().
+        self.paused: dict[str, list[IRequest]] = {}
 
     def add(self, replica: Replica, resource: IResource) -> None:
         self.by_host[urlsplit(replica.url).netloc] = replica.name
@@ -198,11 +200,25 @@ class HostDispatch(Resource):
             self.refused.append(_seen(name, request))
             request.transport.abortConnection()  # type: ignore[attr-defined]
             return NOT_DONE_YET
+        if name in self.paused:
+            self.paused[name].append(request)
+            return NOT_DONE_YET
         self.seen.append(_seen(name, request))
         held = self.holds.pop(name, None)
         if held is not None:
             return held.capture(request, self.resources[name])
         return self.resources[name].render(request)
+
+    def resume(self, name: str) -> None:
+        """A paused app reads what reached it meanwhile, in order; what its callers gave up on
+        (their connection is gone) it never answers."""
+        for request in self.paused.pop(name, []):
+            if getattr(request, "_disconnected", False):
+                continue
+            body = self.render(request)
+            if body is not NOT_DONE_YET:
+                request.write(body)
+                request.finish()
 
 
 class MemCluster:
@@ -254,7 +270,7 @@ class MemCluster:
             client = self.client()
             writer = None
             if replica == replicas[0]:
-                links = [FollowerLink(f, client, store) for f in replicas if f != replica]
+                links = [FollowerLink(f, client, store, self.clock) for f in replicas if f != replica]
                 writer = Sequencer(store, links, FrontendNotifier(client, self.config.frontend, keys))
                 self.sequencers[replica.role] = writer
             app = make_app(self.config, replica, store, client, writer)

@@ -30,6 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from bazar import config as bazar_config
+from bazar import replication
 from bazar.catalog import tap as catalog_tap
 from bazar.catalog.store import SEED_BOOKS, CatalogStore
 from bazar.client import ReplicaClient, ReplicaResponse
@@ -37,7 +38,7 @@ from bazar.config import Config, Replica
 from bazar.errors import NotSent, Unavailable
 from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, Role, Watchdog, majority
 from bazar.order.store import OrderStore
-from bazar.replication import REPLICATE_PATH, FollowerLink, Sequencer
+from bazar.replication import HEARTBEAT_INTERVAL, REPLICATE_PATH, REPLICATION_TIMEOUT, FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore
 from bazar.web import make_site
 from tests.unit.memcluster import Held, HostDispatch
@@ -132,18 +133,37 @@ class IsolatableClient(ReplicaClient):
     it is cut off from."""
 
     def __init__(
-        self, http: Any, clock: Clock, name: str, isolated: set[str], cuts: set[frozenset[str]]
+        self,
+        http: Any,
+        clock: Clock,
+        name: str,
+        isolated: set[str],
+        cuts: set[frozenset[str]],
+        paused: dict[str, list[Callable[[], None]]],
     ) -> None:
         super().__init__(http, SECRET, clock)
         self.name = name
         self.isolated = isolated
         self.cuts = cuts
+        self.paused = paused
 
     def request(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
     ) -> Any:
         if self.name in self.isolated or frozenset((self.name, replica.name)) in self.cuts:
             return fail(NotSent(f"{self.name} is cut off from {replica.name}"))
+        if self.name in self.paused:
+            # A paused process sends nothing; what it meant to send leaves when it resumes
+            # (and its deadline counts from then, as a stopped process's timers do).
+            sent: Deferred[Any] = Deferred()
+            self.paused[self.name].append(
+                lambda: (
+                    super(IsolatableClient, self)
+                    .request(method, replica, path, body, timeout)
+                    .chainDeferred(sent)
+                )
+            )
+            return sent
         return super().request(method, replica, path, body, timeout)
 
 
@@ -167,12 +187,13 @@ class Trio:
         self.watchdogs: dict[str, Watchdog] = {}
         self.wipes: Counter[str] = Counter()
         self.cuts: set[frozenset[str]] = set()
+        self.outbox: dict[str, list[Callable[[], None]]] = {}  # what paused replicas would send
         for replica in config.catalog:
             store = new_store()
             test.addCleanup(store.close)
             self._count_wipes(replica.name, store)
             client = IsolatableClient(
-                self.stub, self.clock, replica.name, self.dispatch.unreachable, self.cuts
+                self.stub, self.clock, replica.name, self.dispatch.unreachable, self.cuts, self.outbox
             )
             role = Role(replica, config.catalog, store, client, None, self.clock)
             app = catalog_tap._app(config, replica, store, client, None, role)
@@ -222,6 +243,19 @@ class Trio:
             self.dispatch.unreachable.add(name)
         else:
             self.dispatch.unreachable.discard(name)
+
+    def pause(self, name: str) -> None:
+        """As SIGSTOP: ``name`` reads nothing sent to it and sends nothing until ``resume``.
+        (Its timers still fire meanwhile; what they would send waits, as above.)"""
+        self.dispatch.paused[name] = []
+        self.outbox[name] = []
+
+    def resume(self, name: str) -> None:
+        """``name`` reads what reached it meanwhile, then sends what it meant to (delivered
+        with the next flush, together with whatever else is sent meanwhile)."""
+        self.dispatch.resume(name)
+        for send in self.outbox.pop(name):
+            send()
 
     def cut(self, a: str, b: str) -> None:
         """No request between ``a`` and ``b`` either way (each still reaches the third)."""
@@ -797,6 +831,76 @@ class VoteRaceTests(FailoverTestCase):
         self.assertEqual(trio.price(C3, 0), 77.0)
 
 
+# -- a sequencer that hangs and resumes ---------------------------------------------------
+
+
+class HangTests(FailoverTestCase):
+    """catalog-1, the sequencer, hangs (SIGSTOP) with a log longer than one replication batch
+    while writes go on; another replica takes over; catalog-1 resumes at each offset from the
+    takeover, 0 to 3 s in STEP steps. Before the fix, a resume within about 2 s left it in
+    sync at the new sequencer, sent batches with a gap that it refused forever, and every
+    later write waited for it and failed."""
+
+    WRITES = 12  # with MAX_BATCH patched to 4: three batches
+
+    def setUp(self) -> None:
+        # A catch-up is cut by count (MAX_BATCH) and by bytes (MAX_BATCH_BYTES): here 4
+        # entries and about 3.5 entries' worth, as 500 entries and 48 KB cut a real one.
+        self.patch(replication, "MAX_BATCH", 4)
+
+    def test_resumed_at_every_offset_from_the_takeover(self) -> None:
+        for step in range(round(3.0 / STEP) + 1):
+            self.hang_and_resume(step * STEP)
+
+    def hang_and_resume(self, offset: float) -> None:
+        trio = Trio(self)
+        trio.start()
+        for n in range(self.WRITES):
+            self.assertEqual(trio.write_price(C1, 3, 100.0 + n).code, 200)  # entries of one size
+        entry = trio.entry_at(C1, 1)
+        self.patch(replication, "MAX_BATCH_BYTES", round(3.5 * (len(json.dumps(entry)) + 16)))
+        trio.pause(C1)
+        for _ in range(round(4 * ELECTION_TIMEOUT / STEP)):
+            trio.run(STEP)
+            if trio.leaders() != [C1]:
+                break
+        (new,) = [name for name in trio.leaders() if name != C1]
+        answered: list[tuple[float, float, int]] = []  # (sent, answered, status) of each write
+
+        def write(price: float) -> None:
+            sent = trio.clock.seconds()
+            d = trio.outside.request("PUT", trio.replica(new), "/catalog/books/3/price", {"price": price})
+            d.addBoth(lambda r: answered.append((sent, trio.clock.seconds(), getattr(r, "code", 0))))
+
+        for n in range(round(offset / STEP)):
+            write(100.0 + n)
+            trio.run(STEP)
+        trio.resume(C1)
+        for n in range(round(8 / STEP)):  # writes go on, three at a time, during any catch-up
+            for k in range(3):
+                write(200.0 + 3 * n + k)
+            trio.run(STEP)
+        trio.run(4)  # quiet
+        where = f"resumed {offset:g} s after the takeover"
+        self.assertEqual(len(answered), round(offset / STEP) + 3 * round(8 / STEP), where)
+        for sent, at, code in answered:
+            self.assertEqual(code, 200, f"{where}: the write sent at {sent:g} s")
+            self.assertLessEqual(at - sent, REPLICATION_TIMEOUT + 2 * STEP, f"{where}: sent at {sent:g} s")
+        writer = trio.roles[new].writer
+        assert writer is not None
+        self.assertEqual(
+            {name: (f["in_sync"], f["confirmed"]) for name, f in writer.followers().items()},
+            {name: (True, trio.stores[new].applied_seq) for name in (C1, C2, C3) if name != new},
+            where,
+        )
+        self.assertSameData(trio, new, C1, *[n for n in (C2, C3) if n != new])
+        before = sum(1 for s in trio.dispatch.seen if s.path == REPLICATE_PATH)
+        trio.run(2)
+        replicate_calls = sum(1 for s in trio.dispatch.seen if s.path == REPLICATE_PATH) - before
+        self.assertLessEqual(replicate_calls, 2 * 2 / HEARTBEAT_INTERVAL + 2, f"{where}: no spinning")
+        trio.stop()
+
+
 # -- 4. fencing a replaced sequencer -----------------------------------------------------
 
 
@@ -1032,7 +1136,7 @@ class QuorumTests(FailoverTestCase):
         return Unavailable(f"{to} is unreachable")
 
     def sequencer(self, quorum: int) -> Sequencer:
-        links = [FollowerLink(REPLICAS[n], self.client, self.store) for n in (C2, C3)]
+        links = [FollowerLink(REPLICAS[n], self.client, self.store, Clock()) for n in (C2, C3)]
         return Sequencer(self.store, links, None, quorum=quorum)
 
     def test_both_followers_failing(self) -> None:

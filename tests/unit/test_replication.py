@@ -128,18 +128,23 @@ class FollowerClient:
 
     def deliver(self) -> None:
         while self.pending:
-            replica, body, d = self.pending.pop(0)
-            self.sent.append((replica.name, seqs(body["entries"])))
-            if replica.name in self.down:
-                d.errback(Unavailable(f"{replica.name} is unreachable: ConnectError"))
-                continue
-            applied: Deferred[Any] = self.followers[replica.name].apply(pairs(body["entries"]))
-            applied.addCallbacks(
-                lambda last_seq, name=replica.name: response(200, {"last_seq": last_seq}, name),
-                self._gap,
-                errbackArgs=(replica.name,),
-            )
-            applied.chainDeferred(d)
+            self.deliver_one()
+
+    def deliver_one(self) -> None:
+        """Deliver the oldest pending request (what it makes the link send next stays pending
+        if ``hold`` is set)."""
+        replica, body, d = self.pending.pop(0)
+        self.sent.append((replica.name, seqs(body["entries"])))
+        if replica.name in self.down:
+            d.errback(Unavailable(f"{replica.name} is unreachable: ConnectError"))
+            return
+        applied: Deferred[Any] = self.followers[replica.name].apply(pairs(body["entries"]))
+        applied.addCallbacks(
+            lambda last_seq, name=replica.name: response(200, {"last_seq": last_seq}, name),
+            self._gap,
+            errbackArgs=(replica.name,),
+        )
+        applied.chainDeferred(d)
 
     def to(self, name: str) -> list[list[int]]:
         return [sent for to, sent in self.sent if to == name]
@@ -184,6 +189,7 @@ class ReplicationTestCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.leader = self.catalog()
+        self.clock = Clock()  # the links' deadlines
 
     def write(self, book_id: int = 6) -> tuple[int, Entry]:
         """One sequenced write at the leader (a purchase of one copy)."""
@@ -213,7 +219,7 @@ class ShippingTests(ReplicationTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.client = ScriptedClient()
-        self.link = FollowerLink(FOLLOWER, self.client, self.leader)  # type: ignore[arg-type]
+        self.link = FollowerLink(FOLLOWER, self.client, self.leader, self.clock)  # type: ignore[arg-type]
 
     def test_ship_posts_the_entry(self) -> None:
         """A shipped entry is POSTed to the follower's replicate endpoint as [seq, entry] pairs,
@@ -312,7 +318,7 @@ class FailureTests(ReplicationTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.client = ScriptedClient()
-        self.link = FollowerLink(FOLLOWER, self.client, self.leader)  # type: ignore[arg-type]
+        self.link = FollowerLink(FOLLOWER, self.client, self.leader, self.clock)  # type: ignore[arg-type]
 
     def assertOutOfSync(self, *shipped: Deferred[bool], confirmed: int = 0) -> None:
         self.assertEqual([self.successResultOf(d) for d in shipped], [False] * len(shipped))
@@ -363,7 +369,7 @@ class FailureTests(ReplicationTestCase):
                 return requests[-1]
 
         client = ReplicaClient(Silent(), "secret", clock)  # type: ignore[arg-type]
-        link = FollowerLink(FOLLOWER, client, self.leader)
+        link = FollowerLink(FOLLOWER, client, self.leader, clock)
         shipped = self.ship(link)
         clock.advance(REPLICATION_TIMEOUT - 0.01)
         self.assertNoResult(shipped)
@@ -401,13 +407,89 @@ class FailureTests(ReplicationTestCase):
         self.assertEqual(len(self.client.calls), 2)
 
 
+class LivenessTests(ReplicationTestCase):
+    """A write never waits on a follower longer than REPLICATION_TIMEOUT, whatever it answers."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.client = ScriptedClient()
+        self.link = FollowerLink(FOLLOWER, self.client, self.leader, self.clock)  # type: ignore[arg-type]
+        self.caught_up = self.caught_up_calls(self.link)
+
+    def unanswered(self) -> list[Call]:
+        return [c for c in self.client.calls if not c.deferred.called]
+
+    def test_refusals_that_move_nothing_drop_it_out_of_sync(self) -> None:
+        """A follower that answers every request 409 at the same position is out of sync
+        REPLICATION_TIMEOUT after the write was shipped, and the write gets False then; the
+        link does not resend in a loop meanwhile (a refusal that moved nothing waits for the
+        next heartbeat)."""
+        shipped = self.ship(self.link)
+        step = REPLICATION_TIMEOUT / 20
+        for _ in range(19):
+            for call in self.unanswered():
+                call.gap(0)
+            self.clock.advance(step)
+        self.assertNoResult(shipped)
+        self.clock.advance(step)
+        self.assertIs(self.successResultOf(shipped), False)
+        self.assertFalse(self.link.in_sync)
+        self.assertEqual(len(self.client.calls), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_silent_follower_is_given_up_on_at_the_deadline(self) -> None:
+        """With no answer at all (and a client with no deadline of its own), the write waits
+        REPLICATION_TIMEOUT and no longer; the late answer then brings the follower back."""
+        shipped = self.ship(self.link)
+        self.clock.advance(REPLICATION_TIMEOUT - 0.01)
+        self.assertNoResult(shipped)
+        self.clock.advance(0.01)
+        self.assertIs(self.successResultOf(shipped), False)
+        self.assertFalse(self.link.in_sync)
+        self.client.calls[0].confirm(1)
+        self.assertTrue(self.link.in_sync)
+        self.assertEqual(self.caught_up, [("catalog-2", 1)])
+
+    def test_each_write_waits_from_its_own_shipping(self) -> None:
+        """A write shipped later gets its own full deadline once the earlier ones are confirmed."""
+        first = self.ship(self.link)
+        self.clock.advance(REPLICATION_TIMEOUT / 2)
+        second = self.ship(self.link)
+        self.client.calls[0].confirm(1)
+        self.assertIs(self.successResultOf(first), True)
+        self.clock.advance(REPLICATION_TIMEOUT / 2 + 0.01)
+        self.assertNoResult(second)  # shipped half a deadline ago
+        self.assertTrue(self.link.in_sync)
+        self.clock.advance(REPLICATION_TIMEOUT / 2)
+        self.assertIs(self.successResultOf(second), False)
+        self.assertFalse(self.link.in_sync)
+
+    def test_slow_progress_does_not_hold_a_write_past_its_deadline(self) -> None:
+        """A follower that confirms earlier writes, one at a time, but not this one within the
+        deadline: the write stops waiting all the same."""
+        shipped = [self.ship(self.link) for _ in range(4)]
+        for n in range(1, 4):
+            self.clock.advance(REPLICATION_TIMEOUT / 4)
+            self.unanswered()[0].confirm(n)
+        self.assertEqual([self.successResultOf(d) for d in shipped[:3]], [True] * 3)
+        self.clock.advance(REPLICATION_TIMEOUT / 4)
+        self.assertIs(self.successResultOf(shipped[3]), False)
+
+    def test_confirmed_writes_leave_no_deadline_behind(self) -> None:
+        """Once every waiting write is confirmed, no timer is left on the clock."""
+        shipped = self.ship(self.link)
+        self.client.calls[0].confirm(1)
+        self.assertIs(self.successResultOf(shipped), True)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
 class HeartbeatTests(ReplicationTestCase):
     """Heartbeats bring an out-of-sync follower back, from the log."""
 
     def setUp(self) -> None:
         super().setUp()
         self.client = ScriptedClient()
-        self.link = FollowerLink(FOLLOWER, self.client, self.leader)  # type: ignore[arg-type]
+        self.link = FollowerLink(FOLLOWER, self.client, self.leader, self.clock)  # type: ignore[arg-type]
         self.caught_up = self.caught_up_calls(self.link)
 
     def drop_out_of_sync(self, confirmed: int, lost: int) -> None:
@@ -566,7 +648,7 @@ class RealFollowerTests(ReplicationTestCase):
         super().setUp()
         self.follower = self.catalog()
         self.client = FollowerClient({FOLLOWER.name: self.follower})
-        self.link = FollowerLink(FOLLOWER, self.client, self.leader)  # type: ignore[arg-type]
+        self.link = FollowerLink(FOLLOWER, self.client, self.leader, self.clock)  # type: ignore[arg-type]
         self.caught_up = self.caught_up_calls(self.link)
 
     def test_writes_reach_the_follower(self) -> None:
@@ -636,6 +718,50 @@ class RealFollowerTests(ReplicationTestCase):
         self.assertEqual(catch_up, [[2, 3], [4, 5], [6, 7]])
         self.assertEqual(self.caught_up, [("catalog-2", 7)])
 
+    def test_far_behind_while_writes_go_on(self) -> None:
+        """A follower the link believes in sync that holds nothing (a replaced sequencer that
+        forgot its writes) while writes go on, with a backlog longer than a batch: every
+        request is a gap-free run from what the follower has, so it catches up in a few
+        requests and every write waiting for it is confirmed. (Before: a batch of the backlog's
+        first entries and the newest write, with a gap between them, refused and resent forever.)"""
+        self.patch(replication, "MAX_BATCH", 3)
+        for _ in range(10):
+            self.write()  # in the log; the follower never got them
+        self.client.hold = True
+        waiting = [self.ship(self.link)]
+        for _ in range(4):  # writes keep coming while the first requests are answered
+            self.client.deliver_one()
+            waiting.append(self.ship(self.link))
+        for _ in range(20):
+            if not self.client.pending:
+                break
+            self.client.deliver_one()
+        self.assertEqual(self.client.pending, [])
+        self.assertEqual([self.successResultOf(d) for d in waiting], [True] * 5)
+        self.assertInSync(self.follower)
+        for sent in self.client.to("catalog-2"):
+            self.assertEqual(sent, list(range(sent[0], sent[0] + len(sent))), "a batch with a gap")
+        self.assertLessEqual(len(self.client.sent), 7)  # 15 entries in batches of 3, and 2 spare
+
+    def test_far_behind_with_entries_over_the_byte_budget(self) -> None:
+        """The same with entries cut by MAX_BATCH_BYTES rather than MAX_BATCH: no batch has a gap."""
+        self.patch(replication, "MAX_BATCH_BYTES", 400)
+        for _ in range(12):
+            self.write()
+        self.client.hold = True
+        waiting = [self.ship(self.link)]
+        for _ in range(3):
+            self.client.deliver_one()
+            waiting.append(self.ship(self.link))
+        for _ in range(30):
+            if not self.client.pending:
+                break
+            self.client.deliver_one()
+        self.assertEqual([self.successResultOf(d) for d in waiting], [True] * 4)
+        self.assertInSync(self.follower)
+        for sent in self.client.to("catalog-2"):
+            self.assertEqual(sent, list(range(sent[0], sent[0] + len(sent))), "a batch with a gap")
+
     def test_no_request_exceeds_the_body_limit(self) -> None:
         """A backlog of big entries (a real one: 600 keyed purchases) is resent in requests
         that each fit in what a replica accepts, in order, until the follower has it all."""
@@ -681,7 +807,7 @@ class SequencerTests(ReplicationTestCase):
         super().setUp()
         self.client = ScriptedClient()
         self.links = [
-            FollowerLink(follower, self.client, self.leader)  # type: ignore[arg-type]
+            FollowerLink(follower, self.client, self.leader, self.clock)  # type: ignore[arg-type]
             for follower in (FOLLOWER, OTHER)
         ]
         self.notice = RecordingNotice()
@@ -949,7 +1075,7 @@ class SequencerTests(ReplicationTestCase):
         """Through real followers, several writes leave every replica with the leader's data."""
         followers = {FOLLOWER.name: self.catalog(), OTHER.name: self.catalog()}
         client = FollowerClient(followers)
-        links = [FollowerLink(f, client, self.leader) for f in (FOLLOWER, OTHER)]  # type: ignore[arg-type]
+        links = [FollowerLink(f, client, self.leader, self.clock) for f in (FOLLOWER, OTHER)]  # type: ignore[arg-type]
         notice = RecordingNotice()
         sequencer = Sequencer(self.leader, links, notice)
         for write in (self.leader.buy(6, 1), self.leader.set_price(3, 1.0), self.leader.add_quantity(0, 5)):
@@ -965,7 +1091,7 @@ class SequencerTests(ReplicationTestCase):
         it back (caught_up with the last seq) and it ends equal to the leader."""
         followers = {FOLLOWER.name: self.catalog(), OTHER.name: self.catalog()}
         client = FollowerClient(followers)
-        links = [FollowerLink(f, client, self.leader) for f in (FOLLOWER, OTHER)]  # type: ignore[arg-type]
+        links = [FollowerLink(f, client, self.leader, self.clock) for f in (FOLLOWER, OTHER)]  # type: ignore[arg-type]
         notice = RecordingNotice()
         sequencer = Sequencer(self.leader, links, notice)
         self.successResultOf(sequencer.write(self.leader.buy(6, 1)))
@@ -1044,7 +1170,7 @@ class HeartbeatsServiceTests(ReplicationTestCase):
         """While one follower's heartbeat waits for its deadline, the others still get one every
         interval, so a follower that fell behind is found and caught up without waiting on another."""
         client = ScriptedClient()
-        links = [FollowerLink(f, client, self.leader) for f in (FOLLOWER, OTHER)]  # type: ignore[arg-type]
+        links = [FollowerLink(f, client, self.leader, self.clock) for f in (FOLLOWER, OTHER)]  # type: ignore[arg-type]
         service, clock = self.service(Sequencer(self.leader, links))
         service.startService()
         self.assertEqual([c.replica for c in client.calls], [FOLLOWER, OTHER])
