@@ -21,6 +21,7 @@ also the new sequencer's; if not, it forgets its writes and is sent them again.
 from __future__ import annotations
 
 import json
+from random import Random
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -33,9 +34,15 @@ from bazar.config import Replica
 from bazar.replication import FollowerLink, FrontendNotice, Heartbeats, Sequencer
 from bazar.storage import ReplicatedStore
 
-ELECTION_TIMEOUT = 3.0  # seconds without a word from the sequencer before followers replace it
-ELECTION_CHECK = 0.5  # how often a follower looks
-PEER_TIMEOUT = 1.0  # seconds a peer may take to answer during an election
+# Seconds without a word from the sequencer (it heartbeats every 0.1 s: HEARTBEAT_INTERVAL)
+# before a follower tries to replace it: each follower waits a random time from this to 1.5
+# times this, drawn anew after every try, so that two rarely try at once (etcd and Raft do
+# the same with 100 ms heartbeats and a 1 s timeout).
+ELECTION_TIMEOUT = 0.6
+ELECTION_CHECK = 0.1  # how often a follower looks
+# Seconds a peer may take to answer during an election. The silent sequencer is asked too,
+# and an answer from it calls the election off: loaded, it still answers in milliseconds.
+PEER_TIMEOUT = 0.3
 
 log = Logger()
 
@@ -88,17 +95,27 @@ class Role:
     def stop(self) -> None:
         self._stop_leading()
 
-    def _lead(self) -> None:
+    def _lead(self, voters: frozenset[str] | None = None) -> None:
+        """Start sequencing writes. With ``voters`` (we were just elected), the followers that
+        did not vote are presumed out of sync: the old sequencer, silent, is the usual one, and
+        writes must not wait out a deadline for it. The heartbeats bring each back, and until
+        then every write names it lagging to the front end."""
         links = [
             FollowerLink(r, self.client, self.store, self.clock) for r in self.replicas if r != self.replica
         ]
         for link in links:
             link.epoch = (self.epoch, self.replica.name)
             link.on_stale_epoch = self.superseded
+            link.in_sync = voters is None or link.follower.name in voters
         self.writer = Sequencer(self.store, links, self.notice, quorum=majority(len(self.replicas)))
         self.heartbeats = Heartbeats(self.writer, self.clock)
         self.heartbeats.startService()
         log.info("{replica} sequences writes in epoch {epoch}", replica=self.replica.name, epoch=self.epoch)
+        if self.notice is not None and voters is not None:
+            # The front end learns at once where writes go now, rather than from its next probe.
+            self.notice.announce(self.replica.name, self.store.applied_seq).addErrback(
+                lambda f: log.info("could not tell the front end: {error}", error=f.getErrorMessage())
+            )
 
     def _stop_leading(self) -> None:
         if self.heartbeats is not None and self.heartbeats.running:
@@ -113,12 +130,13 @@ class Role:
     def superseded(self, epoch: int, sequencer: str) -> Deferred[None]:
         return self.adopt(epoch, sequencer)
 
-    def adopt(self, epoch: int, sequencer: str) -> Deferred[None]:
-        """Join ``epoch``, whose sequencer is ``sequencer`` (perhaps us), if it is newer."""
-        return self._lock.run(self._adopt, epoch, sequencer)
+    def adopt(self, epoch: int, sequencer: str, voters: frozenset[str] | None = None) -> Deferred[None]:
+        """Join ``epoch``, whose sequencer is ``sequencer`` (perhaps us, elected by ``voters``),
+        if it is newer."""
+        return self._lock.run(self._adopt, epoch, sequencer, voters)
 
     @inlineCallbacks
-    def _adopt(self, epoch: int, sequencer: str) -> Any:
+    def _adopt(self, epoch: int, sequencer: str, voters: frozenset[str] | None = None) -> Any:
         if epoch <= self.epoch:
             return
         was_leading = self.writer is not None
@@ -140,7 +158,7 @@ class Role:
             self.verified_epoch = epoch
         if sequencer == self.replica.name:
             self.verified_epoch = epoch
-            self._lead()
+            self._lead(voters)
 
     @inlineCallbacks
     def verify(self, epoch: int) -> Any:
@@ -217,6 +235,7 @@ class Role:
         if best != self.replica.name:
             return  # the best candidate takes over; we follow when it tells us
         epoch = self.epoch + 1
+        voters = [p for p in peers if p.name in alive]
         votes = yield DeferredList(
             [
                 self.client.request(
@@ -226,29 +245,39 @@ class Role:
                     {"epoch": epoch, "sequencer": self.replica.name, "last_seq": self.store.applied_seq},
                     timeout=PEER_TIMEOUT,
                 )
-                for p in peers
-                if p.name in alive
+                for p in voters
             ],
             consumeErrors=True,
         )
-        granted = sum(1 for ok, response in votes if ok and response.code == 200)
-        if granted + 1 < majority(len(self.replicas)):
+        granted = frozenset(
+            p.name for p, (ok, response) in zip(voters, votes, strict=True) if ok and response.code == 200
+        )
+        if len(granted) + 1 < majority(len(self.replicas)):
             log.info("{replica} was not elected for epoch {epoch}", replica=self.replica.name, epoch=epoch)
             return
-        yield self.adopt(epoch, self.replica.name)
+        yield self.adopt(epoch, self.replica.name, granted)
 
 
 class Watchdog(TimerService):
-    """On every replica: if the sequencer has been silent too long, try to replace it."""
+    """On every replica: if the sequencer has been silent too long, try to replace it.
 
-    def __init__(self, role: Role, clock: IReactorTime) -> None:
+    How long is drawn at random from ELECTION_TIMEOUT to 1.5 times that (``random``: a seeded
+    ``Random`` in tests), anew after every try."""
+
+    def __init__(self, role: Role, clock: IReactorTime, random: Random | None = None) -> None:
         super().__init__(ELECTION_CHECK, self.check)
         self.clock = clock
         self.role = role
+        self.random = random or Random()
+        self.timeout = self._draw()
+
+    def _draw(self) -> float:
+        return ELECTION_TIMEOUT * (1 + 0.5 * self.random.random())
 
     def check(self) -> None:
         role = self.role
-        if role.writer is None and role.clock.seconds() - role.last_heard > ELECTION_TIMEOUT:
+        if role.writer is None and role.clock.seconds() - role.last_heard > self.timeout:
+            self.timeout = self._draw()
             role.elect().addErrback(lambda f: log.failure("election failed", f))
 
 

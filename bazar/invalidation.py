@@ -152,6 +152,14 @@ class FrontendNotifier:
         body = {"keys": [], "caught_up": [follower], "seq": seq}
         return self.client.call("POST", self.frontend, INVALIDATE_PATH, body)
 
+    def announce(self, sequencer: str, seq: int) -> Deferred[Any]:
+        """A replica just elected: the front end sends writes straight to it from now on (and
+        stops reading from replicas of older epochs), without waiting for its next probe."""
+        body: dict[str, Any] = {"keys": [], "seq": seq, "sequencer": sequencer}
+        if self.epoch is not None:
+            body["role"], body["epoch"] = self.epoch()
+        return self.client.call("POST", self.frontend, INVALIDATE_PATH, body)
+
 
 def book_keys(entry: Entry) -> list[str]:
     """The cache keys of a catalog write: everything that shows the book it changed."""

@@ -4,12 +4,13 @@ A write is acknowledged once every follower that is *in sync* has confirmed it. 
 follower gets a ``FollowerLink`` that ships entries strictly in sequence order, batching
 whatever queued up while the previous request was in flight (one request per follower at a
 time). A follower that has not confirmed a write within REPLICATION_TIMEOUT, whatever it
-answered meanwhile, drops *out of sync*: writes stop waiting for it, and before such a write is acknowledged the front end is told not to read
-from that follower (``FrontendNotice.written(..., lagging)``), so no client can read the old
-value from it. The sequencer heartbeats every follower; a follower that answers again is
-sent what it missed, from the sequencer's log, by sequence number (a follower that reports a
-gap gets the same), and once it has everything it is back in sync and the front end is told
-it may read from it again. So catch-up happens whenever a gap is seen, not only at start-up.
+answered meanwhile, drops *out of sync*: writes stop waiting for it, and before such a write
+is acknowledged the front end is told not to read from that follower
+(``FrontendNotice.written(..., lagging)``), so no client can read the old value from it.
+The sequencer heartbeats every follower; a follower that answers again is sent what it
+missed, from the sequencer's log, by sequence number (a follower that reports a gap gets
+the same), and once it has everything it is back in sync and the front end is told it may
+read from it again. So catch-up happens whenever a gap is seen, not only at start-up.
 
 A write that misses its majority (the sequencer is cut off from its followers) is not
 acknowledged. Until a majority has it, the sequencer serves no reads (``Sequencer.settled``):
@@ -40,17 +41,20 @@ MAX_BATCH = 500
 # Bytes of entries per request: well under what a replica accepts in one body (web.MAX_BODY).
 MAX_BATCH_BYTES = 48 * 1024
 REPLICATION_TIMEOUT = 2.0  # seconds a follower may take to confirm before it drops out of sync
-HEARTBEAT_INTERVAL = 0.5  # seconds between heartbeats to each follower
+HEARTBEAT_INTERVAL = 0.1  # seconds between heartbeats to each follower (see failover.ELECTION_TIMEOUT)
 
 log = Logger()
 
 
 class FrontendNotice(Protocol):
-    """What the sequencer tells the front end: writes (with lagging followers) and recoveries."""
+    """What the sequencer tells the front end: writes (with lagging followers), recoveries,
+    and, from a replica just elected, that it sequences writes now."""
 
     def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]: ...
 
     def caught_up(self, follower: str, seq: int) -> Deferred[Any]: ...
+
+    def announce(self, sequencer: str, seq: int) -> Deferred[Any]: ...
 
 
 class FollowerLink:

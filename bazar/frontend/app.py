@@ -411,6 +411,9 @@ class FrontendApp:
             if not isinstance(epoch, int) or isinstance(epoch, bool) or role not in ("catalog", "order"):
                 raise BadRequest("'epoch' must be an integer and 'role' catalog or order")
             self.health.current_epoch(role, epoch)
+            sequencer = body.get("sequencer")
+            if isinstance(sequencer, str):
+                self.health.report_sequencer(role, epoch, sequencer)
         for name in lagging:
             self.health.report_lagging(name, True, seq, pushed=True)
         for name in caught_up:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from random import Random
 from typing import Any, TypeVar
 
 from treq.testing import StubTreq
@@ -128,6 +130,13 @@ class FakeClient:
 # -- three real replicas behind one StubTreq -----------------------------------------
 
 
+class NoJitter(Random):
+    """Every election timeout exactly ELECTION_TIMEOUT, so that tests can time elections."""
+
+    def random(self) -> float:
+        return 0.0
+
+
 class IsolatableClient(ReplicaClient):
     """A replica's own client: nothing leaves while its replica is isolated, or to a replica
     it is cut off from."""
@@ -200,7 +209,7 @@ class Trio:
             self.dispatch.add(replica, app.resource())
             self.stores[replica.name] = store
             self.roles[replica.name] = role
-            self.watchdogs[replica.name] = Watchdog(role, self.clock)
+            self.watchdogs[replica.name] = Watchdog(role, self.clock, NoJitter())
         test.addCleanup(self.stop)
 
     def _count_wipes(self, name: str, store: CatalogStore) -> None:
@@ -234,7 +243,7 @@ class Trio:
 
     def run(self, seconds: float) -> None:
         """Advance the clock ``seconds``, a STEP at a time, delivering everything in between."""
-        for _ in range(round(seconds / STEP)):
+        for _ in range(max(1, round(seconds / STEP))):
             self.clock.advance(STEP)
             self.flush()
 
@@ -551,6 +560,43 @@ class ElectionRuleTests(FailoverTestCase):
         self.assertEqual((role.store.epoch, role.store.epoch_sequencer), (2, C2))
         self.assertEqual(meta(role.store, "epoch"), 2)
 
+    def test_non_voters_start_out_of_sync_and_the_front_end_is_told(self) -> None:
+        """Elected by catalog-3 alone, catalog-2 starts with catalog-1 (silent, the old
+        sequencer) out of sync and catalog-3 in sync, so that no write waits out a deadline
+        for the old sequencer; and it tells the front end at once that it sequences writes."""
+        self.statuses[C3] = status(C3, 1, C1, 2)
+        silent: Deferred[Any] = Deferred()  # catalog-1's replication calls are never answered
+        handle = self.handle
+        self.client.handler = lambda method, to, path, body: (
+            silent if (to, path) == (C1, REPLICATE_PATH) else handle(method, to, path, body)
+        )
+        notice = AnnounceNotice()
+        store = new_store()
+        self.addCleanup(store.close)
+        for i in range(2):
+            self.result(store.set_price(0, float(i)))
+        role = Role(REPLICAS[C2], CONFIG.catalog, store, self.client, notice, self.clock)
+        self.addCleanup(role.stop)
+        self.result(role.elect())
+        assert role.writer is not None
+        self.assertEqual(
+            {link.follower.name: link.in_sync for link in role.writer.links}, {C1: False, C3: True}
+        )
+        self.assertEqual(notice.announced, [(C2, 2)])
+
+    def test_leader_from_its_recorded_epoch_presumes_every_follower_in_sync(self) -> None:
+        """At start-up from a recorded epoch nobody voted: every follower is presumed in sync
+        (writes wait for them) and nothing is announced."""
+        notice = AnnounceNotice()
+        store = new_store()
+        self.addCleanup(store.close)
+        role = Role(REPLICAS[C1], CONFIG.catalog, store, self.client, notice, self.clock)
+        self.addCleanup(role.stop)
+        role.start()
+        assert role.writer is not None
+        self.assertEqual([link.in_sync for link in role.writer.links], [True, True])
+        self.assertEqual(notice.announced, [])
+
     def test_loses_a_tie_by_config_order(self) -> None:
         """Equal last_seq: catalog-3 leaves it to catalog-2 and proposes nothing."""
         self.statuses[C2] = status(C2, 1, C1, 2)
@@ -677,6 +723,65 @@ class ElectionRuleTests(FailoverTestCase):
 
 
 # -- 3b. elections among real replicas --------------------------------------------------
+
+
+class AnnounceNotice:
+    """A FrontendNotice that records announcements (and answers everything at once)."""
+
+    def __init__(self) -> None:
+        self.announced: list[tuple[str, int]] = []
+
+    def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
+        return succeed(None)
+
+    def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
+        return succeed(None)
+
+    def announce(self, sequencer: str, seq: int) -> Deferred[Any]:
+        self.announced.append((sequencer, seq))
+        return succeed(None)
+
+
+class ElectionTimeoutTests(FailoverTestCase):
+    """Each follower waits a random time from ELECTION_TIMEOUT to 1.5 times it, drawn anew
+    after every try, so that two followers rarely try at once."""
+
+    def test_drawn_within_the_bounds_and_anew_after_each_try(self) -> None:
+        draws = itertools.chain([0.0, 0.999], itertools.repeat(0.5))
+
+        class Scripted(Random):
+            def random(self) -> float:
+                return next(draws)
+
+        clock = Clock()
+        store = new_store()
+        self.addCleanup(store.close)
+        client = FakeClient(lambda method, to, path, body: NotSent(f"{to} is down"))
+        role = Role(REPLICAS[C2], CONFIG.catalog, store, client, None, clock)  # type: ignore[arg-type]
+        watchdog = Watchdog(role, clock, Scripted())
+        self.assertEqual(watchdog.timeout, ELECTION_TIMEOUT)
+        watchdog.startService()
+        self.addCleanup(watchdog.stopService)
+        clock.advance(ELECTION_TIMEOUT + ELECTION_CHECK)  # the first try
+        self.assertEqual(len(client.to("/internal/status")), 2)
+        self.assertAlmostEqual(watchdog.timeout, ELECTION_TIMEOUT * 1.4995)
+        role.heard()
+        clock.pump([ELECTION_CHECK] * 8)  # 0.8 s of silence
+        self.assertEqual(len(client.to("/internal/status")), 2)  # not yet: its timeout is longer now
+        clock.pump([ELECTION_CHECK])  # 0.9 s
+        self.assertEqual(len(client.to("/internal/status")), 4)
+        self.assertAlmostEqual(watchdog.timeout, ELECTION_TIMEOUT * 1.25)
+
+    def test_unseeded_draws_spread(self) -> None:
+        """Without a seed, timeouts differ between watchdogs and stay within the bounds."""
+        clock = Clock()
+        store = new_store()
+        self.addCleanup(store.close)
+        role = Role(REPLICAS[C2], CONFIG.catalog, store, FakeClient(), None, clock)  # type: ignore[arg-type]
+        timeouts = {Watchdog(role, clock).timeout for _ in range(20)}
+        self.assertGreater(len(timeouts), 1)
+        for timeout in timeouts:
+            self.assertTrue(ELECTION_TIMEOUT <= timeout < 1.5 * ELECTION_TIMEOUT, timeout)
 
 
 class ElectionTests(FailoverTestCase):
@@ -847,6 +952,27 @@ class HangTests(FailoverTestCase):
         # A catch-up is cut by count (MAX_BATCH) and by bytes (MAX_BATCH_BYTES): here 4
         # entries and about 3.5 entries' worth, as 500 entries and 48 KB cut a real one.
         self.patch(replication, "MAX_BATCH", 4)
+
+    def test_first_write_after_the_takeover_does_not_wait_for_the_old_sequencer(self) -> None:
+        """catalog-1 hangs; the replica that replaces it acknowledges its first write at once,
+        naming catalog-1 lagging, rather than after catalog-1's 2 s deadline (which made the
+        write outage after a hang 2 s longer)."""
+        trio = Trio(self)
+        trio.start()
+        trio.pause(C1)
+        for _ in range(round(4 * ELECTION_TIMEOUT / STEP)):
+            trio.run(STEP)
+            if trio.leaders() != [C1]:
+                break
+        (new,) = [name for name in trio.leaders() if name != C1]
+        self.assertEqual(trio.write_price(new, 2, 5.0).code, 200)  # answered without the clock moving
+        writer = trio.roles[new].writer
+        assert writer is not None
+        self.assertFalse(writer.followers()[C1]["in_sync"])
+        trio.resume(C1)
+        trio.run(2)
+        self.assertTrue(writer.followers()[C1]["in_sync"])
+        self.assertSameData(trio, new, C1)
 
     def test_resumed_at_every_offset_from_the_takeover(self) -> None:
         for step in range(round(3.0 / STEP) + 1):

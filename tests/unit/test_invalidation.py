@@ -103,3 +103,14 @@ class BatchingTests(SynchronousTestCase):
         self.successResultOf(told)
         self.successResultOf(notifier.written(2, {"order": {}}, []))
         self.assertEqual(len(self.pushes.bodies), 1)
+
+    def test_announce_names_the_new_sequencer_with_its_epoch(self) -> None:
+        """A replica just elected tells the front end its name, role and epoch in one push."""
+        notifier = FrontendNotifier(self.pushes, FRONTEND, lambda entry: [], epoch=lambda: ("order", 4))  # type: ignore[arg-type]
+        announced = notifier.announce("order-2", 17)
+        self.assertEqual(
+            self.pushes.bodies[-1],
+            {"keys": [], "seq": 17, "sequencer": "order-2", "role": "order", "epoch": 4},
+        )
+        self.pushes.answers[-1].callback({})
+        self.successResultOf(announced)

@@ -94,3 +94,14 @@ class SequencerFirstTests(SynchronousTestCase):
         response = self.successResultOf(app._write(app.catalogs, "PUT", "/catalog/books/1/price", {}))
         self.assertEqual(client.sent, ["catalog-2", response.replica])
         self.assertNotEqual(response.replica, "catalog-2")
+
+    def test_an_announced_sequencer_gets_the_next_write(self) -> None:
+        """A replica just elected announces itself (``/internal/invalidate`` with its epoch and
+        name): the next write goes straight to it, without waiting for a probe."""
+        app, client = self.app({})
+        app.health.current_epoch("order", 1)
+        app.health.report_sequencer("order", 1, "order-1")
+        app.invalidate_call(b'{"keys": [], "seq": 7, "role": "order", "epoch": 2, "sequencer": "order-2"}')
+        self.assertEqual(app.health.sequencer("order"), "order-2")
+        self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+        self.assertEqual(client.sent, ["order-2"])
