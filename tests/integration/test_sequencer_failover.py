@@ -20,7 +20,8 @@ import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import defer
 
-from tests.integration.api import Api, eventually
+from bazar.replication import REPLICATION_TIMEOUT
+from tests.integration.api import Api, eventually, sleep
 from tests.integration.cluster import CATALOGS, ORDERS, Cluster
 from tests.integration.test_failover import (
     BUY_BOOK,
@@ -164,3 +165,50 @@ async def test_an_old_sequencer_restarted_from_its_disk_cannot_commit(
     expected = 99.0 if reply.code == 200 else 12.5
     assert {b["price"] for b in prices.values()} == {expected}, prices
     assert {r["epoch"] for r in final["replicas"] if r["role"] == "catalog"} == {epoch}
+
+
+LONG_LOG = 700  # writes: more than one 500-entry replication batch
+RESUME_AFTER_TAKEOVER = 1.0  # seconds: within the 2 s in which a resume once stopped writes for good
+PROBE_WRITES = 20
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sequencer_hung_with_a_long_log_is_caught_up_while_writes_go_on(
+    fresh_cluster: Cluster, http: HTTPClient
+) -> None:
+    """catalog-1 hangs with a log longer than one replication batch and resumes 1 s after
+    another replica took over. It steps down, forgets its writes and must be caught up batch
+    by batch while writes go on; writes never wait on it. (Before the fix, each of these
+    resumes left it stuck behind, still counted in sync, and every later catalog write failed
+    with 503 after 10 s.)"""
+    api = Api(http, fresh_cluster)
+    for start in range(0, LONG_LOG, 50):
+        replies = await defer.gatherResults(
+            [
+                defer.ensureDeferred(api.put(f"/bazar/update_price/{n % 7}", {"price": 10 + n % 90}))
+                for n in range(start, start + 50)
+            ]
+        )
+        assert {r.code for r in replies} == {200}, [r for r in replies if r.code != 200][:3]
+    pid = fresh_cluster.pid_of("catalog-1")
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        new, epoch = await takeover(api, "catalog-1", CATALOGS)
+        await sleep(RESUME_AFTER_TAKEOVER)  # the timing under test, not a wait for a result
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert epoch == 2
+    slowest = 0.0
+    for n in range(PROBE_WRITES):
+        started = time.monotonic()
+        reply = await api.put(f"/bazar/update_price/{n % 7}", {"price": 1 + n})
+        slowest = max(slowest, time.monotonic() - started)
+        assert reply.code == 200, (n, reply)
+    # Each write waits for a follower at most REPLICATION_TIMEOUT (2 s), and one at most: the
+    # old sequencer is out of sync until caught up, and the other follower answers at once.
+    assert slowest < REPLICATION_TIMEOUT + 1.0, slowest
+    status = await agreement(api)
+    by_name = {r["name"]: r for r in status["replicas"]}
+    assert by_name["catalog-1"]["sequencer"] == new and by_name["catalog-1"]["epoch"] == epoch
+    assert by_name["catalog-1"]["last_seq"] >= LONG_LOG + PROBE_WRITES
