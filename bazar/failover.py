@@ -43,6 +43,10 @@ ELECTION_CHECK = 0.1  # how often a follower looks
 # Seconds a peer may take to answer during an election. The silent sequencer is asked too,
 # and an answer from it calls the election off: loaded, it still answers in milliseconds.
 PEER_TIMEOUT = 0.3
+# Until a sequencer has reached it once, a replica waits this long instead: seven processes
+# starting at once on two cores can take longer than ELECTION_TIMEOUT to reach each other, and
+# replacing a sequencer that is only starting up is an election no fault caused.
+STARTUP_GRACE = 3.0
 
 log = Logger()
 
@@ -74,6 +78,7 @@ class Role:
         self.writer: Sequencer | None = None
         self.heartbeats: Heartbeats | None = None
         self.last_heard = clock.seconds()
+        self.heard_once = False  # whether a sequencer (perhaps this one) has run since start-up
         # The newest epoch whose sequencer's log this replica's log is known to be part of.
         self.verified_epoch = self.epoch
         self.electing = False
@@ -108,6 +113,7 @@ class Role:
             link.on_stale_epoch = self.superseded
             link.in_sync = voters is None or link.follower.name in voters
         self.writer = Sequencer(self.store, links, self.notice, quorum=majority(len(self.replicas)))
+        self.heard_once = True  # it has been a sequencer: its followers are up
         self.heartbeats = Heartbeats(self.writer, self.clock)
         self.heartbeats.startService()
         log.info("{replica} sequences writes in epoch {epoch}", replica=self.replica.name, epoch=self.epoch)
@@ -185,6 +191,7 @@ class Role:
 
     def heard(self) -> None:
         self.last_heard = self.clock.seconds()
+        self.heard_once = True
 
     # -- replacing a silent sequencer --------------------------------------------------------
 
@@ -262,7 +269,8 @@ class Watchdog(TimerService):
     """On every replica: if the sequencer has been silent too long, try to replace it.
 
     How long is drawn at random from ELECTION_TIMEOUT to 1.5 times that (``random``: a seeded
-    ``Random`` in tests), anew after every try."""
+    ``Random`` in tests), anew after every try; STARTUP_GRACE until a sequencer has reached
+    this replica (or it was one) once."""
 
     def __init__(self, role: Role, clock: IReactorTime, random: Random | None = None) -> None:
         super().__init__(ELECTION_CHECK, self.check)
@@ -276,7 +284,8 @@ class Watchdog(TimerService):
 
     def check(self) -> None:
         role = self.role
-        if role.writer is None and role.clock.seconds() - role.last_heard > self.timeout:
+        timeout = self.timeout if role.heard_once else max(self.timeout, STARTUP_GRACE)
+        if role.writer is None and role.clock.seconds() - role.last_heard > timeout:
             self.timeout = self._draw()
             role.elect().addErrback(lambda f: log.failure("election failed", f))
 

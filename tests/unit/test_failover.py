@@ -38,7 +38,7 @@ from bazar.catalog.store import SEED_BOOKS, CatalogStore
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
 from bazar.errors import NotSent, Unavailable
-from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, Role, Watchdog, majority
+from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role, Watchdog, majority
 from bazar.order.store import OrderStore
 from bazar.replication import HEARTBEAT_INTERVAL, REPLICATE_PATH, REPLICATION_TIMEOUT, FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore
@@ -760,6 +760,7 @@ class ElectionTimeoutTests(FailoverTestCase):
         role = Role(REPLICAS[C2], CONFIG.catalog, store, client, None, clock)  # type: ignore[arg-type]
         watchdog = Watchdog(role, clock, Scripted())
         self.assertEqual(watchdog.timeout, ELECTION_TIMEOUT)
+        role.heard()  # a sequencer reached it once: no start-up grace
         watchdog.startService()
         self.addCleanup(watchdog.stopService)
         clock.advance(ELECTION_TIMEOUT + ELECTION_CHECK)  # the first try
@@ -771,6 +772,27 @@ class ElectionTimeoutTests(FailoverTestCase):
         clock.pump([ELECTION_CHECK])  # 0.9 s
         self.assertEqual(len(client.to("/internal/status")), 4)
         self.assertAlmostEqual(watchdog.timeout, ELECTION_TIMEOUT * 1.25)
+
+    def test_start_up_grace_until_a_sequencer_is_heard(self) -> None:
+        """A replica that no sequencer has reached since it started waits STARTUP_GRACE (its
+        peers may still be starting), then its usual timeout once one has."""
+        clock = Clock()
+        store = new_store()
+        self.addCleanup(store.close)
+        client = FakeClient(lambda method, to, path, body: NotSent(f"{to} is down"))
+        role = Role(REPLICAS[C2], CONFIG.catalog, store, client, None, clock)  # type: ignore[arg-type]
+        watchdog = Watchdog(role, clock, NoJitter())
+        watchdog.startService()
+        self.addCleanup(watchdog.stopService)
+        clock.pump([ELECTION_CHECK] * (round(STARTUP_GRACE / ELECTION_CHECK) - 1))
+        self.assertEqual(client.to("/internal/status"), [])
+        clock.advance(1.5 * ELECTION_CHECK)  # past the grace
+        self.assertEqual(len(client.to("/internal/status")), 2)
+        role.heard()
+        clock.pump([ELECTION_CHECK] * (round(ELECTION_TIMEOUT / ELECTION_CHECK) - 1))
+        self.assertEqual(len(client.to("/internal/status")), 2)
+        clock.advance(1.5 * ELECTION_CHECK)  # past ELECTION_TIMEOUT
+        self.assertEqual(len(client.to("/internal/status")), 4)
 
     def test_unseeded_draws_spread(self) -> None:
         """Without a seed, timeouts differ between watchdogs and stay within the bounds."""
