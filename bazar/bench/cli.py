@@ -34,6 +34,7 @@ from bazar.bench.experiments import (
     RUNNERS,
     Context,
     Settings,
+    elections,
 )
 from bazar.bench.load import Target
 from bazar.bench.progress import Progress, format_duration
@@ -515,6 +516,16 @@ async def run_experiments(
         )
 
 
+def elections_note(counted: dict[str, dict[str, int]]) -> str:
+    """One line: the elections of every cluster and role (none is expected: no fault is injected)."""
+    total = sum(n for roles in counted.values() for n in roles.values())
+    where = "; ".join(
+        f"{cluster}: " + ", ".join(f"{role} {n}" for role, n in roles.items())
+        for cluster, roles in counted.items()
+    )
+    return f"elections during the run, where no fault was injected: {total} ({where})"
+
+
 def run_reactor(
     settings: Settings,
     names: Sequence[str],
@@ -538,6 +549,8 @@ def run_reactor(
             books = await ctx.json(target, "GET", f"/bazar/info/all?limit={LAB_BOOKS}")
             ctx.books = books[:LAB_BOOKS]
             await run_experiments(ctx, names, out, results, plt)
+            results["elections"] = counted = await elections(ctx)
+            results["notes"].append(elections_note(counted))
         except Exception:
             # react would hand this to twisted.logger, which nobody observes in a CLI.
             traceback.print_exc()

@@ -1232,6 +1232,20 @@ async def floor(ctx: Context, stage: str) -> dict[str, Any]:
     }
 
 
+async def elections(ctx: Context) -> dict[str, dict[str, int]]:
+    """Per cluster and role, how many elections there were: its newest epoch less one (the
+    bench starts every cluster anew, in epoch 1, and injects no fault)."""
+    counts: dict[str, dict[str, int]] = {}
+    for cluster in ctx.clusters:
+        status = await ctx.json(cluster, "GET", "/bazar/cluster")
+        epochs: dict[str, int] = {}
+        for replica in status["replicas"]:
+            role = replica["role"]
+            epochs[role] = max(epochs.get(role, 1), int(replica.get("epoch") or 1))
+        counts[cluster.label] = {role: epoch - 1 for role, epoch in epochs.items()}
+    return counts
+
+
 RUNNERS = {
     "latency": latency,
     "consistency": consistency,

@@ -917,3 +917,16 @@ class FloorTests(SynchronousTestCase):
         order.render(request)
         self.assertEqual((request.responseCode, request.finished), (500, 1))
         self.assertEqual(len(self.flushLoggedErrors(ConnectionDone)), 1)
+
+
+class ElectionsNoteTests(SynchronousTestCase):
+    def test_counts_every_cluster_and_role(self) -> None:
+        """The note adds up the elections of every cluster and role and names each."""
+        note = cli.elections_note(
+            {"cache": {"catalog": 0, "order": 1}, "nocache": {"catalog": 0, "order": 0}}
+        )
+        self.assertEqual(
+            note,
+            "elections during the run, where no fault was injected: 1 "
+            "(cache: catalog 0, order 1; nocache: catalog 0, order 0)",
+        )
