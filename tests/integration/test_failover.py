@@ -245,6 +245,8 @@ async def test_killed_followers_fail_no_read(
     load_seconds = time.monotonic() - load.started
 
     status = await agreement(api)
+    # Only followers were killed: no election, under this load and the restarts.
+    assert {r["epoch"] for r in status["replicas"]} == {1}, status["replicas"]
 
     # Every acknowledged order is on every order replica, as acknowledged; the stock taken is
     # exactly what the orders record (a purchase answered 503 and retried with its key is
@@ -313,6 +315,11 @@ async def test_a_killed_sequencer_fails_no_read(
     assert (after.code, after.body["price"]) == (200, 8.0)
     prices = await api.on_each(CATALOGS, f"/catalog/books/{PRICE_BOOK}")
     assert {b["price"] for b in prices.values()} == {8.0}
+    # One kill, at most one election (the restarted catalog-1 may come back before one is due),
+    # and none in the order role.
+    status = await agreement(api)
+    epochs = {(r["role"], r["epoch"]) for r in status["replicas"]}
+    assert epochs in ({("catalog", 1), ("order", 1)}, {("catalog", 2), ("order", 1)}), epochs
     with capsys.disabled():
         print(
             f"\n[failover] catalog-1 (sequencer) healthy again {outage.seconds:.2f}s after SIGKILL; "
