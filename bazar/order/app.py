@@ -22,7 +22,7 @@ from twisted.web.iweb import IRequest
 from bazar import validation
 from bazar.client import ReplicaClient
 from bazar.config import Replica
-from bazar.errors import Unavailable
+from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
@@ -107,8 +107,10 @@ class OrderApp(ReplicaApp):
         key = body.setdefault("idempotency_key", validation.new_idempotency_key())
         try:
             return (yield self._purchase(request, book, body, key))
-        except Unavailable as e:
-            raise Unavailable(validation.in_doubt(e.message, key)) from None
+        except BazarError as e:
+            if e.code < 500:
+                raise  # refused: nothing was bought
+            raise ReplicaError(e.code, validation.in_doubt(e.message, key)) from None
 
     @inlineCallbacks
     def _purchase(self, request: IRequest, book: int, body: dict[str, Any], key: str) -> Any:

@@ -206,6 +206,33 @@ class ScanTests(SynchronousTestCase):
             self.assertEqual([(o["book_id"], o["quantity"]) for o in self.cluster.orders(name)], [(3, 2)])
         self.assertEqual(self.cluster.stock_problems(), [])
 
+    def test_a_take_confirmed_after_its_purchase_failed_gets_its_order(self) -> None:
+        """The catalog sequencer, cut off from its followers, takes the stock but cannot get it
+        confirmed: the purchase is answered 503 (it may yet go through), and no scan lists the
+        take meanwhile. Once the followers have it, the next scan records its order, and the
+        key, asked again, returns it."""
+        self.cluster.sequencers["catalog"].quorum = 2
+        for name in ("catalog-2", "catalog-3"):
+            self.cluster.unreachable(name)
+        body = {"quantity": 1, "idempotency_key": "k-doubt"}
+        reply = self.cluster.internal("POST", "order-1", "/order/purchase/3", body)
+        self.assertEqual(reply.code, 503, reply.json)
+        self.assertTrue(reply.json["error"]["message"].endswith(in_doubt_advice("k-doubt")))
+        self.cluster.scan_orders(SCAN_INTERVAL)
+        self.assertEqual(self.cluster.orders("order-1"), [])
+
+        for name in ("catalog-2", "catalog-3"):
+            self.cluster.unreachable(name, False)
+        self.cluster.sequencers["catalog"].heartbeat()
+        self.cluster.flush()
+        self.cluster.scan_orders(SCAN_INTERVAL)
+
+        [order] = self.cluster.orders("order-1")
+        self.assertEqual((order["book_id"], order["quantity"]), (3, 1))
+        self.assertEqual(self.cluster.stock_problems(), [])
+        again = self.cluster.post("/bazar/purchase/3", body, headers={"Idempotency-Key": "k-doubt"})
+        self.assertEqual((again.code, again.json["order_id"]), (200, order["order_id"]))
+
 
 class CatalogTakesTests(SynchronousTestCase):
     def setUp(self) -> None:
