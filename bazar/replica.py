@@ -14,8 +14,9 @@ from typing import Any, ClassVar, TypeVar
 
 from klein import Klein
 from prometheus_client.core import Metric
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
@@ -48,8 +49,8 @@ from bazar.web import (
     install_json_errors,
     json_reply,
     make_site,
-    parse_id,
     parse_json,
+    query_id,
     read_body,
     read_json,
     respond,
@@ -245,10 +246,8 @@ class ReplicaEndpoints:
     @inlineCallbacks
     def log_entries(self, request: IRequest) -> Any:
         """Entries after ``after`` (at most ``limit``, up to 1000): what a follower compares or lacks."""
-        after = parse_id((request.args.get(b"after") or [b"0"])[0].decode("ascii", "replace"), "after")
-        limit = min(
-            parse_id((request.args.get(b"limit") or [b"100"])[0].decode("ascii", "replace"), "limit"), 1000
-        )
+        after = query_id(request, "after", 0)
+        limit = min(query_id(request, "limit", 100), 1000)
         entries = yield self.store.entries_after(after, limit)
         return respond_json(request, {"entries": entries})
 
@@ -356,6 +355,10 @@ class ReplicaApp:
         """The carried routes this replica serves over the channel (the same handlers as HTTP)."""
         return {REPLICATE_PATH: self.endpoints.replicate_call}
 
+    def services(self, clock: IReactorTime) -> list[IService]:
+        """What runs beside the role's apps in its process (started after the ``Role``)."""
+        return []
+
     def resource(self) -> IResource:
         return RequireSecret(self.app.resource(), self.internal_resource, self.secret, self.stamp)
 
@@ -404,6 +407,7 @@ def replica_service(
         *channel_service(replica, channel, reactor),
         RoleService(leadership),
         Watchdog(leadership, reactor),
+        *app.services(reactor),
         CallOnStop(close_client, store.close),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from bazar.errors import BadRequest
@@ -28,6 +29,19 @@ def idempotency_key(value: str | bytes | None) -> str | None:
     if not 1 <= len(value) <= MAX_KEY_LENGTH or not value.isascii() or not value.isprintable():
         raise BadRequest(f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
     return value
+
+
+def new_idempotency_key() -> str:
+    """The key of a purchase whose client gave none: every purchase has one, so that its take
+    at the catalog and its order are tied (see ``bazar.order.orphans``)."""
+    return f"bazar-{uuid.uuid4().hex}"
+
+
+def in_doubt(message: str, key: str) -> str:
+    """An error for a purchase that may have happened after all, saying how to find out
+    (once: the order replica and the front end both pass such errors on)."""
+    advice = f"the purchase may have gone through: ask again with {IDEMPOTENCY_HEADER} {key} to find out"
+    return message if message.endswith(advice) else f"{message}; {advice}"
 
 
 def keyed_purchase(body: dict[str, Any]) -> dict[str, Any]:

@@ -159,6 +159,14 @@ def parse_id(text: str, what: str = "book id") -> int:
     return int(text)
 
 
+def query_id(request: IRequest, name: str, default: int) -> int:
+    """A non-negative integer query parameter (its first value), ``default`` if absent."""
+    values = (request.args or {}).get(name.encode())
+    if not values:
+        return default
+    return parse_id(values[0].decode("ascii", "replace"), name)
+
+
 def integer_field(body: dict[str, Any], name: str, *, minimum: int | None = None) -> int:
     value = body.get(name)
     if value is None:

@@ -18,6 +18,7 @@ from bazar.batching import LOOKUP_PATH, MAX_LOOKUP
 from bazar.catalog.store import Book, BookPage, CatalogStore, no_such_book
 from bazar.channel import BUY_ROUTE, Handler
 from bazar.errors import BadRequest
+from bazar.order.orphans import MAX_TAKES_PAGE, TAKES_PATH
 from bazar.paging import (
     LINK_HEADER,
     NEXT_AFTER_HEADER,
@@ -34,6 +35,7 @@ from bazar.web import (
     json_reply,
     parse_id,
     parse_json,
+    query_id,
     read_body,
     read_json,
     respond_json,
@@ -118,6 +120,21 @@ class CatalogApp(ReplicaApp):
         page = parse_page(request)
         result = yield self.read_committed(lambda: self.store.search_page(topic, page))
         return respond_page(request, search_path("/catalog/search", topic), page, result)
+
+    @app.route(TAKES_PATH, methods=["GET"])
+    @inlineCallbacks
+    def takes(self, request: IRequest) -> Any:
+        """The keyed takes logged after ``after`` (at most ``limit`` log entries looked at, up
+        to MAX_TAKES_PAGE), for the order sequencer to check that each has its order (see
+        ``bazar.order.orphans``): ``{"takes": [...], "last_seq": the last entry looked at}``.
+        Only writes a majority has, like every read: a take that a failover then loses must
+        get no order."""
+        after = query_id(request, "after", 0)
+        limit = min(query_id(request, "limit", MAX_TAKES_PAGE), MAX_TAKES_PAGE)
+        if limit < 1:
+            raise BadRequest("'limit' must be at least 1")
+        takes, last = yield self.read_committed(lambda: self.store.takes_after(after, limit))
+        return respond_json(request, {"takes": takes, "last_seq": last})
 
     # -- writes ----------------------------------------------------------------------
 

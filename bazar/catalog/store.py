@@ -12,6 +12,7 @@ at a time by index seeks (see ``bazar.paging``).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,6 +87,40 @@ def seed_books(count: int) -> Iterator[tuple[int, str, str, float, int]]:
     yield from SEED_BOOKS
     for book_id in range(len(SEED_BOOKS), count):
         yield generated_book(book_id)
+
+
+def buy_request(book_id: int, quantity: int) -> str:
+    """What a keyed take asked for, stored with its key: a retry must ask the same."""
+    return f"buy {book_id} x{quantity}"
+
+
+_BUY_REQUEST = re.compile(r"buy (\d+) x(\d+)")
+
+Take = dict[str, Any]
+
+
+def take_of(seq: int, entry: Entry) -> Take | None:
+    """The purchase's take that log entry ``seq`` is, if it is a keyed one: its key, book,
+    quantity, and the book's title and price after it. Entries logged before buys were
+    marked (``bought``) are recognised by their request."""
+    key = entry.get("idempotency")
+    if key is None:
+        return None
+    quantity = entry.get("bought")
+    if quantity is None:
+        asked = _BUY_REQUEST.fullmatch(key["request"])
+        if asked is None:
+            return None
+        quantity = int(asked[2])
+    book = entry["book"]
+    return {
+        "seq": seq,
+        "key": key["key"],
+        "book_id": book["id"],
+        "quantity": quantity,
+        "title": book["title"],
+        "price": book["price"],
+    }
 
 
 def no_such_book(book_id: int) -> NotFound:
@@ -245,7 +280,7 @@ class CatalogStore(ReplicatedStore):
 
     def buy(self, book_id: int, quantity: int, key: str | None = None) -> Deferred[tuple[int, Entry]]:
         """Take ``quantity`` copies; with a ``key``, a retry gets the original answer instead."""
-        idempotency = (key, f"buy {book_id} x{quantity}") if key is not None else None
+        idempotency = (key, buy_request(book_id, quantity)) if key is not None else None
         return self.sequence(self._buy, book_id, quantity, idempotency=idempotency)
 
     def _buy(self, txn: Cursor, book_id: int, quantity: int) -> Entry:
@@ -256,7 +291,8 @@ class CatalogStore(ReplicatedStore):
         )
         if txn.rowcount == 0:
             raise Conflict(f"not enough stock of book {book_id}: {old[4]} left, {quantity} asked")
-        return self._changed(txn, old)
+        # Marked, so that the log tells a purchase's take from a change of stock.
+        return {**self._changed(txn, old), "bought": quantity}
 
     def set_price(self, book_id: int, price: float) -> Deferred[tuple[int, Entry]]:
         return self.sequence(self._set, book_id, "price = ?", (price,))
@@ -297,6 +333,23 @@ class CatalogStore(ReplicatedStore):
         self._row_changed(txn, old, new)
         assert new is not None
         return {"book": _book(new)}
+
+    # -- takes: what the order sequencer resolves (see ``bazar.order.orphans``) --------
+
+    def takes_after(self, after: int, limit: int) -> Deferred[tuple[list[Take], int]]:
+        """The keyed takes among the log entries after ``after`` (at most ``limit`` entries
+        looked at), and the sequence number of the last entry looked at (``after`` if none)."""
+        return self.runner.runInteraction(self._takes_after, after, limit)
+
+    def _takes_after(self, txn: Cursor, after: int, limit: int) -> tuple[list[Take], int]:
+        takes = []
+        last = after
+        for seq, entry in self._entries_after(txn, after, limit):
+            last = seq
+            take = take_of(seq, entry)
+            if take is not None:
+                takes.append(take)
+        return takes, last
 
     # -- followers -------------------------------------------------------------------
 

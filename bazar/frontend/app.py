@@ -17,7 +17,7 @@ from typing import Any
 
 from klein import Klein
 from prometheus_client.core import Metric
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -28,7 +28,7 @@ from bazar.batching import LOOKUP_PATH, Batcher
 from bazar.channel import Handler
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
-from bazar.errors import BadRequest, NotSent, Unavailable, error_body
+from bazar.errors import BadRequest, BazarError, NotSent, Unavailable, error_body
 from bazar.frontend import openapi, storefront
 from bazar.frontend.fastpath import ReadShortcut, UriKeys
 from bazar.health import Health
@@ -72,6 +72,13 @@ def _strings(body: dict[str, Any], field: str) -> list[str]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise BadRequest(f"'{field}' must be a list of strings")
     return values
+
+
+def _keyed_error(code: int, message: str, key: str) -> bytes:
+    """A purchase's error, with its key; one that may have happened (5xx) says how to find out."""
+    if code >= 500:
+        message = validation.in_doubt(message, key)
+    return json_bytes({"error": {"code": code, "message": message}, "idempotency_key": key})
 
 
 def split_lookup(response: ReplicaResponse, book_ids: list[int]) -> dict[int, ReplicaResponse]:
@@ -295,13 +302,45 @@ class FrontendApp:
     @app.route("/bazar/purchase/<book_id>", methods=["POST"])
     @runs_to_completion
     def purchase(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
-        body: dict[str, Any] = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
+        """Every purchase has a key: the client's, or one given here. It ties the take at the
+        catalog to the order (see ``bazar.order.orphans``), and every answer gives it back
+        (header and body), so that a client told 503 can ask how its purchase ended: a retry
+        with the key returns the order if there is one, and buys nothing more."""
         raw = request.requestHeaders.getRawHeaders(validation.IDEMPOTENCY_HEADER.encode(), [None])[-1]
-        key = validation.idempotency_key(raw)
-        if key is not None:
-            body["idempotency_key"] = key  # a retry with this key returns the same order
-        return self._send(request, self.orders, "POST", f"/order/purchase/{book}", body)
+        key = validation.idempotency_key(raw) or validation.new_idempotency_key()
+        request.setHeader(validation.IDEMPOTENCY_HEADER, key)
+        d = maybeDeferred(self._purchase, request, book_id, key)
+        return d.addErrback(self._purchase_failed, request, key)
+
+    def _purchase(self, request: IRequest, book_id: str, key: str) -> Deferred[bytes]:
+        book = parse_id(book_id)
+        quantity = validation.purchase_quantity(read_json(request, required=False))
+        body = {"quantity": quantity, "idempotency_key": key}
+        d = self._write(self.orders, "POST", f"/order/purchase/{book}", body)
+        return d.addCallback(self._keyed_answer, key).addCallback(self._relay, request)
+
+    @staticmethod
+    def _keyed_answer(response: ReplicaResponse, key: str) -> ReplicaResponse:
+        """An order replica's error answer, with the key (its order is the key's, and says so)."""
+        if response.code < 400:
+            return response
+        try:
+            error = response.json()["error"]
+            code, message = error["code"], error["message"]
+        except (ValueError, TypeError, KeyError):
+            return response
+        return replace(response, body=_keyed_error(code, message, key))
+
+    @staticmethod
+    def _purchase_failed(failure: Failure, request: IRequest, key: str) -> bytes:
+        """This front end's own error for a purchase (a bad request, an order replica that
+        cannot be reached or did not answer in time), with the key."""
+        failure.trap(BazarError)
+        error = failure.value
+        assert isinstance(error, BazarError)
+        if error.code == 503:
+            request.setHeader(b"Retry-After", RETRY_AFTER)
+        return respond(request, _keyed_error(error.code, error.message, key), error.code)
 
     @app.route("/bazar/update_price/<book_id>", methods=["PUT"])
     @runs_to_completion

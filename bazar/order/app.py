@@ -3,7 +3,9 @@
 A purchase reaching a follower is forwarded to the order sequencer. The sequencer has the
 catalog take the stock (one atomic conditional decrement at the catalog sequencer,
 replicated and invalidated before it answers), then records the order under the next
-sequence number and replicates it to every order follower, and only then answers.
+sequence number and replicates it to every order follower, and only then answers. Both
+writes carry the purchase's idempotency key, so that a take whose order was never recorded
+is found and given its order (``bazar.order.orphans``).
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from klein import Klein
+from twisted.application.internet import TimerService
+from twisted.application.service import IService
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from bazar import validation
 from bazar.client import ReplicaClient
 from bazar.config import Replica
-from bazar.errors import NotSent, Unavailable
+from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
+from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
@@ -53,15 +59,29 @@ class OrderApp(ReplicaApp):
         super().__init__(replica, store, client, sequencer, writer, secret, role)
         self.catalogs = catalogs
         self._catalog = catalogs[0]  # the catalog sequencer as last heard of: first asked next time
+        self.orphans = Orphans(store, client, self._catalog_rotation, client.clock)
+
+    def services(self, clock: IReactorTime) -> list[IService]:
+        """While this replica sequences orders: the scans for takes without orders."""
+        scans = TimerService(CHECK_INTERVAL, self._scan)
+        scans.clock = clock
+        return [scans]
+
+    def _scan(self) -> None:
+        self.orphans.tick(self.writer)  # not returned: a scan that fails must not stop the timer
+
+    def _catalog_rotation(self) -> tuple[Replica, ...]:
+        """Every catalog replica, the sequencer as last heard of first."""
+        first = self.catalogs.index(self._catalog)
+        return self.catalogs[first:] + self.catalogs[:first]
 
     @inlineCallbacks
     def _take_stock(self, book: int, body: dict[str, Any]) -> Any:
         """Buy at the catalog sequencer: every catalog answer names it, and any catalog replica
-        would forward there (one hop more). A request that never left goes on to the next
-        replica, and so does one with an idempotency key (the catalog would answer a repeat
-        with the original); a replica that failed is asked last next time."""
-        first = self.catalogs.index(self._catalog)
-        rotation = self.catalogs[first:] + self.catalogs[:first]
+        would forward there (one hop more). A request that failed goes on to the next replica:
+        it carries the purchase's key, so a catalog that took the stock already answers the
+        repeat with the original. A replica that failed is asked last next time."""
+        rotation = self._catalog_rotation()
         error: Unavailable | None = None
         for number, catalog in enumerate(rotation):
             try:
@@ -71,9 +91,7 @@ class OrderApp(ReplicaApp):
             except Unavailable as e:
                 error = e
                 self._catalog = rotation[(number + 1) % len(rotation)]
-                if isinstance(e, NotSent) or "idempotency_key" in body:
-                    continue
-                raise
+                continue
             self._catalog = next((c for c in self.catalogs if c.name == response.sequencer), catalog)
             return response.raise_for_error().json()
         raise error or Unavailable("no catalog replica can be reached; try again shortly")
@@ -84,19 +102,42 @@ class OrderApp(ReplicaApp):
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = validation.keyed_purchase(read_json(request, required=False))
-        path = f"/order/purchase/{book}"
+        # Every purchase has a key (the front end gives one to each its client sent without):
+        # it ties the take at the catalog to the order (see ``bazar.order.orphans``).
+        key = body.setdefault("idempotency_key", validation.new_idempotency_key())
+        try:
+            return (yield self._purchase(request, book, body, key))
+        except BazarError as e:
+            if e.code < 500:
+                raise  # refused: nothing was bought
+            raise ReplicaError(e.code, validation.in_doubt(e.message, key)) from None
+
+    @inlineCallbacks
+    def _purchase(self, request: IRequest, book: int, body: dict[str, Any], key: str) -> Any:
         writer = self.writer  # kept: if another replica takes over meanwhile, its quorum fails
         if writer is None:
+            path = f"/order/purchase/{book}"
             return respond_reply(request, (yield forward(self.client, self.sequencer, "POST", path, body)))
-        # The same key goes to the catalog: a retry after a crash between taking the stock
-        # and recording the order gets the original stock answer and takes nothing twice.
-        bought = yield self._take_stock(book, body)
-        key, quantity = body.get("idempotency_key"), body["quantity"]
-        if writer.retired:  # replaced while the catalog answered: record nothing here
-            raise Unavailable(f"{self.replica.name} no longer sequences orders; retry")
-        entry = yield writer.write(self.store.record(book, bought["title"], bought["price"], quantity, key))
+        yield self.orphans.ready(writer)  # every take made before this sequencer has its order
+        self.orphans.started(key, writer)
+        try:
+            # The same key goes to the catalog: a retry after a crash between taking the
+            # stock and recording the order gets the original stock answer and takes nothing
+            # twice; and a take whose order is never recorded here is found by its key.
+            bought = yield self._take_stock(book, body)
+            if writer.retired:  # replaced while the catalog answered: the new sequencer records it
+                raise Unavailable(f"{self.replica.name} no longer sequences orders")
+            entry = yield writer.write(
+                self.store.record(
+                    book, bought["title"], bought["price"], body["quantity"], key, self.orphans.watermark
+                )
+            )
+        finally:
+            self.orphans.finished(key, writer)
         order = entry["order"]
-        return respond_json(request, {**order, "message": f"bought book {order['title']}"})
+        return respond_json(
+            request, {**order, "message": f"bought book {order['title']}", "idempotency_key": key}
+        )
 
     @app.route("/order/orders", methods=["GET"])
     @inlineCallbacks

@@ -18,7 +18,9 @@ from treq.client import HTTPClient
 from twisted.internet import defer, error, task
 from twisted.web.client import ResponseFailed
 
-from tests.integration.cluster import SECRET_HEADER, Cluster
+from bazar.catalog.store import SEED_BOOKS, seed_books
+from tests.integration.cluster import CATALOGS, ORDERS, SECRET_HEADER, Cluster
+from tests.invariants import stock_problems
 
 T = TypeVar("T")
 
@@ -160,12 +162,42 @@ class Api:
         assert reply.header("X-Bazar-Replica") == replica, reply
         return reply.body
 
+    async def log(self, replica: str) -> list[tuple[int, dict[str, Any]]]:
+        """Replica ``replica``'s whole log, a page at a time."""
+        entries: list[tuple[int, dict[str, Any]]] = []
+        while True:
+            after = entries[-1][0] if entries else 0
+            page = (await self.replica_json(replica, f"/internal/log?after={after}&limit=1000"))["entries"]
+            entries += [(seq, entry) for seq, entry in page]
+            if len(page) < 1000:
+                return entries
+
+    async def stock_problems(self, books: int = len(SEED_BOOKS)) -> list[str]:
+        """What breaks the conservation of stock (``tests.invariants``), on each catalog replica
+        with each order replica's orders; the cluster should be quiet (no write under way)."""
+        initial = {book[0]: book[4] for book in seed_books(books)}
+        orders = {name: await self.log(name) for name in ORDERS}
+        problems = []
+        for catalog in CATALOGS:
+            log = await self.log(catalog)
+            listed = await self.replica_json(catalog, f"/catalog/books?limit={books}")
+            current = {book["id"]: book["quantity"] for book in listed}
+            for name, order_log in orders.items():
+                found = stock_problems(initial, log, current, order_log)
+                problems += [f"{catalog} with {name}'s orders: {problem}" for problem in found]
+        return problems
+
     async def on_each(self, replicas: tuple[str, ...], path: str) -> dict[str, Any]:
         """``path`` read directly from each of ``replicas``, in parallel."""
         results = await defer.gatherResults(
             [defer.ensureDeferred(self.replica_json(r, path)) for r in replicas], consumeErrors=True
         )
         return dict(zip(replicas, results, strict=True))
+
+
+def recorded(purchase: dict[str, Any]) -> dict[str, Any]:
+    """A purchase's answer as the order replicas record it: without the message and the key."""
+    return {k: v for k, v in purchase.items() if k not in ("message", "idempotency_key")}
 
 
 def assert_replicas_agree(status: dict[str, Any]) -> None:

@@ -43,7 +43,14 @@ from twisted.web.client import ResponseFailed
 from bazar.replication import MAX_BATCH
 from tests.history import History
 from tests.integration import netns
-from tests.integration.api import TRANSPORT_ERRORS, Reply, assert_replicas_agree, eventually, sleep
+from tests.integration.api import (
+    TRANSPORT_ERRORS,
+    Reply,
+    assert_replicas_agree,
+    eventually,
+    recorded,
+    sleep,
+)
 from tests.integration.cluster import CATALOGS, NAMES, ORDERS, REPLICAS
 from tests.integration.test_failover import converged
 from tests.integration.test_walkthrough import (
@@ -166,7 +173,7 @@ async def test_the_walkthrough_across_hosts(
     orders_before = await api.on_each(ORDERS, "/order/orders")
     bought = await api.post(f"/bazar/purchase/{book}")
     assert bought.code == 200, bought
-    order = {k: v for k, v in bought.body.items() if k != "message"}
+    order = recorded(bought.body)
     assert (order["book_id"], order["quantity"], order["title"]) == (book, 1, BOOKS[book][1])
     stock = await api.on_each(CATALOGS, f"/catalog/books/{book}")
     assert {n: b["quantity"] for n, b in stock.items()} == dict.fromkeys(CATALOGS, quantity - 1)
@@ -295,7 +302,7 @@ async def buyer(load: Load) -> None:
                 break
             await sleep(WRITE_PAUSE)
         if reply.code == 200:
-            order = {k: v for k, v in reply.body.items() if k != "message"}
+            order = recorded(reply.body)
             load.orders[order["order_id"]] = order
             load.history.write("stock", STOCK - len(load.orders), started)
             load.writes[phase, "purchase"] += 1

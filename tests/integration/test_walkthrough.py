@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 import pytest_twisted
 
-from tests.integration.api import Api, Reply, assert_replicas_agree
+from tests.integration.api import Api, Reply, assert_replicas_agree, recorded
 from tests.integration.cluster import CATALOGS, ORDERS
 
 pytestmark = pytest.mark.integration
@@ -169,12 +169,12 @@ async def test_purchase_reaches_every_replica(api: Api) -> None:
     assert {name: b["quantity"] for name, b in stock_after.items()} == dict.fromkeys(CATALOGS, quantity - 1)
     assert (await api.info(book)).body["quantity"] == quantity - 1
 
-    recorded = {k: v for k, v in order.items() if k != "message"}
+    recorded_order = recorded(order)
     orders_after = await api.on_each(ORDERS, "/order/orders")
     for name in ORDERS:
-        assert orders_after[name] == [*orders_before[name], recorded], name
+        assert orders_after[name] == [*orders_before[name], recorded_order], name
     looked_up = await api.get(f"/bazar/orders/{order['order_id']}")
-    assert looked_up.code == 200 and looked_up.body == recorded, looked_up
+    assert looked_up.code == 200 and looked_up.body == recorded_order, looked_up
 
     assert_replicas_agree(await api.status())
 

@@ -37,9 +37,10 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from bazar import config as bazar_config
 from bazar.catalog import tap as catalog_tap
-from bazar.catalog.store import CatalogStore
+from bazar.catalog.store import CatalogStore, seed_books
 from bazar.client import ReplicaClient
 from bazar.config import SECRET_HEADER, Config, Replica
+from bazar.failover import Role
 from bazar.frontend.app import FrontendApp
 from bazar.invalidation import FrontendNotifier, book_keys
 from bazar.metrics import MeasuredResource
@@ -49,6 +50,7 @@ from bazar.replica import measured
 from bazar.replication import FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore
 from bazar.web import make_site, respond_json
+from tests.invariants import stock_problems
 
 SECRET = "unit-test-secret"
 MAX_FLUSHES = 50
@@ -224,7 +226,10 @@ class HostDispatch(Resource):
 class MemCluster:
     """Seven apps behind one StubTreq; see the module docstring."""
 
-    def __init__(self, cache_size: int = 5, books: int = 7) -> None:
+    def __init__(self, cache_size: int = 5, books: int = 7, failover: bool = False) -> None:
+        """``failover``: every replica has a ``Role`` (epochs), as in production, so a test can
+        make another replica take over (``take_over``); else the first of each role
+        sequences for good."""
         self._tmp = tempfile.mkdtemp(prefix="bazar-unit-")
         self.config: Config = bazar_config.parse(
             {"cluster": {"secret": SECRET, "data_dir": self._tmp, "cache_size": cache_size, "books": books}},
@@ -240,9 +245,11 @@ class MemCluster:
         assert isinstance(site, Site)
         site.requestFactory = production.requestFactory
         site.displayTracebacks = production.displayTracebacks
+        self.failover = failover
         self.stores: dict[str, ReplicatedStore] = {}
         self.apps: dict[str, Any] = {}
         self.sequencers: dict[str, Sequencer] = {}
+        self.roles: dict[str, Role] = {}
 
         self.frontend = FrontendApp(self.config, self.client())
         self.dispatch.add(
@@ -251,6 +258,12 @@ class MemCluster:
         )
         self._replicas(self.config.catalog, CatalogStore, catalog_tap._app, book_keys)
         self._replicas(self.config.order, OrderStore, order_tap._app, lambda entry: [])
+        for role in self.roles.values():
+            role.start()
+            if role.writer is not None:
+                self.sequencers[role.replica.role] = role.writer
+        self.scan_orders()  # as each order replica's timer does when it starts
+        self.dispatch.seen.clear()  # what the start-up did (the order sequencer's first scan)
 
     def client(self) -> ReplicaClient:
         """A client like each process's own: the cluster secret, the shared StubTreq, our clock."""
@@ -268,17 +281,62 @@ class MemCluster:
             store = store_type(InlineRunner(), **store_type.options(self.config))
             result_of(store.setup())
             client = self.client()
+            self.stores[replica.name] = store
+            if self.failover:
+                self._with_role(replica, replicas, store, client, make_app, keys)
+                continue
             writer = None
             if replica == replicas[0]:
                 links = [FollowerLink(f, client, store, self.clock) for f in replicas if f != replica]
                 writer = Sequencer(store, links, FrontendNotifier(client, self.config.frontend, keys))
                 self.sequencers[replica.role] = writer
             app = make_app(self.config, replica, store, client, writer)
-            self.stores[replica.name] = store
             self.apps[replica.name] = app
             self.dispatch.add(replica, measured(app.resource(), replica, store, lambda w=writer: w, SECRET))
 
+    def _with_role(
+        self,
+        replica: Replica,
+        replicas: tuple[Replica, ...],
+        store: ReplicatedStore,
+        client: ReplicaClient,
+        make_app: Callable[..., Any],
+        keys: Callable[[Entry], list[str]],
+    ) -> None:
+        """A replica whose sequencer follows its ``Role``, started once every app is there."""
+        notifier = FrontendNotifier(
+            client, self.config.frontend, keys, epoch=lambda: (replica.role, role.epoch)
+        )
+        role = Role(replica, replicas, store, client, notifier, self.clock)
+        app = make_app(self.config, replica, store, client, None, role)
+        self.roles[replica.name] = role
+        self.apps[replica.name] = app
+        self.dispatch.add(replica, measured(app.resource(), replica, store, lambda: role.writer, SECRET))
+
+    def take_over(self, name: str, *others: str) -> None:
+        """``name`` sequences its role in a new epoch, as after an election it won with the
+        votes of ``others`` (they join the epoch; whoever is not named learns of it later,
+        from the new sequencer, as a hung or cut-off one would)."""
+        role = self.roles[name]
+        epoch = role.epoch + 1
+        for voter in others:
+            result_of(self.roles[voter].adopt(epoch, name))
+        result_of(role.adopt(epoch, name))
+        assert role.writer is not None
+        self.sequencers[role.replica.role] = role.writer
+
+    def scan_orders(self, after: float = 0) -> None:
+        """Advance the clock ``after`` seconds and tick every order replica's scan for takes
+        without orders (``bazar.order.orphans``), as its timer would; then flush."""
+        self.clock.advance(after)
+        for name in self.order_names:
+            app = self.apps[name]
+            app.orphans.tick(app.writer)
+        self.flush()
+
     def close(self) -> None:
+        for role in self.roles.values():
+            role.stop()
         for store in self.stores.values():
             store.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -415,6 +473,23 @@ class MemCluster:
         store = self.stores[name]
         assert isinstance(store, OrderStore)
         return result_of(store.all_orders())
+
+    def log(self, name: str) -> list[tuple[int, Entry]]:
+        """Replica ``name``'s whole log."""
+        return result_of(self.stores[name].entries_after(0, 2**62))
+
+    def stock_problems(self, catalogs: tuple[str, ...] = (), orders: tuple[str, ...] = ()) -> list[str]:
+        """What breaks the conservation of stock (``tests.invariants``) on each of ``catalogs``
+        with the orders of each of ``orders`` (by default every replica)."""
+        initial = {book[0]: book[4] for book in seed_books(self.config.books)}
+        problems = []
+        for catalog in catalogs or self.catalog_names:
+            current = {book["id"]: book["quantity"] for book in self.books(catalog)}
+            log = self.log(catalog)
+            for order in orders or self.order_names:
+                found = stock_problems(initial, log, current, self.log(order))
+                problems += [f"{catalog} with {order}'s orders: {problem}" for problem in found]
+        return problems
 
     def cached_keys(self) -> list[str]:
         """The front end's cache keys, least recently used first."""

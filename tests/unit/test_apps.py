@@ -147,10 +147,14 @@ class WriteTests(ClusterTestCase):
         self.assertEqual(books[1]["price"], 33.5)
 
     def test_purchase(self) -> None:
-        """A purchase answers with the order, takes the stock everywhere and records the order everywhere."""
+        """A purchase answers with the order and the key it was made under (one the front end
+        gave it: the client sent none), takes the stock everywhere and records the order
+        everywhere."""
         self.cluster.get("/bazar/info/1")
-        code, _, order = self.cluster.post("/bazar/purchase/1", {"quantity": 2})
+        code, headers, order = self.cluster.post("/bazar/purchase/1", {"quantity": 2})
         self.assertEqual(code, 200)
+        key = headers["idempotency-key"]
+        self.assertRegex(key, "^bazar-[0-9a-f]{32}$")
         self.assertEqual(
             order,
             {
@@ -160,12 +164,13 @@ class WriteTests(ClusterTestCase):
                 "price": 22.35,
                 "quantity": 2,
                 "message": f"bought book {TITLES[1]}",
+                "idempotency_key": key,
             },
         )
         self.assertEverywhere(1, quantity=STOCK[1] - 2)
         self.assertNotIn("info/1", self.cluster.cached_keys())
         self.assertEqual(self.cluster.get("/bazar/info/1").json["quantity"], STOCK[1] - 2)
-        expected = {k: v for k, v in order.items() if k != "message"}
+        expected = {k: v for k, v in order.items() if k not in ("message", "idempotency_key")}
         for name in self.cluster.order_names:
             self.assertEqual(self.cluster.orders(name), [expected], name)
 
@@ -321,6 +326,7 @@ class WriteTests(ClusterTestCase):
         for name in self.cluster.catalog_names:
             self.assertEqual(self.cluster.book(name, 1)["quantity"], 59, name)
         self.assertEqual(self.cluster.get("/bazar/info/1").json["quantity"], 59)
+        self.assertEqual(self.cluster.stock_problems(), [])
 
     def test_order_sequencer_buys_at_the_catalog_sequencer_it_was_told_of(self) -> None:
         """Sent to a catalog follower once (which forwards), order-1 learns from the answer

@@ -91,6 +91,7 @@ INTERNAL_CASES: list[tuple[str, str, str, str, Any, int]] = [
     ("catalog_books", "catalog-3", "GET", "/catalog/books", _, 200),
     ("catalog_price", "catalog-1", "PUT", "/catalog/books/1/price", {"price": 0}, 200),
     ("catalog_buy", "catalog-2", "POST", "/catalog/books/1/buy", {"quantity": 1}, 200),
+    ("catalog_takes", "catalog-3", "GET", "/catalog/takes?after=0", _, 200),
     ("order_replicate", "order-3", "POST", "/internal/replicate", {"entries": _ORDER_ENTRY}, 200),
     ("order_status", "order-2", "GET", "/internal/status", _, 200),
     ("order_purchase", "order-1", "POST", "/order/purchase/1", {}, 200),
@@ -108,11 +109,16 @@ class ErrorTestCase(SynchronousTestCase):
         data = None if body is _ else body if isinstance(body, bytes) else json.dumps(body).encode()
         return self.cluster.request(method, path, data=data, to=to, **kwargs)
 
-    def assertError(self, reply: Reply, code: int) -> None:
-        """``reply`` is exactly the JSON error shape with status ``code``."""
+    def assertError(self, reply: Reply, code: int, keyed: bool = False) -> None:
+        """``reply`` is exactly the JSON error shape with status ``code``; ``keyed`` (a
+        purchase's): with the purchase's idempotency key beside it, as in the header."""
         self.assertEqual(reply.code, code, reply.json)
         self.assertEqual(reply.headers.get("content-type"), "application/json")
-        self.assertEqual(set(reply.json), {"error"})
+        if keyed:
+            self.assertEqual(set(reply.json), {"error", "idempotency_key"})
+            self.assertEqual(reply.json["idempotency_key"], reply.headers["idempotency-key"])
+        else:
+            self.assertEqual(set(reply.json), {"error"})
         self.assertEqual(set(reply.json["error"]), {"code", "message"})
         self.assertEqual(reply.json["error"]["code"], code)
         message = reply.json["error"]["message"]
@@ -128,7 +134,7 @@ class ErrorTestCase(SynchronousTestCase):
 def _frontend_case(method: str, path: str, body: Any, code: int, allow: str | None) -> Callable[..., None]:
     def test(self: ErrorTestCase) -> None:
         reply = self.send(method, path, body)
-        self.assertError(reply, code)
+        self.assertError(reply, code, keyed=method == "POST" and path.startswith("/bazar/purchase/"))
         if allow is not None:
             self.assertIn(allow, [m.strip() for m in reply.headers["allow"].split(",")])
             self.assertNotIn(method, reply.headers["allow"])

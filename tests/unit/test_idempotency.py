@@ -31,6 +31,7 @@ class ThroughTheFrontEndTests(SynchronousTestCase):
         self.assertEqual(self.stock(3), [63, 63, 63])
         for name in self.cluster.order_names:
             self.assertEqual([o["order_id"] for o in self.cluster.orders(name)], [first.json["order_id"]])
+        self.assertEqual(self.cluster.stock_problems(), [])
 
     def test_without_a_key_every_request_buys(self) -> None:
         self.cluster.post("/bazar/purchase/3")
@@ -60,6 +61,7 @@ class ThroughTheFrontEndTests(SynchronousTestCase):
         self.assertEqual(self.stock(3), [63, 63, 63])
         for name in self.cluster.order_names:
             self.assertEqual(len(self.cluster.orders(name)), 1)
+        self.assertEqual(self.cluster.stock_problems(), [])
 
     def test_bad_keys(self) -> None:
         for key in ("", "x" * 201, "caf\u00e9", "tab\there", b"\xd7\xff"):
@@ -91,3 +93,42 @@ class StoreTests(SynchronousTestCase):
         result_of(self.follower.apply(result_of(self.leader.entries_after(0))))
         replay = self.failureResultOf(self.follower.record(1, "t", 2.0, 1, "k"), Replayed).value
         self.assertEqual(replay.seq, 1)
+
+
+def in_doubt_advice(key: str) -> str:
+    return f"the purchase may have gone through: ask again with Idempotency-Key {key} to find out"
+
+
+class PurchaseKeyTests(SynchronousTestCase):
+    """Every purchase answer gives the purchase's key back; a scan leaves a purchase on its
+    way to its own recording."""
+
+    def setUp(self) -> None:
+        self.cluster = MemCluster()
+        self.addCleanup(self.cluster.close)
+
+    def served(self, path: str) -> int:
+        return sum(1 for seen in self.cluster.dispatch.seen if seen.path == path)
+
+    def test_the_clients_key_is_echoed(self) -> None:
+        for body, code in (({"quantity": 1}, 200), ({"quantity": 999}, 409), ({"quantity": 0}, 400)):
+            with self.subTest(code=code):
+                reply = self.cluster.post("/bazar/purchase/3", body, headers=KEY)
+                self.assertEqual(reply.code, code, reply.json)
+                self.assertEqual(reply.headers["idempotency-key"], KEY["Idempotency-Key"])
+                self.assertEqual(reply.json["idempotency_key"], KEY["Idempotency-Key"])
+
+    def test_each_unkeyed_purchase_gets_its_own_key(self) -> None:
+        keys = {self.cluster.post("/bazar/purchase/3").headers["idempotency-key"] for _ in range(3)}
+        self.assertEqual(len(keys), 3)
+        self.assertEqual(self.cluster.stock_problems(), [])
+
+    def test_an_order_replica_that_does_not_answer(self) -> None:
+        """The front end's own 503 (the order sequencer dropped the connection: the purchase
+        may have arrived) says how to find out, with the key."""
+        self.cluster.unreachable("order-1")
+        reply = self.cluster.post("/bazar/purchase/3", headers=KEY)
+        self.assertEqual(reply.code, 503, reply.json)
+        self.assertEqual(reply.json["idempotency_key"], KEY["Idempotency-Key"])
+        self.assertTrue(reply.json["error"]["message"].endswith(in_doubt_advice(KEY["Idempotency-Key"])))
+        self.assertEqual(reply.headers["retry-after"], "1")

@@ -225,3 +225,29 @@ class ServedTests(SynchronousTestCase):
         cluster = json.loads(body)
         assert_valid(self, "Cluster", cluster)
         self.assertEqual([r["healthy"] for r in cluster["replicas"]], [True] * 4 + [False, True])
+
+
+class PurchaseAnswerTests(SynchronousTestCase):
+    """A purchase's answers, as the in-memory cluster gives them, are what the document says."""
+
+    def setUp(self) -> None:
+        from tests.unit.memcluster import MemCluster
+
+        self.cluster = MemCluster()
+        self.addCleanup(self.cluster.close)
+
+    def test_an_order(self) -> None:
+        reply = self.cluster.post("/bazar/purchase/2")
+        self.assertEqual(reply.code, 200)
+        assert_valid(self, "PurchaseResult", reply.json)
+        self.assertEqual(reply.json["idempotency_key"], reply.headers["idempotency-key"])
+
+    def test_errors(self) -> None:
+        for book, code in (("99", 404), ("x", 400), ("2", 503)):
+            path = f"/bazar/purchase/{book}"
+            with self.subTest(path=path):
+                self.cluster.unreachable("order-1", down=code == 503)
+                reply = self.cluster.post(path, headers={"Idempotency-Key": "k"})
+                self.assertEqual(reply.code, code, reply.json)
+                assert_valid(self, "Error", reply.json)
+                self.assertEqual(reply.json["idempotency_key"], "k")

@@ -96,10 +96,11 @@ class CatalogWriteTests(StoreTestCase):
         return int(self.catalog.book(book_id)["quantity"])
 
     def test_buy_decrements(self) -> None:
-        """buy takes copies from the stock and logs the book's resulting row under seq 1."""
+        """buy takes copies from the stock and logs the book's resulting row under seq 1, and
+        how many it took (so the log tells a purchase from a change of stock)."""
         seq, entry = self.result(self.catalog.buy(6, 3))
         self.assertEqual(seq, 1)
-        self.assertEqual(entry, {"book": self.catalog.book(6)})
+        self.assertEqual(entry, {"book": self.catalog.book(6), "bought": 3})
         self.assertEqual(entry["book"]["quantity"], 87)
         self.assertEqual(self.quantity(6), 87)
         self.assertEqual(self.log(self.catalog), [(1, entry)])
@@ -311,8 +312,9 @@ class OrderStoreTests(StoreTestCase):
         self.assertEqual([o["order_id"] for o in self.result(self.orders.all_orders())], [1, 2, 3])
 
     def test_order_contents(self) -> None:
-        """An order stores what was bought, at which price and how many."""
-        _, entry = self.result(self.orders.record(6, "Living in the Pioneer Valley", 700.0, 2))
+        """An order stores what was bought, at which price and how many; its log entry also
+        says up to where every take had its order (``bazar.order.orphans``)."""
+        _, entry = self.result(self.orders.record(6, "Living in the Pioneer Valley", 700.0, 2, None, 41))
         expected: dict[str, Any] = {
             "order_id": 1,
             "book_id": 6,
@@ -320,8 +322,9 @@ class OrderStoreTests(StoreTestCase):
             "price": 700.0,
             "quantity": 2,
         }
-        self.assertEqual(entry, {"order": expected})
+        self.assertEqual(entry, {"order": expected, "takes_resolved": 41})
         self.assertEqual(self.result(self.orders.order(1)), expected)
+        self.assertEqual(self.result(self.orders.takes_resolved()), 41)
 
     def test_follower_gets_the_same_orders(self) -> None:
         """A follower applying the order log has the same orders, ids and digest."""
