@@ -147,6 +147,8 @@ def parse_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("request body is not valid JSON") from None
+    except RecursionError:  # nested deeper than the interpreter's stack (about 1000 levels)
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
@@ -187,13 +189,22 @@ def number_field(body: dict[str, Any], name: str, *, minimum: float) -> float:
 
 def check_secret(request: IRequest, secret: str) -> None:
     """Internal endpoints: 401 without the cluster secret, 403 with a wrong one (constant time)."""
-    verify_secret(request.getHeader(SECRET_HEADER), secret)
+    verify_secret(raw_header(request, SECRET_HEADER), secret)
 
 
-def verify_secret(given: str | None, secret: str) -> None:
+def raw_header(request: IRequest, name: str) -> bytes | None:
+    """A request header's last value as sent: bytes, which need not be UTF-8 (``getHeader``
+    with a ``str`` name would decode them, and raise on a client's stray byte)."""
+    values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
+    return values[-1] if values else None
+
+
+def verify_secret(given: str | bytes | None, secret: str) -> None:
     if given is None:
         raise Unauthorized(f"this endpoint is internal: the {SECRET_HEADER} header is required")
-    if not hmac.compare_digest(given.encode(), secret.encode()):
+    if isinstance(given, str):
+        given = given.encode()
+    if not hmac.compare_digest(given, secret.encode()):
         raise Forbidden("wrong cluster secret")
 
 

@@ -49,6 +49,7 @@ from bazar.web import (
     json_reply,
     parse_id,
     parse_json,
+    raw_header,
     read_body,
     read_json,
     respond,
@@ -297,8 +298,7 @@ class FrontendApp:
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body: dict[str, Any] = {"quantity": validation.purchase_quantity(read_json(request, required=False))}
-        raw = request.requestHeaders.getRawHeaders(validation.IDEMPOTENCY_HEADER.encode(), [None])[-1]
-        key = validation.idempotency_key(raw)
+        key = validation.idempotency_key(raw_header(request, validation.IDEMPOTENCY_HEADER))
         if key is not None:
             body["idempotency_key"] = key  # a retry with this key returns the same order
         return self._send(request, self.orders, "POST", f"/order/purchase/{book}", body)

@@ -69,6 +69,11 @@ class StaticFile(File):
     childNotFound = JSONNotFound()  # type: ignore[assignment]
     indexNames: list[str] = []  # noqa: RUF012 (File's own attribute, copied to every child)
 
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        if b"\x00" in path:  # no file has a NUL in its name, and the OS refuses to look one up
+            return self.childNotFound
+        return super().getChild(path, request)
+
     def directoryListing(self) -> IResource:
         """Never list the directory: the asset names are not part of the API."""
         return self.childNotFound

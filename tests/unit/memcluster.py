@@ -287,7 +287,7 @@ class MemCluster:
         *,
         to: str = "frontend",
         data: bytes | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str | bytes] | None = None,
     ) -> Deferred[Reply]:
         """Start a request to the front end (or to replica ``to``); fires with its Reply.
 
