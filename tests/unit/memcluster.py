@@ -41,6 +41,7 @@ from bazar.catalog.store import CatalogStore
 from bazar.client import ReplicaClient
 from bazar.config import SECRET_HEADER, Config, Replica
 from bazar.frontend.app import FrontendApp
+from bazar.http_limits import make_site
 from bazar.invalidation import FrontendNotifier, book_keys
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
@@ -48,7 +49,7 @@ from bazar.order.store import OrderStore
 from bazar.replica import measured
 from bazar.replication import FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore
-from bazar.web import make_site, respond_json
+from bazar.web import respond_json
 
 SECRET = "unit-test-secret"
 MAX_FLUSHES = 50
@@ -223,6 +224,7 @@ class MemCluster:
         site = self.stub._agent._serverFactory  # treq.testing keeps its Site there
         assert isinstance(site, Site)
         site.requestFactory = production.requestFactory
+        site.protocol = production.protocol
         site.displayTracebacks = production.displayTracebacks
         self.stores: dict[str, ReplicatedStore] = {}
         self.apps: dict[str, Any] = {}
