@@ -81,7 +81,12 @@ class StaticFile(File):
     def render(self, request: IRequest) -> Any:
         for name, value in SECURITY_HEADERS.items():
             request.setHeader(name, value)
-        return super().render(request)
+        # Whole files only (RFC 9110 lets a server ignore Range): the assets are a few KB, and
+        # Twisted answers a range past the end with a 416 and an empty body, not a JSON error.
+        request.requestHeaders.removeHeader(b"Range")
+        body = super().render(request)
+        request.setHeader(b"Accept-Ranges", b"none")
+        return body
 
 
 class _LeafFile(StaticFile):
