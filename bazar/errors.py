@@ -36,12 +36,24 @@ class NotFound(BazarError):
     code = 404
 
 
+class MethodNotAllowed(BazarError):
+    code = 405
+
+
 class Conflict(BazarError):
     code = 409
 
 
 class PayloadTooLarge(BazarError):
     code = 413
+
+
+class URITooLong(BazarError):
+    code = 414
+
+
+class HeaderFieldsTooLarge(BazarError):
+    code = 431
 
 
 class Unavailable(BazarError):

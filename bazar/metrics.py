@@ -26,7 +26,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from bazar.config import SECRET_HEADER
 from bazar.errors import BazarError
-from bazar.web import respond, verify_secret
+from bazar.web import raw_header, respond, verify_secret
 
 METRICS_PATH = b"/metrics"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -171,10 +171,10 @@ class MeasuredResource(Resource):
 
 def _check_scraper(request: IRequest, secret: str) -> None:
     """The cluster secret, as ``X-Bazar-Secret`` or as a bearer token (what Prometheus can send)."""
-    given = request.getHeader(SECRET_HEADER)
-    authorization = request.getHeader(b"Authorization")
+    given = raw_header(request, SECRET_HEADER)
+    authorization = raw_header(request, "Authorization")
     if given is None and authorization is not None:
-        scheme, _, token = authorization.decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer":
+        scheme, _, token = authorization.partition(b" ")
+        if scheme.lower() == b"bearer":
             given = token.strip()
     verify_secret(given, secret)

@@ -25,6 +25,7 @@ from bazar.client import ReplicaClient
 from bazar.config import Config, ConfigError, Replica
 from bazar.errors import BadRequest, BazarError, Conflict, Unavailable
 from bazar.failover import Role, Watchdog
+from bazar.http_limits import make_site
 from bazar.invalidation import FrontendNotifier
 from bazar.metrics import MeasuredResource, Metrics, gauge
 from bazar.replication import REPLICATE_PATH, Sequencer
@@ -48,7 +49,6 @@ from bazar.web import (
     check_secret,
     install_json_errors,
     json_reply,
-    make_site,
     parse_json,
     query_id,
     read_body,

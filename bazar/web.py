@@ -1,4 +1,6 @@
-"""HTTP plumbing every role shares: JSON in and out, JSON errors, the cluster secret, the site.
+"""HTTP plumbing every role shares: JSON in and out, JSON errors, the cluster secret.
+
+(The server itself, and its limits, are in ``bazar.http_limits``.)
 
 Each Klein app calls ``install_json_errors(app)`` in its class body, so every failure, from
 a domain error to an unknown path, leaves as ``{"error": {"code", "message"}}`` and never
@@ -9,21 +11,17 @@ from __future__ import annotations
 
 import functools
 import hmac
-import io
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
-from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
@@ -54,7 +52,6 @@ SEQUENCER_HEADER = "X-Bazar-Sequencer"
 # uses nothing a replaced sequencer (or a follower that has not heard of the takeover) read.
 EPOCH_HEADER = "X-Bazar-Epoch"
 MAX_BODY = 64 * 1024  # bytes: the largest request body any endpoint accepts
-IDLE_TIMEOUT = 60  # seconds an idle client connection is kept open
 RETRY_AFTER = b"1"  # seconds, on every 503: long enough for a failed replica to be replaced
 
 
@@ -147,6 +144,8 @@ def parse_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("request body is not valid JSON") from None
+    except RecursionError:  # nested deeper than the interpreter's stack (about 1000 levels)
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
@@ -195,13 +194,22 @@ def number_field(body: dict[str, Any], name: str, *, minimum: float) -> float:
 
 def check_secret(request: IRequest, secret: str) -> None:
     """Internal endpoints: 401 without the cluster secret, 403 with a wrong one (constant time)."""
-    verify_secret(request.getHeader(SECRET_HEADER), secret)
+    verify_secret(raw_header(request, SECRET_HEADER), secret)
 
 
-def verify_secret(given: str | None, secret: str) -> None:
+def raw_header(request: IRequest, name: str) -> bytes | None:
+    """A request header's last value as sent: bytes, which need not be UTF-8 (``getHeader``
+    with a ``str`` name would decode them, and raise on a client's stray byte)."""
+    values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
+    return values[-1] if values else None
+
+
+def verify_secret(given: str | bytes | None, secret: str) -> None:
     if given is None:
         raise Unauthorized(f"this endpoint is internal: the {SECRET_HEADER} header is required")
-    if not hmac.compare_digest(given.encode(), secret.encode()):
+    if isinstance(given, str):
+        given = given.encode()
+    if not hmac.compare_digest(given, secret.encode()):
         raise Forbidden("wrong cluster secret")
 
 
@@ -237,9 +245,12 @@ def _unexpected(self: Any, request: IRequest, failure: Failure) -> bytes:
 
 
 def failure_response(request: IRequest, failure: Failure) -> bytes:
-    """The JSON error a failure of a request's work becomes, outside Klein's error handlers."""
+    """The JSON error a failure of a request's work becomes, outside Klein's error handlers
+    (Klein itself raises werkzeug's before they apply: ``BadHost`` for a Host it cannot encode)."""
     if isinstance(failure.value, BazarError):
         return _bazar_error(None, request, failure)
+    if isinstance(failure.value, HTTPException):
+        return _http_error(None, request, failure)
     return _unexpected(None, request, failure)
 
 
@@ -248,58 +259,3 @@ def install_json_errors(app: Klein) -> None:
     app.handle_errors(BazarError)(_bazar_error)
     app.handle_errors(HTTPException)(_http_error)
     app.handle_errors(Exception)(_unexpected)
-
-
-def _utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-class BoundedRequest(Request):
-    """A request that refuses a body over ``MAX_BODY`` with 413, without buffering it."""
-
-    _too_large = False
-    _received = 0
-
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length > MAX_BODY:
-            self._too_large = True
-            self.content = io.BytesIO()
-            return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received > MAX_BODY:
-            self._too_large = True
-        if not self._too_large:
-            super().handleContentChunk(data)
-
-    def process(self) -> None:
-        if not self._too_large and not _utf8(unquote_to_bytes(self.path)):
-            # Klein would answer (and log an error) in plain text, not in JSON.
-            self.write(respond(self, BadRequest("the URL path is not valid UTF-8").body(), 400))
-            self.finish()
-            return
-        if not self._too_large:
-            super().process()
-            return
-        self.setHeader(b"Connection", b"close")
-        self.write(respond(self, PayloadTooLarge(f"request body larger than {MAX_BODY} bytes").body(), 413))
-        self.finish()
-
-
-def make_site(resource: IResource) -> Site:
-    """A Site that never shows tracebacks, bounds bodies, drops idle connections, and skips
-    per-request access logging (it costs ~15% of throughput).
-
-    Every body is JSON, so no POST is parsed as a form: Twisted would otherwise parse each
-    POST's Content-Type with the ``email`` package (about 3% of a replica's CPU per write)."""
-    site = Site(resource, requestFactory=BoundedRequest, timeout=IDLE_TIMEOUT, parsePOSTFormSubmission=False)
-    site.displayTracebacks = False
-    site.noisy = False
-    site.log = lambda request: None  # type: ignore[method-assign]
-    return site

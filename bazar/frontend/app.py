@@ -49,6 +49,7 @@ from bazar.web import (
     json_reply,
     parse_id,
     parse_json,
+    raw_header,
     read_body,
     read_json,
     respond,
@@ -306,7 +307,7 @@ class FrontendApp:
         catalog to the order (see ``bazar.order.orphans``), and every answer gives it back
         (header and body), so that a client told 503 can ask how its purchase ended: a retry
         with the key returns the order if there is one, and buys nothing more."""
-        raw = request.requestHeaders.getRawHeaders(validation.IDEMPOTENCY_HEADER.encode(), [None])[-1]
+        raw = raw_header(request, validation.IDEMPOTENCY_HEADER)
         key = validation.idempotency_key(raw) or validation.new_idempotency_key()
         request.setHeader(validation.IDEMPOTENCY_HEADER, key)
         d = maybeDeferred(self._purchase, request, book_id, key)

@@ -69,6 +69,11 @@ class StaticFile(File):
     childNotFound = JSONNotFound()  # type: ignore[assignment]
     indexNames: list[str] = []  # noqa: RUF012 (File's own attribute, copied to every child)
 
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        if b"\x00" in path:  # no file has a NUL in its name, and the OS refuses to look one up
+            return self.childNotFound
+        return super().getChild(path, request)
+
     def directoryListing(self) -> IResource:
         """Never list the directory: the asset names are not part of the API."""
         return self.childNotFound
@@ -76,7 +81,12 @@ class StaticFile(File):
     def render(self, request: IRequest) -> Any:
         for name, value in SECURITY_HEADERS.items():
             request.setHeader(name, value)
-        return super().render(request)
+        # Whole files only (RFC 9110 lets a server ignore Range): the assets are a few KB, and
+        # Twisted answers a range past the end with a 416 and an empty body, not a JSON error.
+        request.requestHeaders.removeHeader(b"Range")
+        body = super().render(request)
+        request.setHeader(b"Accept-Ranges", b"none")
+        return body
 
 
 class _LeafFile(StaticFile):

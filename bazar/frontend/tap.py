@@ -9,6 +9,7 @@ from twisted.application.service import MultiService
 from bazar.channel import ChannelServer, Stamp
 from bazar.frontend.app import FrontendApp
 from bazar.health import HealthProbe
+from bazar.http_limits import make_site
 from bazar.metrics import MeasuredResource
 from bazar.service import (
     CallOnStop,
@@ -20,7 +21,6 @@ from bazar.service import (
     role_service,
     web_service,
 )
-from bazar.web import make_site
 
 
 class Options(ConfigOptions):

@@ -9,19 +9,25 @@ package's file, so it is what is tested even before anything serves it.
 
 Writes change the module's cluster (prices, stock, orders): that is expected, and why a
 purchase may find too little stock (409, documented).
+
+Last, requests no HTTP library sends as they are (a 5 MB header, a body that never ends, a
+secret that is not UTF-8) go raw over a socket, to the front end and to replicas.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 
 from bazar.frontend import openapi
 from tests.integration.cluster import Cluster
+from tests.unit.rawhttp import error_shape_problem, parse_replies
 
 schemathesis = pytest.importorskip("schemathesis")  # in the test extra
 requests = pytest.importorskip("requests")  # one of its dependencies
@@ -105,3 +111,70 @@ def test_edge_cases_conform(
 ) -> None:
     case = schema[path][method].Case(media_type="application/json" if "body" in data else None, **data)
     case.call_and_validate(base_url=cluster.frontend, session=http_session)
+
+
+# Hostile requests that no HTTP library would send as they are, so sent raw over a socket:
+# each gets its JSON error at once (never a 5xx, a bare status or a silent close), and the
+# server then closes the connection ("Connection: close" where the request is whole).
+def _request(head: str, *headers: bytes, body: bytes = b"") -> bytes:
+    lines = [head.encode() + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close", *headers]
+    if body:
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+NOT_UTF8 = b"X-Bazar-Secret: \xff\xfe"
+DEEP = b"[" * 50_000
+CHUNK = b"1000\r\n" + b"a" * 4096 + b"\r\n"
+DECLARED = b"Content-Length: 100000000"
+HOSTILE = [
+    pytest.param(*case[1:], id=case[0])
+    for case in [
+        ("json-50000-deep", "frontend", _request("POST /bazar/purchase/6", body=DEEP), 400),
+        ("price-50000-deep", "frontend", _request("PUT /bazar/update_price/6", body=DEEP), 400),
+        ("static-null-byte", "frontend", _request("GET /static/%00"), 404),
+        ("secret-not-utf8-status", "catalog-1", _request("GET /internal/status", NOT_UTF8), 403),
+        ("secret-not-utf8-orders", "order-2", _request("GET /order/orders", NOT_UTF8), 403),
+        (
+            "secret-not-utf8-invalidate",
+            "frontend",
+            _request("POST /internal/invalidate", NOT_UTF8, body=b"{}"),
+            403,
+        ),
+        # (A read the front end has routed before is answered before werkzeug sees the Host.)
+        ("host-label-too-long", "frontend", _request("GET /bazar/orders", b"Host: " + b"a" * 64), 400),
+        ("2000-headers", "frontend", _request("GET /bazar/info/1", *[b"X-A: b"] * 2000), 431),
+        ("5-MB-header", "frontend", _request("GET /bazar/info/1", b"X-A: " + b"b" * 5_000_000), 431),
+        ("100-KB-request-line", "frontend", _request("GET /bazar/info/" + "1" * 100_000), 414),
+        (
+            "declares-100-MB-sends-11",
+            "frontend",
+            _request("PUT /bazar/update_price/1", DECLARED) + b'{"price":1}',
+            413,
+        ),
+        # 68 KiB of chunks, with no last chunk: refused as it passes 64 KiB.
+        (
+            "chunked-past-64-KiB",
+            "frontend",
+            _request("POST /bazar/purchase/1", b"Transfer-Encoding: chunked") + CHUNK * 17,
+            413,
+        ),
+    ]
+]
+
+
+@pytest.mark.parametrize(("to", "data", "code"), HOSTILE)
+def test_hostile_requests_get_json_errors_at_once(to: str, data: bytes, code: int, cluster: Cluster) -> None:
+    address = urlsplit(cluster.url(to))
+    assert address.hostname is not None and address.port is not None
+    received = []
+    with socket.create_connection((address.hostname, address.port), timeout=10) as s:
+        started = time.monotonic()
+        s.sendall(data)
+        while chunk := s.recv(65536):  # until the server closes
+            received.append(chunk)
+    elapsed = time.monotonic() - started
+    replies = parse_replies(b"".join(received))
+    assert [r.code for r in replies] == [code], b"".join(received)[:300]
+    assert error_shape_problem(replies[0]) is None
+    assert elapsed < 5, f"answered and closed after {elapsed:.1f} s"

@@ -42,6 +42,7 @@ from bazar.client import ReplicaClient
 from bazar.config import SECRET_HEADER, Config, Replica
 from bazar.failover import Role
 from bazar.frontend.app import FrontendApp
+from bazar.http_limits import make_site
 from bazar.invalidation import FrontendNotifier, book_keys
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
@@ -49,7 +50,7 @@ from bazar.order.store import OrderStore
 from bazar.replica import measured
 from bazar.replication import FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore
-from bazar.web import make_site, respond_json
+from bazar.web import respond_json
 from tests.invariants import stock_problems
 
 SECRET = "unit-test-secret"
@@ -244,6 +245,7 @@ class MemCluster:
         site = self.stub._agent._serverFactory  # treq.testing keeps its Site there
         assert isinstance(site, Site)
         site.requestFactory = production.requestFactory
+        site.protocol = production.protocol
         site.displayTracebacks = production.displayTracebacks
         self.failover = failover
         self.stores: dict[str, ReplicatedStore] = {}
@@ -361,7 +363,7 @@ class MemCluster:
         *,
         to: str = "frontend",
         data: bytes | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str | bytes] | None = None,
     ) -> Deferred[Reply]:
         """Start a request to the front end (or to replica ``to``); fires with its Reply.
 

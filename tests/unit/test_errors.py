@@ -44,6 +44,8 @@ FRONTEND_CASES: list[tuple[str, str, str, Any, int, str | None]] = [
     ("price_nan", "PUT", "/bazar/update_price/1", b'{"price": NaN}', 400, None),
     ("price_infinite", "PUT", "/bazar/update_price/1", b'{"price": 1e400}', 400, None),
     ("price_body_too_large", "PUT", "/bazar/update_price/1", b'{"price": 1}' + b" " * 70_000, 413, None),
+    ("purchase_json_nested_deep", "POST", "/bazar/purchase/6", b"[" * 50_000, 400, None),
+    ("price_json_nested_deep", "PUT", "/bazar/update_price/6", b'{"price": 1, "x": ' * 3_000, 400, None),
     ("quantity_below_zero", "PUT", "/bazar/update_quantity/1", {"quantity": -1}, 400, None),
     ("quantity_string", "PUT", "/bazar/update_quantity/1", {"quantity": "5"}, 400, None),
     ("quantity_and_delta", "PUT", "/bazar/update_quantity/1", {"quantity": 5, "delta": 1}, 400, None),
@@ -67,6 +69,8 @@ FRONTEND_CASES: list[tuple[str, str, str, Any, int, str | None]] = [
     ("info_without_id", "GET", "/bazar/info/", _, 404, None),
     ("info_extra_segment", "GET", "/bazar/info/1/extra", _, 404, None),
     ("catalog_path_on_frontend", "GET", "/catalog/books", _, 404, None),
+    ("static_null_byte", "GET", "/static/%00", _, 404, None),
+    ("static_null_byte_in_name", "GET", "/static/app.js%00.css", _, 404, None),
     ("post_to_info", "POST", "/bazar/info/1", _, 405, "GET"),
     ("get_purchase", "GET", "/bazar/purchase/1", _, 405, "POST"),
     ("post_update_price", "POST", "/bazar/update_price/1", {"price": 1}, 405, "PUT"),
@@ -159,12 +163,14 @@ def _internal_case(to: str, method: str, path: str, body: Any, ok: int) -> Calla
         self.assertIn(SECRET_HEADER, reply.json["error"]["message"])
         reply = self.send(method, path, body, to=to, headers={SECRET_HEADER: "not-the-secret"})
         self.assertError(reply, 403)
+        reply = self.send(method, path, body, to=to, headers={SECRET_HEADER: b"\xff\xfe"})  # not UTF-8
+        self.assertError(reply, 403)
         self.assertNothingWritten()
         # The same request with the secret gets through: the refusal was about the secret.
         reply = self.send(method, path, body, to=to, headers={SECRET_HEADER: self.cluster.config.secret})
         self.assertEqual(reply.code, ok, reply.json)
 
-    test.__doc__ = f"{method} {path} on {to}: 401 without the secret, 403 with a wrong one"
+    test.__doc__ = f"{method} {path} on {to}: 401 without the secret, 403 with a wrong one (even not UTF-8)"
     return test
 
 
@@ -178,6 +184,7 @@ class InternalAuthTests(ErrorTestCase):
             ("catalog-2", "/internal/replicate", {"entries": [[1, "x"]]}, 400),
             ("catalog-2", "/internal/replicate", {"entries": [[2, _CATALOG_ENTRY[0][1]]]}, 409),
             ("order-2", "/internal/replicate", b"[]", 400),
+            ("order-2", "/internal/replicate", b"[" * 50_000, 400),
             ("order-2", "/internal/st%ffatus", {}, 400),
         ]:
             reply = self.send("POST", path, body, to=to, headers=secret)

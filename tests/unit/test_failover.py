@@ -39,10 +39,10 @@ from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
 from bazar.errors import NotSent, Unavailable
 from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role, Watchdog, majority
+from bazar.http_limits import make_site
 from bazar.order.store import OrderStore
 from bazar.replication import HEARTBEAT_INTERVAL, REPLICATE_PATH, REPLICATION_TIMEOUT, FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore
-from bazar.web import make_site
 from tests.unit.memcluster import Held, HostDispatch
 
 T = TypeVar("T")
@@ -190,6 +190,7 @@ class Trio:
         site = self.stub._agent._serverFactory
         assert isinstance(site, Site)
         site.requestFactory = production.requestFactory
+        site.protocol = production.protocol
         self.outside = ReplicaClient(self.stub, SECRET, self.clock)  # an operator, never isolated
         self.stores: dict[str, CatalogStore] = {}
         self.roles: dict[str, Role] = {}

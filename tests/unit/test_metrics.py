@@ -49,7 +49,9 @@ class MetricsEndpointTests(SynchronousTestCase):
         for name in ("frontend", "catalog-1", "order-2"):
             self.assertEqual(self.metrics(name).code, 401)
             self.assertEqual(self.metrics(name, **{"X-Bazar-Secret": "nope"}).code, 403)
+            self.assertEqual(self.metrics(name, **{"X-Bazar-Secret": b"\xff\xfe"}).code, 403)  # not UTF-8
             self.assertEqual(self.metrics(name, Authorization="Bearer nope").code, 403)
+            self.assertEqual(self.metrics(name, Authorization=b"Bearer \xff\xfe").code, 403)
             self.assertEqual(self.metrics(name, Authorization=f"Bearer {SECRET}").code, 200)
             self.assertEqual(self.metrics(name, **{"X-Bazar-Secret": SECRET}).code, 200)
 
