@@ -330,7 +330,7 @@ class Sequencer:
         if have_it < self.quorum:
             raise Unavailable(
                 f"only {have_it} of {len(self.links) + 1} replicas have the write (a majority must): "
-                "not acknowledged; retry with an Idempotency-Key"
+                "not acknowledged (it takes effect only if a majority gets it later)"
             )
         if lagging:
             yield self._tell(seq, entry, lagging)
