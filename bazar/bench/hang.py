@@ -20,6 +20,7 @@ at the end, a stopped one SIGCONTed first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -184,14 +185,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def run(reactor: Any, args: argparse.Namespace) -> int:
-    processes = Processes()
-    directory = Path(tempfile.mkdtemp(prefix="bazar-hang-"))
-    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)  # progress, on stderr
+
+
+async def run(reactor: Any, args: argparse.Namespace, processes: Processes, directory: Path) -> int:
+    """The trials, on a cluster started in ``directory`` (``processes`` are stopped by the caller)."""
+    say(f"starting a cluster in {directory}")
+    cluster = start_cluster(processes, directory, "hang", cache_size=5)
+    bench = Bench(reactor, cluster, args.interval, args.timeout)
     try:
-        say(f"starting a cluster in {directory}")
-        cluster = start_cluster(processes, directory, "hang", cache_size=5)
-        bench = Bench(reactor, cluster, args.interval, args.timeout)
         for book in range(7):
             await bench.call("PUT", f"{cluster.url}/bazar/update_quantity/{book}", {"quantity": STOCK})
         for role in ROLES:
@@ -213,9 +216,8 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
         epochs = {
             role: (await bench.status(await bench.sequencer(role)) or {}).get("epoch", 0) for role in ROLES
         }
-        await bench.pool.closeCachedConnections()
     finally:
-        processes.stop_all()
+        await bench.pool.closeCachedConnections()
     outages = [t.outage for t in trials if t.outage is not None]
     caused = {role: sum(1 for t in trials if t.role == role) for role in ROLES}
     spurious = sum(int(epochs[role]) - 1 - caused[role] for role in ROLES)
@@ -248,16 +250,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="for the resume offsets (default: random)")
     args = parser.parse_args(argv)
     codes: list[int] = []
+    processes = Processes()
 
     async def main_task(reactor: Any) -> None:
-        codes.append(await run(reactor, args))
+        codes.append(await run(reactor, args, processes, Path(workdir)))
 
-    try:
-        task.react(lambda reactor: ensureDeferred(main_task(reactor)))
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise
-    return codes[0] if codes else 1
+    with tempfile.TemporaryDirectory(prefix="bazar-hang-") as workdir:
+        try:
+            task.react(lambda reactor: ensureDeferred(main_task(reactor)))
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise
+        finally:
+            # Interrupted (Ctrl-C stops the reactor mid-trial), a sequencer may still be stopped.
+            for process in processes.started:
+                with contextlib.suppress(OSError):
+                    os.killpg(process.pid, signal.SIGCONT)
+            processes.stop_all()
+    return codes[0] if codes else 130
 
 
 if __name__ == "__main__":
