@@ -182,6 +182,20 @@ def test_an_invalid_config(tmp_path: Path, text: str, complaint: str) -> None:
     assert_clear_error(result, "bazar-order", complaint)
 
 
+@pytest.mark.parametrize("command", ["bazar-frontend", "bazar-cluster"])
+def test_a_bad_endpoint_string(tmp_path: Path, command: str) -> None:
+    """One line naming the key and the file; the cluster refuses to start (it used to start
+    every other process and restart the front end, a traceback each time, until stopped)."""
+    layout = write_config(tmp_path)
+    good = f'listen = "tcp:port={layout.ports["frontend"]}:interface=127.0.0.1"'
+    text = layout.config.read_text()
+    assert good in text
+    layout.config.write_text(text.replace(good, 'listen = "tcp:port=notaport"'))
+    result = run_twistd(tmp_path, command, "--config", str(layout.config), timeout=15)
+    assert_clear_error(result, command, str(layout.config), "[frontend]", "'listen'", "notaport")
+    assert all(port_is_free(p) for p in layout.all_ports())
+
+
 @pytest.mark.parametrize("command", ["bazar-catalog", "bazar-cluster"])
 def test_a_port_in_use(tmp_path: Path, command: str) -> None:
     layout = write_config(tmp_path)
