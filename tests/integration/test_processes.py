@@ -7,6 +7,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,29 @@ async def test_a_replica_runs_alone(
     replica.stop()  # SIGTERM: a clean exit, and both its ports free again
     assert port_is_free(layout.ports[name])
     assert (tmp_path / "data" / f"{name}.sqlite").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_roles_side_by_side_in_one_directory(
+    tmp_path: Path, processes: Processes, http: HTTPClient
+) -> None:
+    """The README's "Running roles separately" commands, as written, on one machine from one
+    directory: the installed ``twistd``, no --pidfile. Each runs (they used to share twistd.pid,
+    so the second said "Another twistd server is running" and exited) and leaves no pidfile."""
+    script = Path(sys.executable).with_name("twistd")
+    assert script.exists(), f"no twistd beside {sys.executable}"
+    layout = write_config(tmp_path)
+    for name in ("catalog-1", "order-1", "frontend"):  # one after the other, as a user would
+        role = name.split("-")[0]
+        args = [str(script), "-n", f"bazar-{role}", "--config", str(layout.config)]
+        if name == "frontend":
+            url, secret = layout.frontend + "/openapi.json", None
+        else:
+            args += ["--replica", name]
+            url, secret = layout.url(name) + "/internal/status", layout.secret
+        started = processes.start(name, args, ports=layout.ports_of(name))
+        await wait_answering(http, started, url, secret)
+    assert list(tmp_path.glob("*.pid")) == []
 
 
 @pytest_twisted.ensureDeferred
