@@ -31,7 +31,7 @@ from bazar.config import Config, Replica
 from bazar.errors import BadRequest, NotSent, Unavailable, error_body
 from bazar.frontend import openapi, storefront
 from bazar.frontend.fastpath import ReadShortcut, UriKeys
-from bazar.health import Health
+from bazar.health import OLD_EPOCH, STATUS_FAILED, TURNED_A_READ_AWAY, Health, unreachable
 from bazar.invalidation import INVALIDATE_PATH, PageKey, all_books_page_key, info_key, search_page_key
 from bazar.lru import LRUCache
 from bazar.metrics import Metrics, counter, gauge
@@ -159,12 +159,12 @@ class FrontendApp:
     ) -> Deferred[ReplicaResponse]:
         """Every call to a replica goes through here: one that cannot reach it marks it down."""
 
-        def unreachable(failure: Failure) -> Failure:
+        def failed(failure: Failure) -> Failure:
             failure.trap(Unavailable)
-            self.health.mark(replica, False, failure.getErrorMessage())
+            self.health.mark(replica, False, unreachable(failure), failure.getErrorMessage())
             return failure
 
-        return self.client.request(method, replica, path, body, timeout=timeout).addErrback(unreachable)
+        return self.client.request(method, replica, path, body, timeout=timeout).addErrback(failed)
 
     def _write_order(self, replicas: RoundRobin[Replica]) -> list[Replica]:
         """Where a write goes: the role's sequencer first (a follower would only forward it to
@@ -271,12 +271,13 @@ class FrontendApp:
                 error = e
                 continue
             if response.code == 503:
-                error = Unavailable(response.error_message())
+                error, why = Unavailable(response.error_message()), TURNED_A_READ_AWAY
             elif response.epoch and not self.health.current_epoch(replica.role, response.epoch):
                 error = Unavailable(f"{replica.name} answered from epoch {response.epoch}, an old one")
+                why = OLD_EPOCH
             else:
                 return response
-            self.health.mark(replica, False, error.message)
+            self.health.mark(replica, False, why, error.message)
         raise error or Unavailable(
             "no replica that has every acknowledged write is reachable; try again shortly"
         )
@@ -350,23 +351,21 @@ class FrontendApp:
         out = []
         for replica, (ok, result) in zip(replicas, results, strict=True):
             why = self.health.why_unreadable(replica)
+            if not ok and why is None:  # it answered its status with an error
+                why = STATUS_FAILED
+            # The same fields for every replica: null where it could not be asked.
             entry: dict[str, Any] = {
                 "name": replica.name,
                 "role": replica.role,
                 "url": replica.url,
-                "healthy": ok and why is None,
+                "healthy": why is None,
+                "why_unhealthy": why,
+                "error": None if ok else result.getErrorMessage(),
+                "last_seq": result["last_seq"] if ok else None,
+                "digest": result["digest"] if ok else None,
+                "sequencer": result["sequencer"] if ok else None,
+                "epoch": result.get("epoch", 1) if ok else None,
             }
-            if ok and why is not None:
-                entry["why_unhealthy"] = why
-            if ok:
-                entry.update(
-                    digest=result["digest"],
-                    last_seq=result["last_seq"],
-                    sequencer=result["sequencer"],
-                    epoch=result.get("epoch", 1),
-                )
-            else:
-                entry["error"] = result.getErrorMessage()
             out.append(entry)
         stats = self.cache.lru.stats
         cache = {

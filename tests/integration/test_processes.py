@@ -156,6 +156,9 @@ async def test_the_frontend_runs_alone(tmp_path: Path, processes: Processes, htt
     cluster = (await request(http, "GET", layout.frontend + "/bazar/cluster")).body
     assert [r["name"] for r in cluster["replicas"]] == list(NAMES[1:])
     assert not any(r["healthy"] for r in cluster["replicas"])
+    for entry in cluster["replicas"]:  # the same fields as a healthy one, with a plain reason
+        assert entry["why_unhealthy"] == "unreachable: no connection could be made", entry
+        assert entry["last_seq"] is None and entry["digest"] is None and entry["error"], entry
     info = await request(http, "GET", layout.frontend + "/bazar/info/1")
     assert info.code == 503, info
     assert info.body["error"]["code"] == 503
