@@ -187,7 +187,7 @@ class FrontendApp:
                 return (yield self._call(method, replica, path, body))
             except NotSent as e:
                 error = e
-        raise error or Unavailable(f"no {replicas.rotation()[0].role} replica is up; try again shortly")
+        raise self._none_can_answer(replicas, f"{method} {path}", "take it", error, NotSent)
 
     # -- reads through the cache -----------------------------------------------------
 
@@ -278,9 +278,27 @@ class FrontendApp:
             else:
                 return response
             self.health.mark(replica, False, why, error.message)
-        raise error or Unavailable(
-            "no replica that has every acknowledged write is reachable; try again shortly"
+        raise self._none_can_answer(replicas, f"GET {path}", "answer", error)
+
+    @staticmethod
+    def _none_can_answer(
+        replicas: RoundRobin[Replica],
+        call: str,
+        verb: str,
+        error: Unavailable | None,
+        kind: type[Unavailable] = Unavailable,
+    ) -> Unavailable:
+        """The 503 for a call no replica of a role could serve, in the client's words; which
+        replica failed how (``error``, the last one) goes to the log and ``/bazar/cluster``."""
+        role = replicas.rotation()[0].role
+        log.warn(
+            "{call}: no {role} replica could {verb}: {why}",
+            call=call,
+            role=role,
+            verb=verb,
+            why=error.message if error is not None else "none is up",
         )
+        return kind(f"no {role} replica can answer right now; try again shortly")
 
     @staticmethod
     def _relay(response: ReplicaResponse, request: IRequest) -> bytes:

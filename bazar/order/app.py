@@ -12,6 +12,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from bazar import validation
@@ -30,6 +31,8 @@ from bazar.web import (
     respond_reply,
     runs_to_completion,
 )
+
+log = Logger()
 
 
 class OrderApp(ReplicaApp):
@@ -76,7 +79,12 @@ class OrderApp(ReplicaApp):
                 raise
             self._catalog = next((c for c in self.catalogs if c.name == response.sequencer), catalog)
             return response.raise_for_error().json()
-        raise error or Unavailable("no catalog replica can be reached; try again shortly")
+        log.warn(
+            "no catalog replica could take the stock: {why}", why=error.message if error else "none listed"
+        )
+        raise Unavailable(
+            "no catalog replica can answer right now; try again shortly"
+        )  # as the front end says
 
     @app.route("/order/purchase/<book_id>", methods=["POST"])
     @runs_to_completion

@@ -900,5 +900,7 @@ class ReadEpochTests(SynchronousTestCase):
     def test_no_replica_in_the_newest_epoch(self) -> None:
         app, _ = self.app({name: (10.0, 1) for name in ("catalog-1", "catalog-2", "catalog-3")})
         app.health.current_epoch("catalog", 2)
-        failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
-        self.assertIn("an old one", failure.value.message)
+        with capturedLogs() as events:
+            failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
+        self.assertEqual(failure.value.message, "no catalog replica can answer right now; try again shortly")
+        self.assertIn("an old one", formatEvent(events[-1]))
