@@ -45,11 +45,18 @@ class ConfigOptions(usage.Options):
 
     def postOptions(self) -> None:
         """Unless --pidfile was given: none with -n (nothing to find the process by that its
-        terminal does not give), else ``bazar-<name>.pid``, so several roles can run from one
-        directory. ``parent`` is twistd's own options, which take the pidfile."""
+        terminal does not give), else ``bazar-<name>.pid``; and a daemon logs to
+        ``bazar-<name>.log`` unless --logfile was given (twistd's default, twistd.log, would be
+        written and rotated by every daemon at once). So several roles run from one directory.
+        ``parent`` is twistd's own options, which take both."""
         twistd = getattr(self, "parent", None)
-        if twistd is not None and twistd.get("pidfile") == TWISTD_PIDFILE:
-            twistd["pidfile"] = "" if twistd.get("nodaemon") else f"bazar-{self.process_name()}.pid"
+        if twistd is None:
+            return
+        name, daemon = self.process_name(), not twistd.get("nodaemon")
+        if twistd.get("pidfile") == TWISTD_PIDFILE:
+            twistd["pidfile"] = f"bazar-{name}.pid" if daemon else ""
+        if daemon and twistd.get("logfile") is None:
+            twistd["logfile"] = f"bazar-{name}.log"
 
 
 class ReplicaOptions(ConfigOptions):

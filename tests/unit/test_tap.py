@@ -183,6 +183,14 @@ class PidfileTests(SynchronousTestCase):
             with self.subTest(argv=argv):
                 self.assertEqual(self.twistd_config(*argv)["pidfile"], os.path.abspath(name))
 
+    def test_one_log_file_per_process_as_a_daemon(self) -> None:
+        """Daemonized, each logs to bazar-<its name>.log (not one twistd.log for all, which
+        several processes would write and rotate at once); with -n, to stdout as before."""
+        self.assertEqual(self.twistd_config("bazar-order", "-r", "order-3")["logfile"], "bazar-order-3.log")
+        self.assertEqual(self.twistd_config("bazar-cluster")["logfile"], "bazar-cluster.log")
+        self.assertIsNone(self.twistd_config("-n", "bazar-frontend")["logfile"])
+        self.assertEqual(self.twistd_config("--logfile=x.log", "bazar-frontend")["logfile"], "x.log")
+
     def test_an_explicit_pidfile_is_kept(self) -> None:
         """--pidfile wins, with or without -n (and --pidfile= still means none)."""
         for extra in ([], ["-n"]):
