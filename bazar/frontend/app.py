@@ -180,14 +180,15 @@ class FrontendApp:
         a write that never left (the connection was refused) is sent on to the next one: a
         write that may have arrived is never sent twice."""
         error: Unavailable | None = None
-        for replica in self._write_order(replicas):
+        order = self._write_order(replicas)
+        for replica in order:
             if not self.health.is_up(replica):
                 continue
             try:
                 return (yield self._call(method, replica, path, body))
             except NotSent as e:
                 error = e
-        raise self._none_can_answer(replicas, f"{method} {path}", "take it", error, NotSent)
+        raise self._none_can_answer(order[0].role, f"{method} {path}", "take it", error, NotSent)
 
     # -- reads through the cache -----------------------------------------------------
 
@@ -262,7 +263,8 @@ class FrontendApp:
         has), or answers from an older epoch than the newest one known (it may lack writes
         acknowledged since the takeover). Its probe says when it may be read again."""
         error: Unavailable | None = None
-        for replica in replicas.rotation():
+        rotation = replicas.rotation()
+        for replica in rotation:
             if not self.health.readable(replica):
                 continue
             try:
@@ -278,11 +280,11 @@ class FrontendApp:
             else:
                 return response
             self.health.mark(replica, False, why, error.message)
-        raise self._none_can_answer(replicas, f"GET {path}", "answer", error)
+        raise self._none_can_answer(rotation[0].role, f"GET {path}", "answer", error)
 
     @staticmethod
     def _none_can_answer(
-        replicas: RoundRobin[Replica],
+        role: str,
         call: str,
         verb: str,
         error: Unavailable | None,
@@ -290,7 +292,6 @@ class FrontendApp:
     ) -> Unavailable:
         """The 503 for a call no replica of a role could serve, in the client's words; which
         replica failed how (``error``, the last one) goes to the log and ``/bazar/cluster``."""
-        role = replicas.rotation()[0].role
         log.warn(
             "{call}: no {role} replica could {verb}: {why}",
             call=call,
