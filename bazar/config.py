@@ -7,12 +7,19 @@ which are also what ``etc/bazar.toml`` spells out.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import secrets
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.endpoints import _parseServer, clientFromString
+from twisted.internet.testing import MemoryReactor
 
 DEFAULT_CONFIG_PATH = Path("etc/bazar.toml")
 SECRET_HEADER = "X-Bazar-Secret"
@@ -99,6 +106,27 @@ def _default_replicas(role: str) -> list[dict[str, Any]]:
     ]
 
 
+# Every key each table may have: anything else is a typo that would silently leave a default.
+TABLES = ("cluster", "frontend", "catalog", "order")
+CLUSTER_KEYS = ("books", "cache_size", "data_dir", "probe_interval", "secret", "secret_file")
+REPLICA_KEYS = ("name", "listen", "url", "channel_listen", "channel")
+
+
+def _known(keys: Collection[str], known: Collection[str], where: str, what: str = "key") -> None:
+    """Refuses the first of ``keys`` not in ``known``, suggesting the closest known one."""
+    for key in keys:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            hint = f"did you mean {close[0]!r}?"
+        elif key in CLUSTER_KEYS:  # e.g. written after a [[catalog]] table, so it landed there
+            hint = "it belongs in [cluster]"
+        else:
+            hint = f"known {what}s: {', '.join(sorted(known))}"
+        raise ConfigError(f"{where}unknown {what} {key!r} ({hint})")
+
+
 def _string(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
     value = table.get(key, default)
     if not isinstance(value, str) or not value:
@@ -106,20 +134,68 @@ def _string(table: dict[str, Any], key: str, where: str, default: str | None = N
     return value
 
 
-def _replica(table: Any, role: str, where: str) -> Replica:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table")
-    name = _string(table, "name", where, role)
-    listen = _string(table, "listen", where)
+def _port_in_range(port: object) -> None:
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is not from 0 to 65535")
+
+
+def _server_endpoint(table: dict[str, Any], key: str, where: str) -> str:
+    """A server endpoint string Twisted can parse (checked now: a bad one would otherwise be a
+    traceback when the process listens). Parsed, not built: an endpoint of a plugin (systemd
+    sockets) may only be buildable in the process it belongs to."""
+    value = _string(table, key, where)
+    try:
+        kind, args, _ = _parseServer(value, None)
+        if kind in ("TCP", "SSL"):
+            _port_in_range(args[0])
+    except Exception as e:  # a plugin's parser may raise anything
+        raise ConfigError(f"{where}: {key!r} = {_quoted(value)} is not a server endpoint: {e}") from None
+    return value
+
+
+def _client_endpoint(table: dict[str, Any], key: str, where: str) -> str:
+    """A client endpoint string Twisted can build (against a reactor that does nothing)."""
+    value = _string(table, key, where)
+    try:
+        endpoint = clientFromString(MemoryReactor(), value)
+        _port_in_range(getattr(endpoint, "_port", None))
+    except Exception as e:  # a plugin's parser may raise anything
+        raise ConfigError(f"{where}: {key!r} = {_quoted(value)} is not a client endpoint: {e}") from None
+    return value
+
+
+def _url(table: dict[str, Any], where: str) -> str:
     url = _string(table, "url", where).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: 'url' must start with http:// or https://, not {url!r}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError as e:
+        raise ConfigError(f"{where}: 'url' = {_quoted(url)} is not a URL: {e}") from None
+    if not parts.hostname:
+        raise ConfigError(f"{where}: 'url' = {_quoted(url)} names no host")
+    return url
+
+
+def _quoted(value: str) -> str:
+    """``value`` as TOML (and JSON) would write it, to show it as it stands in the file."""
+    return json.dumps(value)
+
+
+def _replica(table: Any, role: str, where: str) -> Replica:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    _known(table, REPLICA_KEYS, f"{where}: ")
+    name = _string(table, "name", where, role)
+    listen = _server_endpoint(table, "listen", where)
+    url = _url(table, where)
     if ("channel_listen" in table) != ("channel" in table):
         raise ConfigError(f"{where}: give both 'channel_listen' and 'channel', or neither")
     channel_listen = channel = None
     if "channel" in table:
-        channel_listen = _string(table, "channel_listen", where)
-        channel = _string(table, "channel", where)
+        channel_listen = _server_endpoint(table, "channel_listen", where)
+        channel = _client_endpoint(table, "channel", where)
     return Replica(name, role, listen, url, channel_listen, channel)
 
 
@@ -159,10 +235,24 @@ def _secret(cluster: dict[str, Any], data_dir: Path) -> str:
 
 
 def parse(raw: dict[str, Any], source: str = "embedded defaults") -> Config:
-    """Turn a TOML document (already parsed) into a Config, filling in defaults."""
+    """Turn a TOML document (already parsed) into a Config, filling in defaults.
+
+    An error in the document names ``source`` first, unless that is the built-in defaults.
+    """
+    try:
+        return _parse(raw, source)
+    except ConfigError as e:
+        if source == "embedded defaults":
+            raise
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _parse(raw: dict[str, Any], source: str) -> Config:
+    _known(raw, TABLES, "", "table")
     cluster = raw.get("cluster", {})
     if not isinstance(cluster, dict):
         raise ConfigError("[cluster] must be a table")
+    _known(cluster, CLUSTER_KEYS, "[cluster]: ")
     cache_size = cluster.get("cache_size", 5)
     if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 0:
         raise ConfigError(

@@ -25,10 +25,26 @@ from twisted.python.failure import Failure
 
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
+from bazar.errors import NotSent
 
 STATUS_PATH = "/internal/status"
 
+# Why the front end does not read from a replica, in words for people watching the cluster
+# (``/bazar/cluster``); the log adds the technical detail (the error, the status).
+NO_CONNECTION = "unreachable: no connection could be made"
+STOPPED_ANSWERING = "unreachable: it stopped answering"
+CATCHING_UP = "not ready: catching up with its sequencer"
+NO_MAJORITY = "not ready: its latest writes are not yet on a majority of its role"
+OLD_EPOCH = "in an old epoch: another replica has taken over its role's writes"
+STATUS_FAILED = "not ready: its status check failed"
+TURNED_A_READ_AWAY = "not ready: it could not serve a read"
+
 log = Logger()
+
+
+def unreachable(failure: Failure) -> str:
+    """The plain reason for a call that failed: it never connected, or it got no answer."""
+    return NO_CONNECTION if failure.check(NotSent) else STOPPED_ANSWERING
 
 
 class Health:
@@ -85,8 +101,7 @@ class Health:
     def why_unreadable(self, replica: Replica) -> str | None:
         """Why reads skip ``replica`` (None: they do not), for people watching the cluster."""
         if not self.is_up(replica):
-            state, why = self._down_state(replica.name), self._down[replica.name]
-            return f"{state}: {why}" if why else state
+            return self._down[replica.name] or self._down_state(replica.name)
         if self.is_lagging(replica.name):
             return f"lagging: its sequencer reported it behind at write {self._lagging[replica.name][0]}"
         return None
@@ -94,13 +109,18 @@ class Health:
     def _down_state(self, name: str) -> str:
         return "down" if name in self._seen_up else "not up yet"
 
-    def mark(self, replica: Replica, up: bool, why: str = "") -> None:
-        """Up or down from now on. The log says "not up yet" for a replica never seen up (at
+    def mark(self, replica: Replica, up: bool, why: str = "", detail: str = "") -> None:
+        """Up or down from now on; ``why`` (plain words) is what ``why_unreadable`` shows, and
+        the log adds ``detail``. The log says "not up yet" for a replica never seen up (at
         start-up, before its sequencer has reached it), and "down" only for one that was."""
         if self.is_up(replica) != up:
             state = "up" if up else self._down_state(replica.name)
             log.info(
-                "{replica} is {state}{why}", replica=replica.name, state=state, why=f": {why}" if why else ""
+                "{replica} is {state}{why}{detail}",
+                replica=replica.name,
+                state=state,
+                why=f": {why}" if why else "",
+                detail=f" ({detail})" if detail else "",
             )
         if up:
             self._seen_up.add(replica.name)
@@ -159,13 +179,18 @@ class HealthProbe(TimerService):
         except ValueError:
             status = {}
         ready = bool(status.get("ready", False))
-        current = self.health.current_epoch(replica.role, int(status.get("epoch", 1)))
-        why = (
-            ""
-            if ready and current
-            else f"status {response.code}, {'not ready' if current else 'in an old epoch'}"
-        )
-        self.health.mark(replica, ready and current, why)
+        epoch = int(status.get("epoch", 1))
+        current = self.health.current_epoch(replica.role, epoch)
+        if not status:
+            why = STATUS_FAILED
+        elif not current:
+            why = OLD_EPOCH
+        elif not ready:
+            why = NO_MAJORITY if status.get("sequencer") == replica.name else CATCHING_UP
+        else:
+            why = ""
+        detail = f"status {response.code}, ready {ready}, epoch {epoch}" if why else ""
+        self.health.mark(replica, not why, why, detail)
         if not current:
             return
         if status.get("sequencer") == replica.name:
@@ -183,4 +208,4 @@ class HealthProbe(TimerService):
             )
 
     def _unreachable(self, failure: Failure, replica: Replica) -> None:
-        self.health.mark(replica, False, failure.getErrorMessage())
+        self.health.mark(replica, False, unreachable(failure), failure.getErrorMessage())

@@ -23,6 +23,10 @@ from bazar.client import ReplicaClient, make_http, make_pool
 from bazar.config import Config, ConfigError, Replica, load
 from bazar.logs import register_secret
 
+# twistd's default --pidfile: one per working directory, so a second role started there
+# would refuse to run ("Another twistd server is running").
+TWISTD_PIDFILE = "twistd.pid"
+
 
 class ConfigOptions(usage.Options):
     optParameters: ClassVar[list[list[Any]]] = [
@@ -33,6 +37,26 @@ class ConfigOptions(usage.Options):
             "The cluster's TOML config (default: ./etc/bazar.toml if present, else built-in).",
         ],
     ]
+    role: ClassVar[str]  # "frontend" or "cluster"; a replica is called by its --replica name
+
+    def process_name(self) -> str:
+        """What this process is called in its pidfile's name."""
+        return self.role
+
+    def postOptions(self) -> None:
+        """Unless --pidfile was given: none with -n (nothing to find the process by that its
+        terminal does not give), else ``bazar-<name>.pid``; and a daemon logs to
+        ``bazar-<name>.log`` unless --logfile was given (twistd's default, twistd.log, would be
+        written and rotated by every daemon at once). So several roles run from one directory.
+        ``parent`` is twistd's own options, which take both."""
+        twistd = getattr(self, "parent", None)
+        if twistd is None:
+            return
+        name, daemon = self.process_name(), not twistd.get("nodaemon")
+        if twistd.get("pidfile") == TWISTD_PIDFILE:
+            twistd["pidfile"] = f"bazar-{name}.pid" if daemon else ""
+        if daemon and twistd.get("logfile") is None:
+            twistd["logfile"] = f"bazar-{name}.log"
 
 
 class ReplicaOptions(ConfigOptions):
@@ -40,9 +64,13 @@ class ReplicaOptions(ConfigOptions):
         ["replica", "r", None, "This replica's name in the config, e.g. catalog-1."]
     ]
 
+    def process_name(self) -> str:
+        return str(self["replica"])
+
     def postOptions(self) -> None:
         if not self["replica"]:
             raise usage.UsageError("--replica NAME is required (e.g. --replica catalog-1)")
+        super().postOptions()
 
 
 def fail(role: str, message: str) -> SystemExit:

@@ -574,10 +574,22 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # so that SIGTERM, too, runs the finally that stops the clusters
 
 
+def handle_interrupts() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop the benchmark, which then stops every cluster it started.
+
+    SIGINT explicitly: a shell starts a background job with SIGINT ignored, and Python then
+    leaves it ignored (and so does Twisted's reactor, which only replaces Python's own
+    handler), so the benchmark could not be interrupted at all. SIGTERM unless someone set
+    a handler of their own; the reactor installs its own for both while it runs.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)  # until the reactor installs its own
+    handle_interrupts()
     settings = settings_from(args)
     progress = Progress()
     out: Path = args.out
@@ -655,8 +667,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0:
         sys.stdout.write(report.markdown_report(results))
         sys.stdout.flush()
+        plots = ", *.png" if plt is not None else ""
         progress.say(
             f"done in {format_duration(results['runtime_seconds'])}; "
-            f"results in {out}/ (results.json, *.csv, *.png, results.md)"
+            f"results in {out}/ (results.json, *.csv{plots}, results.md)"
         )
     return code

@@ -310,9 +310,9 @@ class CatalogStore(ReplicatedStore):
             (delta, book_id, delta, MAX_STOCK),
         )
         if txn.rowcount == 0:
-            raise Conflict(
-                f"stock of book {book_id} must stay between 0 and {MAX_STOCK}: {old[4]} left, delta {delta}"
-            )
+            if delta < 0:
+                raise Conflict(f"not enough stock of book {book_id} to remove {-delta}: {old[4]} left")
+            raise Conflict(f"that would make the stock of book {book_id} too large")  # past MAX_STOCK
         return self._changed(txn, old)
 
     def _set(self, txn: Cursor, book_id: int, assignment: str, values: tuple[Any, ...]) -> Entry:

@@ -28,6 +28,7 @@ _TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
 class Options(ConfigOptions):
+    role = "cluster"
     synopsis = "[--config FILE]"
     longdesc = "Run the whole Bazar cluster: one front end and every catalog and order replica in the config."
 

@@ -31,7 +31,7 @@ from bazar.config import Config, Replica
 from bazar.errors import BadRequest, BazarError, NotSent, Unavailable, error_body
 from bazar.frontend import openapi, storefront
 from bazar.frontend.fastpath import ReadShortcut, UriKeys
-from bazar.health import Health
+from bazar.health import OLD_EPOCH, STATUS_FAILED, TURNED_A_READ_AWAY, Health, unreachable
 from bazar.invalidation import INVALIDATE_PATH, PageKey, all_books_page_key, info_key, search_page_key
 from bazar.lru import LRUCache
 from bazar.metrics import Metrics, counter, gauge
@@ -167,12 +167,12 @@ class FrontendApp:
     ) -> Deferred[ReplicaResponse]:
         """Every call to a replica goes through here: one that cannot reach it marks it down."""
 
-        def unreachable(failure: Failure) -> Failure:
+        def failed(failure: Failure) -> Failure:
             failure.trap(Unavailable)
-            self.health.mark(replica, False, failure.getErrorMessage())
+            self.health.mark(replica, False, unreachable(failure), failure.getErrorMessage())
             return failure
 
-        return self.client.request(method, replica, path, body, timeout=timeout).addErrback(unreachable)
+        return self.client.request(method, replica, path, body, timeout=timeout).addErrback(failed)
 
     def _write_order(self, replicas: RoundRobin[Replica]) -> list[Replica]:
         """Where a write goes: the role's sequencer first (a follower would only forward it to
@@ -188,14 +188,15 @@ class FrontendApp:
         a write that never left (the connection was refused) is sent on to the next one: a
         write that may have arrived is never sent twice."""
         error: Unavailable | None = None
-        for replica in self._write_order(replicas):
+        order = self._write_order(replicas)
+        for replica in order:
             if not self.health.is_up(replica):
                 continue
             try:
                 return (yield self._call(method, replica, path, body))
             except NotSent as e:
                 error = e
-        raise error or Unavailable(f"no {replicas.rotation()[0].role} replica is up; try again shortly")
+        raise self._none_can_answer(order[0].role, f"{method} {path}", "take it", error, NotSent)
 
     # -- reads through the cache -----------------------------------------------------
 
@@ -270,7 +271,8 @@ class FrontendApp:
         has), or answers from an older epoch than the newest one known (it may lack writes
         acknowledged since the takeover). Its probe says when it may be read again."""
         error: Unavailable | None = None
-        for replica in replicas.rotation():
+        rotation = replicas.rotation()
+        for replica in rotation:
             if not self.health.readable(replica):
                 continue
             try:
@@ -279,15 +281,33 @@ class FrontendApp:
                 error = e
                 continue
             if response.code == 503:
-                error = Unavailable(response.error_message())
+                error, why = Unavailable(response.error_message()), TURNED_A_READ_AWAY
             elif response.epoch and not self.health.current_epoch(replica.role, response.epoch):
                 error = Unavailable(f"{replica.name} answered from epoch {response.epoch}, an old one")
+                why = OLD_EPOCH
             else:
                 return response
-            self.health.mark(replica, False, error.message)
-        raise error or Unavailable(
-            "no replica that has every acknowledged write is reachable; try again shortly"
+            self.health.mark(replica, False, why, error.message)
+        raise self._none_can_answer(rotation[0].role, f"GET {path}", "answer", error)
+
+    @staticmethod
+    def _none_can_answer(
+        role: str,
+        call: str,
+        verb: str,
+        error: Unavailable | None,
+        kind: type[Unavailable] = Unavailable,
+    ) -> Unavailable:
+        """The 503 for a call no replica of a role could serve, in the client's words; which
+        replica failed how (``error``, the last one) goes to the log and ``/bazar/cluster``."""
+        log.warn(
+            "{call}: no {role} replica could {verb}: {why}",
+            call=call,
+            role=role,
+            verb=verb,
+            why=error.message if error is not None else "none is up",
         )
+        return kind(f"no {role} replica can answer right now; try again shortly")
 
     @staticmethod
     def _relay(response: ReplicaResponse, request: IRequest) -> bytes:
@@ -390,23 +410,21 @@ class FrontendApp:
         out = []
         for replica, (ok, result) in zip(replicas, results, strict=True):
             why = self.health.why_unreadable(replica)
+            if not ok and why is None:  # it answered its status with an error
+                why = STATUS_FAILED
+            # The same fields for every replica: null where it could not be asked.
             entry: dict[str, Any] = {
                 "name": replica.name,
                 "role": replica.role,
                 "url": replica.url,
-                "healthy": ok and why is None,
+                "healthy": why is None,
+                "why_unhealthy": why,
+                "error": None if ok else result.getErrorMessage(),
+                "last_seq": result["last_seq"] if ok else None,
+                "digest": result["digest"] if ok else None,
+                "sequencer": result["sequencer"] if ok else None,
+                "epoch": result.get("epoch", 1) if ok else None,
             }
-            if ok and why is not None:
-                entry["why_unhealthy"] = why
-            if ok:
-                entry.update(
-                    digest=result["digest"],
-                    last_seq=result["last_seq"],
-                    sequencer=result["sequencer"],
-                    epoch=result.get("epoch", 1),
-                )
-            else:
-                entry["error"] = result.getErrorMessage()
             out.append(entry)
         stats = self.cache.lru.stats
         cache = {

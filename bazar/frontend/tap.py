@@ -24,6 +24,7 @@ from bazar.service import (
 
 
 class Options(ConfigOptions):
+    role = "frontend"
     synopsis = "[--config FILE]"
     longdesc = "Run Bazar's front end: the public API, the LRU cache, round robin over the replicas."
 

@@ -17,6 +17,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import IService
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from bazar import validation
@@ -36,6 +37,8 @@ from bazar.web import (
     respond_reply,
     runs_to_completion,
 )
+
+log = Logger()
 
 
 class OrderApp(ReplicaApp):
@@ -94,7 +97,12 @@ class OrderApp(ReplicaApp):
                 continue
             self._catalog = next((c for c in self.catalogs if c.name == response.sequencer), catalog)
             return response.raise_for_error().json()
-        raise error or Unavailable("no catalog replica can be reached; try again shortly")
+        log.warn(
+            "no catalog replica could take the stock: {why}", why=error.message if error else "none listed"
+        )
+        raise Unavailable(
+            "no catalog replica can answer right now; try again shortly"
+        )  # as the front end says
 
     @app.route("/order/purchase/<book_id>", methods=["POST"])
     @runs_to_completion

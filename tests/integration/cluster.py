@@ -240,6 +240,45 @@ class Process:
             )
 
 
+def processes_under(directory: Path) -> dict[int, int]:
+    """Every live process (pid -> process group) whose working directory is ``directory`` or
+    below: what a test started there, however it was started (in a session of its own, by a
+    process of its own that has since died, ...), never this test run itself."""
+    root = directory.resolve()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd").removesuffix(" (deleted)"))
+            state, _ppid, pgid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # gone, or another user's
+            continue
+        if state != "Z" and cwd.is_relative_to(root) and int(pgid) != os.getpgrp():
+            found[int(entry.name)] = int(pgid)
+    return found
+
+
+def kill_processes_under(directory: Path, timeout: float = STOP_TIMEOUT) -> list[str]:
+    """SIGKILL to the process group of everything ``processes_under(directory)`` finds; what
+    was found, to report (a passing test leaves nothing)."""
+    found = processes_under(directory)
+    described = []
+    for pid in found:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            command = "?"
+        described.append(f"{pid} {command[:120]}")
+    for pgid in set(found.values()):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    poll(lambda: not processes_under(directory), timeout, "the processes to be gone")
+    return described
+
+
 class Processes:
     """Starts processes in one directory and remembers them, to stop each afterwards."""
 

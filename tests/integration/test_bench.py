@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pytest
 
 from bazar.bench.cluster import Processes as BenchProcesses
 from bazar.bench.cluster import group_alive, start_floor
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, kill_processes_under
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +43,31 @@ def bench_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "bazar.bench"]
 
 
-def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+@pytest.fixture(autouse=True)
+def nothing_left_behind(tmp_path: Path) -> Iterator[None]:
+    """However the test ends, nothing it started outlives it. The benchmark's clusters run in
+    sessions of their own (so killing the benchmark's group would miss them), but everything
+    runs under ``tmp_path`` (the benchmark's temporary directory is made there): that finds it."""
+    yield
+    left = kill_processes_under(tmp_path)
+    assert not left, f"processes outlived the test, killed now: {left}"
+
+
+def start(tmp_path: Path, *args: str, ignore_sigint: bool = False) -> subprocess.Popen[str]:
+    """``bazar-bench args`` in ``tmp_path``, its temporary directory there too. With
+    ``ignore_sigint``, as a shell starts a background job: SIGINT ignored (which Python's own
+    Ctrl-C handling then leaves ignored)."""
+    command = [*bench_command(), *args]
+    if ignore_sigint:
+        command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
     return subprocess.Popen(
-        [*bench_command(), *args],
+        command,
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)},
         start_new_session=True,  # so a test failure can kill whatever it left, by group
     )
 
@@ -186,7 +203,9 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         assert "matplotlib is not installed" in stderr
+        assert stderr.splitlines()[-1].endswith("(results.json, *.csv, results.md)"), stderr
     else:
+        assert stderr.splitlines()[-1].endswith("(results.json, *.csv, *.png, results.md)"), stderr
         for name in ("latency", "sweep", "lru", "consistency", "memory"):
             assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if shutil.which("wrk"):
@@ -263,6 +282,10 @@ def test_memory_against_url(cluster: Cluster, tmp_path: Path) -> None:
         stdout, stderr = finish(process)
         assert process.returncode == 0, stderr[-3000:]
         assert "#### 6. The front end's memory under a long run" in stdout
+        # Its last line names the files it wrote: no plots with --no-plots.
+        assert stderr.splitlines()[-1].endswith(f"results in {out}/ (results.json, *.csv, results.md)"), (
+            stderr
+        )
         memory = json.loads((out / "results.json").read_text())["experiments"]["memory"]
         check_memory(memory, out, requests=10 * 60, source=source)
         assert "front end at" not in stderr  # it started no cluster of its own
@@ -278,7 +301,8 @@ def json_get(url: str) -> Any:
 
 
 def test_interrupt_stops_every_cluster(tmp_path: Path) -> None:
-    """Ctrl-C in the middle of a measurement: exit status 130, and no cluster process left."""
+    """Ctrl-C in the middle of a measurement: exit status 130, and no cluster process left;
+    also when started as a background job would be, with SIGINT ignored."""
     process = start(
         tmp_path,
         "--samples",
@@ -290,6 +314,7 @@ def test_interrupt_stops_every_cluster(tmp_path: Path) -> None:
         "--no-plots",
         "--out",
         str(tmp_path / "results"),
+        ignore_sigint=True,
     )
     seen = ""
     deadline = time.monotonic() + 45

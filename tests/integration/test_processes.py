@@ -7,6 +7,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,29 @@ async def test_a_replica_runs_alone(
 
 
 @pytest_twisted.ensureDeferred
+async def test_roles_side_by_side_in_one_directory(
+    tmp_path: Path, processes: Processes, http: HTTPClient
+) -> None:
+    """The README's "Running roles separately" commands, as written, on one machine from one
+    directory: the installed ``twistd``, no --pidfile. Each runs (they used to share twistd.pid,
+    so the second said "Another twistd server is running" and exited) and leaves no pidfile."""
+    script = Path(sys.executable).with_name("twistd")
+    assert script.exists(), f"no twistd beside {sys.executable}"
+    layout = write_config(tmp_path)
+    for name in ("catalog-1", "order-1", "frontend"):  # one after the other, as a user would
+        role = name.split("-")[0]
+        args = [str(script), "-n", f"bazar-{role}", "--config", str(layout.config)]
+        if name == "frontend":
+            url, secret = layout.frontend + "/openapi.json", None
+        else:
+            args += ["--replica", name]
+            url, secret = layout.url(name) + "/internal/status", layout.secret
+        started = processes.start(name, args, ports=layout.ports_of(name))
+        await wait_answering(http, started, url, secret)
+    assert list(tmp_path.glob("*.pid")) == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_frontend_runs_alone(tmp_path: Path, processes: Processes, http: HTTPClient) -> None:
     layout = write_config(tmp_path)
     frontend = start_role(processes, layout, "frontend")
@@ -132,6 +156,9 @@ async def test_the_frontend_runs_alone(tmp_path: Path, processes: Processes, htt
     cluster = (await request(http, "GET", layout.frontend + "/bazar/cluster")).body
     assert [r["name"] for r in cluster["replicas"]] == list(NAMES[1:])
     assert not any(r["healthy"] for r in cluster["replicas"])
+    for entry in cluster["replicas"]:  # the same fields as a healthy one, with a plain reason
+        assert entry["why_unhealthy"] == "unreachable: no connection could be made", entry
+        assert entry["last_seq"] is None and entry["digest"] is None and entry["error"], entry
     info = await request(http, "GET", layout.frontend + "/bazar/info/1")
     assert info.code == 503, info
     assert info.body["error"]["code"] == 503
@@ -180,6 +207,20 @@ def test_an_invalid_config(tmp_path: Path, text: str, complaint: str) -> None:
     (tmp_path / "bad.toml").write_text(text)
     result = run_twistd(tmp_path, "bazar-order", "--config", "bad.toml", "--replica", "order-1")
     assert_clear_error(result, "bazar-order", complaint)
+
+
+@pytest.mark.parametrize("command", ["bazar-frontend", "bazar-cluster"])
+def test_a_bad_endpoint_string(tmp_path: Path, command: str) -> None:
+    """One line naming the key and the file; the cluster refuses to start (it used to start
+    every other process and restart the front end, a traceback each time, until stopped)."""
+    layout = write_config(tmp_path)
+    good = f'listen = "tcp:port={layout.ports["frontend"]}:interface=127.0.0.1"'
+    text = layout.config.read_text()
+    assert good in text
+    layout.config.write_text(text.replace(good, 'listen = "tcp:port=notaport"'))
+    result = run_twistd(tmp_path, command, "--config", str(layout.config), timeout=15)
+    assert_clear_error(result, command, str(layout.config), "[frontend]", "'listen'", "notaport")
+    assert all(port_is_free(p) for p in layout.all_ports())
 
 
 @pytest.mark.parametrize("command", ["bazar-catalog", "bazar-cluster"])

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -930,3 +931,31 @@ class ElectionsNoteTests(SynchronousTestCase):
             "elections during the run, where no fault was injected: 1 "
             "(cache: catalog 0, order 1; nocache: catalog 0, order 0)",
         )
+
+
+class InterruptTests(SynchronousTestCase):
+    """``bazar-bench`` can always be interrupted, so that it stops the clusters it started."""
+
+    def setUp(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.addCleanup(signal.signal, signum, signal.getsignal(signum))
+
+    def test_sigint_even_when_ignored(self) -> None:
+        """A background job starts with SIGINT ignored: Ctrl-C (or kill -INT) interrupts all the same."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        cli.handle_interrupts()
+        self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+
+    def test_sigterm_interrupts_too(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        cli.handle_interrupts()
+        with self.assertRaises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before os.kill returns to us
+
+    def test_a_sigterm_handler_of_the_callers_is_kept(self) -> None:
+        def mine(signum: int, frame: Any) -> None:
+            pass
+
+        signal.signal(signal.SIGTERM, mine)
+        cli.handle_interrupts()
+        self.assertIs(signal.getsignal(signal.SIGTERM), mine)

@@ -6,6 +6,7 @@ working directory) at a fresh temporary directory, never at the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -42,6 +43,15 @@ class TempDirMixin:
             f"{cluster}\n"
         )
         return path
+
+
+class OneLineErrorMixin(TempDirMixin):
+    def assertOneLineError(self, path: Path, *fragments: str) -> str:
+        """Loading ``path`` fails with one line that starts with the path and has ``fragments``."""
+        error = str(self.assertRaises(ConfigError, load, path))  # type: ignore[attr-defined]
+        for check in ("\n" not in error, error.startswith(f"{path}: "), *(f in error for f in fragments)):
+            self.assertTrue(check, error)  # type: ignore[attr-defined]
+        return error
 
 
 class DefaultsTests(SynchronousTestCase):
@@ -349,3 +359,121 @@ class InvalidConfigTests(TempDirMixin, SynchronousTestCase):
         self.assertEqual(config.catalog, (Replica("north", "catalog", "tcp:6001", "http://10.0.0.1:6001"),))
         self.assertEqual([r.name for r in config.order], ["order-1", "order-2", "order-3"])
         self.assertEqual(config.data_dir, path.parent / "data")
+
+
+class EndpointTests(OneLineErrorMixin, SynchronousTestCase):
+    """Endpoint strings and URLs are checked when the file is loaded, so that a typo is one
+    line naming the key and the file, not a traceback (or a crash loop) once a process starts."""
+
+    def test_bad_server_endpoints(self) -> None:
+        """listen and channel_listen must be server endpoint strings Twisted can parse."""
+        for key, value, detail in (
+            ("listen", "tcp:port=notaport", "notaport"),
+            ("listen", "tcp:5000:bogus=1", "bogus"),
+            ("listen", "tcp:port=70000", "70000"),
+            ("listen", "pigeon:5000", "pigeon"),
+            ("channel_listen", "tcp:port=x5010", "x5010"),
+        ):
+            with self.subTest(key=key, value=value):
+                table = {
+                    "listen": "tcp:port=5000:interface=127.0.0.1",
+                    "url": "http://127.0.0.1:5000",
+                    "channel_listen": "tcp:port=5010:interface=127.0.0.1",
+                    "channel": "tcp:host=127.0.0.1:port=5010",
+                    key: value,
+                }
+                body = "[frontend]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+                path = self.write_config(body)
+                self.assertOneLineError(
+                    path, "[frontend]", f"{key!r}", json.dumps(value), "server endpoint", detail
+                )
+
+    def test_bad_client_endpoints(self) -> None:
+        """channel must be a client endpoint string Twisted can parse."""
+        for value, detail in (
+            ("tcp:host=127.0.0.1:port=notaport", "notaport"),
+            ("tcp:host=127.0.0.1", "port"),
+            ("tcp:host=127.0.0.1:port=5111:colour=blue", "colour"),
+            ("carrier-pigeon:host=x", "carrier-pigeon"),
+        ):
+            with self.subTest(channel=value):
+                body = (
+                    "[[catalog]]\nname = 'c'\nlisten = 'tcp:5101'\nurl = 'http://127.0.0.1:5101'\n"
+                    f"channel_listen = 'tcp:5111'\nchannel = {json.dumps(value)}\n"
+                )
+                path = self.write_config(body)
+                self.assertOneLineError(
+                    path, "[[catalog]] #1", "'channel'", json.dumps(value), "client endpoint", detail
+                )
+
+    def test_bad_urls(self) -> None:
+        """A url must name a host, and a port if any that is a number from 0 to 65535."""
+        for value in ("http://127.0.0.1:notaport", "http://127.0.0.1:70000", "http://:5101", "http:///books"):
+            with self.subTest(url=value):
+                body = f"[[order]]\nname = 'o'\nlisten = 'tcp:5201'\nurl = {json.dumps(value)}\n"
+                self.assertOneLineError(self.write_config(body), "[[order]] #1", "'url'", json.dumps(value))
+
+    def test_good_endpoints(self) -> None:
+        """What etc/bazar.toml and the compose config use, and other kinds Twisted knows, load."""
+        body = (
+            "[frontend]\nlisten = 'tcp6:port=5000:interface=\\:\\:1'\nurl = 'http://[::1]:5000'\n"
+            "channel_listen = 'unix:/tmp/bazar-frontend.sock'\n"
+            "channel = 'unix:path=/tmp/bazar-frontend.sock'\n"
+            "[[catalog]]\nname = 'c'\nlisten = 'tcp:5101'\nurl = 'https://catalog.example:5101/'\n"
+            "channel_listen = 'tcp:port=5111:interface=0.0.0.0'\nchannel = 'tcp:host=catalog-1:port=5111'\n"
+        )
+        config = load(self.write_config(body))
+        self.assertEqual(config.frontend.listen, "tcp6:port=5000:interface=\\:\\:1")
+        self.assertEqual(config.catalog[0].url, "https://catalog.example:5101")
+
+    def test_every_error_names_the_file(self) -> None:
+        """Errors found in the file's values start with the file's path."""
+        path = self.write_config("", cluster="cache_size = -1")
+        self.assertOneLineError(path, "[cluster]", "'cache_size'")
+
+
+class UnknownKeyTests(OneLineErrorMixin, SynchronousTestCase):
+    """A key or table the config does not know is refused (a typo would otherwise silently
+    leave the default in place), suggesting the known key it is closest to."""
+
+    def test_misspelt_cluster_key(self) -> None:
+        """cache_sise = 3 is refused, suggesting cache_size."""
+        path = self.write_config("", cluster="cache_sise = 3")
+        self.assertOneLineError(path, "[cluster]", "unknown key 'cache_sise'", "did you mean 'cache_size'?")
+
+    def test_misspelt_replica_key(self) -> None:
+        """A replica's keys are checked too, naming which replica."""
+        body = "[[order]]\nname = 'o'\nlisten = 'tcp:5201'\nurl = 'http://127.0.0.1:5201'\nchanel = 'x'\n"
+        self.assertOneLineError(
+            self.write_config(body), "[[order]] #1", "unknown key 'chanel'", "did you mean 'channel'?"
+        )
+
+    def test_misspelt_table(self) -> None:
+        """An unknown top-level table or key is refused, suggesting the table it is closest to."""
+        path = self.write_config("[[catalogue]]\nname = 'c'\n")
+        self.assertOneLineError(path, "unknown table 'catalogue'", "did you mean 'catalog'?")
+
+    def test_nothing_close(self) -> None:
+        """Without a close match, the error lists the keys that are known."""
+        path = self.write_config("", cluster="colour = 'blue'")
+        self.assertOneLineError(
+            path,
+            "[cluster]: unknown key 'colour'",
+            "known keys: books, cache_size, data_dir, probe_interval, secret, secret_file",
+        )
+
+    def test_cluster_key_in_the_wrong_table(self) -> None:
+        """A [cluster] key that landed in another table (written below it) says where it belongs."""
+        body = "[[order]]\nname = 'o'\nlisten = 'tcp:5201'\nurl = 'http://127.0.0.1:5201'\nbooks = 9\n"
+        path = self.write_config(body)
+        self.assertOneLineError(path, "[[order]] #1", "unknown key 'books'", "in [cluster]")
+
+    def test_repo_configs_use_only_known_keys(self) -> None:
+        """Every config the repository ships loads (its data moved to a temporary directory)."""
+        for shipped in sorted(REPO_CONFIG.parent.glob("*.toml")):
+            with self.subTest(config=shipped.name):
+                raw = tomllib.loads(shipped.read_text())
+                directory = self.tempdir()
+                raw["cluster"]["data_dir"] = str(directory / "data")
+                raw["cluster"]["secret_file"] = str(directory / "secret")
+                parse(raw, source=str(shipped))

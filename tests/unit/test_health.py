@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
@@ -19,9 +20,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.client import ReplicaResponse
 from bazar.config import Replica, parse
-from bazar.errors import Unavailable
+from bazar.errors import NotSent, Unavailable
 from bazar.frontend.app import FrontendApp
-from bazar.health import STATUS_PATH, Health, HealthProbe
+from bazar.health import CATCHING_UP, STATUS_PATH, Health, HealthProbe
 from tests.unit.memcluster import MAX_FLUSHES, MemCluster, result_of
 
 PROBE_INTERVAL = parse({"cluster": {"secret": "s"}}).probe_interval  # the default
@@ -57,24 +58,25 @@ class HealthTests(SynchronousTestCase):
         """At start-up a follower the sequencer has not reached yet is "not up yet", not "down";
         once it was up, losing it is "down"."""
         with capturedLogs() as events:
-            self.health.mark(C2, False, "status 200, not ready")
+            self.health.mark(C2, False, CATCHING_UP, "status 200, ready False, epoch 1")
             self.health.mark(C2, True)
             self.health.mark(C2, False, "unreachable")
         self.assertEqual(
             [formatEvent(e) for e in events],
             [
-                "catalog-2 is not up yet: status 200, not ready",
+                f"catalog-2 is not up yet: {CATCHING_UP} (status 200, ready False, epoch 1)",
                 "catalog-2 is up",
                 "catalog-2 is down: unreachable",
             ],
         )
 
     def test_why_unreadable_says_what_keeps_reads_away(self) -> None:
-        """None while readable; then not up yet, down (with the reason), or lagging (at which
-        write), as ``/bazar/cluster`` shows it."""
+        """None while readable; then the plain reason it was marked down with (without one:
+        not up yet, or down), or lagging (at which write), as ``/bazar/cluster`` shows it; never
+        the detail, which is for the log."""
         self.assertIsNone(self.health.why_unreadable(C2))
-        self.health.mark(C2, False, "status 200, not ready")
-        self.assertEqual(self.health.why_unreadable(C2), "not up yet: status 200, not ready")
+        self.health.mark(C2, False, CATCHING_UP, "status 200, ready False, epoch 1")
+        self.assertEqual(self.health.why_unreadable(C2), CATCHING_UP)
         self.health.mark(C2, True)
         self.health.mark(C2, False)
         self.assertEqual(self.health.why_unreadable(C2), "down")
@@ -318,6 +320,93 @@ class HealthProbeTests(SynchronousTestCase):
         self.probe.stopService()  # stopping twice is harmless
 
 
+class ClusterViewTests(SynchronousTestCase):
+    """``/bazar/cluster`` shows every replica with the same fields, whatever its state, and says
+    why one is not read from in plain words (the technical detail goes to the log, and for one
+    that could not be asked, to ``error``)."""
+
+    FIELDS = ("name", "role", "url", "healthy", "why_unhealthy", "error", "last_seq", "digest")
+    FIELDS += ("sequencer", "epoch")
+
+    def view(self, answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        client = FakeClient()
+        client.clock = Clock()  # type: ignore[attr-defined]  # the front end's lookups run on it (none here)
+        for name in ("catalog-1", "catalog-2", "catalog-3", "order-1", "order-2", "order-3"):
+            client.answers[name] = status(name, sequencer=f"{name.split('-')[0]}-1", epoch=1)
+        client.answers.update(answers)
+        app = FrontendApp(parse({"cluster": {"secret": "s"}}), client)  # type: ignore[arg-type]
+        replicas = [*app.config.catalog, *app.config.order]
+        self.successResultOf(HealthProbe(app.health, replicas, client, Clock(), 1.0).probe_all())  # type: ignore[arg-type]
+        http = StubTreq(app.app.resource())
+        response = self.successResultOf(http.get("http://127.0.0.1/bazar/cluster"))
+        self.assertEqual(response.code, 200)
+        body = json.loads(self.successResultOf(http.content(response)))
+        return {r["name"]: r for r in body["replicas"]}
+
+    def test_every_entry_has_the_same_fields(self) -> None:
+        """Healthy, unreachable, restarting: one shape, null where a value is not known."""
+        view = self.view(
+            {
+                "catalog-2": NotSent("catalog-2 is unreachable: ConnectionRefusedError"),
+                "catalog-3": status("catalog-3", ready=False, sequencer="catalog-1", epoch=1),
+                "order-2": Unavailable("order-2 is unreachable: ResponseNeverReceived"),
+            }
+        )
+        for name, entry in view.items():
+            with self.subTest(replica=name):
+                self.assertEqual(sorted(entry), sorted(self.FIELDS))
+        healthy = view["catalog-1"]
+        self.assertEqual((healthy["healthy"], healthy["why_unhealthy"], healthy["error"]), (True, None, None))
+        self.assertEqual((healthy["last_seq"], healthy["sequencer"], healthy["epoch"]), (0, "catalog-1", 1))
+        down = view["catalog-2"]
+        self.assertEqual(
+            [down[k] for k in ("healthy", "last_seq", "digest", "sequencer", "epoch")],
+            [False, None, None, None, None],
+        )
+        self.assertEqual(down["error"], "catalog-2 is unreachable: ConnectionRefusedError")
+
+    def test_plain_reasons(self) -> None:
+        """Why each is not read from, without exception names or HTTP statuses."""
+        followers = {"catalog-3": {"confirmed": 4, "in_sync": False, "readable": False}}
+        view = self.view(
+            {
+                "catalog-1": status(
+                    "catalog-1", last_seq=5, sequencer="catalog-1", epoch=1, followers=followers
+                ),
+                "catalog-2": NotSent("catalog-2 is unreachable: ConnectionRefusedError"),
+                "order-1": status("order-1", ready=False, sequencer="order-1", epoch=1),
+                "order-2": Unavailable("order-2 is unreachable: ResponseNeverReceived"),
+                "order-3": status("order-3", ready=False, sequencer="order-1", epoch=1),
+            }
+        )
+        self.assertEqual(
+            {name: entry["why_unhealthy"] for name, entry in view.items()},
+            {
+                "catalog-1": None,
+                "catalog-2": "unreachable: no connection could be made",
+                "catalog-3": "lagging: its sequencer reported it behind at write 5",
+                "order-1": "not ready: its latest writes are not yet on a majority of its role",
+                "order-2": "unreachable: it stopped answering",
+                "order-3": "not ready: catching up with its sequencer",
+            },
+        )
+
+    def test_an_old_epoch_and_a_failed_status_check(self) -> None:
+        view = self.view(
+            {
+                "catalog-1": status("catalog-1", sequencer="catalog-2", epoch=2),
+                "catalog-2": status("catalog-2", sequencer="catalog-2", epoch=2),
+                "catalog-3": status("catalog-3", sequencer="catalog-1", epoch=1),
+                "order-2": ReplicaResponse(500, b"{}", "order-2"),
+            }
+        )
+        self.assertEqual(
+            view["catalog-3"]["why_unhealthy"],
+            "in an old epoch: another replica has taken over its role's writes",
+        )
+        self.assertEqual(view["order-2"]["why_unhealthy"], "not ready: its status check failed")
+
+
 # -- the front end and the replicas, in memory ---------------------------------------------
 
 
@@ -465,7 +554,7 @@ class ClusterHealthTests(SynchronousTestCase):
         self.assertEqual(
             view["catalog-3"]["why_unhealthy"], "lagging: its sequencer reported it behind at write 2"
         )
-        self.assertNotIn("why_unhealthy", view["catalog-1"])
+        self.assertIsNone(view["catalog-1"]["why_unhealthy"])
         self.assertEqual((view["catalog-3"]["last_seq"], view["catalog-1"]["last_seq"]), (0, 2))
         self.assertNotEqual(view["catalog-3"]["digest"], view["catalog-1"]["digest"])
 
@@ -477,7 +566,7 @@ class ClusterHealthTests(SynchronousTestCase):
         self.assertEqual(self.digest("catalog-3"), self.digest("catalog-1"))
         self.assertEqual(self.cluster.book("catalog-3", 1)["price"], 9.5)
         view = self.cluster_view()
-        self.assertTrue(all(r["healthy"] and "why_unhealthy" not in r for r in view.values()))
+        self.assertTrue(all(r["healthy"] and r["why_unhealthy"] is None for r in view.values()))
         self.assertEqual({view[n]["digest"] for n in self.cluster.catalog_names}, {self.digest("catalog-1")})
         self.assertEqual({view[n]["last_seq"] for n in self.cluster.catalog_names}, {2})
 
@@ -813,5 +902,7 @@ class ReadEpochTests(SynchronousTestCase):
     def test_no_replica_in_the_newest_epoch(self) -> None:
         app, _ = self.app({name: (10.0, 1) for name in ("catalog-1", "catalog-2", "catalog-3")})
         app.health.current_epoch("catalog", 2)
-        failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
-        self.assertIn("an old one", failure.value.message)
+        with capturedLogs() as events:
+            failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
+        self.assertEqual(failure.value.message, "no catalog replica can answer right now; try again shortly")
+        self.assertIn("an old one", formatEvent(events[-1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.errors import Conflict
@@ -62,6 +63,29 @@ class ThroughTheFrontEndTests(SynchronousTestCase):
         for name in self.cluster.order_names:
             self.assertEqual(len(self.cluster.orders(name)), 1)
         self.assertEqual(self.cluster.stock_problems(), [])
+
+    def test_no_catalog_replica_answers(self) -> None:
+        """A keyed purchase tries every catalog replica; when none answers, the client is told
+        in its words (and may retry with its key), the replica-by-replica detail is logged."""
+        before = self.stock(3)
+        for name in self.cluster.catalog_names:
+            self.cluster.unreachable(name)
+        with capturedLogs() as events:
+            answer = self.cluster.post("/bazar/purchase/3", headers=KEY)
+        self.assertEqual(answer.code, 503)
+        self.assertEqual(
+            answer.json["error"]["message"],
+            "no catalog replica can answer right now; try again shortly; the purchase may have gone "
+            f"through: ask again with Idempotency-Key {KEY['Idempotency-Key']} to find out",
+        )
+        logged = [formatEvent(e) for e in events]
+        self.assertTrue(
+            any(line.startswith("no catalog replica could take the stock: ") for line in logged), logged
+        )
+        for name in self.cluster.catalog_names:
+            self.cluster.unreachable(name, down=False)
+        self.assertEqual(self.cluster.post("/bazar/purchase/3", headers=KEY).code, 200)
+        self.assertEqual(self.stock(3), [q - 1 for q in before])  # the retry took it, once
 
     def test_bad_keys(self) -> None:
         for key in ("", "x" * 201, "caf\u00e9", "tab\there", b"\xd7\xff"):

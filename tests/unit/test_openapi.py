@@ -127,6 +127,42 @@ class DocumentTests(SynchronousTestCase):
             if "example" in schema:
                 assert_valid(self, name, schema["example"])
 
+    def test_replica_status_has_one_shape(self) -> None:
+        """Every field is always there: one that answered has its data and no error; one that
+        could not be asked has an error, a reason, and nulls."""
+        answered = {
+            "name": "catalog-1",
+            "role": "catalog",
+            "url": "http://127.0.0.1:5101",
+            "healthy": True,
+            "why_unhealthy": None,
+            "error": None,
+            "last_seq": 3,
+            "digest": "0" * 64,
+            "sequencer": "catalog-1",
+            "epoch": 1,
+        }
+        unreachable = {
+            **answered,
+            "healthy": False,
+            "why_unhealthy": "unreachable: no connection could be made",
+            "error": "catalog-1 is unreachable: ConnectionRefusedError",
+            **dict.fromkeys(("last_seq", "digest", "sequencer", "epoch")),
+        }
+        validator = schema_validator("ReplicaStatus")
+        for body, valid in (
+            (answered, True),
+            ({**answered, "healthy": False, "why_unhealthy": "lagging: behind"}, True),
+            (unreachable, True),
+            ({k: v for k, v in answered.items() if k != "why_unhealthy"}, False),
+            ({**answered, "last_seq": None}, False),
+            ({**answered, "error": "x"}, False),
+            ({**unreachable, "healthy": True}, False),
+            ({**unreachable, "digest": "0" * 64}, False),
+            ({**unreachable, "why_unhealthy": None}, False),
+        ):
+            self.assertEqual(validator.is_valid(body), valid, body)
+
     def test_seed_books_are_books(self) -> None:
         for book in SEED_BOOKS:
             assert_valid(

@@ -6,6 +6,7 @@ fake reactor, so no test opens a port (except the one bound on purpose to be in 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sqlite3
@@ -21,6 +22,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.runner.procmon import ProcessMonitor
+from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
@@ -147,6 +149,55 @@ class OptionsTests(TapTestCase):
         """The cluster takes --config."""
         self.assertEqual(self.options("cluster", "--config", "x.toml")["config"], "x.toml")
         self.assertRaises(usage.UsageError, self.options, "cluster", "--replica", "order-1")
+
+
+class PidfileTests(SynchronousTestCase):
+    """twistd's own options as the command line gives them: each process has a pidfile of its
+    own (twistd's default, one ``twistd.pid`` per directory, let only one role start there)."""
+
+    def twistd_config(self, *argv: str) -> ServerOptions:
+        config = ServerOptions()
+        config.parseOptions(list(argv))
+        return config
+
+    def test_no_pidfile_in_the_foreground(self) -> None:
+        """With -n, no pidfile: the process is stopped through its terminal or its pid."""
+        for argv in (
+            ["bazar-frontend"],
+            ["bazar-catalog", "--replica", "catalog-2"],
+            ["bazar-order", "-r", "order-1"],
+            ["bazar-cluster"],
+        ):
+            with self.subTest(argv=argv):
+                self.assertEqual(self.twistd_config("-n", *argv)["pidfile"], "")
+                self.assertEqual(self.twistd_config("--nodaemon", *argv)["pidfile"], "")
+
+    def test_one_pidfile_per_process_as_a_daemon(self) -> None:
+        """Daemonized, each process writes bazar-<its name>.pid in the working directory."""
+        for argv, name in (
+            (["bazar-frontend"], "bazar-frontend.pid"),
+            (["bazar-catalog", "--replica", "catalog-2"], "bazar-catalog-2.pid"),
+            (["bazar-order", "-r", "order-1"], "bazar-order-1.pid"),
+            (["bazar-cluster"], "bazar-cluster.pid"),
+        ):
+            with self.subTest(argv=argv):
+                self.assertEqual(self.twistd_config(*argv)["pidfile"], os.path.abspath(name))
+
+    def test_one_log_file_per_process_as_a_daemon(self) -> None:
+        """Daemonized, each logs to bazar-<its name>.log (not one twistd.log for all, which
+        several processes would write and rotate at once); with -n, to stdout as before."""
+        self.assertEqual(self.twistd_config("bazar-order", "-r", "order-3")["logfile"], "bazar-order-3.log")
+        self.assertEqual(self.twistd_config("bazar-cluster")["logfile"], "bazar-cluster.log")
+        self.assertIsNone(self.twistd_config("-n", "bazar-frontend")["logfile"])
+        self.assertEqual(self.twistd_config("--logfile=x.log", "bazar-frontend")["logfile"], "x.log")
+
+    def test_an_explicit_pidfile_is_kept(self) -> None:
+        """--pidfile wins, with or without -n (and --pidfile= still means none)."""
+        for extra in ([], ["-n"]):
+            with self.subTest(extra=extra):
+                config = self.twistd_config(*extra, "--pidfile=mine.pid", "bazar-catalog", "-r", "catalog-1")
+                self.assertEqual(config["pidfile"], os.path.abspath("mine.pid"))
+                self.assertEqual(self.twistd_config(*extra, "--pidfile=", "bazar-frontend")["pidfile"], "")
 
 
 class ServiceTests(TapTestCase):

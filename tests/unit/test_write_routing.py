@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.client import ReplicaResponse
@@ -52,13 +53,42 @@ class WriteRoutingTests(SynchronousTestCase):
         self.assertEqual(client.sent, ["order-1"])
 
     def test_no_replica_up(self) -> None:
-        refused = {f"order-{n}": NotSent("refused") for n in (1, 2, 3)}
+        """When every replica refused (or is known down), the client is told so in its words;
+        which replica failed how goes to the log (and to /bazar/cluster)."""
+        refused = {
+            f"order-{n}": NotSent(f"order-{n} is unreachable: ConnectionRefusedError") for n in (1, 2, 3)
+        }
         app, client = self.app(refused)
-        self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), NotSent)
+        with capturedLogs() as events:
+            first = self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), NotSent)
         self.assertEqual(client.sent, ["order-1", "order-2", "order-3"])
         failure = self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), Unavailable)
-        self.assertIn("no order replica is up", failure.value.message)
         self.assertEqual(len(client.sent), 3)
+        for message in (first.value.message, failure.value.message):
+            self.assertEqual(message, "no order replica can answer right now; try again shortly")
+        self.assertIn(
+            "POST /order/purchase/1: no order replica could take it: "
+            "order-3 is unreachable: ConnectionRefusedError",
+            [formatEvent(e) for e in events],
+        )
+
+    def test_no_replica_can_be_read(self) -> None:
+        """Reads say the same as writes when no replica can answer: no "acknowledged writes"."""
+        refused = {
+            f"catalog-{n}": NotSent(f"catalog-{n} is unreachable: ConnectionRefusedError") for n in (1, 2, 3)
+        }
+        app, client = self.app(refused)
+        with capturedLogs() as events:
+            failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
+        self.assertEqual(failure.value.message, "no catalog replica can answer right now; try again shortly")
+        self.assertEqual(client.sent, ["catalog-1", "catalog-2", "catalog-3"])
+        self.assertIn(
+            "GET /catalog/books/1: no catalog replica could answer: "
+            "catalog-3 is unreachable: ConnectionRefusedError",
+            [formatEvent(e) for e in events],
+        )
+        failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
+        self.assertEqual(failure.value.message, "no catalog replica can answer right now; try again shortly")
 
 
 class SequencerFirstTests(SynchronousTestCase):
