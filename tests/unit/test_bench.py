@@ -26,7 +26,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from bazar.bench import cli, floor, memory, report, wrk
+from bazar.bench import cli, floor, hang, memory, report, wrk
 from bazar.bench.ceiling import body_of_size
 from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds, listening_pid
 from bazar.bench.experiments import (
@@ -959,3 +959,12 @@ class InterruptTests(SynchronousTestCase):
         signal.signal(signal.SIGTERM, mine)
         cli.handle_interrupts()
         self.assertIs(signal.getsignal(signal.SIGTERM), mine)
+
+
+class HangPercentileTests(SynchronousTestCase):
+    def test_nearest_rank(self) -> None:
+        """``bazar.bench.hang.percentile``: a value of the list, by nearest rank; p99 of few is their max."""
+        values = [float(v) for v in range(100, 0, -1)]
+        self.assertEqual(hang.percentile(values, 0.5), 51.0)
+        self.assertEqual(hang.percentile(values, 0.99), 99.0)
+        self.assertEqual(hang.percentile([1.3, 1.1, 1.2], 0.99), 1.3)
