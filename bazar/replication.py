@@ -97,6 +97,8 @@ class FollowerLink:
         at once for a follower out of sync, or as soon as it drops out (the write does not wait)."""
         if not self.in_sync:
             return succeed(False)
+        if seq <= self.confirmed:
+            return succeed(True)  # a catch-up read it from the log and sent it already
         self._queue.append((seq, entry))
         d = self._wait(seq)
         self._pump()

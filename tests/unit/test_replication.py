@@ -475,6 +475,16 @@ class LivenessTests(ReplicationTestCase):
         self.clock.advance(REPLICATION_TIMEOUT / 4)
         self.assertIs(self.successResultOf(shipped[3]), False)
 
+    def test_a_write_the_follower_already_has_is_confirmed_at_once(self) -> None:
+        """A write that a catch-up read from the log (and the follower confirmed) before it was
+        shipped is confirmed at once, with nothing sent."""
+        first = self.ship(self.link)
+        seq, entry = self.write()  # committed, not shipped yet
+        self.client.calls[0].confirm(seq)  # the follower has it already (sent with a catch-up)
+        self.assertIs(self.successResultOf(first), True)
+        self.assertIs(self.successResultOf(self.link.ship(seq, entry)), True)
+        self.assertEqual(len(self.client.calls), 1)
+
     def test_confirmed_writes_leave_no_deadline_behind(self) -> None:
         """Once every waiting write is confirmed, no timer is left on the clock."""
         shipped = self.ship(self.link)
