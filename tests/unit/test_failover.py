@@ -747,6 +747,16 @@ class ElectionTimeoutTests(FailoverTestCase):
     """Each follower waits a random time from ELECTION_TIMEOUT to 1.5 times it, drawn anew
     after every try, so that two followers rarely try at once."""
 
+    def watchdog(self, random: Random) -> tuple[Watchdog, Role, FakeClient, Clock]:
+        """catalog-2's watchdog (not started), its role, a client to whom every peer is down,
+        and the clock."""
+        clock = Clock()
+        store = new_store()
+        self.addCleanup(store.close)
+        client = FakeClient(lambda method, to, path, body: NotSent(f"{to} is down"))
+        role = Role(REPLICAS[C2], CONFIG.catalog, store, client, None, clock)  # type: ignore[arg-type]
+        return Watchdog(role, clock, random), role, client, clock
+
     def test_drawn_within_the_bounds_and_anew_after_each_try(self) -> None:
         draws = itertools.chain([0.0, 0.999], itertools.repeat(0.5))
 
@@ -754,12 +764,7 @@ class ElectionTimeoutTests(FailoverTestCase):
             def random(self) -> float:
                 return next(draws)
 
-        clock = Clock()
-        store = new_store()
-        self.addCleanup(store.close)
-        client = FakeClient(lambda method, to, path, body: NotSent(f"{to} is down"))
-        role = Role(REPLICAS[C2], CONFIG.catalog, store, client, None, clock)  # type: ignore[arg-type]
-        watchdog = Watchdog(role, clock, Scripted())
+        watchdog, role, client, clock = self.watchdog(Scripted())
         self.assertEqual(watchdog.timeout, ELECTION_TIMEOUT)
         role.heard()  # a sequencer reached it once: no start-up grace
         watchdog.startService()
@@ -777,12 +782,7 @@ class ElectionTimeoutTests(FailoverTestCase):
     def test_start_up_grace_until_a_sequencer_is_heard(self) -> None:
         """A replica that no sequencer has reached since it started waits STARTUP_GRACE (its
         peers may still be starting), then its usual timeout once one has."""
-        clock = Clock()
-        store = new_store()
-        self.addCleanup(store.close)
-        client = FakeClient(lambda method, to, path, body: NotSent(f"{to} is down"))
-        role = Role(REPLICAS[C2], CONFIG.catalog, store, client, None, clock)  # type: ignore[arg-type]
-        watchdog = Watchdog(role, clock, NoJitter())
+        watchdog, role, client, clock = self.watchdog(NoJitter())
         watchdog.startService()
         self.addCleanup(watchdog.stopService)
         clock.pump([ELECTION_CHECK] * (round(STARTUP_GRACE / ELECTION_CHECK) - 1))
