@@ -44,6 +44,9 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from tests.integration.cluster import CATALOGS, ORDERS, Processes, poll, twistd  # noqa: E402
+from tests.integration.cluster import write_config as cluster_config  # noqa: E402
+
 ROLES = {"catalog": 3, "order": 3}
 STARTUP_DEADLINE = 45.0  # seconds for every replica to answer as healthy
 STOP_DEADLINE = 20.0  # seconds for the cluster to stop on SIGTERM (its children get 10 s)
@@ -99,6 +102,17 @@ def write_config(directory: Path) -> tuple[Path, str]:
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=2) as response:
         return json.load(response)
+
+
+def get_status(url: str) -> int:
+    """The status of a GET, or 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
 
 
 def api_error(url: str, body: Any) -> Any:
@@ -207,10 +221,12 @@ def all_by_testid(driver: WebDriver | WebElement, name: str) -> list[WebElement]
     return driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{name}"]')
 
 
-def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
+def wait_for(
+    driver: WebDriver, condition: Callable[[WebDriver], Any], what: str, timeout: float = UI_TIMEOUT
+) -> Any:
     """Poll ``condition`` until it is true; an element redrawn under it just means "try again"."""
     return WebDriverWait(
-        driver, UI_TIMEOUT, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+        driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
     ).until(condition, message=what)
 
 
@@ -224,8 +240,71 @@ def meta(driver: WebDriver, name: str) -> dict[str, str]:
     return {key: element.get_attribute(f"data-{key}") or "" for key in ("status", "cache", "replica")}
 
 
-def book_rows(driver: WebDriver) -> list[WebElement]:
-    return all_by_testid(driver, "book-row")
+def book_cards(driver: WebDriver) -> list[WebElement]:
+    return all_by_testid(driver, "book-card")
+
+
+def card_of(driver: WebDriver, book_id: str) -> WebElement:
+    return driver.find_element(By.CSS_SELECTOR, f'[data-testid="book-card"][data-book-id="{book_id}"]')
+
+
+def text_of(element: WebElement) -> str:
+    """The element's text as written, not as styled (CSS may upper-case it on screen)."""
+    return (element.get_attribute("textContent") or "").strip()
+
+
+def card_quantity(driver: WebDriver, book_id: str) -> str:
+    return by_testid(card_of(driver, book_id), "book-quantity").get_attribute("data-quantity") or ""
+
+
+# -- the layout, at a phone's width and a desktop's -------------------------------------
+
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+DESKTOP = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+SIDE_GAP = 21  # px: the side column's cards are 1.25rem (20 px) apart, whatever the shop's height
+
+LAYOUT_PROBLEMS = """
+const problems = [];
+const doc = document.documentElement;
+if (doc.scrollWidth > window.innerWidth) problems.push(`the page scrolls sideways: ${doc.scrollWidth} px`);
+for (const wrap of document.querySelectorAll(".table-wrap")) {
+  if (wrap.offsetParent && wrap.scrollWidth > wrap.clientWidth + 1) {
+    const where = wrap.closest("section").id;
+    problems.push(`a table in #${where} is clipped: ${wrap.scrollWidth} px in ${wrap.clientWidth}`);
+  }
+}
+for (const card of document.querySelectorAll('[data-testid="book-card"]')) {
+  const box = card.getBoundingClientRect();
+  for (const part of ["book-title", "book-price", "book-quantity", `buy-book-${card.dataset.bookId}`]) {
+    const node = card.querySelector(`[data-testid="${part}"]`);
+    const r = node && node.getBoundingClientRect();
+    const right = Math.min(box.right, window.innerWidth) + 1;
+    const inside = r && r.width > 0 && r.left >= box.left - 1 && r.right <= right;
+    if (!inside) {
+      problems.push(`book ${card.dataset.bookId}: its ${part} is missing or outside its card`);
+    }
+  }
+}
+const side = [...document.querySelector("aside.side").children].filter((c) => c.offsetParent);
+for (let i = 1; i < side.length; i++) {
+  const gap = side[i].getBoundingClientRect().top - side[i - 1].getBoundingClientRect().bottom;
+  if (gap > arguments[0]) problems.push(`${gap} px between #${side[i - 1].id} and #${side[i].id}`);
+}
+return problems;
+"""
+
+
+def layout_problems(driver: WebDriver) -> dict[str, list[str]]:
+    """At a phone's width and a desktop's: nothing wider than the screen, no clipped table, every
+    card showing its title, price, stock and Buy button, no gap in the side column."""
+    found = {}
+    try:
+        for name, metrics in (("phone", PHONE), ("desktop", DESKTOP)):
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+            found[name] = driver.execute_script(LAYOUT_PROBLEMS, SIDE_GAP)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    return found
 
 
 def counter(driver: WebDriver, name: str) -> int:
@@ -276,33 +355,49 @@ def _storefront_session(url: str, driver: WebDriver) -> None:
     driver.get(f"{url}/")
     assert driver.title.startswith("Bazar"), "GET / did not serve the storefront (is storefront mounted?)"
 
-    # Every book, from a catalog replica (the cache is empty, so a miss).
-    wait_for(driver, lambda d: len(book_rows(d)) == 7, "7 books listed")
+    # Every book, from a catalog replica (the cache is empty, so a miss), on a card with its
+    # price, its stock and a Buy button; at a phone's width and a desktop's, nothing clipped.
+    wait_for(driver, lambda d: len(book_cards(d)) == 7, "7 books listed")
     assert attr(driver, "books-caption", "data-count") == "7"
     listed = meta(driver, "books-meta")
     assert listed["status"] == "200"
     assert listed["cache"] == "miss"
     assert listed["replica"].startswith("catalog-")
+    for card in book_cards(driver):
+        assert text_of(by_testid(card, "book-price")).startswith("$")
+        quantity = int(by_testid(card, "book-quantity").get_attribute("data-quantity") or "-1")
+        assert quantity > 0 and str(quantity) in by_testid(card, "book-quantity").text
+        assert by_testid(card, f"buy-book-{card.get_attribute('data-book-id')}").is_enabled()
+    assert not by_testid(driver, "book-detail").is_displayed()  # until a book is chosen
+    assert layout_problems(driver) == {"phone": [], "desktop": []}
 
-    # Search by a topic with a space in it (so the path must be URL-encoded).
+    # A topic (its chip), then a search by a topic with a space in it (URL-encoded in the path).
+    chips = {text_of(c): c for c in all_by_testid(driver, "topic-chip")}
+    assert sorted(chips) == ["distributed systems", "new", "undergraduate school"]
+    chips["new"].click()
+    wait_for(driver, lambda d: attr(d, "books-caption", "data-count") == "3", "the topic's 3 books")
+    assert chips["new"].get_attribute("aria-pressed") == "true"
+    assert attr(driver, "show-all", "aria-pressed") == "false"
     set_value(by_testid(driver, "search-input"), "distributed systems")
     by_testid(driver, "search-submit").click()
     wait_for(driver, lambda d: "distributed systems" in by_testid(d, "books-caption").text, "search results")
-    rows = book_rows(driver)
-    assert len(rows) == 2
-    assert all(row.find_elements(By.XPATH, "./td[text()='distributed systems']") for row in rows)
+    cards = book_cards(driver)
+    assert len(cards) == 2
+    assert all(text_of(by_testid(card, "book-topic")) == "distributed systems" for card in cards)
     assert meta(driver, "books-meta")["status"] == "200"
 
     # One book: a miss served by a catalog replica, then (reloaded) a hit from the cache.
-    book_id = rows[0].get_attribute("data-book-id")
-    title = by_testid(rows[0], "book-title").text
+    book_id = cards[0].get_attribute("data-book-id") or ""
+    title = by_testid(cards[0], "book-title").text
     by_testid(driver, f"view-book-{book_id}").click()
     wait_for(driver, lambda d: by_testid(d, "detail-title").text == title, "the book's details")
     shown = meta(driver, "detail-meta")
     assert (shown["status"], shown["cache"]) == ("200", "miss")
     assert shown["replica"].startswith("catalog-")
+    assert card_of(driver, book_id).get_attribute("aria-current") == "true"
     stock = int(attr(driver, "detail-quantity", "data-quantity"))
-    assert stock >= 2
+    assert stock >= 3
+    assert layout_problems(driver) == {"phone": [], "desktop": []}
 
     by_testid(driver, "detail-reload").click()
     wait_for(driver, lambda d: meta(d, "detail-meta")["cache"] == "hit", "a cache hit on reload")
@@ -323,14 +418,19 @@ def _storefront_session(url: str, driver: WebDriver) -> None:
         f"the stock to drop from {stock} to {stock - 2}",
     )
     assert meta(driver, "detail-meta")["cache"] == "miss"
+    wait_for(driver, lambda d: card_quantity(d, book_id) == str(stock - 2), "the card to show the new stock")
+
+    # Buy one from the book's card: its note names the order, and its stock drops by one more.
+    by_testid(card_of(driver, book_id), f"buy-book-{book_id}").click()
+    wait_for(driver, lambda d: card_quantity(d, book_id) == str(stock - 3), "the card's stock after its Buy")
+    note = by_testid(card_of(driver, book_id), "card-note").text
+    assert note.startswith("Bought: order #"), note
+    assert f"order #{note.removeprefix('Bought: order #')}" in by_testid(driver, "result-message").text
+    assert meta(driver, "result-meta")["replica"].startswith("order-")
     wait_for(
         driver,
-        lambda d: any(
-            row.get_attribute("data-book-id") == book_id
-            and by_testid(row, "book-quantity").text == str(stock - 2)
-            for row in book_rows(d)
-        ),
-        "the list to show the new stock",
+        lambda d: attr(d, "detail-quantity", "data-quantity") == str(stock - 3),
+        "the book shown to follow",
     )
 
     # An error answer is shown with its message from {"error": {"code", "message"}}.
@@ -341,7 +441,7 @@ def _storefront_session(url: str, driver: WebDriver) -> None:
     refused = api_error(f"{url}/bazar/purchase/{book_id}", {"quantity": stock + 1000})
     assert refused["code"] == 409
     assert by_testid(driver, "result-error").text == refused["message"]
-    assert attr(driver, "detail-quantity", "data-quantity") == str(stock - 2)
+    assert attr(driver, "detail-quantity", "data-quantity") == str(stock - 3)
 
     # The cluster panel: six healthy replicas, one sequencer per role, equal digests per role,
     # and the cache counters that the steps above moved (the reload's hit, the purchase's invalidation).
@@ -378,3 +478,33 @@ def _storefront_session(url: str, driver: WebDriver) -> None:
         if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
     ]
     assert problems == []
+
+
+# -- replicas that come back ----------------------------------------------------------------
+
+
+def test_the_book_list_loads_once_catalog_replicas_come_back(
+    processes: Processes, browser: WebDriver, tmp_path: Path
+) -> None:
+    """Opened while no catalog replica runs, the page says the books could not be loaded; once
+    the replicas are up, it lists them by itself (its cluster panel sees them come back)."""
+    layout = cluster_config(tmp_path)
+
+    def start(name: str) -> None:
+        role = name.split("-")[0]
+        replica = () if role == "frontend" else ("--replica", name)
+        command = twistd(f"bazar-{role}", "--config", str(layout.config), *replica)
+        processes.start(name, command, layout.ports_of(name))
+
+    for name in ("frontend", *ORDERS):
+        start(name)
+    poll(lambda: get_status(f"{layout.frontend}/") == 200, 30, "the front end to answer")
+
+    browser.get(f"{layout.frontend}/")
+    wait_for(browser, lambda d: "Could not load" in by_testid(d, "books-caption").text, "the failed list")
+    assert book_cards(browser) == []
+
+    for name in CATALOGS:
+        start(name)
+    wait_for(browser, lambda d: len(book_cards(d)) == 7, "7 books listed, without a reload", timeout=45)
+    assert attr(browser, "books-caption", "data-count") == "7"

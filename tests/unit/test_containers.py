@@ -186,9 +186,9 @@ def instructions(text: str) -> list[tuple[str, str]]:
 
 
 def base_stage(text: str) -> str:
-    """The text of the ``base`` stage: from its FROM up to the next FROM."""
-    match = re.search(r"^FROM \S+ AS base$.*?(?=^FROM )", text, re.MULTILINE | re.DOTALL | re.IGNORECASE)
-    assert match is not None, "no 'FROM ... AS base' stage"
+    """The text of the ``base`` stage: from the ``ARG BASE`` its FROM names up to the next FROM."""
+    match = re.search(r"^ARG BASE=.*?^FROM \S+ AS base$.*?(?=^FROM )", text, re.MULTILINE | re.DOTALL)
+    assert match is not None, "no 'ARG BASE=...' then 'FROM ... AS base' stage"
     return match.group(0)
 
 
@@ -218,6 +218,13 @@ class ComposeConfigTests(SynchronousTestCase):
         copy.unlink()
         directory.rmdir()
         return config
+
+    def test_compose_v1_reads_it_too(self) -> None:
+        """Debian's docker-compose (v1) refuses a top-level `name`: the project's name comes from
+        .env, which v1 and v2 both read."""
+        self.assertNotIn("name", self.compose)
+        env = (ROOT / ".env").read_text().splitlines()
+        self.assertIn("COMPOSE_PROJECT_NAME=bazar", env)
 
     def test_every_config_replica_has_a_service_and_vice_versa(self) -> None:
         """The services are exactly the front end, the secret initialiser and the config's replicas."""
@@ -249,10 +256,11 @@ class ComposeConfigTests(SynchronousTestCase):
             self.assertEqual(replica.channel, f"tcp:host={name}:port={address[1]}")
 
     def test_only_the_front_end_is_published_and_only_on_loopback(self) -> None:
-        """127.0.0.1:5000 on the host reaches the front end's port; nothing else is published."""
+        """127.0.0.1:5000 on the host (or $BAZAR_PORT: the container test takes a free one)
+        reaches the front end's port; nothing else is published."""
         port = tcp_address(self.config.frontend.listen)
         assert port is not None
-        self.assertEqual(self.services["frontend"]["ports"], [f"127.0.0.1:5000:{port[1]}"])
+        self.assertEqual(self.services["frontend"]["ports"], [f"127.0.0.1:${{BAZAR_PORT:-5000}}:{port[1]}"])
         for name, service in self.services.items():
             if name != "frontend":
                 self.assertNotIn("ports", service, name)
@@ -340,7 +348,22 @@ class DockerfileTests(SynchronousTestCase):
         frontend, catalog, order = (base_stage(dockerfile(role)) for role in ROLES)
         self.assertEqual(frontend, catalog)
         self.assertEqual(frontend, order)
-        self.assertIn("FROM python:3.11-slim AS base", frontend)
+        self.assertIn("ARG BASE=debian:bookworm-slim\nFROM ${BASE} AS base\n", frontend)
+
+    def test_pip_installs_into_a_venv_trusting_only_a_build_secret(self) -> None:
+        """Debian's Python refuses a system-wide pip (PEP 668), so the install goes to a venv on
+        PATH; a proxy's CA bundle may come in as the build secret `pip-cert`, never as a file,
+        argument or variable that would stay in the image."""
+        for role in ROLES:
+            steps = instructions(dockerfile(role))
+            pip = [args for name, args in steps if name == "RUN" and "pip install" in args]
+            self.assertEqual(len(pip), 1, role)
+            self.assertTrue(pip[0].startswith("--mount=type=secret,id=pip-cert "), pip[0])
+            self.assertIn("python3 -m venv /opt/bazar", " ".join(a for n, a in steps if n == "RUN"))
+            env = " ".join(args for name, args in steps if name == "ENV")
+            self.assertIn("PATH=/opt/bazar/bin:", env)
+            self.assertNotIn("PIP_CERT", env)
+            self.assertFalse([a for n, a in steps if n in ("ARG", "COPY") and "cert" in a.lower()], role)
 
     def test_runs_as_an_unprivileged_numeric_user(self) -> None:
         """The last USER is a numeric uid other than root, and the role stage does not change it."""

@@ -11,6 +11,7 @@
   const CLUSTER_TIMEOUT_MS = 15000;
   const REQUEST_TIMEOUT_MS = 15000;
   const LOG_LIMIT = 25;
+  const LOW_STOCK = 5;
   const DIGEST_PREFIX = 12;
 
   const money = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
@@ -20,6 +21,9 @@
     bookId: null, // the book shown in the detail panel, which the forms act on
     wantedBookId: null, // the book last asked for (the newest request wins)
     book: null,
+    booksFailed: false, // the last load of the list failed: retried when a catalog replica is back
+    catalogsHealthy: null, // healthy catalog replicas at the last cluster update (null: unknown)
+    notes: new Map(), // book id -> what its card's last Buy did
     clusterPaused: false,
     clusterTimer: null,
   };
@@ -175,31 +179,93 @@
 
   // -- the book list ----------------------------------------------------------------
 
-  function renderBooks(books) {
-    const rows = books.map((book) => el("tr", {
-      "data-testid": "book-row",
+  /** How much is left, in a shopper's words; "low" from LOW_STOCK copies down. */
+  function stockLevel(quantity) {
+    if (quantity === 0) return { level: "out", text: "Sold out" };
+    if (quantity <= LOW_STOCK) return { level: "low", text: `Only ${quantity} left` };
+    return { level: "ok", text: `${quantity} in stock` };
+  }
+
+  /** A cover colour per topic (the same topic, the same colour on every load). */
+  function topicHue(topic) {
+    let hash = 0;
+    for (const char of topic) hash = (hash * 31 + char.codePointAt(0)) % 360;
+    return hash;
+  }
+
+  function cover(book) {
+    const node = el("div", { className: "cover", "aria-hidden": "true", "data-initial": book.title.charAt(0) },
+      el("span", { className: "cover-title" }, book.title));
+    node.style.setProperty("--hue", String(topicHue(book.topic))); // CSSOM: the CSP allows no style attribute
+    return node;
+  }
+
+  function bookCard(book) {
+    const stock = stockLevel(book.quantity);
+    const titleId = `book-${book.id}-title`;
+    return el("li", {
+      className: "book-card",
+      "data-testid": "book-card",
       "data-book-id": book.id,
       "aria-current": book.id === state.bookId ? "true" : null,
     },
-    el("td", { className: "num" }, book.id),
-    el("td", { "data-testid": "book-title" }, book.title),
-    el("td", {}, book.topic),
-    el("td", { className: "num", "data-testid": "book-price" }, money.format(book.price)),
-    el("td", { className: "num", "data-testid": "book-quantity" }, book.quantity),
-    el("td", {}, el("button", {
-      type: "button",
-      className: "small",
-      "data-testid": `view-book-${book.id}`,
-      "aria-label": `View “${book.title}”`,
-      onclick: () => showBook(book.id, { focus: true }),
-    }, "View")),
-    ));
-    $("books-body").replaceChildren(...rows);
+    el("article", { "aria-labelledby": titleId },
+      cover(book),
+      el("div", { className: "card-body" },
+        el("p", { className: "card-topic", "data-testid": "book-topic" }, book.topic),
+        el("h3", { className: "card-title", id: titleId, "data-testid": "book-title" }, book.title),
+        el("p", { className: "card-price", "data-testid": "book-price" }, money.format(book.price)),
+        el("p", {
+          className: `card-stock stock-${stock.level}`,
+          "data-testid": "book-quantity",
+          "data-quantity": book.quantity,
+        }, stock.text),
+        el("div", { className: "card-actions" },
+          el("button", {
+            type: "button",
+            "data-testid": `buy-book-${book.id}`,
+            "aria-label": `Buy “${book.title}”`,
+            disabled: book.quantity === 0,
+            onclick: (event) => buyOne(book, event.currentTarget),
+          }, book.quantity === 0 ? "Sold out" : "Buy"),
+          el("button", {
+            type: "button",
+            className: "secondary",
+            "data-testid": `view-book-${book.id}`,
+            "aria-label": `Details of “${book.title}”`,
+            onclick: () => showBook(book.id, { focus: true }),
+          }, "Details")),
+        el("p", { className: "card-note", "data-testid": "card-note", "aria-live": "polite" },
+          state.notes.get(book.id) || ""))));
+  }
+
+  function renderBooks(books) {
+    $("books-grid").replaceChildren(...books.map(bookCard));
   }
 
   function fillTopics(books) {
     const topics = [...new Set(books.map((b) => b.topic))].sort();
     $("topic-list").replaceChildren(...topics.map((t) => el("option", { value: t })));
+    $("topic-chips").replaceChildren(...topics.map((topic) => el("button", {
+      type: "button",
+      className: "chip",
+      "data-testid": "topic-chip",
+      "data-topic": topic,
+      onclick: () => {
+        $("search-topic").value = topic;
+        search(topic);
+      },
+    }, topic)));
+    markTopic();
+  }
+
+  /** The chip of the topic shown (or "All books") is pressed, the others not. */
+  function markTopic() {
+    const topic = state.view.kind === "search" ? state.view.topic : null;
+    $("show-all").setAttribute("aria-pressed", String(topic === null));
+    for (const chip of $("topic-chips").children) {
+      chip.setAttribute("aria-pressed", String(chip.dataset.topic === topic));
+    }
   }
 
   async function loadBooks() {
@@ -207,18 +273,21 @@
     const path = view.kind === "search"
       ? `/bazar/search/${encodeURIComponent(view.topic)}`
       : "/bazar/info/all";
-    const table = $("catalog");
-    table.setAttribute("aria-busy", "true");
+    const shop = $("catalog");
+    shop.setAttribute("aria-busy", "true");
     const answer = await api("GET", path);
-    table.removeAttribute("aria-busy");
+    shop.removeAttribute("aria-busy");
     if (state.view !== view) return answer; // a newer search replaced this one meanwhile
     renderMeta($("books-meta"), answer, { withError: false }); // the caption says what went wrong
     const caption = $("books-caption");
-    if (!answer.ok || !Array.isArray(answer.data)) {
+    state.booksFailed = !answer.ok || !Array.isArray(answer.data);
+    $("books-retry").hidden = !state.booksFailed;
+    if (state.booksFailed) {
       caption.dataset.count = "";
-      caption.textContent = `Could not load the books: ${answer.error || "unexpected answer"}`;
+      caption.textContent = `Could not load the books: ${answer.error || "unexpected answer"}. `
+        + "They load by themselves once a catalog replica is back.";
       caption.className = "caption caption-error";
-      $("books-body").replaceChildren();
+      $("books-grid").replaceChildren();
       return answer;
     }
     const books = answer.data;
@@ -235,15 +304,28 @@
 
   function search(topic) {
     state.view = topic ? { kind: "search", topic } : { kind: "all" };
+    markTopic();
     return loadBooks();
+  }
+
+  /** A card's Buy: one copy, the answer on the card and in "Last answer", then fresh reads. */
+  async function buyOne(book, button) {
+    button.disabled = true;
+    const answer = await api("POST", `/bazar/purchase/${book.id}`, { quantity: 1 });
+    const summary = answer.ok ? describeOrder(answer.data) : "";
+    state.notes.set(book.id, answer.ok
+      ? `Bought: order #${answer.data.order_id}`
+      : `Not bought: ${answer.error || "the request failed"}`);
+    showResult(answer, summary);
+    if (answer.ok) await refreshAfterWrite();
+    else await loadBooks(); // the note shows on the redrawn card; the stock may have changed too
   }
 
   // -- one book ---------------------------------------------------------------------
 
   function renderBook(book) {
     state.book = book;
-    $("detail-empty").hidden = true;
-    $("detail-content").hidden = false;
+    $("book-detail").hidden = false;
     $("detail-title").textContent = book.title;
     $("detail-id").textContent = String(book.id);
     $("detail-topic").textContent = book.topic;
@@ -255,9 +337,9 @@
     $("purchase-submit").textContent = book.quantity === 0 ? "Buy (sold out)" : "Buy";
     const price = $("price-input");
     if (document.activeElement !== price) price.value = String(book.price);
-    for (const row of $("books-body").rows) {
-      if (row.dataset.bookId === String(book.id)) row.setAttribute("aria-current", "true");
-      else row.removeAttribute("aria-current");
+    for (const card of $("books-grid").children) {
+      if (card.dataset.bookId === String(book.id)) card.setAttribute("aria-current", "true");
+      else card.removeAttribute("aria-current");
     }
   }
 
@@ -302,18 +384,20 @@
     }
   }
 
+  function describeOrder(order) {
+    const each = order && typeof order.price === "number" ? ` at ${money.format(order.price)} each` : "";
+    const what = order ? `${order.quantity} × “${order.title}”${each}` : "";
+    const id = order && order.order_id !== undefined ? ` — order #${order.order_id}` : "";
+    return `Bought ${what}${id}.`;
+  }
+
   function onPurchase(event) {
     event.preventDefault();
     const id = state.bookId;
     const quantity = Number.parseInt($("purchase-quantity").value, 10);
     return submitWrite(event.target,
       () => api("POST", `/bazar/purchase/${id}`, { quantity }),
-      (order) => {
-        const each = order && typeof order.price === "number" ? ` at ${money.format(order.price)} each` : "";
-        const what = order ? `${order.quantity} × “${order.title}”${each}` : "";
-        const id_ = order && order.order_id !== undefined ? ` — order #${order.order_id}` : "";
-        return `Bought ${what}${id_}.`;
-      });
+      describeOrder);
   }
 
   function onPrice(event) {
@@ -350,9 +434,9 @@
 
   function replicaRow(replica) {
     const isSequencer = replica.healthy && replica.sequencer === replica.name;
-    // Not healthy: either it could not be asked (error), or it answers but the front end does
-    // not read from it (why_unhealthy: down until a probe finds it ready, or lagging).
-    const why = replica.error || replica.why_unhealthy || "";
+    // Not healthy: why_unhealthy says why in plain words (unreachable, not ready, an old epoch,
+    // lagging); error, set only when it could not be asked, picks the badge.
+    const why = replica.why_unhealthy || replica.error || "";
     const health = replica.healthy
       ? el("span", { className: "health health-ok", "data-testid": "replica-health" }, "● healthy")
       : el("span", { className: "health health-down", "data-testid": "replica-health", title: why },
@@ -366,14 +450,15 @@
       className: replica.healthy ? "" : "down",
     },
     el("th", { scope: "row" }, replica.name,
-      isSequencer ? el("span", { className: "badge badge-sequencer", "data-testid": "sequencer-badge" }, "sequencer") : null),
+      isSequencer ? el("span", { className: "badge badge-sequencer", "data-testid": "sequencer-badge" }, "sequencer") : null,
+      el("code", { className: "address", title: replica.url, "data-testid": "replica-address" },
+        replica.url.replace(/^https?:\/\//, ""))),
     el("td", {}, health, replica.healthy ? null : el("div", { className: "error-detail" }, why)),
     el("td", { className: "num", "data-testid": "replica-last-seq" }, replica.last_seq ?? "–"),
     el("td", {}, replica.digest
       ? el("code", { className: "digest", title: replica.digest, "data-testid": "replica-digest" },
         replica.digest.slice(0, DIGEST_PREFIX))
       : "–"),
-    el("td", { className: "url" }, el("code", { title: replica.url }, replica.url.replace(/^https?:\/\//, ""))),
     );
   }
 
@@ -400,8 +485,7 @@
             el("th", { scope: "col" }, "Replica"),
             el("th", { scope: "col" }, "Health"),
             el("th", { scope: "col", className: "num" }, "Last seq"),
-            el("th", { scope: "col" }, "Digest"),
-            el("th", { scope: "col" }, "Address"))),
+            el("th", { scope: "col" }, "Digest"))),
           el("tbody", {}, ...replicas.map(replicaRow)))));
   }
 
@@ -429,6 +513,7 @@
     if (!answer.ok || !answer.data || !Array.isArray(answer.data.replicas)) {
       summary.dataset.state = "down";
       summary.textContent = `Cannot read the cluster: ${answer.error || "unexpected answer"}`;
+      state.catalogsHealthy = 0; // as good as none: once it can be read again, they came back
       return;
     }
     const replicas = answer.data.replicas;
@@ -444,6 +529,19 @@
     }
     $("cluster-roles").replaceChildren(...[...roles].map(([role, rs]) => roleBlock(role, rs)));
     if (answer.data.cache) renderCache(answer.data.cache);
+    noticeReturns((roles.get("catalog") || []).filter((r) => r.healthy).length);
+  }
+
+  /** Catalog replicas came back (more are healthy than at the last update), or the list could
+   * not be loaded and one is healthy now: read the list again, and the book shown. */
+  function noticeReturns(catalogsHealthy) {
+    const before = state.catalogsHealthy;
+    state.catalogsHealthy = catalogsHealthy;
+    const cameBack = before !== null && catalogsHealthy > before;
+    if (catalogsHealthy > 0 && (state.booksFailed || cameBack)) {
+      loadBooks();
+      if (state.bookId !== null) showBook(state.bookId);
+    }
   }
 
   async function pollCluster() {
@@ -485,6 +583,7 @@
       $("search-topic").value = "";
       search("");
     });
+    $("books-retry").addEventListener("click", () => loadBooks());
     $("purchase-form").addEventListener("submit", onPurchase);
     $("price-form").addEventListener("submit", onPrice);
     $("stock-form").addEventListener("submit", onStock);
