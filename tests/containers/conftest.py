@@ -42,7 +42,7 @@ def project() -> Iterator[Project]:
     try:
         docker = docker_cli()
     except NoEngine as e:
-        pytest.skip(f"{e}; .ci/run starts one (dockerd --storage-driver=vfs)")
+        pytest.skip(f"{e}; .ci/run installs docker.io and starts dockerd")
     compose = compose_cli(docker)
     with phase("base image"):
         log.info("%s: %s", "debian:bookworm-slim", ensure_base_image(docker))
