@@ -14,20 +14,13 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from bazar import validation
-from bazar.batching import LOOKUP_PATH, MAX_LOOKUP
+from bazar.batching import MAX_LOOKUP
 from bazar.catalog.store import Book, BookPage, CatalogStore, no_such_book
-from bazar.channel import BUY_ROUTE, Handler
+from bazar.channel import Handler
 from bazar.errors import BadRequest
-from bazar.order.orphans import MAX_TAKES_PAGE, TAKES_PATH
-from bazar.paging import (
-    LINK_HEADER,
-    NEXT_AFTER_HEADER,
-    TOTAL_HEADER,
-    Page,
-    link_next,
-    parse_page,
-    search_path,
-)
+from bazar.order.orphans import MAX_TAKES_PAGE
+from bazar.paging import LINK_HEADER, Page, link_next, parse_page, search_path
+from bazar.protocol import BUY_ROUTE, LOOKUP_PATH, NEXT_AFTER_HEADER, TAKES_PATH, TOTAL_HEADER, buy_path
 from bazar.replica import ReplicaApp, forward
 from bazar.web import (
     Reply,
@@ -149,7 +142,7 @@ class CatalogApp(ReplicaApp):
         body = validation.keyed_purchase(parse_json(raw, required=False))
         return self._write(
             "POST",
-            f"/catalog/books/{book}/buy",
+            buy_path(book),
             body,
             lambda: self.store.buy(book, body["quantity"], body.get("idempotency_key")),
         )

@@ -24,7 +24,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from bazar import validation
-from bazar.batching import LOOKUP_PATH, Batcher
+from bazar.batching import Batcher
 from bazar.channel import Handler
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
@@ -32,15 +32,22 @@ from bazar.errors import BadRequest, BazarError, NotSent, Unavailable, error_bod
 from bazar.frontend import openapi, storefront
 from bazar.frontend.fastpath import ReadShortcut, UriKeys
 from bazar.health import OLD_EPOCH, STATUS_FAILED, TURNED_A_READ_AWAY, Health, unreachable
-from bazar.invalidation import INVALIDATE_PATH, PageKey, all_books_page_key, info_key, search_page_key
+from bazar.invalidation import PageKey, all_books_page_key, info_key, search_page_key
 from bazar.lru import LRUCache
 from bazar.metrics import Metrics, counter, gauge
 from bazar.paging import Page, parse_page, public_page_headers, search_path
+from bazar.protocol import (
+    CACHE_HEADER,
+    IDEMPOTENCY_HEADER,
+    INVALIDATE_PATH,
+    LOOKUP_PATH,
+    REPLICA_HEADER,
+    STATUS_PATH,
+)
+from bazar.protocol.messages import Invalidate
 from bazar.readthrough import ReadThroughCache
 from bazar.roundrobin import RoundRobin
 from bazar.web import (
-    CACHE_HEADER,
-    REPLICA_HEADER,
     RETRY_AFTER,
     Reply,
     check_secret,
@@ -66,13 +73,6 @@ READ_TIMEOUT = 2.0  # seconds before a read is retried on the next replica (read
 
 def _cacheable(response: ReplicaResponse) -> bool:
     return response.code == 200
-
-
-def _strings(body: dict[str, Any], field: str) -> list[str]:
-    values = body.get(field, [])
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise BadRequest(f"'{field}' must be a list of strings")
-    return values
 
 
 def _keyed_error(code: int, message: str, key: str) -> bytes:
@@ -327,9 +327,9 @@ class FrontendApp:
         catalog to the order (see ``bazar.order.orphans``), and every answer gives it back
         (header and body), so that a client told 503 can ask how its purchase ended: a retry
         with the key returns the order if there is one, and buys nothing more."""
-        raw = raw_header(request, validation.IDEMPOTENCY_HEADER)
+        raw = raw_header(request, IDEMPOTENCY_HEADER)
         key = validation.idempotency_key(raw) or validation.new_idempotency_key()
-        request.setHeader(validation.IDEMPOTENCY_HEADER, key)
+        request.setHeader(IDEMPOTENCY_HEADER, key)
         d = maybeDeferred(self._purchase, request, book_id, key)
         return d.addErrback(self._purchase_failed, request, key)
 
@@ -400,7 +400,7 @@ class FrontendApp:
         replicas = self._replicas()
         results = yield DeferredList(
             [
-                self._call("GET", r, "/internal/status", timeout=STATUS_TIMEOUT).addCallback(
+                self._call("GET", r, STATUS_PATH, timeout=STATUS_TIMEOUT).addCallback(
                     lambda r: r.raise_for_error().json()
                 )
                 for r in replicas
@@ -458,27 +458,19 @@ class FrontendApp:
         """Called by a sequencer before it acknowledges a write: drop these cache keys, stop
         reading from these ``lagging`` followers; or, later, read from ``caught_up`` ones again.
         (Over HTTP or the channel: ``INVALIDATE_PATH``.)"""
-        body = parse_json(raw)
-        keys = _strings(body, "keys")
-        seq = body.get("seq", 0)
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            raise BadRequest("'seq' must be an integer")
-        lagging, caught_up = _strings(body, "lagging"), _strings(body, "caught_up")  # all checked first
-        if "epoch" in body:
-            epoch, role = body["epoch"], body.get("role")
-            if not isinstance(epoch, int) or isinstance(epoch, bool) or role not in ("catalog", "order"):
-                raise BadRequest("'epoch' must be an integer and 'role' catalog or order")
-            self.health.current_epoch(role, epoch)
-            sequencer = body.get("sequencer")
-            if isinstance(sequencer, str):
-                self.health.report_sequencer(role, epoch, sequencer)
-        for name in lagging:
+        message = Invalidate.parse(parse_json(raw))  # all checked first
+        seq = message.seq
+        if message.role is not None and message.epoch is not None:
+            self.health.current_epoch(message.role, message.epoch)
+            if message.sequencer is not None:
+                self.health.report_sequencer(message.role, message.epoch, message.sequencer)
+        for name in message.lagging or ():
             self.health.report_lagging(name, True, seq, pushed=True)
-        for name in caught_up:
+        for name in message.caught_up or ():
             self.health.report_lagging(name, False, seq, pushed=True)
-        for key in keys:
+        for key in message.keys:
             self.cache.invalidate(key, seq)
-        return json_reply({"invalidated": keys})
+        return json_reply({"invalidated": message.keys})
 
     @app.route("/", methods=["GET"])
     def index(self, request: IRequest) -> Any:

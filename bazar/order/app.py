@@ -27,6 +27,7 @@ from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
+from bazar.protocol import buy_path
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
 from bazar.web import (
@@ -89,7 +90,7 @@ class OrderApp(ReplicaApp):
         for number, catalog in enumerate(rotation):
             try:
                 response = yield self.client.request(
-                    "POST", catalog, f"/catalog/books/{book}/buy", body, timeout=FORWARD_TIMEOUT
+                    "POST", catalog, buy_path(book), body, timeout=FORWARD_TIMEOUT
                 )
             except Unavailable as e:
                 error = e
