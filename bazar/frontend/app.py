@@ -37,12 +37,20 @@ from bazar.lru import LRUCache
 from bazar.metrics import Metrics, counter, gauge
 from bazar.paging import Page, parse_page, public_page_headers, search_path
 from bazar.protocol import (
+    BOOKS_PATH,
     CACHE_HEADER,
     IDEMPOTENCY_HEADER,
     INVALIDATE_PATH,
     LOOKUP_PATH,
+    ORDER_ROUTE,
+    ORDERS_PATH,
+    PRICE_ROUTE,
+    PURCHASE_ROUTE,
+    QUANTITY_ROUTE,
     REPLICA_HEADER,
+    SEARCH_PATH,
     STATUS_PATH,
+    fill,
 )
 from bazar.protocol.messages import Invalidate
 from bazar.readthrough import ReadThroughCache
@@ -204,7 +212,7 @@ class FrontendApp:
     def info_all(self, request: IRequest) -> Any:
         """One page of every book, by id (``limit``, ``offset``, ``after``: see ``bazar.paging``)."""
         page = parse_page(request)
-        return self._paged_read(request, all_books_page_key(page), page, "/catalog/books", "/bazar/info/all")
+        return self._paged_read(request, all_books_page_key(page), page, BOOKS_PATH, "/bazar/info/all")
 
     @app.route("/bazar/info/<book_id>", methods=["GET"])
     def info(self, request: IRequest, book_id: str) -> Any:
@@ -221,7 +229,7 @@ class FrontendApp:
             request,
             search_page_key(topic, page),
             page,
-            search_path("/catalog/search", topic),
+            search_path(SEARCH_PATH, topic),
             search_path("/bazar/search", topic),
         )
 
@@ -337,7 +345,7 @@ class FrontendApp:
         book = parse_id(book_id)
         quantity = validation.purchase_quantity(read_json(request, required=False))
         body = {"quantity": quantity, "idempotency_key": key}
-        d = self._write(self.orders, "POST", f"/order/purchase/{book}", body)
+        d = self._write(self.orders, "POST", fill(PURCHASE_ROUTE, book), body)
         return d.addCallback(self._keyed_answer, key).addCallback(self._relay, request)
 
     @staticmethod
@@ -368,14 +376,14 @@ class FrontendApp:
     def update_price(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
-        return self._send(request, self.catalogs, "PUT", f"/catalog/books/{book}/price", body)
+        return self._send(request, self.catalogs, "PUT", fill(PRICE_ROUTE, book), body)
 
     @app.route("/bazar/update_quantity/<book_id>", methods=["PUT"])
     @runs_to_completion
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = validation.quantity_change(read_json(request))
-        return self._send(request, self.catalogs, "PUT", f"/catalog/books/{book}/quantity", body)
+        return self._send(request, self.catalogs, "PUT", fill(QUANTITY_ROUTE, book), body)
 
     def _send(
         self, request: IRequest, replicas: RoundRobin[Replica], method: str, path: str, body: Any
@@ -384,12 +392,12 @@ class FrontendApp:
 
     @app.route("/bazar/orders", methods=["GET"])
     def orders_all(self, request: IRequest) -> Any:
-        return self._read(self.orders, "/order/orders").addCallback(self._relay, request)
+        return self._read(self.orders, ORDERS_PATH).addCallback(self._relay, request)
 
     @app.route("/bazar/orders/<order_id>", methods=["GET"])
     def order(self, request: IRequest, order_id: str) -> Any:
         order = parse_id(order_id, "order id")
-        return self._read(self.orders, f"/order/orders/{order}").addCallback(self._relay, request)
+        return self._read(self.orders, fill(ORDER_ROUTE, order)).addCallback(self._relay, request)
 
     # -- the cluster at a glance -------------------------------------------------------
 

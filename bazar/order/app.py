@@ -27,7 +27,7 @@ from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
-from bazar.protocol import buy_path
+from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
 from bazar.web import (
@@ -90,7 +90,7 @@ class OrderApp(ReplicaApp):
         for number, catalog in enumerate(rotation):
             try:
                 response = yield self.client.request(
-                    "POST", catalog, buy_path(book), body, timeout=FORWARD_TIMEOUT
+                    "POST", catalog, fill(BUY_ROUTE, book), body, timeout=FORWARD_TIMEOUT
                 )
             except Unavailable as e:
                 error = e
@@ -105,7 +105,7 @@ class OrderApp(ReplicaApp):
             "no catalog replica can answer right now; try again shortly"
         )  # as the front end says
 
-    @app.route("/order/purchase/<book_id>", methods=["POST"])
+    @app.route(PURCHASE_ROUTE, methods=["POST"])
     @runs_to_completion
     @inlineCallbacks
     def purchase(self, request: IRequest, book_id: str) -> Any:
@@ -125,8 +125,8 @@ class OrderApp(ReplicaApp):
     def _purchase(self, request: IRequest, book: int, body: dict[str, Any], key: str) -> Any:
         writer = self.writer  # kept: if another replica takes over meanwhile, its quorum fails
         if writer is None:
-            path = f"/order/purchase/{book}"
-            return respond_reply(request, (yield forward(self.client, self.sequencer, "POST", path, body)))
+            to = fill(PURCHASE_ROUTE, book)
+            return respond_reply(request, (yield forward(self.client, self.sequencer, "POST", to, body)))
         yield self.orphans.ready(writer)  # every take made before this sequencer has its order
         self.orphans.started(key, writer)
         try:
@@ -148,13 +148,13 @@ class OrderApp(ReplicaApp):
             request, {**order, "message": f"bought book {order['title']}", "idempotency_key": key}
         )
 
-    @app.route("/order/orders", methods=["GET"])
+    @app.route(ORDERS_PATH, methods=["GET"])
     @inlineCallbacks
     def orders(self, request: IRequest) -> Any:
         orders = yield self.read_committed(self.store.all_orders)
         return respond_json(request, orders)
 
-    @app.route("/order/orders/<order_id>", methods=["GET"])
+    @app.route(ORDER_ROUTE, methods=["GET"])
     @inlineCallbacks
     def order(self, request: IRequest, order_id: str) -> Any:
         order_number = parse_id(order_id, "order id")

@@ -24,14 +24,25 @@ REPLICATE_PATH = "/internal/replicate"
 # its epoch (``messages.Invalidate``).
 INVALIDATE_PATH = "/internal/invalidate"
 
-# -- paths the front end and the order replicas call on the replicas -------------------------
+# -- what the front end and the order replicas call on the replicas -------------------------
+# (A ``_ROUTE`` is in Klein's syntax; ``fill(route, value)`` fills in its one part.)
 
+# One page of every book, or of a topic's books (``/<topic>``); see ``bazar.paging``.
+BOOKS_PATH = "/catalog/books"
+SEARCH_PATH = "/catalog/search"
+SEARCH_ROUTE = "/catalog/search/<path:topic>"
+BOOK_ROUTE = "/catalog/books/<book_id>"
 # Several books in one read, from one snapshot (``?ids=3,1,4``; see ``bazar.batching``).
 LOOKUP_PATH = "/catalog/lookup"
 # The catalog's keyed takes after a sequence number (see ``bazar.order.orphans``).
 TAKES_PATH = "/catalog/takes"
-# The order replica takes a purchase's stock at the catalog (Klein's route syntax).
+# The order replica takes a purchase's stock at the catalog.
 BUY_ROUTE = "/catalog/books/<book_id>/buy"
+PRICE_ROUTE = "/catalog/books/<book_id>/price"
+QUANTITY_ROUTE = "/catalog/books/<book_id>/quantity"
+PURCHASE_ROUTE = "/order/purchase/<book_id>"
+ORDERS_PATH = "/order/orders"
+ORDER_ROUTE = "/order/orders/<order_id>"
 
 # -- headers ----------------------------------------------------------------------------------
 
@@ -68,5 +79,7 @@ def log_path(after: int, limit: int) -> str:
     return f"{LOG_PATH}?after={after}&limit={limit}"
 
 
-def buy_path(book_id: int) -> str:
-    return BUY_ROUTE.replace("<book_id>", str(book_id))
+def fill(route: str, value: int) -> str:
+    """``route`` with its one ``<...>`` part filled in: ``fill(BUY_ROUTE, 3)`` is ``/catalog/books/3/buy``."""
+    start, end = route.index("<"), route.index(">")
+    return f"{route[:start]}{value}{route[end + 1 :]}"

@@ -12,7 +12,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import bazar
 from bazar.errors import BadRequest
-from bazar.protocol import ELECT_PATH, REPLICATE_PATH, STATUS_PATH, buy_path, internal_route, log_path
+from bazar.protocol import (
+    BUY_ROUTE,
+    ELECT_PATH,
+    ORDER_ROUTE,
+    REPLICATE_PATH,
+    STATUS_PATH,
+    fill,
+    internal_route,
+    log_path,
+)
 from bazar.protocol.messages import Elect, Invalidate, Replicate
 
 PACKAGE = Path(bazar.__file__).parent
@@ -74,7 +83,8 @@ class MessageTests(SynchronousTestCase):
             ["/status", "/elect", "/replicate"],
         )
         self.assertEqual(log_path(after=4, limit=1), "/internal/log?after=4&limit=1")
-        self.assertEqual(buy_path(12), "/catalog/books/12/buy")
+        self.assertEqual(fill(BUY_ROUTE, 12), "/catalog/books/12/buy")
+        self.assertEqual(fill(ORDER_ROUTE, 3), "/order/orders/3")
 
 
 # -- the protocol's home, checked over the source -----------------------------------------------
@@ -120,9 +130,12 @@ def import_cycles(package: Path) -> list[list[str]]:
     return sorted(sorted(cycle) for cycle in cycles)
 
 
+REPLICA_PATHS = ("/internal", "/catalog", "/order")  # what processes call on each other
+
+
 def protocol_literals(package: Path) -> list[str]:
-    """String constants outside ``<package>/protocol`` that spell an internal path or a Bazar
-    header (docstrings and comments may name them)."""
+    """String constants outside ``<package>/protocol`` that spell a path one process calls on
+    another, or a Bazar header (docstrings and comments may name them)."""
     out = []
     for name, path in modules(package).items():
         if name.split(".")[1:2] == ["protocol"]:
@@ -138,7 +151,7 @@ def protocol_literals(package: Path) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
                 text = node.value
-                if text.startswith("/internal") or "X-Bazar-" in text or text == "Idempotency-Key":
+                if text.startswith(REPLICA_PATHS) or "X-Bazar-" in text or text == "Idempotency-Key":
                     out.append(f"{name}:{node.lineno}: {text!r}")
     return out
 
@@ -148,7 +161,7 @@ class HomeTests(SynchronousTestCase):
         """No module of bazar imports, through others, a module that imports it."""
         self.assertEqual(import_cycles(PACKAGE), [])
 
-    def test_internal_paths_and_headers_are_spelled_only_in_the_protocol_module(self) -> None:
+    def test_paths_and_headers_are_spelled_only_in_the_protocol_module(self) -> None:
         self.assertEqual(protocol_literals(PACKAGE), [])
 
     def test_the_checks_find_what_they_look_for(self) -> None:
