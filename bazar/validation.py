@@ -82,17 +82,6 @@ def in_doubt(message: str, key: str) -> str:
     return message if message.endswith(advice) else f"{message}; {advice}"
 
 
-def keyed_purchase(body: dict[str, Any]) -> dict[str, Any]:
-    """A purchase between replicas: the quantity, and the client's idempotency key if any."""
-    out: dict[str, Any] = {"quantity": purchase_quantity(body)}
-    key = body.get("idempotency_key")
-    if key is not None:
-        if not isinstance(key, str):
-            raise BadRequest("'idempotency_key' must be a string")
-        out["idempotency_key"] = idempotency_key(key)
-    return out
-
-
 def new_price(body: dict[str, Any]) -> float:
     return number_field(body, "price", minimum=0)
 

@@ -34,6 +34,7 @@ from bazar.protocol import (
     TOTAL_HEADER,
     fill,
 )
+from bazar.protocol.messages import Purchase
 from bazar.replica import ReplicaApp, forward
 from bazar.web import (
     Reply,
@@ -152,12 +153,12 @@ class CatalogApp(ReplicaApp):
     def buy_call(self, raw: bytes, book_id: str) -> Deferred[Reply]:
         """Take stock, if there is enough (over HTTP or the channel: ``BUY_ROUTE``)."""
         book = parse_id(book_id)
-        body = validation.keyed_purchase(parse_json(raw, required=False))
+        purchase = Purchase.parse(parse_json(raw, required=False))
         return self._write(
             "POST",
             fill(BUY_ROUTE, book),
-            body,
-            lambda: self.store.buy(book, body["quantity"], body.get("idempotency_key")),
+            purchase.body(),
+            lambda: self.store.buy(book, purchase.quantity, purchase.idempotency_key),
         )
 
     def channel_handlers(self) -> dict[str, Handler]:

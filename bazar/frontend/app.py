@@ -52,7 +52,7 @@ from bazar.protocol import (
     STATUS_PATH,
     fill,
 )
-from bazar.protocol.messages import Invalidate
+from bazar.protocol.messages import Invalidate, Purchase
 from bazar.readthrough import ReadThroughCache
 from bazar.roundrobin import RoundRobin
 from bazar.web import (
@@ -344,7 +344,7 @@ class FrontendApp:
     def _purchase(self, request: IRequest, book_id: str, key: str) -> Deferred[bytes]:
         book = parse_id(book_id)
         quantity = validation.purchase_quantity(read_json(request, required=False))
-        body = {"quantity": quantity, "idempotency_key": key}
+        body = Purchase(quantity, key).body()
         d = self._write(self.orders, "POST", fill(PURCHASE_ROUTE, book), body)
         return d.addCallback(self._keyed_answer, key).addCallback(self._relay, request)
 

@@ -28,6 +28,7 @@ from bazar.failover import Role
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
 from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
+from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
 from bazar.web import (
@@ -110,10 +111,11 @@ class OrderApp(ReplicaApp):
     @inlineCallbacks
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
-        body = validation.keyed_purchase(read_json(request, required=False))
+        purchase = Purchase.parse(read_json(request, required=False))
         # Every purchase has a key (the front end gives one to each its client sent without):
         # it ties the take at the catalog to the order (see ``bazar.order.orphans``).
-        key = body.setdefault("idempotency_key", validation.new_idempotency_key())
+        key = purchase.idempotency_key or validation.new_idempotency_key()
+        body = Purchase(purchase.quantity, key).body()
         try:
             return (yield self._purchase(request, book, body, key))
         except BazarError as e:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bazar.errors import BadRequest
-from bazar.validation import integer_field, is_integer, optional_integer
+from bazar.validation import idempotency_key, integer_field, is_integer, optional_integer, purchase_quantity
 
 ROLES = ("catalog", "order")  # the roles whose sequencers report their epoch
 
@@ -31,6 +31,30 @@ def names_field(body: dict[str, Any], name: str) -> list[str]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise BadRequest(f"'{name}' must be a list of strings")
     return values
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """``PURCHASE_ROUTE`` (front end to order replica) and ``BUY_ROUTE`` (order replica to
+    catalog): the quantity, and the purchase's idempotency key (the front end gives every
+    purchase one; one sent to a replica directly may have none)."""
+
+    quantity: int = 1
+    idempotency_key: str | None = None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> Purchase:
+        quantity = purchase_quantity(body)
+        key = body.get("idempotency_key")
+        if key is not None and not isinstance(key, str):
+            raise BadRequest("'idempotency_key' must be a string")
+        return cls(quantity, idempotency_key(key))
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"quantity": self.quantity}
+        if self.idempotency_key is not None:
+            out["idempotency_key"] = self.idempotency_key
+        return out
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from bazar.protocol import (
     internal_route,
     log_path,
 )
-from bazar.protocol.messages import Elect, Invalidate, Replicate
+from bazar.protocol.messages import Elect, Invalidate, Purchase, Replicate
 
 PACKAGE = Path(bazar.__file__).parent
 
@@ -37,6 +37,8 @@ class MessageTests(SynchronousTestCase):
             Invalidate(["info/1", "info/all"], 9, lagging=["catalog-3"], role="catalog", epoch=2),
             Invalidate([], 9, caught_up=["catalog-3"]),
             Invalidate([], 12, role="order", epoch=5, sequencer="order-1"),
+            Purchase(2, "bazar-0123"),
+            Purchase(1),
         ]
         for message in messages:
             self.assertEqual(type(message).parse(json.loads(json.dumps(message.body()))), message)
@@ -46,6 +48,7 @@ class MessageTests(SynchronousTestCase):
         self.assertEqual(Replicate.parse({"entries": []}), Replicate([], 0))
         self.assertEqual(Elect.parse({"epoch": 2, "sequencer": "catalog-1"}).last_seq, 0)
         self.assertEqual(Invalidate.parse({}), Invalidate([], 0))
+        self.assertEqual(Purchase.parse({}), Purchase(1, None))
 
     def test_bad_bodies_are_refused_with_a_400(self) -> None:
         """Booleans are no integers, names are strings, roles are known: each a BadRequest."""
@@ -65,6 +68,10 @@ class MessageTests(SynchronousTestCase):
             (Invalidate, {"keys": [], "lagging": [1]}),
             (Invalidate, {"keys": [], "epoch": True, "role": "catalog"}),
             (Invalidate, {"keys": [], "epoch": 2, "role": "frontend"}),
+            (Purchase, {"quantity": 0}),
+            (Purchase, {"quantity": True}),
+            (Purchase, {"idempotency_key": 5}),
+            (Purchase, {"idempotency_key": ""}),
         ]
         for message, body in bad:
             with self.assertRaises(BadRequest, msg=f"{message.__name__} {body}"):
