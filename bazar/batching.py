@@ -8,7 +8,7 @@ for during one turn of the reactor and fetches them together when the turn ends
 (``callLater(0)``): one call per turn rather than one per key. Nothing waits longer than
 it would have: the turn was ending anyway, and a lone miss goes out as soon as it does.
 
-The catalog answers a lookup (``LOOKUP_PATH?ids=3,1,4``) from one snapshot, with one
+The catalog answers a lookup (``bazar.protocol.LOOKUP_PATH``, ``?ids=3,1,4``) from one snapshot, with one
 sequence number, exactly as it would answer each id on its own; the front end splits the
 answer (``bazar.frontend.app.split_lookup``), so the cache sees one answer per book.
 """
@@ -22,7 +22,6 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-LOOKUP_PATH = "/catalog/lookup"
 # The most ids one lookup names: one short SQL statement at the catalog (a few hundred
 # microseconds at most, so it may run on the reactor thread) and a short URL.
 MAX_LOOKUP = 64

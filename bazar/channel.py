@@ -42,13 +42,11 @@ from werkzeug.routing import Map, Rule
 from bazar.client import ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BazarError, NotFound, NotSent, Unavailable, error_body
-from bazar.invalidation import INVALIDATE_PATH
-from bazar.replication import REPLICATE_PATH
+from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
 from bazar.web import Reply, verify_secret
 
 log = Logger()
 
-BUY_ROUTE = "/catalog/books/<book_id>/buy"
 # The routes the channel carries, all POST. Each is also the key of its handler.
 CARRIED = Map(
     [Rule(route, endpoint=route, methods=["POST"]) for route in (REPLICATE_PATH, INVALIDATE_PATH, BUY_ROUTE)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import treq
 from treq.client import HTTPClient
@@ -31,13 +31,18 @@ from twisted.web.client import (
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
-from bazar.config import SECRET_HEADER, Replica
+from bazar.config import Replica
 from bazar.errors import NotSent, ReplicaError, Unavailable
-from bazar.paging import NEXT_AFTER_HEADER, TOTAL_HEADER
-from bazar.web import EPOCH_HEADER, JSON, REPLICA_HEADER, SEQ_HEADER, SEQUENCER_HEADER
-
-if TYPE_CHECKING:
-    from bazar.channel import Channel
+from bazar.protocol import (
+    EPOCH_HEADER,
+    NEXT_AFTER_HEADER,
+    REPLICA_HEADER,
+    SECRET_HEADER,
+    SEQ_HEADER,
+    SEQUENCER_HEADER,
+    TOTAL_HEADER,
+)
+from bazar.web import JSON
 
 POOL_SIZE_PER_HOST = 64
 MAX_KNOWN_ENDPOINTS = 64  # far more than a cluster has replicas; a bound all the same
@@ -139,6 +144,17 @@ class ReplicaResponse:
         raise ReplicaError(self.code, self.error_message())
 
 
+class Carrier(Protocol):
+    """What ``ReplicaClient`` needs of the internal channel (``bazar.channel.Channel``),
+    named here so that the channel, which answers with ``ReplicaResponse``, is not imported."""
+
+    def carries(self, replica: Replica, method: str, path: str, body: bytes) -> bool: ...
+
+    def request(
+        self, replica: Replica, secret: str, method: str, path: str, body: bytes, timeout: float
+    ) -> Deferred[Any]: ...
+
+
 class ReplicaClient:
     def __init__(
         self,
@@ -146,7 +162,7 @@ class ReplicaClient:
         secret: str,
         clock: IReactorTime,
         timeout: float = 10.0,
-        channel: Channel | None = None,
+        channel: Carrier | None = None,
     ) -> None:
         """With a ``channel``, the calls it carries go over it (to replicas that have one)."""
         self.http = http

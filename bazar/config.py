@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 from twisted.internet.endpoints import _parseServer, clientFromString
 from twisted.internet.testing import MemoryReactor
 
+from bazar.validation import is_integer
+
 DEFAULT_CONFIG_PATH = Path("etc/bazar.toml")
-SECRET_HEADER = "X-Bazar-Secret"
 
 DEFAULT_FRONTEND_PORT = 5000
 # The report's seven books; a larger catalog adds generated books after them.
@@ -254,12 +255,12 @@ def _parse(raw: dict[str, Any], source: str) -> Config:
         raise ConfigError("[cluster] must be a table")
     _known(cluster, CLUSTER_KEYS, "[cluster]: ")
     cache_size = cluster.get("cache_size", 5)
-    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 0:
+    if not is_integer(cache_size) or cache_size < 0:
         raise ConfigError(
             f"[cluster]: 'cache_size' must be an integer >= 0 (0 disables the cache), not {cache_size!r}"
         )
     books = cluster.get("books", DEFAULT_BOOKS)
-    if not isinstance(books, int) or isinstance(books, bool) or not DEFAULT_BOOKS <= books <= MAX_BOOKS:
+    if not is_integer(books) or not DEFAULT_BOOKS <= books <= MAX_BOOKS:
         raise ConfigError(
             f"[cluster]: 'books' must be an integer from {DEFAULT_BOOKS} (the report's books) "
             f"to {MAX_BOOKS:_}, not {books!r}"

@@ -31,6 +31,8 @@ from twisted.logger import Logger
 
 from bazar.client import ReplicaClient
 from bazar.config import Replica
+from bazar.protocol import ELECT_PATH, STATUS_PATH, log_path
+from bazar.protocol.messages import Elect
 from bazar.replication import FollowerLink, FrontendNotice, Heartbeats, Sequencer
 from bazar.storage import ReplicatedStore
 
@@ -176,7 +178,7 @@ class Role:
         if seq > 0:
             mine = yield self.store.entry_at(seq)
             response = yield self.client.request(
-                "GET", self.sequencer, f"/internal/log?after={seq - 1}&limit=1", timeout=PEER_TIMEOUT
+                "GET", self.sequencer, log_path(after=seq - 1, limit=1), timeout=PEER_TIMEOUT
             )
             theirs = response.json().get("entries", []) if response.code == 200 else None
             if theirs is None:
@@ -211,7 +213,7 @@ class Role:
         peers = [r for r in self.replicas if r != self.replica]
         before = (self.epoch, self.last_heard)
         answers = yield DeferredList(
-            [self.client.request("GET", p, "/internal/status", timeout=PEER_TIMEOUT) for p in peers],
+            [self.client.request("GET", p, STATUS_PATH, timeout=PEER_TIMEOUT) for p in peers],
             consumeErrors=True,
         )
         if (self.epoch, self.last_heard) != before:
@@ -248,8 +250,8 @@ class Role:
                 self.client.request(
                     "POST",
                     p,
-                    "/internal/elect",
-                    {"epoch": epoch, "sequencer": self.replica.name, "last_seq": self.store.applied_seq},
+                    ELECT_PATH,
+                    Elect(epoch, self.replica.name, self.store.applied_seq).body(),
                     timeout=PEER_TIMEOUT,
                 )
                 for p in voters

@@ -26,8 +26,7 @@ from twisted.python.failure import Failure
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import NotSent
-
-STATUS_PATH = "/internal/status"
+from bazar.protocol import STATUS_PATH
 
 # Why the front end does not read from a replica, in words for people watching the cluster
 # (``/bazar/cluster``); the log adds the technical detail (the error, the status).

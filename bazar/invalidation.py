@@ -25,10 +25,11 @@ from twisted.python.failure import Failure
 from bazar.client import ReplicaClient
 from bazar.config import Replica
 from bazar.paging import Page
+from bazar.protocol import INVALIDATE_PATH
+from bazar.protocol.messages import Invalidate
 from bazar.storage import Entry
 
 ALL_BOOKS_KEY = "info/all"
-INVALIDATE_PATH = "/internal/invalidate"
 
 
 class PageKey(str):
@@ -137,10 +138,9 @@ class FrontendNotifier:
 
     def _push(self, keys: list[str], seq: int, lagging: list[str]) -> Deferred[Any]:
         epoch = self.epoch() if self.epoch is not None else None
-        body: dict[str, Any] = {"keys": keys, "lagging": lagging, "seq": seq}
-        if epoch is not None:
-            body["role"], body["epoch"] = epoch
-        d = self.client.call("POST", self.frontend, INVALIDATE_PATH, body)
+        role, number = epoch if epoch is not None else (None, None)
+        message = Invalidate(keys, seq, lagging=lagging, role=role, epoch=number)
+        d = self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body())
 
         def told(result: Any) -> Any:
             self._told_epoch = epoch
@@ -149,16 +149,15 @@ class FrontendNotifier:
         return d.addCallback(told)
 
     def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
-        body = {"keys": [], "caught_up": [follower], "seq": seq}
-        return self.client.call("POST", self.frontend, INVALIDATE_PATH, body)
+        message = Invalidate([], seq, caught_up=[follower])
+        return self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body())
 
     def announce(self, sequencer: str, seq: int) -> Deferred[Any]:
         """A replica just elected: the front end sends writes straight to it from now on (and
         stops reading from replicas of older epochs), without waiting for its next probe."""
-        body: dict[str, Any] = {"keys": [], "seq": seq, "sequencer": sequencer}
-        if self.epoch is not None:
-            body["role"], body["epoch"] = self.epoch()
-        return self.client.call("POST", self.frontend, INVALIDATE_PATH, body)
+        role, epoch = self.epoch() if self.epoch is not None else (None, None)
+        message = Invalidate([], seq, role=role, epoch=epoch, sequencer=sequencer)
+        return self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body())
 
 
 def book_keys(entry: Entry) -> list[str]:

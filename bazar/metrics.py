@@ -24,8 +24,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from bazar.config import SECRET_HEADER
 from bazar.errors import BazarError
+from bazar.protocol import SECRET_HEADER
 from bazar.web import raw_header, respond, verify_secret
 
 METRICS_PATH = b"/metrics"

@@ -23,15 +23,12 @@ from urllib.parse import quote
 from twisted.web.iweb import IRequest
 
 from bazar.errors import BadRequest
+from bazar.protocol import NEXT_AFTER_HEADER, TOTAL_HEADER
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_DIGITS = 18  # like ids: anything longer is refused rather than handed to SQLite's int64
 
-TOTAL_HEADER = "X-Bazar-Total"
-# Internal: a catalog replica names the last id of a page that has a successor; the front
-# end turns it into its own Link header.
-NEXT_AFTER_HEADER = "X-Bazar-Next-After"
 LINK_HEADER = "Link"
 
 

@@ -28,7 +28,20 @@ from bazar.failover import Role, Watchdog
 from bazar.http_limits import make_site
 from bazar.invalidation import FrontendNotifier
 from bazar.metrics import MeasuredResource, Metrics, gauge
-from bazar.replication import REPLICATE_PATH, Sequencer
+from bazar.protocol import (
+    ELECT_PATH,
+    EPOCH_HEADER,
+    INTERNAL_PREFIX,
+    LOG_PATH,
+    REPLICA_HEADER,
+    REPLICATE_PATH,
+    SEQ_HEADER,
+    SEQUENCER_HEADER,
+    STATUS_PATH,
+    internal_route,
+)
+from bazar.protocol.messages import Elect, Replicate
+from bazar.replication import Sequencer
 from bazar.service import (
     CallOnStop,
     channel_service,
@@ -41,10 +54,6 @@ from bazar.service import (
 )
 from bazar.storage import Entry, ReplicatedStore, SeedMismatch, SequenceGap, open_store
 from bazar.web import (
-    EPOCH_HEADER,
-    REPLICA_HEADER,
-    SEQ_HEADER,
-    SEQUENCER_HEADER,
     Reply,
     check_secret,
     install_json_errors,
@@ -60,6 +69,7 @@ from bazar.web import (
 )
 
 S = TypeVar("S", bound=ReplicatedStore)
+INTERNAL_SEGMENT = INTERNAL_PREFIX.strip("/").encode()  # the first segment of every internal path
 T = TypeVar("T")
 
 FORWARD_TIMEOUT = 5.0  # seconds
@@ -93,7 +103,7 @@ class RequireSecret(Resource):
         request.setHeader(SEQ_HEADER, str(stamp.seq))
         request.setHeader(SEQUENCER_HEADER, stamp.sequencer or "")
         request.setHeader(EPOCH_HEADER, str(stamp.epoch))
-        if request.postpath[:1] == [b"internal"] and len(request.postpath) > 1:
+        if request.postpath[:1] == [INTERNAL_SEGMENT] and len(request.postpath) > 1:
             request.prepath.append(request.postpath.pop(0))  # as a Klein branch route would
             return self.internal.render(request)
         return self.inner.render(request)
@@ -144,7 +154,7 @@ class ReplicaEndpoints:
             return self.writer.settled()
         return self.synced
 
-    @app.route("/replicate", methods=["POST"])
+    @app.route(internal_route(REPLICATE_PATH), methods=["POST"])
     @runs_to_completion
     def replicate(self, request: IRequest) -> Any:
         return respond_reply(request, self.replicate_call(read_body(request)))
@@ -153,55 +163,40 @@ class ReplicaEndpoints:
     def replicate_call(self, raw: bytes) -> Any:
         """Apply the sequencer's entries in order; 409 with our last_seq when some are missing.
         (Over HTTP or the channel: ``REPLICATE_PATH``.)"""
-        body = parse_json(raw)
-        entries = body.get("entries")
-        leader_seq = body.get("last_seq", 0)
-        if not isinstance(leader_seq, int) or isinstance(leader_seq, bool):
-            raise BadRequest("'last_seq' must be an integer")
-        if not isinstance(entries, list) or not all(
-            isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and isinstance(e[1], dict)
-            for e in entries
-        ):
-            raise BadRequest("'entries' must be a list of [seq, entry] pairs")
+        message = Replicate.parse(parse_json(raw))
         if self.role is None:
-            answer, code = yield self._apply(body, entries, leader_seq)
+            answer, code = yield self._apply(message)
         else:
             # Not while we vote in an election: what we confirm and what we tell a candidate
             # we hold must not cross.
-            answer, code = yield self.role.votes.run(self._apply, body, entries, leader_seq)
+            answer, code = yield self.role.votes.run(self._apply, message)
         return json_reply(answer, code)
 
     @inlineCallbacks
-    def _apply(self, body: dict[str, Any], entries: list[Any], leader_seq: int) -> Any:
+    def _apply(self, message: Replicate) -> Any:
         role = self.role
-        if role is not None and "epoch" in body:
-            epoch, sequencer = body.get("epoch"), body.get("sequencer")
-            if (
-                type(epoch) is int
-                and epoch == role.epoch <= role.verified_epoch
-                and sequencer == role.sequencer.name
-            ):
+        epoch, sequencer = message.epoch, message.sequencer
+        if role is not None and epoch is not None and sequencer is not None:
+            if epoch == role.epoch <= role.verified_epoch and sequencer == role.sequencer.name:
                 role.heard()  # the usual case: our sequencer, in the epoch we follow and checked
             else:
                 stale = yield self._check_epoch(epoch, sequencer)
                 if stale is not None:
                     return stale, 409
         try:
-            last_seq = yield self.store.apply([(seq, entry) for seq, entry in entries])
+            last_seq = yield self.store.apply(message.entries)
         except SequenceGap as gap:
             self.synced = False
             return {"last_seq": gap.last_seq, "error": {"code": 409, "message": gap.message}}, 409
-        self.synced = last_seq >= leader_seq
+        self.synced = last_seq >= message.last_seq
         return {"last_seq": last_seq}, 200
 
     @inlineCallbacks
-    def _check_epoch(self, epoch: Any, sequencer: Any) -> Any:
+    def _check_epoch(self, epoch: int, sequencer: str) -> Any:
         """A call from a sequencer: refuse an older epoch; join a newer one (checking that our
         log is part of its log). Returns the refusal, or None to go on."""
         role = self.role
         assert role is not None
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(sequencer, str):
-            raise BadRequest("'epoch' must be an integer and 'sequencer' a replica name")
         if epoch < role.epoch:
             message = f"epoch {epoch} is over: {role.sequencer.name} sequences writes in epoch {role.epoch}"
             return {
@@ -214,21 +209,17 @@ class ReplicaEndpoints:
         role.heard()
         return None
 
-    @app.route("/elect", methods=["POST"])
+    @app.route(internal_route(ELECT_PATH), methods=["POST"])
     @runs_to_completion
     @inlineCallbacks
     def elect(self, request: IRequest) -> Any:
         """A candidate asks us to join its epoch: yes if that epoch is newer than ours and the
         candidate holds at least every write we hold (else an acknowledged one could be lost)."""
         body = read_json(request)
-        epoch, sequencer, last_seq = body.get("epoch"), body.get("sequencer"), body.get("last_seq", 0)
         if self.role is None:
             raise BadRequest("this replica takes no part in elections")
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(sequencer, str):
-            raise BadRequest("'epoch' must be an integer and 'sequencer' a replica name")
-        if not isinstance(last_seq, int) or isinstance(last_seq, bool):
-            raise BadRequest("'last_seq' must be an integer")
-        answer = yield self.role.votes.run(self._vote, epoch, sequencer, last_seq)
+        message = Elect.parse(body)
+        answer = yield self.role.votes.run(self._vote, message.epoch, message.sequencer, message.last_seq)
         return respond_json(request, answer)
 
     @inlineCallbacks
@@ -242,7 +233,7 @@ class ReplicaEndpoints:
         yield role.adopt(epoch, sequencer)
         return {"last_seq": self.store.applied_seq, "epoch": role.epoch}
 
-    @app.route("/log", methods=["GET"])
+    @app.route(internal_route(LOG_PATH), methods=["GET"])
     @inlineCallbacks
     def log_entries(self, request: IRequest) -> Any:
         """Entries after ``after`` (at most ``limit``, up to 1000): what a follower compares or lacks."""
@@ -251,7 +242,7 @@ class ReplicaEndpoints:
         entries = yield self.store.entries_after(after, limit)
         return respond_json(request, {"entries": entries})
 
-    @app.route("/status", methods=["GET"])
+    @app.route(internal_route(STATUS_PATH), methods=["GET"])
     @inlineCallbacks
     def status(self, request: IRequest) -> Any:
         state = yield self.store.status()

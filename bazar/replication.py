@@ -34,9 +34,10 @@ from twisted.python.failure import Failure
 from bazar.client import ReplicaClient
 from bazar.config import Replica
 from bazar.errors import BazarError, Unavailable
+from bazar.protocol import REPLICATE_PATH
+from bazar.protocol.messages import Replicate
 from bazar.storage import Entry, Replayed, ReplicatedStore
 
-REPLICATE_PATH = "/internal/replicate"
 MAX_BATCH = 500
 # Bytes of entries per request: well under what a replica accepts in one body (web.MAX_BODY).
 MAX_BATCH_BYTES = 48 * 1024
@@ -197,11 +198,10 @@ class FollowerLink:
         this one moved the follower's known position, or was only a heartbeat)."""
         batch = yield self._next_batch(heartbeat)
         before = self.confirmed
-        body: dict[str, Any] = {"entries": batch, "last_seq": self.store.applied_seq}
-        if self.epoch is not None:
-            body["epoch"], body["sequencer"] = self.epoch
+        epoch, sequencer = self.epoch if self.epoch is not None else (None, None)
+        message = Replicate(batch, self.store.applied_seq, epoch, sequencer)
         response = yield self.client.request(
-            "POST", self.follower, REPLICATE_PATH, body, timeout=REPLICATION_TIMEOUT
+            "POST", self.follower, REPLICATE_PATH, message.body(), timeout=REPLICATION_TIMEOUT
         )
         answer = response.json() if response.code in (200, 409) else {}
         if "stale_epoch" in answer:

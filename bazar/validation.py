@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import math
 import uuid
-from typing import Any
+from typing import Any, TypeGuard
 
 from bazar.errors import BadRequest
-from bazar.web import integer_field, number_field
+from bazar.protocol import IDEMPOTENCY_HEADER
+
+MAX_INTEGER = 2**53  # what a JSON number holds exactly in any client
+
+
+def is_integer(value: Any) -> TypeGuard[int]:
+    """A JSON integer: an ``int`` that is not a ``bool`` (``True`` is an ``int`` in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer_field(body: dict[str, Any], name: str, *, minimum: int | None = None) -> int:
+    value = body.get(name)
+    if value is None:
+        raise BadRequest(f"field {name!r} is required")
+    if not is_integer(value):
+        raise BadRequest(f"field {name!r} must be an integer, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise BadRequest(f"field {name!r} must be at least {minimum}, not {value}")
+    if abs(value) > MAX_INTEGER:
+        raise BadRequest(f"field {name!r} is too large")
+    return value
+
+
+def number_field(body: dict[str, Any], name: str, *, minimum: float) -> float:
+    value = body.get(name)
+    if value is None:
+        raise BadRequest(f"field {name!r} is required")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRequest(f"field {name!r} must be a number, not {value!r}")
+    if value < minimum:
+        raise BadRequest(f"field {name!r} must be at least {minimum}, not {value}")
+    if value > 1e12:
+        raise BadRequest(f"field {name!r} is too large")
+    return float(value)
+
+
+def optional_integer(body: dict[str, Any], name: str, default: int) -> int:
+    """Like ``integer_field``, but ``default`` for a body without ``name``."""
+    return integer_field(body, name) if name in body else default
 
 
 def purchase_quantity(body: dict[str, Any]) -> int:
@@ -16,7 +55,6 @@ def purchase_quantity(body: dict[str, Any]) -> int:
     return integer_field(body, "quantity", minimum=1)
 
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
 
 
@@ -42,17 +80,6 @@ def in_doubt(message: str, key: str) -> str:
     (once: the order replica and the front end both pass such errors on)."""
     advice = f"the purchase may have gone through: ask again with {IDEMPOTENCY_HEADER} {key} to find out"
     return message if message.endswith(advice) else f"{message}; {advice}"
-
-
-def keyed_purchase(body: dict[str, Any]) -> dict[str, Any]:
-    """A purchase between replicas: the quantity, and the client's idempotency key if any."""
-    out: dict[str, Any] = {"quantity": purchase_quantity(body)}
-    key = body.get("idempotency_key")
-    if key is not None:
-        if not isinstance(key, str):
-            raise BadRequest("'idempotency_key' must be a string")
-        out["idempotency_key"] = idempotency_key(key)
-    return out
 
 
 def new_price(body: dict[str, Any]) -> float:

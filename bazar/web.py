@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hmac
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,7 +24,6 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
-from bazar.config import SECRET_HEADER
 from bazar.errors import (
     BadRequest,
     BazarError,
@@ -34,23 +32,13 @@ from bazar.errors import (
     Unauthorized,
     error_body,
 )
+from bazar.protocol import SECRET_HEADER
 
 log = Logger()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 JSON = "application/json"
-REPLICA_HEADER = "X-Bazar-Replica"
-CACHE_HEADER = "X-Bazar-Cache"
-# On every replica answer: the last sequence number the replica had applied when the request
-# arrived, so what it read holds at least every write up to that one (see bazar.readthrough).
-SEQ_HEADER = "X-Bazar-Seq"
-# On every replica answer: the replica that sequences its role's writes, as far as it knows,
-# so a caller can send the next write straight there rather than through a forwarder.
-SEQUENCER_HEADER = "X-Bazar-Sequencer"
-# On every replica answer: the epoch the replica is in, so a caller that knows of a newer one
-# uses nothing a replaced sequencer (or a follower that has not heard of the takeover) read.
-EPOCH_HEADER = "X-Bazar-Epoch"
 MAX_BODY = 64 * 1024  # bytes: the largest request body any endpoint accepts
 RETRY_AFTER = b"1"  # seconds, on every 503: long enough for a failed replica to be replaced
 
@@ -164,32 +152,6 @@ def query_id(request: IRequest, name: str, default: int) -> int:
     if not values:
         return default
     return parse_id(values[0].decode("ascii", "replace"), name)
-
-
-def integer_field(body: dict[str, Any], name: str, *, minimum: int | None = None) -> int:
-    value = body.get(name)
-    if value is None:
-        raise BadRequest(f"field {name!r} is required")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"field {name!r} must be an integer, not {value!r}")
-    if minimum is not None and value < minimum:
-        raise BadRequest(f"field {name!r} must be at least {minimum}, not {value}")
-    if abs(value) > 2**53:
-        raise BadRequest(f"field {name!r} is too large")
-    return value
-
-
-def number_field(body: dict[str, Any], name: str, *, minimum: float) -> float:
-    value = body.get(name)
-    if value is None:
-        raise BadRequest(f"field {name!r} is required")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadRequest(f"field {name!r} must be a number, not {value!r}")
-    if value < minimum:
-        raise BadRequest(f"field {name!r} must be at least {minimum}, not {value}")
-    if value > 1e12:
-        raise BadRequest(f"field {name!r} is too large")
-    return float(value)
 
 
 def check_secret(request: IRequest, secret: str) -> None:

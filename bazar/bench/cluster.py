@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bazar.protocol import SECRET_HEADER
+
 T = TypeVar("T")
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
@@ -461,8 +463,7 @@ def _metrics(cluster: ClusterInfo, names: Sequence[str]) -> list[tuple[str, str]
         return None
     try:
         return [
-            (name, get_text(url + "/metrics", headers={"X-Bazar-Secret": cluster.secret}))
-            for name, url in urls
+            (name, get_text(url + "/metrics", headers={SECRET_HEADER: cluster.secret})) for name, url in urls
         ]
     except (OSError, ValueError):
         return None

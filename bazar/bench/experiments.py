@@ -49,6 +49,7 @@ from bazar.bench.cluster import (
 from bazar.bench.load import Call, HTTPClient, LoopResult, RequestError, Response, Sample, Target, closed_loop
 from bazar.bench.progress import Progress
 from bazar.bench.report import ratio, summarize
+from bazar.protocol import CACHE_HEADER, REPLICA_HEADER, SECRET_HEADER
 
 T = TypeVar("T")
 
@@ -366,8 +367,8 @@ async def consistency(ctx: Context, stage: str) -> dict[str, Any]:
                 "path": path,
                 "latency_ms": response.elapsed * 1000,
                 "status": response.status,
-                "x_bazar_cache": response.header("X-Bazar-Cache"),
-                "replica": response.header("X-Bazar-Replica"),
+                "x_bazar_cache": response.header(CACHE_HEADER),
+                "replica": response.header(REPLICA_HEADER),
                 **extra,
             }
         )
@@ -384,9 +385,9 @@ async def consistency(ctx: Context, stage: str) -> dict[str, Any]:
             cached_info, cached_search = await get(info), await get(search)
             if cached_info is not None:
                 record("info read, cached", i, info, cached_info)
-            if not (cached_info and cached_search and cached_info.header("X-Bazar-Cache") == "hit"):
+            if not (cached_info and cached_search and cached_info.header(CACHE_HEADER) == "hit"):
                 counts["not_cached_before_write"] += 1
-            elif cached_search.header("X-Bazar-Cache") != "hit":
+            elif cached_search.header(CACHE_HEADER) != "hit":
                 counts["not_cached_before_write"] += 1
             price = round(1000 + i + book["id"] / 100, 2)  # never the price it had
             counts["writes"] += 1
@@ -410,14 +411,14 @@ async def consistency(ctx: Context, stage: str) -> dict[str, Any]:
             after_info = await get(info)
             if after_info is not None:
                 record("info read right after the write", i, info, after_info, price=price)
-                if after_info.header("X-Bazar-Cache") == "hit":
+                if after_info.header(CACHE_HEADER) == "hit":
                     counts["info_hit_after_write"] += 1
                 if json.loads(after_info.body).get("price") != price:
                     counts["info_stale_after_write"] += 1
             after_search = await get(search)
             if after_search is not None:
                 record("search read right after the write", i, search, after_search, price=price)
-                if after_search.header("X-Bazar-Cache") == "hit":
+                if after_search.header(CACHE_HEADER) == "hit":
                     counts["search_hit_after_write"] += 1
                 prices = {b["id"]: b["price"] for b in json.loads(after_search.body)}
                 if prices.get(book["id"]) != price:
@@ -425,7 +426,7 @@ async def consistency(ctx: Context, stage: str) -> dict[str, Any]:
             reread = await get(info)
             if reread is not None:
                 record("info re-read (refilled)", i, info, reread)
-                if reread.header("X-Bazar-Cache") != "hit":
+                if reread.header(CACHE_HEADER) != "hit":
                     counts["reread_not_hit"] += 1
             task.update(i + 1)
         violations = sum(
@@ -893,7 +894,6 @@ async def _selfcheck(ctx: Context, stage: str, ceiling: Target) -> dict[str, Any
 MEMORY_REQUESTS_PER_SAMPLE = 60  # the run's request bound: 60 x --samples (60,000 by default)
 MEMORY_SEARCH_SHARE = 0.70  # searches for a topic no other request names: a new cache key each
 MEMORY_WRITE_SHARE = 0.02  # price updates of the lab's books: invalidations
-SECRET_HEADER = "X-Bazar-Secret"
 
 
 class MemoryProbe:

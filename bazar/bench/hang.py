@@ -42,7 +42,7 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from bazar.bench.cluster import ClusterInfo, Processes, listening_pid, start_cluster
-from bazar.config import SECRET_HEADER
+from bazar.protocol import SECRET_HEADER, STATUS_PATH
 from bazar.replication import REPLICATION_TIMEOUT
 
 ROLES = ("catalog", "order")
@@ -89,7 +89,7 @@ class Bench:
 
     async def status(self, name: str) -> dict[str, Any] | None:
         try:
-            code, body = await self.call("GET", self.urls[name] + "/internal/status", timeout=1.0)
+            code, body = await self.call("GET", self.urls[name] + STATUS_PATH, timeout=1.0)
         except Exception:
             return None
         return body if code == 200 else None

@@ -26,6 +26,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from bazar.bench.progress import Task
+from bazar.protocol import CACHE_HEADER, REPLICA_HEADER
 
 LOOPBACK_NAMES = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1"}
 MAX_HEADER_BYTES = 64 * 1024
@@ -377,8 +378,8 @@ async def closed_loop(
                             start,
                             response.elapsed * 1000,
                             response.status,
-                            response.header("X-Bazar-Cache"),
-                            response.header("X-Bazar-Replica"),
+                            response.header(CACHE_HEADER),
+                            response.header(REPLICA_HEADER),
                         )
                     )
                     if observe is not None:

@@ -14,20 +14,27 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from bazar import validation
-from bazar.batching import LOOKUP_PATH, MAX_LOOKUP
+from bazar.batching import MAX_LOOKUP
 from bazar.catalog.store import Book, BookPage, CatalogStore, no_such_book
-from bazar.channel import BUY_ROUTE, Handler
+from bazar.channel import Handler
 from bazar.errors import BadRequest
-from bazar.order.orphans import MAX_TAKES_PAGE, TAKES_PATH
-from bazar.paging import (
-    LINK_HEADER,
+from bazar.order.orphans import MAX_TAKES_PAGE
+from bazar.paging import LINK_HEADER, Page, link_next, parse_page, search_path
+from bazar.protocol import (
+    BOOK_ROUTE,
+    BOOKS_PATH,
+    BUY_ROUTE,
+    LOOKUP_PATH,
     NEXT_AFTER_HEADER,
+    PRICE_ROUTE,
+    QUANTITY_ROUTE,
+    SEARCH_PATH,
+    SEARCH_ROUTE,
+    TAKES_PATH,
     TOTAL_HEADER,
-    Page,
-    link_next,
-    parse_page,
-    search_path,
+    fill,
 )
+from bazar.protocol.messages import Purchase
 from bazar.replica import ReplicaApp, forward
 from bazar.web import (
     Reply,
@@ -85,15 +92,15 @@ class CatalogApp(ReplicaApp):
 
     # -- reads -----------------------------------------------------------------------
 
-    @app.route("/catalog/books", methods=["GET"])
+    @app.route(BOOKS_PATH, methods=["GET"])
     @inlineCallbacks
     def all_books(self, request: IRequest) -> Any:
         """One page of every book (``limit``, ``offset``, ``after``: see ``bazar.paging``)."""
         page = parse_page(request)
         result = yield self.read_committed(lambda: self.store.books_page(page))
-        return respond_page(request, "/catalog/books", page, result)
+        return respond_page(request, BOOKS_PATH, page, result)
 
-    @app.route("/catalog/books/<book_id>", methods=["GET"])
+    @app.route(BOOK_ROUTE, methods=["GET"])
     def book(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         return self.respond_committed(
@@ -113,13 +120,13 @@ class CatalogApp(ReplicaApp):
             lambda books: respond_lookup(request, book_ids, books),
         )
 
-    @app.route("/catalog/search/<path:topic>", methods=["GET"])
+    @app.route(SEARCH_ROUTE, methods=["GET"])
     @inlineCallbacks
     def search(self, request: IRequest, topic: str) -> Any:
         """One page of the topic's books."""
         page = parse_page(request)
         result = yield self.read_committed(lambda: self.store.search_page(topic, page))
-        return respond_page(request, search_path("/catalog/search", topic), page, result)
+        return respond_page(request, search_path(SEARCH_PATH, topic), page, result)
 
     @app.route(TAKES_PATH, methods=["GET"])
     @inlineCallbacks
@@ -146,18 +153,18 @@ class CatalogApp(ReplicaApp):
     def buy_call(self, raw: bytes, book_id: str) -> Deferred[Reply]:
         """Take stock, if there is enough (over HTTP or the channel: ``BUY_ROUTE``)."""
         book = parse_id(book_id)
-        body = validation.keyed_purchase(parse_json(raw, required=False))
+        purchase = Purchase.parse(parse_json(raw, required=False))
         return self._write(
             "POST",
-            f"/catalog/books/{book}/buy",
-            body,
-            lambda: self.store.buy(book, body["quantity"], body.get("idempotency_key")),
+            fill(BUY_ROUTE, book),
+            purchase.body(),
+            lambda: self.store.buy(book, purchase.quantity, purchase.idempotency_key),
         )
 
     def channel_handlers(self) -> dict[str, Handler]:
         return {**super().channel_handlers(), BUY_ROUTE: self.buy_call}
 
-    @app.route("/catalog/books/<book_id>/price", methods=["PUT"])
+    @app.route(PRICE_ROUTE, methods=["PUT"])
     @runs_to_completion
     def update_price(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
@@ -165,11 +172,11 @@ class CatalogApp(ReplicaApp):
         return respond_reply(
             request,
             self._write(
-                "PUT", f"/catalog/books/{book}/price", body, lambda: self.store.set_price(book, body["price"])
+                "PUT", fill(PRICE_ROUTE, book), body, lambda: self.store.set_price(book, body["price"])
             ),
         )
 
-    @app.route("/catalog/books/<book_id>/quantity", methods=["PUT"])
+    @app.route(QUANTITY_ROUTE, methods=["PUT"])
     @runs_to_completion
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
@@ -180,7 +187,7 @@ class CatalogApp(ReplicaApp):
                 return self.store.add_quantity(book, change["delta"])
             return self.store.set_quantity(book, change["quantity"])
 
-        return respond_reply(request, self._write("PUT", f"/catalog/books/{book}/quantity", change, apply))
+        return respond_reply(request, self._write("PUT", fill(QUANTITY_ROUTE, book), change, apply))
 
     @inlineCallbacks
     def _write(self, method: str, path: str, body: dict[str, Any], apply: Any) -> Any:

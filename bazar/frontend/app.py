@@ -24,7 +24,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from bazar import validation
-from bazar.batching import LOOKUP_PATH, Batcher
+from bazar.batching import Batcher
 from bazar.channel import Handler
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
@@ -32,15 +32,30 @@ from bazar.errors import BadRequest, BazarError, NotSent, Unavailable, error_bod
 from bazar.frontend import openapi, storefront
 from bazar.frontend.fastpath import ReadShortcut, UriKeys
 from bazar.health import OLD_EPOCH, STATUS_FAILED, TURNED_A_READ_AWAY, Health, unreachable
-from bazar.invalidation import INVALIDATE_PATH, PageKey, all_books_page_key, info_key, search_page_key
+from bazar.invalidation import PageKey, all_books_page_key, info_key, search_page_key
 from bazar.lru import LRUCache
 from bazar.metrics import Metrics, counter, gauge
 from bazar.paging import Page, parse_page, public_page_headers, search_path
+from bazar.protocol import (
+    BOOKS_PATH,
+    CACHE_HEADER,
+    IDEMPOTENCY_HEADER,
+    INVALIDATE_PATH,
+    LOOKUP_PATH,
+    ORDER_ROUTE,
+    ORDERS_PATH,
+    PRICE_ROUTE,
+    PURCHASE_ROUTE,
+    QUANTITY_ROUTE,
+    REPLICA_HEADER,
+    SEARCH_PATH,
+    STATUS_PATH,
+    fill,
+)
+from bazar.protocol.messages import Invalidate, Purchase
 from bazar.readthrough import ReadThroughCache
 from bazar.roundrobin import RoundRobin
 from bazar.web import (
-    CACHE_HEADER,
-    REPLICA_HEADER,
     RETRY_AFTER,
     Reply,
     check_secret,
@@ -66,13 +81,6 @@ READ_TIMEOUT = 2.0  # seconds before a read is retried on the next replica (read
 
 def _cacheable(response: ReplicaResponse) -> bool:
     return response.code == 200
-
-
-def _strings(body: dict[str, Any], field: str) -> list[str]:
-    values = body.get(field, [])
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise BadRequest(f"'{field}' must be a list of strings")
-    return values
 
 
 def _keyed_error(code: int, message: str, key: str) -> bytes:
@@ -204,7 +212,7 @@ class FrontendApp:
     def info_all(self, request: IRequest) -> Any:
         """One page of every book, by id (``limit``, ``offset``, ``after``: see ``bazar.paging``)."""
         page = parse_page(request)
-        return self._paged_read(request, all_books_page_key(page), page, "/catalog/books", "/bazar/info/all")
+        return self._paged_read(request, all_books_page_key(page), page, BOOKS_PATH, "/bazar/info/all")
 
     @app.route("/bazar/info/<book_id>", methods=["GET"])
     def info(self, request: IRequest, book_id: str) -> Any:
@@ -221,7 +229,7 @@ class FrontendApp:
             request,
             search_page_key(topic, page),
             page,
-            search_path("/catalog/search", topic),
+            search_path(SEARCH_PATH, topic),
             search_path("/bazar/search", topic),
         )
 
@@ -327,17 +335,17 @@ class FrontendApp:
         catalog to the order (see ``bazar.order.orphans``), and every answer gives it back
         (header and body), so that a client told 503 can ask how its purchase ended: a retry
         with the key returns the order if there is one, and buys nothing more."""
-        raw = raw_header(request, validation.IDEMPOTENCY_HEADER)
+        raw = raw_header(request, IDEMPOTENCY_HEADER)
         key = validation.idempotency_key(raw) or validation.new_idempotency_key()
-        request.setHeader(validation.IDEMPOTENCY_HEADER, key)
+        request.setHeader(IDEMPOTENCY_HEADER, key)
         d = maybeDeferred(self._purchase, request, book_id, key)
         return d.addErrback(self._purchase_failed, request, key)
 
     def _purchase(self, request: IRequest, book_id: str, key: str) -> Deferred[bytes]:
         book = parse_id(book_id)
         quantity = validation.purchase_quantity(read_json(request, required=False))
-        body = {"quantity": quantity, "idempotency_key": key}
-        d = self._write(self.orders, "POST", f"/order/purchase/{book}", body)
+        body = Purchase(quantity, key).body()
+        d = self._write(self.orders, "POST", fill(PURCHASE_ROUTE, book), body)
         return d.addCallback(self._keyed_answer, key).addCallback(self._relay, request)
 
     @staticmethod
@@ -368,14 +376,14 @@ class FrontendApp:
     def update_price(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
-        return self._send(request, self.catalogs, "PUT", f"/catalog/books/{book}/price", body)
+        return self._send(request, self.catalogs, "PUT", fill(PRICE_ROUTE, book), body)
 
     @app.route("/bazar/update_quantity/<book_id>", methods=["PUT"])
     @runs_to_completion
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
         body = validation.quantity_change(read_json(request))
-        return self._send(request, self.catalogs, "PUT", f"/catalog/books/{book}/quantity", body)
+        return self._send(request, self.catalogs, "PUT", fill(QUANTITY_ROUTE, book), body)
 
     def _send(
         self, request: IRequest, replicas: RoundRobin[Replica], method: str, path: str, body: Any
@@ -384,12 +392,12 @@ class FrontendApp:
 
     @app.route("/bazar/orders", methods=["GET"])
     def orders_all(self, request: IRequest) -> Any:
-        return self._read(self.orders, "/order/orders").addCallback(self._relay, request)
+        return self._read(self.orders, ORDERS_PATH).addCallback(self._relay, request)
 
     @app.route("/bazar/orders/<order_id>", methods=["GET"])
     def order(self, request: IRequest, order_id: str) -> Any:
         order = parse_id(order_id, "order id")
-        return self._read(self.orders, f"/order/orders/{order}").addCallback(self._relay, request)
+        return self._read(self.orders, fill(ORDER_ROUTE, order)).addCallback(self._relay, request)
 
     # -- the cluster at a glance -------------------------------------------------------
 
@@ -400,7 +408,7 @@ class FrontendApp:
         replicas = self._replicas()
         results = yield DeferredList(
             [
-                self._call("GET", r, "/internal/status", timeout=STATUS_TIMEOUT).addCallback(
+                self._call("GET", r, STATUS_PATH, timeout=STATUS_TIMEOUT).addCallback(
                     lambda r: r.raise_for_error().json()
                 )
                 for r in replicas
@@ -458,27 +466,19 @@ class FrontendApp:
         """Called by a sequencer before it acknowledges a write: drop these cache keys, stop
         reading from these ``lagging`` followers; or, later, read from ``caught_up`` ones again.
         (Over HTTP or the channel: ``INVALIDATE_PATH``.)"""
-        body = parse_json(raw)
-        keys = _strings(body, "keys")
-        seq = body.get("seq", 0)
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            raise BadRequest("'seq' must be an integer")
-        lagging, caught_up = _strings(body, "lagging"), _strings(body, "caught_up")  # all checked first
-        if "epoch" in body:
-            epoch, role = body["epoch"], body.get("role")
-            if not isinstance(epoch, int) or isinstance(epoch, bool) or role not in ("catalog", "order"):
-                raise BadRequest("'epoch' must be an integer and 'role' catalog or order")
-            self.health.current_epoch(role, epoch)
-            sequencer = body.get("sequencer")
-            if isinstance(sequencer, str):
-                self.health.report_sequencer(role, epoch, sequencer)
-        for name in lagging:
+        message = Invalidate.parse(parse_json(raw))  # all checked first
+        seq = message.seq
+        if message.role is not None and message.epoch is not None:
+            self.health.current_epoch(message.role, message.epoch)
+            if message.sequencer is not None:
+                self.health.report_sequencer(message.role, message.epoch, message.sequencer)
+        for name in message.lagging or ():
             self.health.report_lagging(name, True, seq, pushed=True)
-        for name in caught_up:
+        for name in message.caught_up or ():
             self.health.report_lagging(name, False, seq, pushed=True)
-        for key in keys:
+        for key in message.keys:
             self.cache.invalidate(key, seq)
-        return json_reply({"invalidated": keys})
+        return json_reply({"invalidated": message.keys})
 
     @app.route("/", methods=["GET"])
     def index(self, request: IRequest) -> Any:

@@ -22,7 +22,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from bazar.lru import LRUCache
-from bazar.web import CACHE_HEADER, JSON, failure_response
+from bazar.protocol import CACHE_HEADER
+from bazar.web import JSON, failure_response
 
 _JSON = JSON.encode()
 _HIT = b"hit"

@@ -27,6 +27,8 @@ from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
+from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
+from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
 from bazar.web import (
@@ -89,7 +91,7 @@ class OrderApp(ReplicaApp):
         for number, catalog in enumerate(rotation):
             try:
                 response = yield self.client.request(
-                    "POST", catalog, f"/catalog/books/{book}/buy", body, timeout=FORWARD_TIMEOUT
+                    "POST", catalog, fill(BUY_ROUTE, book), body, timeout=FORWARD_TIMEOUT
                 )
             except Unavailable as e:
                 error = e
@@ -104,15 +106,16 @@ class OrderApp(ReplicaApp):
             "no catalog replica can answer right now; try again shortly"
         )  # as the front end says
 
-    @app.route("/order/purchase/<book_id>", methods=["POST"])
+    @app.route(PURCHASE_ROUTE, methods=["POST"])
     @runs_to_completion
     @inlineCallbacks
     def purchase(self, request: IRequest, book_id: str) -> Any:
         book = parse_id(book_id)
-        body = validation.keyed_purchase(read_json(request, required=False))
+        purchase = Purchase.parse(read_json(request, required=False))
         # Every purchase has a key (the front end gives one to each its client sent without):
         # it ties the take at the catalog to the order (see ``bazar.order.orphans``).
-        key = body.setdefault("idempotency_key", validation.new_idempotency_key())
+        key = purchase.idempotency_key or validation.new_idempotency_key()
+        body = Purchase(purchase.quantity, key).body()
         try:
             return (yield self._purchase(request, book, body, key))
         except BazarError as e:
@@ -124,8 +127,8 @@ class OrderApp(ReplicaApp):
     def _purchase(self, request: IRequest, book: int, body: dict[str, Any], key: str) -> Any:
         writer = self.writer  # kept: if another replica takes over meanwhile, its quorum fails
         if writer is None:
-            path = f"/order/purchase/{book}"
-            return respond_reply(request, (yield forward(self.client, self.sequencer, "POST", path, body)))
+            to = fill(PURCHASE_ROUTE, book)
+            return respond_reply(request, (yield forward(self.client, self.sequencer, "POST", to, body)))
         yield self.orphans.ready(writer)  # every take made before this sequencer has its order
         self.orphans.started(key, writer)
         try:
@@ -147,13 +150,13 @@ class OrderApp(ReplicaApp):
             request, {**order, "message": f"bought book {order['title']}", "idempotency_key": key}
         )
 
-    @app.route("/order/orders", methods=["GET"])
+    @app.route(ORDERS_PATH, methods=["GET"])
     @inlineCallbacks
     def orders(self, request: IRequest) -> Any:
         orders = yield self.read_committed(self.store.all_orders)
         return respond_json(request, orders)
 
-    @app.route("/order/orders/<order_id>", methods=["GET"])
+    @app.route(ORDER_ROUTE, methods=["GET"])
     @inlineCallbacks
     def order(self, request: IRequest, order_id: str) -> Any:
         order_number = parse_id(order_id, "order id")

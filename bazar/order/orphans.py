@@ -38,9 +38,9 @@ from bazar.client import ReplicaClient
 from bazar.config import Replica
 from bazar.errors import BazarError, Unavailable
 from bazar.order.store import OrderStore
+from bazar.protocol import TAKES_PATH
 from bazar.replication import Sequencer
 
-TAKES_PATH = "/catalog/takes"  # served by every catalog replica (bazar.catalog.app)
 MAX_TAKES_PAGE = 1000  # catalog log entries looked at per request
 TAKES_TIMEOUT = 5.0  # seconds a catalog replica may take to answer
 CHECK_INTERVAL = 1.0  # seconds between looks at whether this replica has started sequencing

@@ -17,7 +17,7 @@ from twisted.internet import reactor
 
 from bazar.channel import Channel
 from bazar.config import load
-from bazar.replication import REPLICATE_PATH
+from bazar.protocol import REPLICATE_PATH
 from tests.integration.api import Api, Reply, eventually, request
 from tests.integration.cluster import (
     CATALOGS,

@@ -39,7 +39,7 @@ from bazar import config as bazar_config
 from bazar.catalog import tap as catalog_tap
 from bazar.catalog.store import CatalogStore, seed_books
 from bazar.client import ReplicaClient
-from bazar.config import SECRET_HEADER, Config, Replica
+from bazar.config import Config, Replica
 from bazar.failover import Role
 from bazar.frontend.app import FrontendApp
 from bazar.http_limits import make_site
@@ -47,6 +47,7 @@ from bazar.invalidation import FrontendNotifier, book_keys
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
 from bazar.order.store import OrderStore
+from bazar.protocol import SECRET_HEADER
 from bazar.replica import measured
 from bazar.replication import FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore

@@ -18,7 +18,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from bazar.channel import (
-    BUY_ROUTE,
     MAX_CHANNEL_BODY,
     Channel,
     ChannelServer,
@@ -29,9 +28,9 @@ from bazar.channel import (
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BadRequest, Forbidden, NotSent, Unavailable
-from bazar.invalidation import INVALIDATE_PATH, info_key
+from bazar.invalidation import info_key
 from bazar.metrics import Metrics
-from bazar.replication import REPLICATE_PATH
+from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
 from bazar.web import Reply, json_reply
 from tests.unit.memcluster import SECRET, MemCluster, result_of
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.config import SECRET_HEADER
+from bazar.protocol import SECRET_HEADER
 from tests.unit.memcluster import SECRET, MemCluster, Reply, result_of
 
 _ = object()  # "no body"

@@ -41,7 +41,8 @@ from bazar.errors import NotSent, Unavailable
 from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role, Watchdog, majority
 from bazar.http_limits import make_site
 from bazar.order.store import OrderStore
-from bazar.replication import HEARTBEAT_INTERVAL, REPLICATE_PATH, REPLICATION_TIMEOUT, FollowerLink, Sequencer
+from bazar.protocol import REPLICATE_PATH
+from bazar.replication import HEARTBEAT_INTERVAL, REPLICATION_TIMEOUT, FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore
 from tests.unit.memcluster import Held, HostDispatch
 

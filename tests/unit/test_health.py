@@ -22,7 +22,8 @@ from bazar.client import ReplicaResponse
 from bazar.config import Replica, parse
 from bazar.errors import NotSent, Unavailable
 from bazar.frontend.app import FrontendApp
-from bazar.health import CATCHING_UP, STATUS_PATH, Health, HealthProbe
+from bazar.health import CATCHING_UP, Health, HealthProbe
+from bazar.protocol import STATUS_PATH
 from tests.unit.memcluster import MAX_FLUSHES, MemCluster, result_of
 
 PROBE_INTERVAL = parse({"cluster": {"secret": "s"}}).probe_interval  # the default

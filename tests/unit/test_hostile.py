@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.config import SECRET_HEADER
 from bazar.http_limits import MAX_HEADERS
+from bazar.protocol import SECRET_HEADER
 from bazar.web import JSON, MAX_BODY
 from tests.unit.memcluster import SECRET, MemCluster
 from tests.unit.rawhttp import RawConnection, RawReply, error_shape_problem

@@ -9,7 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.config import Replica
 from bazar.errors import Unavailable
-from bazar.invalidation import INVALIDATE_PATH, FrontendNotifier, book_keys
+from bazar.invalidation import FrontendNotifier, book_keys
+from bazar.protocol import INVALIDATE_PATH
 
 FRONTEND = Replica(name="frontend", role="frontend", listen="tcp:0", url="http://frontend.invalid")
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.batching import LOOKUP_PATH, MAX_LOOKUP
+from bazar.batching import MAX_LOOKUP
 from bazar.client import ReplicaResponse
 from bazar.frontend.app import split_lookup
+from bazar.protocol import LOOKUP_PATH
 from tests.unit.memcluster import MemCluster, Reply
 
 

@@ -27,9 +27,9 @@ from bazar.catalog.store import CatalogStore
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import Conflict, Unavailable
+from bazar.protocol import REPLICATE_PATH
 from bazar.replication import (
     HEARTBEAT_INTERVAL,
-    REPLICATE_PATH,
     REPLICATION_TIMEOUT,
     FollowerLink,
     Heartbeats,

@@ -28,15 +28,14 @@ from twisted.web.server import Site
 
 from bazar.catalog import tap as catalog_tap
 from bazar.catalog.store import CatalogStore
-from bazar.channel import BUY_ROUTE, ChannelServer
+from bazar.channel import ChannelServer
 from bazar.cluster import tap as cluster_tap
 from bazar.config import load
 from bazar.frontend import tap as frontend_tap
-from bazar.invalidation import INVALIDATE_PATH
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
+from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
 from bazar.replica import RequireSecret
-from bazar.replication import REPLICATE_PATH
 from bazar.service import CallOnStop
 
 TAPS = {"frontend": frontend_tap, "catalog": catalog_tap, "order": order_tap, "cluster": cluster_tap}

@@ -1,0 +1,148 @@
+"""The internal messages' bodies, checked once, where they arrive, as public bodies are.
+
+Each ``parse`` takes a decoded JSON object and gives the message, or raises ``BadRequest``
+(400) saying which field was wrong: the integer fields with the checks of the public API
+(``bazar.validation``), so ``true`` is no sequence number here either. The senders build
+the same shapes (``bazar.replication``, ``bazar.failover``, ``bazar.invalidation``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bazar.errors import BadRequest
+from bazar.validation import idempotency_key, integer_field, is_integer, optional_integer, purchase_quantity
+
+ROLES = ("catalog", "order")  # the roles whose sequencers report their epoch
+
+
+def name_field(body: dict[str, Any], name: str) -> str:
+    """A replica's name (its text is checked by whoever looks it up)."""
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(f"field {name!r} must be a replica name, not {value!r}")
+    return value
+
+
+def names_field(body: dict[str, Any], name: str) -> list[str]:
+    """A list of strings (cache keys, replica names); an empty list when absent."""
+    values = body.get(name, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise BadRequest(f"'{name}' must be a list of strings")
+    return values
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """``PURCHASE_ROUTE`` (front end to order replica) and ``BUY_ROUTE`` (order replica to
+    catalog): the quantity, and the purchase's idempotency key (the front end gives every
+    purchase one; one sent to a replica directly may have none)."""
+
+    quantity: int = 1
+    idempotency_key: str | None = None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> Purchase:
+        quantity = purchase_quantity(body)
+        key = body.get("idempotency_key")
+        if key is not None and not isinstance(key, str):
+            raise BadRequest("'idempotency_key' must be a string")
+        return cls(quantity, idempotency_key(key))
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"quantity": self.quantity}
+        if self.idempotency_key is not None:
+            out["idempotency_key"] = self.idempotency_key
+        return out
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """``REPLICATE_PATH``: a gap-free run of the sequencer's log entries, and its last sequence
+    number; with a ``Role``, the epoch and the sequencer that sent it."""
+
+    entries: list[tuple[int, dict[str, Any]]]
+    last_seq: int = 0
+    epoch: int | None = None  # None: sent by a sequencer that is fixed (no failover)
+    sequencer: str | None = None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> Replicate:
+        entries = body.get("entries")
+        last_seq = optional_integer(body, "last_seq", 0)
+        if not isinstance(entries, list) or not all(
+            isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and isinstance(e[1], dict)
+            for e in entries
+        ):
+            raise BadRequest("'entries' must be a list of [seq, entry] pairs")
+        if "epoch" not in body:
+            return cls([(seq, entry) for seq, entry in entries], last_seq)
+        epoch = integer_field(body, "epoch")
+        return cls([(seq, entry) for seq, entry in entries], last_seq, epoch, name_field(body, "sequencer"))
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"entries": self.entries, "last_seq": self.last_seq}
+        if self.epoch is not None:
+            out["epoch"], out["sequencer"] = self.epoch, self.sequencer
+        return out
+
+
+@dataclass(frozen=True)
+class Elect:
+    """``ELECT_PATH``: a candidate asks to sequence writes in ``epoch``, holding writes up to ``last_seq``."""
+
+    epoch: int
+    sequencer: str
+    last_seq: int = 0
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> Elect:
+        epoch = integer_field(body, "epoch")
+        return cls(epoch, name_field(body, "sequencer"), optional_integer(body, "last_seq", 0))
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "sequencer": self.sequencer, "last_seq": self.last_seq}
+
+
+@dataclass(frozen=True)
+class Invalidate:
+    """``INVALIDATE_PATH``, from a sequencer to the front end, as of its write ``seq``: the cache
+    keys to drop, the followers not to read from (``lagging``) or to read from again
+    (``caught_up``); and the role and epoch it sequences in, and its name when it was just
+    elected (``sequencer``: see ``FrontendNotifier.announce``)."""
+
+    keys: list[str]
+    seq: int = 0
+    lagging: list[str] | None = None  # None: not in the body (as good as empty)
+    caught_up: list[str] | None = None
+    role: str | None = None  # with ``epoch``, or neither
+    epoch: int | None = None
+    sequencer: str | None = None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> Invalidate:
+        keys = names_field(body, "keys")
+        seq = optional_integer(body, "seq", 0)
+        lagging = names_field(body, "lagging") if "lagging" in body else None
+        caught_up = names_field(body, "caught_up") if "caught_up" in body else None
+        if "epoch" not in body:
+            return cls(keys, seq, lagging, caught_up)
+        epoch, role = body["epoch"], body.get("role")
+        if not is_integer(epoch) or role not in ROLES:
+            raise BadRequest("'epoch' must be an integer and 'role' catalog or order")
+        sequencer = body.get("sequencer")  # only in an announcement; anything else is no name
+        named = sequencer if isinstance(sequencer, str) else None
+        return cls(keys, seq, lagging, caught_up, role, epoch, named)
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"keys": self.keys, "seq": self.seq}
+        if self.lagging is not None:
+            out["lagging"] = self.lagging
+        if self.caught_up is not None:
+            out["caught_up"] = self.caught_up
+        if self.epoch is not None:
+            out["role"], out["epoch"] = self.role, self.epoch
+        if self.sequencer is not None:
+            out["sequencer"] = self.sequencer
+        return out
