@@ -32,6 +32,7 @@ from tests.integration.cluster import Cluster, kill_processes_under
 pytestmark = pytest.mark.integration
 
 RUN_TIMEOUT = 90.0
+TINY_RUN_TIMEOUT = 150.0  # every experiment with --samples 20 --duration 1 (the default run: 3-8 min)
 
 
 def bench_command() -> list[str]:
@@ -107,13 +108,13 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_bench_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    began = time.monotonic()
     process = start(
         tmp_path, "--samples", "20", "--duration", "1", "--wrk-connections", "10", "--out", str(out)
     )
-    stdout, stderr = finish(process)
+    # Within TINY_RUN_TIMEOUT, or the sample counts were not honoured (the defaults take minutes):
+    # about 50 s alone on 2 cores, over a minute with other test runs on the machine.
+    stdout, stderr = finish(process, TINY_RUN_TIMEOUT)
     assert process.returncode == 0, stderr[-3000:]
-    assert time.monotonic() - began < 60, "the tiny run should stay well under a minute"
 
     pids = cluster_pids(stderr)
     assert len(pids) == 2, stderr  # one cluster with the cache, one with cache_size = 0
