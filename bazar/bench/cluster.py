@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bazar import config
+
 T = TypeVar("T")
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
@@ -296,30 +298,14 @@ def loopback_ports(names: Sequence[str]) -> tuple[dict[str, int], dict[str, int]
     )
 
 
-def process_lines(name: str, port: int, channel_port: int, address: str = "127.0.0.1") -> list[str]:
-    """A process's table in a cluster config: HTTP on ``address``:``port``, its channel on
-    ``channel_port`` (loopback by default; the netns tests give each process its own address)."""
-    role = name.split("-")[0]
-    head = ["[frontend]"] if role == "frontend" else [f"[[{role}]]", f"name = {json.dumps(name)}"]
-    return [
-        "",
-        *head,
-        f'listen = "tcp:port={port}:interface={address}"',
-        f'url = "http://{address}:{port}"',
-        f'channel_listen = "tcp:port={channel_port}:interface={address}"',
-        f'channel = "tcp:host={address}:port={channel_port}"',
-    ]
-
-
 def write_config(directory: Path, cache_size: int, secret: str) -> tuple[Path, dict[str, int]]:
     """A config for 1 + 3 + 3 processes on free loopback ports, data under ``directory``."""
     ports, channel_ports = loopback_ports(NAMES)
-    lines = ["[cluster]", 'data_dir = "data"', f"cache_size = {cache_size}", f"secret = {json.dumps(secret)}"]
-    for name in NAMES:
-        lines += process_lines(name, ports[name], channel_ports[name])
-    path = directory / "bazar.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path, ports
+    raw = config.document(
+        {"data_dir": "data", "cache_size": cache_size, "secret": secret},
+        {name: config.endpoints(ports[name], channel_ports[name]) for name in NAMES},
+    )
+    return config.write(directory / "bazar.toml", raw), ports
 
 
 def cluster_status(url: str) -> dict[str, Any] | None:

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from bazar import config
 from bazar.bench.cluster import (
     kill_group,
     listening_pid,
     loopback_ports,
     process_group,
-    process_lines,
     stop_group,
 )
 
@@ -124,10 +124,6 @@ class Layout:
         return self.url("frontend")
 
 
-def _toml_string(value: str) -> str:
-    return json.dumps(value)  # a JSON string of plain ASCII is a valid TOML basic string
-
-
 def write_config(
     directory: Path,
     *,
@@ -142,15 +138,11 @@ def write_config(
     ``books=None`` leaves the catalog at its default size (the report's seven books).
     """
     ports, channel_ports = loopback_ports(NAMES)
-    lines = ["[cluster]", 'data_dir = "data"', f"cache_size = {cache_size}"]
-    if secret is not None:
-        lines.append(f"secret = {_toml_string(secret)}")
-    if books is not None:
-        lines.append(f"books = {books}")
-    for process in NAMES:
-        lines += process_lines(process, ports[process], channel_ports[process])
-    path = directory / name
-    path.write_text("\n".join(lines) + "\n")
+    raw = config.document(
+        {"data_dir": "data", "cache_size": cache_size, "secret": secret, "books": books},
+        {process: config.endpoints(ports[process], channel_ports[process]) for process in NAMES},
+    )
+    path = config.write(directory / name, raw)
     return Layout(directory, path, ports, channel_ports, secret, directory / "data")
 
 

@@ -49,8 +49,7 @@ from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
 
-from bazar.bench.cluster import process_lines
-from bazar.config import DEFAULT_CHANNEL_OFFSET
+from bazar import config
 from tests.integration.api import Api, Reply, request
 from tests.integration.cluster import (
     CLEAN_EXIT,
@@ -285,17 +284,11 @@ class Network:
 
 def write_config(directory: Path, network: Network, secret: str) -> Path:
     """One config for every process: each listens on its own address, on its README ports."""
-    lines = [
-        "[cluster]",
-        f"data_dir = {json.dumps(str(directory / 'data'))}",
-        f"secret = {json.dumps(secret)}",
-    ]
-    for name in ("frontend", *REPLICAS):
-        port = HOSTS[name][2]
-        lines += process_lines(name, port, port + DEFAULT_CHANNEL_OFFSET, network.address(name))
-    path = directory / "bazar.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    raw = config.document(
+        {"data_dir": str(directory / "data"), "secret": secret},
+        {name: config.endpoints(HOSTS[name][2], address=network.address(name)) for name in NAMES},
+    )
+    return config.write(directory / "bazar.toml", raw)
 
 
 def role_command(network: Network, config: Path, name: str) -> list[str]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from bazar import config
+
 pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -76,23 +78,13 @@ def free_ports(count: int) -> list[int]:
 def write_config(directory: Path) -> tuple[Path, str]:
     """A config like etc/bazar.toml, on free ports, with its data and secret under ``directory``."""
     ports = iter(free_ports(1 + sum(ROLES.values())))
-
-    def endpoint(port: int) -> str:
-        return f'listen = "tcp:port={port}:interface=127.0.0.1"\nurl = "http://127.0.0.1:{port}"\n'
-
     frontend_port = next(ports)
-    parts = [
-        "[cluster]\n"
-        f"data_dir = {json.dumps(str(directory / 'data'))}\n"
-        'secret = "storefront-test-secret"\n'
-        "cache_size = 5\n",
-        f"[frontend]\n{endpoint(frontend_port)}",
-    ]
+    tables = {"frontend": config.endpoints(frontend_port, with_channel=False)}
     for role, count in ROLES.items():
         for number in range(1, count + 1):
-            parts.append(f'[[{role}]]\nname = "{role}-{number}"\n{endpoint(next(ports))}')
-    path = directory / "bazar.toml"
-    path.write_text("\n".join(parts))
+            tables[f"{role}-{number}"] = config.endpoints(next(ports), with_channel=False)
+    cluster = {"data_dir": str(directory / "data"), "secret": "storefront-test-secret", "cache_size": 5}
+    path = config.write(directory / "bazar.toml", config.document(cluster, tables))
     return path, f"http://127.0.0.1:{frontend_port}"
 
 
