@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bazar.bench import report, wrk
-from bazar.bench.cluster import ClusterInfo, Processes, StartError, cluster_status, start_cluster
+from bazar.bench.cluster import ClusterInfo, start_cluster
 from bazar.bench.experiments import (
     EXPERIMENTS,
     LAB_BOOKS,
@@ -38,6 +38,7 @@ from bazar.bench.experiments import (
 )
 from bazar.bench.load import Target
 from bazar.bench.progress import Progress, format_duration
+from bazar.launch import Processes, StartError, cluster_status
 
 DEFAULT_OUT = "bench-results"
 BUSY_SHARE = 0.05  # others' CPU share above which the results carry a warning
@@ -639,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 stopped = processes.stop_all()
                 if stopped:
-                    progress.say(f"stopped {', '.join(stopped)}")
+                    progress.say(f"stopped {', '.join(f'{p.name} (pid {p.pid})' for p in stopped)}")
     except UsageError as e:
         progress.say(f"bazar-bench: {e}")
         return 2

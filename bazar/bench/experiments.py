@@ -36,19 +36,11 @@ from twisted.internet.task import deferLater
 
 from bazar.bench import memory as mem
 from bazar.bench import wrk
-from bazar.bench.cluster import (
-    ClusterInfo,
-    Processes,
-    StartError,
-    catalog_reads,
-    cpu_seconds,
-    listening_pid,
-    start_ceiling,
-    start_floor,
-)
+from bazar.bench.cluster import ClusterInfo, catalog_reads, cpu_seconds, start_ceiling, start_floor
 from bazar.bench.load import Call, HTTPClient, LoopResult, RequestError, Response, Sample, Target, closed_loop
 from bazar.bench.progress import Progress
 from bazar.bench.report import ratio, summarize
+from bazar.launch import Processes, StartError, listening_pid
 
 T = TypeVar("T")
 

@@ -28,7 +28,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from bazar.bench import cli, floor, hang, memory, report, wrk
 from bazar.bench.ceiling import body_of_size
-from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds, listening_pid
+from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds
 from bazar.bench.experiments import (
     EXPERIMENTS,
     MEMORY_SEARCH_SHARE,
@@ -53,6 +53,7 @@ from bazar.bench.load import (
     parse_response,
 )
 from bazar.bench.progress import Progress, format_duration, status_line
+from bazar.launch import listening_pid
 
 
 class PercentileTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.bench.cluster import group_alive, kill_group, poll, process_group, stop_group
+from bazar.launch import group_alive, kill_group, poll, process_group, stop_group
 
 
 class StopGroupTests(SynchronousTestCase):
