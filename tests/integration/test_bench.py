@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from bazar.bench.cluster import start_floor
-from bazar.launch import Cluster, Processes, group_alive
+from bazar.launch import Cluster, Processes, get_json, group_alive
 from tests.integration.cluster import kill_processes_under
 
 pytestmark = pytest.mark.integration
@@ -296,8 +296,9 @@ def test_memory_against_url(cluster: Cluster, tmp_path: Path) -> None:
 
 
 def json_get(url: str) -> Any:
-    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as response:
-        return json.loads(response.read())
+    code, body = get_json(url)
+    assert code == 200, (url, code, body)
+    return body
 
 
 def test_interrupt_stops_every_cluster(tmp_path: Path) -> None:

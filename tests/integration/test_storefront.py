@@ -9,22 +9,16 @@ the script without any error on the server side.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bazar import config
+from tests.integration.cluster import start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +42,6 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 ROLES = {"catalog": 3, "order": 3}
 STARTUP_DEADLINE = 45.0  # seconds for every replica to answer as healthy
-STOP_DEADLINE = 20.0  # seconds for the cluster to stop on SIGTERM (its children get 10 s)
 UI_TIMEOUT = 15.0  # seconds for the page to show what the test waits for
 CHROMIUM_FLAGS = (
     "--headless",
@@ -66,33 +59,6 @@ CHROMIUM_FLAGS = (
 # -- the cluster ------------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out on loopback, all distinct (held open together)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-
-
-def write_config(directory: Path) -> tuple[Path, str]:
-    """A config like etc/bazar.toml, on free ports, with its data and secret under ``directory``."""
-    ports = iter(free_ports(1 + sum(ROLES.values())))
-    frontend_port = next(ports)
-    tables = {"frontend": config.endpoints(frontend_port, with_channel=False)}
-    for role, count in ROLES.items():
-        for number in range(1, count + 1):
-            tables[f"{role}-{number}"] = config.endpoints(next(ports), with_channel=False)
-    cluster = {"data_dir": str(directory / "data"), "secret": "storefront-test-secret", "cache_size": 5}
-    path = config.write(directory / "bazar.toml", config.document(cluster, tables))
-    return path, f"http://127.0.0.1:{frontend_port}"
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return json.load(response)
-
-
 def api_error(url: str, body: Any) -> Any:
     """The ``{"code", "message"}`` of a POST that the API refuses."""
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
@@ -104,68 +70,14 @@ def api_error(url: str, body: Any) -> Any:
     pytest.fail(f"POST {url} {body} was accepted")
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll GET /bazar/cluster until every replica answers as healthy, or fail with the log."""
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the cluster exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            replicas = get_json(f"{url}/bazar/cluster")["replicas"]
-        except (OSError, ValueError, KeyError) as e:
-            last = repr(e)
-        else:
-            if len(replicas) == sum(ROLES.values()) and all(r["healthy"] for r in replicas):
-                return
-            last = f"{sum(r['healthy'] for r in replicas)} of {len(replicas)} healthy"
-        time.sleep(0.1)
-    pytest.fail(f"cluster not healthy after {STARTUP_DEADLINE} s ({last}):\n{log.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the cluster (it stops its children), then SIGKILL its process group if it hangs."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_DEADLINE)
-    try:  # any child left in the group (start_new_session made its id our pid)
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture
 def storefront_cluster(tmp_path: Path) -> Iterator[str]:
     """A whole cluster (``twistd -n bazar-cluster``) on free loopback ports; yields the front end's URL."""
-    config, url = write_config(tmp_path)
-    log = tmp_path / "cluster.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "bazar-cluster",
-                "--config",
-                str(config),
-            ],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_until_healthy(url, process, log)
-            yield url
-        finally:
-            stop(process)
+    cluster = start_cluster(tmp_path, secret="storefront-test-secret", timeout=STARTUP_DEADLINE)
+    try:
+        yield cluster.frontend
+    finally:
+        cluster.stop()
 
 
 # -- the browser ------------------------------------------------------------------------
