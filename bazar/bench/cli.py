@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bazar.bench import report, wrk
+from bazar.bench import plots, report, wrk
 from bazar.bench.cluster import ClusterInfo, start_cluster
 from bazar.bench.experiments import (
     EXPERIMENTS,
@@ -479,17 +479,17 @@ def write_outputs(
             path = out / f"{name}.png"
             try:
                 if name == "latency":
-                    report.plot_latency(plt, result, path)
+                    plots.plot_latency(plt, result, path)
                 elif name == "consistency":
-                    report.plot_consistency(plt, result, latencies or {}, path)
+                    plots.plot_consistency(plt, result, latencies or {}, path)
                 elif name == "sweep":
-                    report.plot_sweep(plt, result, path)
+                    plots.plot_sweep(plt, result, path)
                 elif name == "lru":
-                    report.plot_lru(plt, result, path)
+                    plots.plot_lru(plt, result, path)
                 elif name == "throughput" and result["rows"]:
-                    report.plot_throughput(plt, result, path)
+                    plots.plot_throughput(plt, result, path)
                 elif name == "memory":
-                    report.plot_memory(plt, result, path)
+                    plots.plot_memory(plt, result, path)
             except Exception as e:  # a plot must never cost the measurements
                 progress.say(f"plot {path.name} failed: {e}")
             if path.exists():
@@ -597,10 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plt = None
     if not args.no_plots:
-        plt = report.load_pyplot()
+        plt = plots.load_pyplot()
         if plt is None:
             progress.say(
-                f"matplotlib is not installed: no plots (CSV and JSON are written). {report.MATPLOTLIB_HINT}"
+                f"matplotlib is not installed: no plots (CSV and JSON are written). {plots.MATPLOTLIB_HINT}"
             )
     wrk_path = wrk.find() if "throughput" in args.experiments else None
     if "throughput" in args.experiments and wrk_path is None:
@@ -668,9 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0:
         sys.stdout.write(report.markdown_report(results))
         sys.stdout.flush()
-        plots = ", *.png" if plt is not None else ""
+        pngs = ", *.png" if plt is not None else ""
         progress.say(
             f"done in {format_duration(results['runtime_seconds'])}; "
-            f"results in {out}/ (results.json, *.csv{plots}, results.md)"
+            f"results in {out}/ (results.json, *.csv{pngs}, results.md)"
         )
     return code

@@ -26,7 +26,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from bazar.bench import cli, floor, hang, memory, report, wrk
+from bazar.bench import cli, floor, hang, memory, plots, report, stats, wrk
 from bazar.bench.ceiling import body_of_size
 from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds
 from bazar.bench.experiments import (
@@ -59,28 +59,28 @@ from bazar.launch import listening_pid
 class PercentileTests(SynchronousTestCase):
     def test_interpolates_between_ranks(self) -> None:
         """Linear interpolation, as numpy's default: p50 of 1..4 is 2.5, p99 of 1..100 is 99.01."""
-        self.assertEqual(report.percentile([1, 2, 3, 4], 50), 2.5)
-        self.assertAlmostEqual(report.percentile(list(range(1, 101)), 99), 99.01)
-        self.assertAlmostEqual(report.percentile([10, 20], 25), 12.5)
+        self.assertEqual(stats.percentile([1, 2, 3, 4], 50), 2.5)
+        self.assertAlmostEqual(stats.percentile(list(range(1, 101)), 99), 99.01)
+        self.assertAlmostEqual(stats.percentile([10, 20], 25), 12.5)
 
     def test_order_does_not_matter(self) -> None:
-        self.assertEqual(report.percentile([5, 1, 4, 2, 3], 50), 3)
+        self.assertEqual(stats.percentile([5, 1, 4, 2, 3], 50), 3)
 
     def test_extremes_and_single_value(self) -> None:
         values = [3.0, 1.0, 2.0]
-        self.assertEqual(report.percentile(values, 0), 1.0)
-        self.assertEqual(report.percentile(values, 100), 3.0)
-        self.assertEqual(report.percentile([7.0], 99), 7.0)
+        self.assertEqual(stats.percentile(values, 0), 1.0)
+        self.assertEqual(stats.percentile(values, 100), 3.0)
+        self.assertEqual(stats.percentile([7.0], 99), 7.0)
 
     def test_no_values_or_bad_q(self) -> None:
-        self.assertRaises(ValueError, report.percentile, [], 50)
-        self.assertRaises(ValueError, report.percentile, [1.0], 101)
-        self.assertRaises(ValueError, report.percentile, [1.0], -1)
+        self.assertRaises(ValueError, stats.percentile, [], 50)
+        self.assertRaises(ValueError, stats.percentile, [1.0], 101)
+        self.assertRaises(ValueError, stats.percentile, [1.0], -1)
 
 
 class SummaryTests(SynchronousTestCase):
     def test_summary_of_values(self) -> None:
-        summary = report.summarize([1.0, 2.0, 3.0, 4.0], errors=2)
+        summary = stats.summarize([1.0, 2.0, 3.0, 4.0], errors=2)
         self.assertEqual(summary.n, 4)
         self.assertEqual(summary.errors, 2)
         self.assertEqual(summary.avg_ms, 2.5)
@@ -90,15 +90,15 @@ class SummaryTests(SynchronousTestCase):
 
     def test_summary_of_nothing_is_empty_not_an_error(self) -> None:
         """A cell with no samples (buys at p = 0) has no numbers, and says so with None."""
-        summary = report.summarize([], errors=3)
+        summary = stats.summarize([], errors=3)
         self.assertEqual((summary.n, summary.errors), (0, 3))
         self.assertIsNone(summary.avg_ms)
         self.assertIsNone(summary.p99_ms)
 
     def test_ratio(self) -> None:
-        self.assertEqual(report.ratio(10.0, 2.0), 5.0)
-        self.assertIsNone(report.ratio(None, 2.0))
-        self.assertIsNone(report.ratio(1.0, 0))
+        self.assertEqual(stats.ratio(10.0, 2.0), 5.0)
+        self.assertIsNone(stats.ratio(None, 2.0))
+        self.assertIsNone(stats.ratio(1.0, 0))
 
     def test_summary_row_counts_errors_conflicts_and_hits(self) -> None:
         samples = [
@@ -784,13 +784,13 @@ class MemoryReportTests(SynchronousTestCase):
         self.assertIn("9 (capacity 5) — OVER CAPACITY", report.memory_table(memory_result(samples)))
 
     def test_plot(self) -> None:
-        plt = report.load_pyplot()
+        plt = plots.load_pyplot()
         if plt is None:
             raise SkipTest("matplotlib is not installed")
         directory = tempfile.TemporaryDirectory(prefix="test-bench-")
         self.addCleanup(directory.cleanup)
         path = Path(directory.name) / "memory.png"
-        report.plot_memory(plt, memory_result(rss_samples([50.0] * 20, warmup_mib=(40, 45))), path)
+        plots.plot_memory(plt, memory_result(rss_samples([50.0] * 20, warmup_mib=(40, 45))), path)
         self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
 
 

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from bazar.bench.experiments.context import Context
 from bazar.bench.load import HTTPClient, RequestError, Response, Target
-from bazar.bench.report import summarize
+from bazar.bench.stats import summarize
 
 
 async def consistency(ctx: Context, stage: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 from bazar.bench.cluster import ClusterInfo
 from bazar.bench.load import Call, HTTPClient, LoopResult, RequestError, Response, Sample, Target, closed_loop
 from bazar.bench.progress import Progress
-from bazar.bench.report import summarize
+from bazar.bench.stats import summarize
 from bazar.launch import Processes
 
 EXPERIMENTS = ("latency", "consistency", "sweep", "lru", "throughput", "memory", "floor")

@@ -9,7 +9,7 @@ from typing import Any
 from bazar.bench.cluster import ClusterInfo, start_floor
 from bazar.bench.experiments.context import BUY_BODY, Context, cache_label, sample_rows, summary_row
 from bazar.bench.load import Call
-from bazar.bench.report import ratio
+from bazar.bench.stats import ratio
 from bazar.launch import StartError
 
 FLOOR_WARM_UP = 50  # requests through each chain before it is timed (connections, page cache)

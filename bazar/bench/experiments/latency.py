@@ -18,7 +18,7 @@ from bazar.bench.experiments.context import (
     summary_row,
 )
 from bazar.bench.load import Call
-from bazar.bench.report import ratio
+from bazar.bench.stats import ratio
 
 
 def _paths(ctx: Context, capacity: int | None) -> tuple[list[str], list[str]]:

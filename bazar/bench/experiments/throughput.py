@@ -10,7 +10,7 @@ from bazar.bench import wrk
 from bazar.bench.cluster import catalog_reads, start_ceiling
 from bazar.bench.experiments.context import BUY_BODY, Context
 from bazar.bench.load import Call, Target, closed_loop
-from bazar.bench.report import ratio, summarize
+from bazar.bench.stats import ratio, summarize
 from bazar.launch import StartError
 
 T = TypeVar("T")
