@@ -26,7 +26,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from bazar.bench import cli, floor, hang, memory, plots, report, stats, wrk
+from bazar.bench import cli, floor, hang, machine, memory, options, plots, report, stats, wrk
 from bazar.bench.ceiling import body_of_size
 from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds
 from bazar.bench.experiments import (
@@ -435,21 +435,21 @@ def usage_error(test: SynchronousTestCase, parse: Any, *argv: str) -> str:
 
 class ArgumentTests(SynchronousTestCase):
     def parse_error(self, *argv: str) -> str:
-        return usage_error(self, cli.parse_args, *argv)
+        return usage_error(self, options.parse_args, *argv)
 
     def test_defaults(self) -> None:
         """By default: 1,000 samples per figure, into bench-results/, every experiment, own clusters."""
-        args = cli.parse_args([])
+        args = options.parse_args([])
         self.assertEqual(args.samples, 1000)
         self.assertEqual(args.out, Path("bench-results"))
         self.assertEqual(args.experiments, EXPERIMENTS)
         self.assertIsNone(args.url)
-        settings = cli.settings_from(args)
+        settings = options.settings_from(args)
         self.assertEqual(settings.probabilities, (0.0, 0.2, 0.4, 0.6, 0.8))
         self.assertEqual(settings.concurrency, 5)
 
     def test_options(self) -> None:
-        args = cli.parse_args(
+        args = options.parse_args(
             [
                 "--url",
                 "http://127.0.0.1:5000/",
@@ -483,10 +483,10 @@ class ArgumentTests(SynchronousTestCase):
     def test_memory_options(self) -> None:
         """The memory experiment is part of "all"; its run is bounded by requests and by seconds."""
         self.assertIn("memory", EXPERIMENTS)
-        defaults = cli.settings_from(cli.parse_args([]))
+        defaults = options.settings_from(options.parse_args([]))
         self.assertIsNone(defaults.memory_requests)  # 60 x --samples
         self.assertEqual(defaults.memory_seconds, 30.0)
-        args = cli.parse_args(
+        args = options.parse_args(
             [
                 *("--experiments", "memory", "--memory-requests", "500", "--memory-seconds", "4"),
                 *("--url", "http://127.0.0.1:5000", "--secret-file", "bazar-data/secret"),
@@ -494,7 +494,7 @@ class ArgumentTests(SynchronousTestCase):
         )
         self.assertEqual(args.experiments, ("memory",))
         self.assertEqual(args.secret_file, Path("bazar-data/secret"))
-        settings = cli.settings_from(args)
+        settings = options.settings_from(args)
         self.assertEqual((settings.memory_requests, settings.memory_seconds), (500, 4.0))
 
     def test_secret_file(self) -> None:
@@ -504,31 +504,31 @@ class ArgumentTests(SynchronousTestCase):
         path.write_text("s3cret\n")
         self.assertEqual(cli.read_secret(path), "s3cret")
         path.write_text("")
-        self.assertRaises(cli.UsageError, cli.read_secret, path)
-        self.assertRaises(cli.UsageError, cli.read_secret, path.with_name("missing"))
+        self.assertRaises(options.UsageError, cli.read_secret, path)
+        self.assertRaises(options.UsageError, cli.read_secret, path.with_name("missing"))
 
 
 class MachineTests(SynchronousTestCase):
     def test_cpu_model(self) -> None:
         cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
-        self.assertEqual(cli.cpu_model(cpuinfo), "AMD EPYC 7B13")
-        self.assertEqual(cli.cpu_model("Hardware\t: BCM2835\n"), "BCM2835")
-        self.assertIsNone(cli.cpu_model(""))
+        self.assertEqual(machine.cpu_model(cpuinfo), "AMD EPYC 7B13")
+        self.assertEqual(machine.cpu_model("Hardware\t: BCM2835\n"), "BCM2835")
+        self.assertIsNone(machine.cpu_model(""))
 
     def test_cpu_ticks(self) -> None:
         """Busy = user + nice + system + irq + softirq; idle and iowait are not; steal apart."""
         stat = "cpu  100 5 50 9000 30 2 3 7 0 0\ncpu0 50 2 25 4500 15 1 1 3 0 0\n"
-        self.assertEqual(cli.cpu_ticks(stat), (160, 7))
-        self.assertRaises(ValueError, cli.cpu_ticks, "intr 1 2 3\n")
+        self.assertEqual(machine.cpu_ticks(stat), (160, 7))
+        self.assertRaises(ValueError, machine.cpu_ticks, "intr 1 2 3\n")
 
     def test_cpu_watch_reports_shares(self) -> None:
-        report_ = cli.CpuWatch().report()
+        report_ = machine.CpuWatch().report()
         if report_ is not None:  # None only without /proc
             self.assertGreaterEqual(report_["cpu_seconds_others"], 0)
             self.assertIn("others_share", report_)
 
     def test_machine_info_has_what_results_json_promises(self) -> None:
-        info = cli.machine_info(None)
+        info = machine.machine_info(None)
         for key in ("cpu_model", "cpus", "python", "twisted", "date"):
             self.assertIn(key, info)
 
