@@ -12,12 +12,13 @@ import json
 import os
 import secrets
 import tomllib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import tomli_w
 from twisted.internet.endpoints import _parseServer, clientFromString
 from twisted.internet.testing import MemoryReactor
 
@@ -89,15 +90,26 @@ class Config:
         return self.data_dir / f"{replica.name}.sqlite"
 
 
+def endpoints(
+    port: int, channel_port: int | None = None, address: str = "127.0.0.1", *, with_channel: bool = True
+) -> dict[str, str]:
+    """A process's table of addresses: HTTP on ``address``:``port``, its channel on
+    ``channel_port`` (by default ``DEFAULT_CHANNEL_OFFSET`` above ``port``), or none
+    (``with_channel=False``: internal calls to it go over HTTP)."""
+    http = {"listen": f"tcp:port={port}:interface={address}", "url": f"http://{address}:{port}"}
+    if not with_channel:
+        return http
+    channel = port + DEFAULT_CHANNEL_OFFSET if channel_port is None else channel_port
+    return {
+        **http,
+        "channel_listen": f"tcp:port={channel}:interface={address}",
+        "channel": f"tcp:host={address}:port={channel}",
+    }
+
+
 def _loopback(port: int) -> dict[str, str]:
     """The default addresses of a process on ``port``: HTTP there, its channel just above."""
-    channel = port + DEFAULT_CHANNEL_OFFSET
-    return {
-        "listen": f"tcp:port={port}:interface=127.0.0.1",
-        "url": f"http://127.0.0.1:{port}",
-        "channel_listen": f"tcp:port={channel}:interface=127.0.0.1",
-        "channel": f"tcp:host=127.0.0.1:port={channel}",
-    }
+    return endpoints(port)
 
 
 def _default_replicas(role: str) -> list[dict[str, Any]]:
@@ -305,3 +317,38 @@ def load(path: str | Path | None = None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     return parse(raw, source=str(path))
+
+
+# -- writing: the one place a config file is made (the benchmark's clusters, the tests') ----------
+
+
+def document(cluster: Mapping[str, Any], processes: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """A config document (what ``parse`` reads): ``cluster``'s keys in [cluster] (those given
+    as None left out, so their defaults apply), and each process's table by its name:
+    ``frontend`` in [frontend], ``catalog-2`` in [[catalog]] with ``name = "catalog-2"``."""
+    raw: dict[str, Any] = {"cluster": {k: v for k, v in cluster.items() if v is not None}}
+    for name, table in processes.items():
+        if name == "frontend":
+            raw["frontend"] = dict(table)
+        else:
+            raw.setdefault(name.split("-")[0], []).append({"name": name, **table})
+    return raw
+
+
+def dump(raw: Mapping[str, Any]) -> str:
+    """``raw`` as TOML text; ConfigError for a table or key ``parse`` would refuse as unknown
+    (checked here, so a typo in a writer fails where it is made, not in the process reading it)."""
+    _known(raw, TABLES, "", "table")
+    _known(raw.get("cluster", {}), CLUSTER_KEYS, "[cluster]: ")
+    if "frontend" in raw:
+        _known(raw["frontend"], REPLICA_KEYS, "[frontend]: ")
+    for role in ("catalog", "order"):
+        for i, table in enumerate(raw.get(role, [])):
+            _known(table, REPLICA_KEYS, f"[[{role}]] #{i + 1}: ")
+    return tomli_w.dumps(raw)
+
+
+def write(path: Path, raw: Mapping[str, Any]) -> Path:
+    """Write ``raw`` (see ``dump``) to ``path``; the path, to pass on as ``--config``."""
+    path.write_text(dump(raw))
+    return path

@@ -6,10 +6,12 @@ enough samples for percentiles, adds two (the front end's memory over a long run
 purchase's floor: its messages with Bazar's work left out), and writes a table, CSV, JSON
 and plots.
 
-Modules: ``cli`` (arguments, orchestration), ``cluster`` (start/stop clusters and helper
-processes by PID), ``load`` (a lean keep-alive HTTP client and bounded load loops),
-``experiments`` (the seven experiments), ``memory`` (reading a process's resident memory, and
-whether it stayed flat), ``wrk`` (throughput runs), ``ceiling`` (a bare twisted.web server for
-the machine's ceiling), ``floor`` (one process of a purchase's message chain, doing no
-work), ``report`` (statistics, tables, files, plots).
+Modules: ``cli`` (orchestration), ``options`` (arguments), ``machine`` (what it ran on),
+``cluster`` (its clusters and helper processes, started and stopped with ``bazar.launch``),
+``load`` (a lean keep-alive HTTP client and bounded load loops), ``experiments`` (the seven
+experiments, one module each, and the ``context`` they share), ``memory`` (reading a
+process's resident memory, and whether it stayed flat), ``wrk`` (throughput runs),
+``ceiling`` (a bare twisted.web server for the machine's ceiling), ``floor`` (one process of
+a purchase's message chain, doing no work), ``stats`` (percentiles, summaries, ratios),
+``report`` (tables and files), ``plots``.
 """

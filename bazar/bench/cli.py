@@ -10,10 +10,7 @@ CSV, PNG, Markdown) to ``--out``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,358 +18,25 @@ import traceback
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bazar.bench import report, wrk
-from bazar.bench.cluster import ClusterInfo, Processes, StartError, cluster_status, start_cluster
+from bazar.bench import plots, report, wrk
+from bazar.bench.cluster import ClusterInfo, start_cluster
 from bazar.bench.experiments import (
-    EXPERIMENTS,
     LAB_BOOKS,
-    MEMORY_REQUESTS_PER_SAMPLE,
     RUNNERS,
     Context,
     Settings,
     elections,
 )
-from bazar.bench.load import Target
+from bazar.bench.machine import CpuWatch, machine_info
+from bazar.bench.options import UsageError, parse_args, settings_from
 from bazar.bench.progress import Progress, format_duration
+from bazar.launch import Processes, StartError, cluster_status
 
-DEFAULT_OUT = "bench-results"
 BUSY_SHARE = 0.05  # others' CPU share above which the results carry a warning
 PLOTS = {"latency", "consistency", "sweep", "lru", "throughput", "memory"}
-
-
-class UsageError(Exception):
-    """Bad arguments or an unusable --url: exit status 2, one line."""
-
-
-# -- arguments -------------------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
-def _probabilities(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
-    if not values or not all(0 <= p <= 1 for p in values):
-        raise argparse.ArgumentTypeError(f"probabilities must be within 0..1: {text!r}")
-    return values
-
-
-def _experiments(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in EXPERIMENTS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown experiment(s) {unknown}; choose from {', '.join(EXPERIMENTS)}"
-        )
-    return tuple(n for n in EXPERIMENTS if n in names)  # always in the report's order
-
-
-def _url(text: str) -> str:
-    try:
-        Target.from_url(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text.rstrip("/")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = Settings()
-    parser = argparse.ArgumentParser(
-        prog="bazar-bench",
-        description=(
-            "Measure a Bazar cluster the way the lab report did, with enough samples for percentiles: "
-            "response time with and without the cache, cache consistency under writes, a purchase-"
-            "probability sweep, the LRU over time, throughput (with wrk), the front end's memory "
-            "over a long run, and a purchase's floor on this machine (its messages without Bazar's "
-            "work). Without --url it starts "
-            "its own clusters on free loopback ports and stops them afterwards."
-        ),
-        epilog=(
-            "Note: against --url the benchmark writes: it sets every book's stock to 1,000,000, buys "
-            "books and changes prices (restoring them afterwards)."
-        ),
-    )
-    parser.add_argument(
-        "--url", type=_url, help="front end of a running cluster (loopback only); default: start one"
-    )
-    parser.add_argument(
-        "--url-nocache",
-        type=_url,
-        help="with --url: front end of a second cluster with cache_size = 0, for the numbers without a cache",
-    )
-    parser.add_argument(
-        "--samples",
-        type=_positive_int,
-        default=defaults.samples,
-        help="requests per figure (default %(default)s)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path(DEFAULT_OUT), help="output directory (default %(default)s)"
-    )
-    parser.add_argument(
-        "--experiments",
-        type=_experiments,
-        default=EXPERIMENTS,
-        help=f"comma-separated subset of {','.join(EXPERIMENTS)} (default: all)",
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=_positive_int,
-        default=defaults.concurrency,
-        help="concurrent clients in the purchase sweep (default %(default)s)",
-    )
-    parser.add_argument(
-        "--probabilities",
-        type=_probabilities,
-        default=defaults.probabilities,
-        help="purchase probabilities of the sweep (default 0,0.2,0.4,0.6,0.8)",
-    )
-    parser.add_argument(
-        "--duration",
-        type=_positive_float,
-        default=defaults.duration,
-        help="seconds per wrk run in the throughput experiment (default %(default)s)",
-    )
-    parser.add_argument(
-        "--wrk-threads", type=_positive_int, default=defaults.wrk_threads, help="wrk -t (default %(default)s)"
-    )
-    parser.add_argument(
-        "--wrk-connections",
-        type=_positive_int,
-        default=defaults.wrk_connections,
-        help="wrk -c (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-seconds",
-        type=_positive_float,
-        default=defaults.max_seconds,
-        help="time limit of each measured loop, whatever its count (default %(default)s)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=defaults.timeout,
-        help="per-request timeout, s (default %(default)s)",
-    )
-    parser.add_argument(
-        "--cache-size",
-        type=_positive_int,
-        default=5,
-        help="cache_size of the cluster with a cache that it starts (default %(default)s, as in the lab)",
-    )
-    parser.add_argument(
-        "--memory-requests",
-        type=_positive_int,
-        help=(
-            f"request bound of the memory experiment's run (default {MEMORY_REQUESTS_PER_SAMPLE} x "
-            f"--samples: {MEMORY_REQUESTS_PER_SAMPLE * defaults.samples:,})"
-        ),
-    )
-    parser.add_argument(
-        "--memory-seconds",
-        type=_positive_float,
-        default=defaults.memory_seconds,
-        help="time bound of the memory experiment's run, s (default %(default)s; --max-seconds caps it too)",
-    )
-    parser.add_argument(
-        "--secret-file",
-        type=Path,
-        help=(
-            "with --url: a file holding the cluster's secret (e.g. bazar-data/secret), so the memory "
-            "experiment reads the front end's /metrics; without it, /proc of the process on --url's port"
-        ),
-    )
-    parser.add_argument(
-        "--seed", type=int, default=defaults.seed, help="seed of the request mixes (default %(default)s)"
-    )
-    parser.add_argument("--no-plots", action="store_true", help="do not draw PNGs (no matplotlib needed)")
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        help="keep the started clusters' configs, data and logs here (default: a temporary directory)",
-    )
-    return parser
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.url_nocache and not args.url:
-        parser.error("--url-nocache needs --url (without --url, both clusters are started here)")
-    if args.secret_file and not args.url:
-        parser.error("--secret-file needs --url (the clusters started here have a secret of their own)")
-    return args
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings(
-        samples=args.samples,
-        concurrency=args.concurrency,
-        probabilities=args.probabilities,
-        duration=args.duration,
-        wrk_threads=args.wrk_threads,
-        wrk_connections=args.wrk_connections,
-        max_seconds=args.max_seconds,
-        timeout=args.timeout,
-        memory_requests=args.memory_requests,
-        memory_seconds=args.memory_seconds,
-        seed=args.seed,
-    )
-
-
-# -- the machine -------------------------------------------------------------------------------
-
-
-def cpu_model(cpuinfo: str) -> str | None:
-    """The CPU's name from /proc/cpuinfo text ("model name", or "Model"/"Hardware" on ARM)."""
-    for key in ("model name", "Model", "Hardware"):
-        for line in cpuinfo.splitlines():
-            name, sep, value = line.partition(":")
-            if sep and name.strip() == key and value.strip():
-                return value.strip()
-    return None
-
-
-def machine_info(wrk_path: str | None) -> dict[str, Any]:
-    import twisted
-
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    usable: int | None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    info: dict[str, Any] = {
-        "cpu_model": cpu_model(cpuinfo) or platform.processor() or None,
-        "cpus": os.cpu_count(),
-        "cpus_usable": usable,
-        "memory": _memory(),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "twisted": twisted.__version__,
-        "bazar": _version("bazar"),
-        "bazar_git": _git_revision(),
-        "matplotlib": _version("matplotlib"),
-        "wrk": wrk.version(wrk_path) if wrk_path else None,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-    return info
-
-
-def cpu_ticks(stat: str) -> tuple[int, int]:
-    """(busy, steal) clock ticks of all CPUs from /proc/stat text ("cpu" line)."""
-    for line in stat.splitlines():
-        if line.startswith("cpu "):
-            fields = [int(f) for f in line.split()[1:]]
-            user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-            steal = fields[7] if len(fields) > 7 else 0
-            return user + nice + system + irq + softirq, steal
-    raise ValueError("no cpu line in /proc/stat")
-
-
-class CpuWatch:
-    """How much CPU *other* processes used while we ran: the noise in these numbers.
-
-    All CPU time spent (from /proc/stat) minus our own and our reaped descendants' (the
-    clusters, their replicas, wrk and the ceiling all are, once stopped): what is left was
-    someone else's work competing with the measurements.
-    """
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-        self.began = time.monotonic()
-
-    @staticmethod
-    def _sample() -> tuple[tuple[int, int], float] | None:
-        try:
-            ticks = cpu_ticks(Path("/proc/stat").read_text())
-        except (OSError, ValueError):
-            return None
-        own = os.times()
-        return ticks, own.user + own.system + own.children_user + own.children_system
-
-    def report(self) -> dict[str, Any] | None:
-        end = self._sample()
-        if self.start is None or end is None:
-            return None
-        hz = os.sysconf("SC_CLK_TCK")
-        (busy0, steal0), own0 = self.start
-        (busy1, steal1), own1 = end
-        wall = time.monotonic() - self.began
-        available = wall * (os.cpu_count() or 1)
-        other = max(0.0, (busy1 - busy0) / hz - (own1 - own0))
-        return {
-            "wall_seconds": wall,
-            "cpu_seconds_ours": own1 - own0,
-            "cpu_seconds_others": other,
-            "others_share": other / available if available else None,
-            "steal_seconds": (steal1 - steal0) / hz,
-        }
-
-
-def _memory() -> str | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
-def _git_revision() -> str | None:
-    """The checkout the bazar package runs from, with "+dirty" for uncommitted changes."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 # -- clusters --------------------------------------------------------------------------------------
@@ -478,17 +142,17 @@ def write_outputs(
             path = out / f"{name}.png"
             try:
                 if name == "latency":
-                    report.plot_latency(plt, result, path)
+                    plots.plot_latency(plt, result, path)
                 elif name == "consistency":
-                    report.plot_consistency(plt, result, latencies or {}, path)
+                    plots.plot_consistency(plt, result, latencies or {}, path)
                 elif name == "sweep":
-                    report.plot_sweep(plt, result, path)
+                    plots.plot_sweep(plt, result, path)
                 elif name == "lru":
-                    report.plot_lru(plt, result, path)
+                    plots.plot_lru(plt, result, path)
                 elif name == "throughput" and result["rows"]:
-                    report.plot_throughput(plt, result, path)
+                    plots.plot_throughput(plt, result, path)
                 elif name == "memory":
-                    report.plot_memory(plt, result, path)
+                    plots.plot_memory(plt, result, path)
             except Exception as e:  # a plot must never cost the measurements
                 progress.say(f"plot {path.name} failed: {e}")
             if path.exists():
@@ -596,10 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plt = None
     if not args.no_plots:
-        plt = report.load_pyplot()
+        plt = plots.load_pyplot()
         if plt is None:
             progress.say(
-                f"matplotlib is not installed: no plots (CSV and JSON are written). {report.MATPLOTLIB_HINT}"
+                f"matplotlib is not installed: no plots (CSV and JSON are written). {plots.MATPLOTLIB_HINT}"
             )
     wrk_path = wrk.find() if "throughput" in args.experiments else None
     if "throughput" in args.experiments and wrk_path is None:
@@ -639,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 stopped = processes.stop_all()
                 if stopped:
-                    progress.say(f"stopped {', '.join(stopped)}")
+                    progress.say(f"stopped {', '.join(f'{p.name} (pid {p.pid})' for p in stopped)}")
     except UsageError as e:
         progress.say(f"bazar-bench: {e}")
         return 2
@@ -667,9 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0:
         sys.stdout.write(report.markdown_report(results))
         sys.stdout.flush()
-        plots = ", *.png" if plt is not None else ""
+        pngs = ", *.png" if plt is not None else ""
         progress.say(
             f"done in {format_duration(results['runtime_seconds'])}; "
-            f"results in {out}/ (results.json, *.csv{plots}, results.md)"
+            f"results in {out}/ (results.json, *.csv{pngs}, results.md)"
         )
     return code

@@ -41,7 +41,8 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from bazar.bench.cluster import ClusterInfo, Processes, listening_pid, start_cluster
+from bazar.bench.cluster import ClusterInfo, start_cluster
+from bazar.launch import Processes, listening_pid
 from bazar.protocol import SECRET_HEADER, STATUS_PATH
 from bazar.replication import REPLICATION_TIMEOUT
 

@@ -19,7 +19,8 @@ from twisted.internet import defer, error, task
 from twisted.web.client import ResponseFailed
 
 from bazar.catalog.store import SEED_BOOKS, seed_books
-from tests.integration.cluster import CATALOGS, ORDERS, SECRET_HEADER, Cluster
+from bazar.launch import CATALOGS, ORDERS, Cluster
+from bazar.protocol import SECRET_HEADER
 from tests.invariants import stock_problems
 
 T = TypeVar("T")

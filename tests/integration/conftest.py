@@ -21,8 +21,9 @@ import pytest_twisted
 from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from bazar.launch import Cluster, Process, Processes
 from tests.integration.api import Api
-from tests.integration.cluster import Cluster, Process, Processes, start_cluster
+from tests.integration.cluster import LOG_TAIL_LINES, start_cluster
 
 _test_started = pytest.StashKey[float]()
 
@@ -45,7 +46,7 @@ def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
 def processes(tmp_path: Path) -> Iterator[Processes]:
     started = Processes(tmp_path)
     yield started
-    started.stop_all()
+    started.stop_all_cleanly()
 
 
 @pytest_twisted.async_yield_fixture
@@ -83,6 +84,9 @@ def pytest_runtest_makereport(
         for process in Process.registry:
             if process.stopped is None or process.stopped >= since:
                 report.sections.append(
-                    (f"{process.name} (pid {process.pid}) log: {process.log_path}", process.log_tail())
+                    (
+                        f"{process.name} (pid {process.pid}) log: {process.log_path}",
+                        process.log_tail(LOG_TAIL_LINES),
+                    )
                 )
     return report

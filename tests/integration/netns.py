@@ -38,10 +38,7 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,22 +46,20 @@ from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
 
-from bazar.bench.cluster import process_lines
-from bazar.config import DEFAULT_CHANNEL_OFFSET
-from tests.integration.api import Api, Reply, request
-from tests.integration.cluster import (
-    CLEAN_EXIT,
-    LOG_TAIL_LINES,
+from bazar import config
+from bazar.launch import (
     NAMES,
-    REPLICAS,
-    SECRET_HEADER,
     START_TIMEOUT,
     STOP_TIMEOUT,
     Process,
-    get_json,
-    poll,
+    Processes,
+    Unclean,
     twistd,
+    wait_for,
+    wait_healthy,
 )
+from bazar.protocol import SECRET_HEADER
+from tests.integration.api import Api, Reply, request
 
 IP_TIMEOUT = 10.0  # seconds any one `ip` command may take
 # Each process: the namespace suffix (also its port's name on the switch), its host number
@@ -274,8 +269,8 @@ class Network:
             if result.returncode != 0:
                 problems.append(f"ip netns del {ns}: {result.stderr.strip()}")
         try:
-            poll(lambda: not self.leftovers(), STOP_TIMEOUT, f"the network {self.tag} to be gone")
-        except AssertionError:
+            wait_for(lambda: not self.leftovers(), STOP_TIMEOUT, f"the network {self.tag} to be gone")
+        except TimeoutError:
             problems.append(f"still there after {STOP_TIMEOUT:.0f}s: {self.leftovers()}")
         return problems
 
@@ -285,17 +280,11 @@ class Network:
 
 def write_config(directory: Path, network: Network, secret: str) -> Path:
     """One config for every process: each listens on its own address, on its README ports."""
-    lines = [
-        "[cluster]",
-        f"data_dir = {json.dumps(str(directory / 'data'))}",
-        f"secret = {json.dumps(secret)}",
-    ]
-    for name in ("frontend", *REPLICAS):
-        port = HOSTS[name][2]
-        lines += process_lines(name, port, port + DEFAULT_CHANNEL_OFFSET, network.address(name))
-    path = directory / "bazar.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    raw = config.document(
+        {"data_dir": str(directory / "data"), "secret": secret},
+        {name: config.endpoints(HOSTS[name][2], address=network.address(name)) for name in NAMES},
+    )
+    return config.write(directory / "bazar.toml", raw)
 
 
 def role_command(network: Network, config: Path, name: str) -> list[str]:
@@ -316,6 +305,7 @@ class HostCluster:
         self.directory = directory
         self.secret = secret
         self.config = write_config(directory, network, secret)
+        self.started = Processes(directory)
         self.processes: dict[str, Process] = {}
 
     def url(self, name: str) -> str:
@@ -334,45 +324,13 @@ class HostCluster:
 
     def start(self) -> None:
         for name in NAMES:
-            self.processes[name] = Process(
-                name, role_command(self.network, self.config, name), self.directory
-            )
-
-    def _exited(self) -> str | None:
-        for name, process in self.processes.items():
-            if process.popen.poll() is not None:
-                return (
-                    f"{name} exited with status {process.popen.returncode}\n"
-                    f"--- {process.log_path} ---\n{process.log_tail()}"
-                )
-        return None
-
-    def status(self) -> dict[str, Any] | None:
-        """``GET /bazar/cluster`` synchronously, or None if it does not answer 200."""
-        self.guard(self.frontend)
-        try:
-            code, body = get_json(self.frontend + "/bazar/cluster")
-        except (OSError, ValueError):
-            return None
-        return body if code == 200 else None
-
-    def healthy(self) -> dict[str, Any] | None:
-        exited = self._exited()
-        if exited:
-            raise AssertionError(exited)
-        state = self.status()
-        if state and len(state["replicas"]) == len(REPLICAS) and all(r["healthy"] for r in state["replicas"]):
-            return state
-        return None
+            self.processes[name] = self.started.start(name, role_command(self.network, self.config, name))
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> dict[str, Any]:
-        try:
-            return poll(self.healthy, timeout, "all six replicas to be healthy", interval=0.1)
-        except AssertionError as e:
-            tails = "\n".join(
-                f"--- {p.log_path} ---\n{p.log_tail(LOG_TAIL_LINES // 5)}" for p in self.processes.values()
-            )
-            raise AssertionError(f"{e}\n{tails}") from None
+        """The cluster's status once every replica is healthy; StartError (with every log's
+        end) as soon as a process exits, or after ``timeout``."""
+        self.guard(self.frontend)
+        return wait_healthy(self.frontend, list(self.processes.values()), timeout, "the netns cluster")
 
     def in_its_namespace(self, name: str) -> bool:
         """Whether process ``name`` runs in the namespace made for it (same namespace inode)."""
@@ -382,36 +340,11 @@ class HostCluster:
     def stop(self) -> list[str]:
         """SIGTERM every process by pid at once, wait with a deadline, SIGKILL what is left
         (its process group, which it alone owns); the problems (unclean exits, kills)."""
-        return stop_processes(self.processes.values())
-
-
-def stop_processes(processes: Iterable[Process], timeout: float = STOP_TIMEOUT) -> list[str]:
-    processes = list(processes)
-    problems = []
-    for process in processes:
-        if process.popen.poll() is None:
-            try:
-                process.popen.send_signal(signal.SIGTERM)
-            except ProcessLookupError:  # pragma: no cover - it exited meanwhile
-                pass
-    deadline = time.monotonic() + timeout
-    for process in processes:
         try:
-            status = process.popen.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            problems.append(f"{process.name} (pid {process.pid}) ignored SIGTERM for {timeout:.0f}s: killed")
-            process.kill_group()
-            continue
-        if status not in CLEAN_EXIT:
-            problems.append(
-                f"{process.name} (pid {process.pid}) exited with status {status}\n"
-                f"--- {process.log_path} ---\n{process.log_tail()}"
-            )
-        if process.group():
-            problems.append(f"{process.name} (pid {process.pid}) left children {process.group()}: killed")
-            process.kill_group()
-        process.stopped = time.monotonic()
-    return problems
+            self.started.stop_all_cleanly()
+        except Unclean as e:
+            return [str(e)]
+        return []
 
 
 # -- HTTP to the namespaces ------------------------------------------------------------------

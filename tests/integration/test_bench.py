@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from bazar.bench.cluster import Processes as BenchProcesses
-from bazar.bench.cluster import group_alive, start_floor
-from tests.integration.cluster import Cluster, kill_processes_under
+from bazar.bench.cluster import start_floor
+from bazar.launch import Cluster, Processes, get_json, group_alive
+from tests.integration.cluster import kill_processes_under
 
 pytestmark = pytest.mark.integration
 
@@ -229,7 +229,7 @@ def floor_processes() -> list[int]:
 def test_the_floor_chain_writes_once_at_every_replica(tmp_path: Path) -> None:
     """The floor passes each purchase through all seven processes: after N purchases, each of
     the six replicas of the durable chain has committed exactly N rows."""
-    processes = BenchProcesses()
+    processes = Processes()
     try:
         started, port = start_floor(processes, tmp_path, durable=True)
         assert len(started) == 7
@@ -297,8 +297,9 @@ def test_memory_against_url(cluster: Cluster, tmp_path: Path) -> None:
 
 
 def json_get(url: str) -> Any:
-    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as response:
-        return json.loads(response.read())
+    code, body = get_json(url)
+    assert code == 200, (url, code, body)
+    return body
 
 
 def test_interrupt_stops_every_cluster(tmp_path: Path) -> None:

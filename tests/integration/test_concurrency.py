@@ -10,9 +10,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from bazar.launch import CATALOGS, ORDERS
 from tests.history import History
 from tests.integration.api import Api, Reply, assert_replicas_agree
-from tests.integration.cluster import CATALOGS, ORDERS
 
 pytestmark = pytest.mark.integration
 

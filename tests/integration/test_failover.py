@@ -22,10 +22,10 @@ import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import defer
 
+from bazar.launch import CATALOGS, ORDERS, Cluster
 from bazar.order.orphans import SCAN_INTERVAL
 from tests.history import History
 from tests.integration.api import TRANSPORT_ERRORS, Api, Reply, eventually, recorded, sleep
-from tests.integration.cluster import CATALOGS, ORDERS, Cluster
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ import pytest_twisted
 from treq.client import HTTPClient
 
 from bazar.catalog.store import GENERATED_TOPICS, generated_book
+from bazar.launch import Cluster
 from tests.integration.api import Api, assert_replicas_agree
-from tests.integration.cluster import Cluster, start_cluster
+from tests.integration.cluster import start_cluster
 
 pytestmark = pytest.mark.integration
 

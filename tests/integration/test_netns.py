@@ -40,6 +40,7 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.web.client import ResponseFailed
 
+from bazar.launch import CATALOGS, NAMES, ORDERS, REPLICAS
 from bazar.replication import MAX_BATCH
 from tests.history import History
 from tests.integration import netns
@@ -51,7 +52,6 @@ from tests.integration.api import (
     recorded,
     sleep,
 )
-from tests.integration.cluster import CATALOGS, NAMES, ORDERS, REPLICAS
 from tests.integration.test_failover import converged
 from tests.integration.test_walkthrough import (
     BOOKS,

@@ -17,22 +17,10 @@ from twisted.internet import reactor
 
 from bazar.channel import Channel
 from bazar.config import load
-from bazar.protocol import REPLICATE_PATH
+from bazar.launch import CATALOGS, NAMES, Cluster, Layout, Process, Processes, port_is_free, twistd, wait_for
+from bazar.protocol import REPLICATE_PATH, SECRET_HEADER
 from tests.integration.api import Api, Reply, eventually, request
-from tests.integration.cluster import (
-    CATALOGS,
-    NAMES,
-    SECRET_HEADER,
-    Cluster,
-    Layout,
-    Process,
-    Processes,
-    poll,
-    port_is_free,
-    run_twistd,
-    twistd,
-    write_config,
-)
+from tests.integration.cluster import run_twistd, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +104,7 @@ async def test_a_replica_runs_alone(
     assert wrong.code == 403, wrong
     await channel.close()
 
-    replica.stop()  # SIGTERM: a clean exit, and both its ports free again
+    replica.stop_cleanly()  # SIGTERM: a clean exit, and both its ports free again
     assert port_is_free(layout.ports[name])
     assert (tmp_path / "data" / f"{name}.sqlite").exists()
 
@@ -166,7 +154,7 @@ async def test_the_frontend_runs_alone(tmp_path: Path, processes: Processes, htt
     invalidate = await request(http, "POST", layout.frontend + "/internal/invalidate", body={"keys": []})
     assert invalidate.code == 401, invalidate
 
-    frontend.stop()
+    frontend.stop_cleanly()
     assert port_is_free(layout.ports["frontend"])
 
 
@@ -265,7 +253,7 @@ async def test_a_killed_child_is_restarted(fresh_cluster: Cluster, http: HTTPCli
     assert old is not None
 
     os.kill(old, signal.SIGKILL)
-    poll(lambda: not pid_alive(old), 10, f"{victim} (pid {old}) to die")
+    wait_for(lambda: not pid_alive(old), 10, f"{victim} (pid {old}) to die")
 
     async def restarted() -> int | None:
         pid = fresh_cluster.pid_of(victim)

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from bazar.frontend import openapi
-from tests.integration.cluster import Cluster
+from bazar.launch import Cluster
 from tests.unit.rawhttp import error_shape_problem, parse_replies
 
 schemathesis = pytest.importorskip("schemathesis")  # in the test extra

@@ -21,9 +21,9 @@ import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import defer
 
+from bazar.launch import CATALOGS, ORDERS, Cluster
 from bazar.replication import REPLICATION_TIMEOUT
 from tests.integration.api import Api, eventually, sleep
-from tests.integration.cluster import CATALOGS, ORDERS, Cluster
 from tests.integration.test_failover import (
     BUY_BOOK,
     CONVERGE_TIMEOUT,

@@ -9,20 +9,16 @@ the script without any error on the server side.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration.cluster import start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +40,12 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from tests.integration.cluster import CATALOGS, ORDERS, Processes, poll, twistd  # noqa: E402
+from bazar.launch import CATALOGS, ORDERS, Processes, twistd  # noqa: E402
+from bazar.launch import wait_for as poll  # noqa: E402
 from tests.integration.cluster import write_config as cluster_config  # noqa: E402
 
 ROLES = {"catalog": 3, "order": 3}
 STARTUP_DEADLINE = 45.0  # seconds for every replica to answer as healthy
-STOP_DEADLINE = 20.0  # seconds for the cluster to stop on SIGTERM (its children get 10 s)
 UI_TIMEOUT = 15.0  # seconds for the page to show what the test waits for
 CHROMIUM_FLAGS = (
     "--headless",
@@ -65,43 +61,6 @@ CHROMIUM_FLAGS = (
 
 
 # -- the cluster ------------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out on loopback, all distinct (held open together)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-
-
-def write_config(directory: Path) -> tuple[Path, str]:
-    """A config like etc/bazar.toml, on free ports, with its data and secret under ``directory``."""
-    ports = iter(free_ports(1 + sum(ROLES.values())))
-
-    def endpoint(port: int) -> str:
-        return f'listen = "tcp:port={port}:interface=127.0.0.1"\nurl = "http://127.0.0.1:{port}"\n'
-
-    frontend_port = next(ports)
-    parts = [
-        "[cluster]\n"
-        f"data_dir = {json.dumps(str(directory / 'data'))}\n"
-        'secret = "storefront-test-secret"\n'
-        "cache_size = 5\n",
-        f"[frontend]\n{endpoint(frontend_port)}",
-    ]
-    for role, count in ROLES.items():
-        for number in range(1, count + 1):
-            parts.append(f'[[{role}]]\nname = "{role}-{number}"\n{endpoint(next(ports))}')
-    path = directory / "bazar.toml"
-    path.write_text("\n".join(parts))
-    return path, f"http://127.0.0.1:{frontend_port}"
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return json.load(response)
 
 
 def get_status(url: str) -> int:
@@ -126,68 +85,14 @@ def api_error(url: str, body: Any) -> Any:
     pytest.fail(f"POST {url} {body} was accepted")
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll GET /bazar/cluster until every replica answers as healthy, or fail with the log."""
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the cluster exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            replicas = get_json(f"{url}/bazar/cluster")["replicas"]
-        except (OSError, ValueError, KeyError) as e:
-            last = repr(e)
-        else:
-            if len(replicas) == sum(ROLES.values()) and all(r["healthy"] for r in replicas):
-                return
-            last = f"{sum(r['healthy'] for r in replicas)} of {len(replicas)} healthy"
-        time.sleep(0.1)
-    pytest.fail(f"cluster not healthy after {STARTUP_DEADLINE} s ({last}):\n{log.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the cluster (it stops its children), then SIGKILL its process group if it hangs."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_DEADLINE)
-    try:  # any child left in the group (start_new_session made its id our pid)
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture
 def storefront_cluster(tmp_path: Path) -> Iterator[str]:
     """A whole cluster (``twistd -n bazar-cluster``) on free loopback ports; yields the front end's URL."""
-    config, url = write_config(tmp_path)
-    log = tmp_path / "cluster.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "bazar-cluster",
-                "--config",
-                str(config),
-            ],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_until_healthy(url, process, log)
-            yield url
-        finally:
-            stop(process)
+    cluster = start_cluster(tmp_path, secret="storefront-test-secret", timeout=STARTUP_DEADLINE)
+    try:
+        yield cluster.frontend
+    finally:
+        cluster.stop()
 
 
 # -- the browser ------------------------------------------------------------------------
@@ -494,7 +399,7 @@ def test_the_book_list_loads_once_catalog_replicas_come_back(
         role = name.split("-")[0]
         replica = () if role == "frontend" else ("--replica", name)
         command = twistd(f"bazar-{role}", "--config", str(layout.config), *replica)
-        processes.start(name, command, layout.ports_of(name))
+        processes.start(name, command, ports=layout.ports_of(name))
 
     for name in ("frontend", *ORDERS):
         start(name)

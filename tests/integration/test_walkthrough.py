@@ -14,8 +14,8 @@ from urllib.parse import quote
 import pytest
 import pytest_twisted
 
+from bazar.launch import CATALOGS, ORDERS
 from tests.integration.api import Api, Reply, assert_replicas_agree, recorded
-from tests.integration.cluster import CATALOGS, ORDERS
 
 pytestmark = pytest.mark.integration
 

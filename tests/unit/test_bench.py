@@ -26,9 +26,9 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from bazar.bench import cli, floor, hang, memory, report, wrk
+from bazar.bench import cli, floor, hang, machine, memory, options, plots, report, stats, wrk
 from bazar.bench.ceiling import body_of_size
-from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds, listening_pid
+from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds
 from bazar.bench.experiments import (
     EXPERIMENTS,
     MEMORY_SEARCH_SHARE,
@@ -53,33 +53,34 @@ from bazar.bench.load import (
     parse_response,
 )
 from bazar.bench.progress import Progress, format_duration, status_line
+from bazar.launch import listening_pid
 
 
 class PercentileTests(SynchronousTestCase):
     def test_interpolates_between_ranks(self) -> None:
         """Linear interpolation, as numpy's default: p50 of 1..4 is 2.5, p99 of 1..100 is 99.01."""
-        self.assertEqual(report.percentile([1, 2, 3, 4], 50), 2.5)
-        self.assertAlmostEqual(report.percentile(list(range(1, 101)), 99), 99.01)
-        self.assertAlmostEqual(report.percentile([10, 20], 25), 12.5)
+        self.assertEqual(stats.percentile([1, 2, 3, 4], 50), 2.5)
+        self.assertAlmostEqual(stats.percentile(list(range(1, 101)), 99), 99.01)
+        self.assertAlmostEqual(stats.percentile([10, 20], 25), 12.5)
 
     def test_order_does_not_matter(self) -> None:
-        self.assertEqual(report.percentile([5, 1, 4, 2, 3], 50), 3)
+        self.assertEqual(stats.percentile([5, 1, 4, 2, 3], 50), 3)
 
     def test_extremes_and_single_value(self) -> None:
         values = [3.0, 1.0, 2.0]
-        self.assertEqual(report.percentile(values, 0), 1.0)
-        self.assertEqual(report.percentile(values, 100), 3.0)
-        self.assertEqual(report.percentile([7.0], 99), 7.0)
+        self.assertEqual(stats.percentile(values, 0), 1.0)
+        self.assertEqual(stats.percentile(values, 100), 3.0)
+        self.assertEqual(stats.percentile([7.0], 99), 7.0)
 
     def test_no_values_or_bad_q(self) -> None:
-        self.assertRaises(ValueError, report.percentile, [], 50)
-        self.assertRaises(ValueError, report.percentile, [1.0], 101)
-        self.assertRaises(ValueError, report.percentile, [1.0], -1)
+        self.assertRaises(ValueError, stats.percentile, [], 50)
+        self.assertRaises(ValueError, stats.percentile, [1.0], 101)
+        self.assertRaises(ValueError, stats.percentile, [1.0], -1)
 
 
 class SummaryTests(SynchronousTestCase):
     def test_summary_of_values(self) -> None:
-        summary = report.summarize([1.0, 2.0, 3.0, 4.0], errors=2)
+        summary = stats.summarize([1.0, 2.0, 3.0, 4.0], errors=2)
         self.assertEqual(summary.n, 4)
         self.assertEqual(summary.errors, 2)
         self.assertEqual(summary.avg_ms, 2.5)
@@ -89,15 +90,15 @@ class SummaryTests(SynchronousTestCase):
 
     def test_summary_of_nothing_is_empty_not_an_error(self) -> None:
         """A cell with no samples (buys at p = 0) has no numbers, and says so with None."""
-        summary = report.summarize([], errors=3)
+        summary = stats.summarize([], errors=3)
         self.assertEqual((summary.n, summary.errors), (0, 3))
         self.assertIsNone(summary.avg_ms)
         self.assertIsNone(summary.p99_ms)
 
     def test_ratio(self) -> None:
-        self.assertEqual(report.ratio(10.0, 2.0), 5.0)
-        self.assertIsNone(report.ratio(None, 2.0))
-        self.assertIsNone(report.ratio(1.0, 0))
+        self.assertEqual(stats.ratio(10.0, 2.0), 5.0)
+        self.assertIsNone(stats.ratio(None, 2.0))
+        self.assertIsNone(stats.ratio(1.0, 0))
 
     def test_summary_row_counts_errors_conflicts_and_hits(self) -> None:
         samples = [
@@ -434,21 +435,21 @@ def usage_error(test: SynchronousTestCase, parse: Any, *argv: str) -> str:
 
 class ArgumentTests(SynchronousTestCase):
     def parse_error(self, *argv: str) -> str:
-        return usage_error(self, cli.parse_args, *argv)
+        return usage_error(self, options.parse_args, *argv)
 
     def test_defaults(self) -> None:
         """By default: 1,000 samples per figure, into bench-results/, every experiment, own clusters."""
-        args = cli.parse_args([])
+        args = options.parse_args([])
         self.assertEqual(args.samples, 1000)
         self.assertEqual(args.out, Path("bench-results"))
         self.assertEqual(args.experiments, EXPERIMENTS)
         self.assertIsNone(args.url)
-        settings = cli.settings_from(args)
+        settings = options.settings_from(args)
         self.assertEqual(settings.probabilities, (0.0, 0.2, 0.4, 0.6, 0.8))
         self.assertEqual(settings.concurrency, 5)
 
     def test_options(self) -> None:
-        args = cli.parse_args(
+        args = options.parse_args(
             [
                 "--url",
                 "http://127.0.0.1:5000/",
@@ -482,10 +483,10 @@ class ArgumentTests(SynchronousTestCase):
     def test_memory_options(self) -> None:
         """The memory experiment is part of "all"; its run is bounded by requests and by seconds."""
         self.assertIn("memory", EXPERIMENTS)
-        defaults = cli.settings_from(cli.parse_args([]))
+        defaults = options.settings_from(options.parse_args([]))
         self.assertIsNone(defaults.memory_requests)  # 60 x --samples
         self.assertEqual(defaults.memory_seconds, 30.0)
-        args = cli.parse_args(
+        args = options.parse_args(
             [
                 *("--experiments", "memory", "--memory-requests", "500", "--memory-seconds", "4"),
                 *("--url", "http://127.0.0.1:5000", "--secret-file", "bazar-data/secret"),
@@ -493,7 +494,7 @@ class ArgumentTests(SynchronousTestCase):
         )
         self.assertEqual(args.experiments, ("memory",))
         self.assertEqual(args.secret_file, Path("bazar-data/secret"))
-        settings = cli.settings_from(args)
+        settings = options.settings_from(args)
         self.assertEqual((settings.memory_requests, settings.memory_seconds), (500, 4.0))
 
     def test_secret_file(self) -> None:
@@ -503,31 +504,31 @@ class ArgumentTests(SynchronousTestCase):
         path.write_text("s3cret\n")
         self.assertEqual(cli.read_secret(path), "s3cret")
         path.write_text("")
-        self.assertRaises(cli.UsageError, cli.read_secret, path)
-        self.assertRaises(cli.UsageError, cli.read_secret, path.with_name("missing"))
+        self.assertRaises(options.UsageError, cli.read_secret, path)
+        self.assertRaises(options.UsageError, cli.read_secret, path.with_name("missing"))
 
 
 class MachineTests(SynchronousTestCase):
     def test_cpu_model(self) -> None:
         cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
-        self.assertEqual(cli.cpu_model(cpuinfo), "AMD EPYC 7B13")
-        self.assertEqual(cli.cpu_model("Hardware\t: BCM2835\n"), "BCM2835")
-        self.assertIsNone(cli.cpu_model(""))
+        self.assertEqual(machine.cpu_model(cpuinfo), "AMD EPYC 7B13")
+        self.assertEqual(machine.cpu_model("Hardware\t: BCM2835\n"), "BCM2835")
+        self.assertIsNone(machine.cpu_model(""))
 
     def test_cpu_ticks(self) -> None:
         """Busy = user + nice + system + irq + softirq; idle and iowait are not; steal apart."""
         stat = "cpu  100 5 50 9000 30 2 3 7 0 0\ncpu0 50 2 25 4500 15 1 1 3 0 0\n"
-        self.assertEqual(cli.cpu_ticks(stat), (160, 7))
-        self.assertRaises(ValueError, cli.cpu_ticks, "intr 1 2 3\n")
+        self.assertEqual(machine.cpu_ticks(stat), (160, 7))
+        self.assertRaises(ValueError, machine.cpu_ticks, "intr 1 2 3\n")
 
     def test_cpu_watch_reports_shares(self) -> None:
-        report_ = cli.CpuWatch().report()
+        report_ = machine.CpuWatch().report()
         if report_ is not None:  # None only without /proc
             self.assertGreaterEqual(report_["cpu_seconds_others"], 0)
             self.assertIn("others_share", report_)
 
     def test_machine_info_has_what_results_json_promises(self) -> None:
-        info = cli.machine_info(None)
+        info = machine.machine_info(None)
         for key in ("cpu_model", "cpus", "python", "twisted", "date"):
             self.assertIn(key, info)
 
@@ -783,13 +784,13 @@ class MemoryReportTests(SynchronousTestCase):
         self.assertIn("9 (capacity 5) — OVER CAPACITY", report.memory_table(memory_result(samples)))
 
     def test_plot(self) -> None:
-        plt = report.load_pyplot()
+        plt = plots.load_pyplot()
         if plt is None:
             raise SkipTest("matplotlib is not installed")
         directory = tempfile.TemporaryDirectory(prefix="test-bench-")
         self.addCleanup(directory.cleanup)
         path = Path(directory.name) / "memory.png"
-        report.plot_memory(plt, memory_result(rss_samples([50.0] * 20, warmup_mib=(40, 45))), path)
+        plots.plot_memory(plt, memory_result(rss_samples([50.0] * 20, warmup_mib=(40, 45))), path)
         self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
 
 

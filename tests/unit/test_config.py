@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.config import ConfigError, Replica, load, parse
+from bazar.config import ConfigError, Replica, document, dump, endpoints, load, parse, write
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "etc" / "bazar.toml"
 
@@ -477,3 +477,56 @@ class UnknownKeyTests(OneLineErrorMixin, SynchronousTestCase):
                 raw["cluster"]["data_dir"] = str(directory / "data")
                 raw["cluster"]["secret_file"] = str(directory / "secret")
                 parse(raw, source=str(shipped))
+
+
+class WriterTests(TempDirMixin, SynchronousTestCase):
+    """``document``/``dump``/``write``: the one writer, whose files ``load`` reads back as written."""
+
+    def cluster_document(self, directory: Path, **cluster: Any) -> dict[str, Any]:
+        names = ("frontend", "catalog-1", "catalog-2", "order-1")
+        tables = {name: endpoints(6000 + 100 * i, 6050 + 100 * i) for i, name in enumerate(names)}
+        cluster = {"data_dir": str(directory / "data"), "secret": 'a "quoted" s3cret', **cluster}
+        return document(cluster, tables)
+
+    def test_written_file_loads_as_the_document_parses(self) -> None:
+        """A written file loads to the same Config as its document parses to (strings with
+        quotes and backslashes included); each process has its own HTTP and channel ports."""
+        directory = self.tempdir()
+        raw = self.cluster_document(directory, cache_size=0, books=12, data_dir=str(directory / "d\\ata"))
+        config = load(write(directory / "bazar.toml", raw))
+        self.assertEqual(config, parse(raw))
+        self.assertEqual([r.name for r in config.catalog], ["catalog-1", "catalog-2"])
+        self.assertEqual(config.catalog[1].listen, "tcp:port=6200:interface=127.0.0.1")
+        self.assertEqual(config.catalog[1].channel, "tcp:host=127.0.0.1:port=6250")
+        self.assertEqual((config.cache_size, config.books, config.secret), (0, 12, 'a "quoted" s3cret'))
+
+    def test_none_leaves_the_default(self) -> None:
+        """A [cluster] key given as None is not written, so its default applies."""
+        directory = self.tempdir()
+        raw = self.cluster_document(directory, books=None)
+        self.assertNotIn("books", dump(raw))
+        self.assertEqual(load(write(directory / "bazar.toml", raw)).books, 7)
+
+    def test_address(self) -> None:
+        """``endpoints`` on another address: both servers bind it, both clients reach it."""
+        self.assertEqual(
+            endpoints(5101, address="10.1.2.11"),
+            {
+                "listen": "tcp:port=5101:interface=10.1.2.11",
+                "url": "http://10.1.2.11:5101",
+                "channel_listen": "tcp:port=5111:interface=10.1.2.11",
+                "channel": "tcp:host=10.1.2.11:port=5111",
+            },
+        )
+
+    def test_unknown_keys_refused_when_written(self) -> None:
+        """The writer refuses what the reader would: an unknown table, or key in any table."""
+        directory = self.tempdir()
+        raw = self.cluster_document(directory, cache_sise=3)
+        self.assertIn("unknown key 'cache_sise'", str(self.assertRaises(ConfigError, dump, raw)))
+        raw = self.cluster_document(directory)
+        raw["catalog"][1]["chanel"] = "x"
+        self.assertIn("[[catalog]] #2: unknown key 'chanel'", str(self.assertRaises(ConfigError, dump, raw)))
+        raw = self.cluster_document(directory)
+        raw["catalogue"] = []
+        self.assertIn("unknown table 'catalogue'", str(self.assertRaises(ConfigError, dump, raw)))

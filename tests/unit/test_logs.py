@@ -20,7 +20,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar import logs
+from bazar import config, logs
 
 SECRET_MARK = "a-secret-in-an-exception"
 STARTUP_DEADLINE = 30.0  # seconds for twistd to start listening
@@ -215,20 +215,11 @@ def free_port() -> int:
 
 def write_config(directory: Path, frontend_port: int, secret: str) -> Path:
     """A config whose front end listens on ``frontend_port``; the replicas are never contacted."""
-    replicas = []
+    tables = {"frontend": config.endpoints(frontend_port, with_channel=False)}
     for role in ("catalog", "order"):
-        port = free_port()
-        replicas.append(
-            f'[[{role}]]\nname = "{role}-1"\nlisten = "tcp:port={port}:interface=127.0.0.1"\n'
-            f'url = "http://127.0.0.1:{port}"\n'
-        )
-    path = directory / "bazar.toml"
-    path.write_text(
-        f'[cluster]\ndata_dir = "{directory / "data"}"\nsecret = "{secret}"\n\n'
-        f'[frontend]\nlisten = "tcp:port={frontend_port}:interface=127.0.0.1"\n'
-        f'url = "http://127.0.0.1:{frontend_port}"\n\n' + "\n".join(replicas)
-    )
-    return path
+        tables[f"{role}-1"] = config.endpoints(free_port(), with_channel=False)
+    raw = config.document({"data_dir": str(directory / "data"), "secret": secret}, tables)
+    return config.write(directory / "bazar.toml", raw)
 
 
 def wait_for_port(process: subprocess.Popen[bytes], port: int, deadline: float) -> None:

@@ -1,4 +1,4 @@
-"""``stop_group``: SIGTERM to the pid, deadlines, SIGKILL to the process group, and the report.
+"""``stop_group`` and ``Processes``: SIGTERM to the pid, deadlines, SIGKILL to the group, the report.
 
 Real (tiny) ``sh`` processes, each in a session of its own as the benchmark and the
 integration tests start theirs; every one is killed by its process group afterwards.
@@ -7,13 +7,26 @@ integration tests start theirs; every one is killed by its process group afterwa
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.bench.cluster import group_alive, kill_group, poll, process_group, stop_group
+from bazar.launch import (
+    Process,
+    Processes,
+    Unclean,
+    group_alive,
+    kill_group,
+    poll,
+    process_group,
+    stop_group,
+    wait_for,
+)
 
 
 class StopGroupTests(SynchronousTestCase):
@@ -98,3 +111,46 @@ class StopGroupTests(SynchronousTestCase):
         kill_group(popen, timeout=10)
         self.assertEqual(popen.returncode, -signal.SIGKILL)
         self.assertTrue(poll(lambda: not group_alive(popen.pid), 5.0))
+
+
+class ProcessesTests(SynchronousTestCase):
+    """``bazar.launch.Processes``: everything started is stopped, and how each stopped is checked."""
+
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="bazar-launch-test-"))
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        self.processes = Processes(self.directory)
+        self.addCleanup(self.processes.stop_all, 10)
+
+    def start(self, name: str, script: str) -> Process:
+        """``sh -c script``, once it has written ``ready`` to its log."""
+        process = self.processes.start(name, ["sh", "-c", script])
+        self.assertTrue(poll(lambda: "ready" in process.log_tail(), 10), process.log_tail())
+        return process
+
+    def test_stop_all_cleanly_names_an_unclean_exit_and_stops_the_rest(self) -> None:
+        """One process exits 3 on SIGTERM: Unclean names it (and its log), the others still stop."""
+        clean = self.start("clean", "echo ready; exec sleep 30")
+        loop = "echo ready; while :; do sleep 0.1; done"
+        unclean = self.start("unclean", f"trap 'echo bye; exit 3' TERM; {loop}")
+        error = str(self.assertRaises(Unclean, self.processes.stop_all_cleanly, 10))
+        self.assertIn(f"unclean (pid {unclean.pid}) did not stop cleanly: exited with status 3", error)
+        self.assertIn("bye", error)
+        self.assertNotIn("clean (pid", error.replace("unclean (pid", ""))
+        self.assertEqual((clean.popen.returncode, unclean.popen.returncode), (-signal.SIGTERM, 3))
+        self.assertEqual(self.processes.started, [])
+        self.assertFalse(group_alive(clean.pid) or group_alive(unclean.pid))
+
+    def test_stop_all_signals_every_one_at_once(self) -> None:
+        """Two processes that each take 2 s to exit on SIGTERM stop in about 2 s, not 4."""
+        slow = "trap 'sleep 2; exit 0' TERM; echo ready; while :; do sleep 0.1; done"
+        started = [self.start(f"slow-{n}", slow) for n in (1, 2)]
+        began = time.monotonic()
+        stopped = self.processes.stop_all(10)
+        self.assertLess(time.monotonic() - began, 3.5)
+        self.assertEqual([p.name for p in stopped], ["slow-2", "slow-1"])  # the last started first
+        self.assertEqual([p.popen.returncode for p in started], [0, 0])
+
+    def test_wait_for_names_what_it_waited_for(self) -> None:
+        error = self.assertRaises(TimeoutError, wait_for, lambda: None, 0.1, "the moon")
+        self.assertIn("waiting for the moon (last: None)", str(error))

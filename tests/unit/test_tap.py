@@ -30,7 +30,7 @@ from bazar.catalog import tap as catalog_tap
 from bazar.catalog.store import CatalogStore
 from bazar.channel import ChannelServer
 from bazar.cluster import tap as cluster_tap
-from bazar.config import load
+from bazar.config import document, dump, endpoints, load
 from bazar.frontend import tap as frontend_tap
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
@@ -48,26 +48,22 @@ def toml(
     ``ports``; with ``channel_ports``, every process has a channel (on port 0 but for those)."""
     ports = ports or {}
 
-    def replica(name: str, url_port: int) -> str:
-        port = ports.get(name, 0)
-        text = (
-            f'name = "{name}"\nlisten = "tcp:port={port}:interface=127.0.0.1"\n'
-            f'url = "http://127.0.0.1:{url_port}"\n'
-        )
+    def replica(name: str, url_port: int) -> dict[str, str]:
+        table = {
+            "listen": f"tcp:port={ports.get(name, 0)}:interface=127.0.0.1",
+            "url": f"http://127.0.0.1:{url_port}",
+        }
         if channel_ports is not None:
-            channel = channel_ports.get(name, 0)
-            text += (
-                f'channel_listen = "tcp:port={channel}:interface=127.0.0.1"\n'
-                f'channel = "tcp:host=127.0.0.1:port={url_port + 10}"\n'
-            )
-        return text
+            channel = endpoints(url_port)["channel"]
+            table["channel_listen"] = f"tcp:port={channel_ports.get(name, 0)}:interface=127.0.0.1"
+            table["channel"] = channel
+        return table
 
-    frontend = replica("frontend", 5000).split("\n", 1)[1]
-    parts = [f'[cluster]\nsecret = "s3cret"\ndata_dir = "{data_dir}"\n', f"[frontend]\n{frontend}"]
+    tables = {"frontend": replica("frontend", 5000)}
     for role, base in (("catalog", 5100), ("order", 5200)):
         for n in (1, 2, 3):
-            parts.append(f"[[{role}]]\n{replica(f'{role}-{n}', base + n)}")
-    return "\n".join(parts)
+            tables[f"{role}-{n}"] = replica(f"{role}-{n}", base + n)
+    return dump(document({"secret": "s3cret", "data_dir": str(data_dir)}, tables))
 
 
 def replica_argv(role: str) -> list[str]:
