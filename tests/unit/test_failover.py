@@ -268,6 +268,15 @@ class Trio:
         for send in self.outbox.pop(name):
             send()
 
+    def replaced(self, old: str) -> str:
+        """Run until another replica than ``old`` leads (at most 4 election timeouts); its name."""
+        for _ in range(round(4 * ELECTION_TIMEOUT / STEP)):
+            self.run(STEP)
+            if self.leaders() != [old]:
+                break
+        (new,) = [name for name in self.leaders() if name != old]
+        return new
+
     def cut(self, a: str, b: str) -> None:
         """No request between ``a`` and ``b`` either way (each still reaches the third)."""
         self.cuts.add(frozenset((a, b)))
@@ -984,11 +993,7 @@ class HangTests(FailoverTestCase):
         trio = Trio(self)
         trio.start()
         trio.pause(C1)
-        for _ in range(round(4 * ELECTION_TIMEOUT / STEP)):
-            trio.run(STEP)
-            if trio.leaders() != [C1]:
-                break
-        (new,) = [name for name in trio.leaders() if name != C1]
+        new = trio.replaced(C1)
         self.assertEqual(trio.write_price(new, 2, 5.0).code, 200)  # answered without the clock moving
         writer = trio.roles[new].writer
         assert writer is not None
@@ -1010,11 +1015,7 @@ class HangTests(FailoverTestCase):
         entry = trio.entry_at(C1, 1)
         self.patch(replication, "MAX_BATCH_BYTES", round(3.5 * (len(json.dumps(entry)) + 16)))
         trio.pause(C1)
-        for _ in range(round(4 * ELECTION_TIMEOUT / STEP)):
-            trio.run(STEP)
-            if trio.leaders() != [C1]:
-                break
-        (new,) = [name for name in trio.leaders() if name != C1]
+        new = trio.replaced(C1)
         answered: list[tuple[float, float, int]] = []  # (sent, answered, status) of each write
 
         def write(price: float) -> None:
