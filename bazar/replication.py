@@ -123,10 +123,7 @@ class FollowerLink:
         whatever it lacks. Fires with whether the follower is in sync afterwards."""
         if self._sending:
             return succeed(self.in_sync)
-        self._sending = True
-        d = self._send(heartbeat=True)
-        d.addBoth(self._sent)
-        return d.addCallback(lambda _: self.in_sync)
+        return self._start(heartbeat=True).addCallback(lambda _: self.in_sync)
 
     def _wait(self, seq: int) -> Deferred[bool]:
         d: Deferred[bool] = Deferred()
@@ -176,8 +173,12 @@ class FollowerLink:
     def _pump(self) -> None:
         if self._sending or not self._queue:
             return
+        self._start(heartbeat=False)
+
+    def _start(self, heartbeat: bool) -> Deferred[None]:
+        """Send the next request: one at a time, ``_sending`` until its answer is handled."""
         self._sending = True
-        self._send(heartbeat=False).addBoth(self._sent)
+        return self._send(heartbeat).addBoth(self._sent)
 
     @inlineCallbacks
     def _next_batch(self, heartbeat: bool) -> Any:
@@ -229,8 +230,7 @@ class FollowerLink:
             self.in_sync = True
             self.on_caught_up(self.follower.name, self.confirmed)
         if result:
-            self._sending = True
-            self._send(heartbeat=False).addBoth(self._sent)
+            self._start(heartbeat=False)
 
 
 def _run_from(start: int, entries: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:
