@@ -1,0 +1,177 @@
+"""Fault schedules: what goes wrong when, drawn from a seeded generator.
+
+A schedule is a list of ``Fault``: at a simulated time, one of
+
+* ``pause`` a process for a while (it handles nothing, its timers wait: SIGSTOP, a GC pause);
+* ``crash`` a process and restart it from its disk after a while (or at the heal);
+* ``partition`` the processes into two sides for a while (one process alone, or any split);
+* ``cut`` one direction between two processes for a while;
+* ``drop`` every connection between two processes (once);
+* ``slow`` the link between two processes (up to ``extent`` seconds more per message);
+* ``drift`` a process's clock (rate ``extent``) for a while.
+
+A target may be ``@catalog`` or ``@order``: whichever replica sequences that role's writes
+when the fault starts, so that the faults that matter most are not left to chance.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from bazar.sim.cluster import FRONTEND, SimCluster
+
+KINDS = ("pause", "crash", "partition", "cut", "drop", "slow", "drift")
+WEIGHTS = (25, 20, 20, 8, 10, 10, 7)
+DRIFT = 0.05  # a clock runs at most this much fast or slow
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float
+    kind: str
+    targets: tuple[str, ...]
+    duration: float = 0.0
+    extent: float = 0.0
+
+    def describe(self) -> str:
+        what = {
+            "pause": "pause {t}",
+            "crash": "crash {t}",
+            "partition": "partition {t} from the rest",
+            "cut": "cut {t}",
+            "drop": "drop the connections of {t}",
+            "slow": "slow the link {t} (up to +{e:.2f} s)",
+            "drift": "drift {t}'s clock (rate {e:.3f})",
+        }[self.kind].format(
+            t=" -> ".join(self.targets) if self.kind == "cut" else ", ".join(self.targets), e=self.extent
+        )
+        until = f" for {self.duration:.2f} s" if self.duration else ""
+        return f"t={self.at:7.3f}  {what}{until}"
+
+
+def draw_schedule(rng: random.Random, cluster_names: list[str], start: float, length: float) -> list[Fault]:
+    """Between 1 and 8 faults in [start, start + length)."""
+    replicas = [n for n in cluster_names if n != FRONTEND]
+    targets = [*replicas, "@catalog", "@catalog", "@order", "@order"]
+    faults = []
+    for _ in range(rng.randint(1, 8)):
+        kind = rng.choices(KINDS, WEIGHTS)[0]
+        at = round(start + rng.uniform(0, length), 3)
+        duration = round(rng.uniform(0.2, 6.0), 3)
+        if kind in ("pause", "crash", "drift"):
+            fault = Fault(
+                at, kind, (rng.choice(targets),), duration, round(rng.uniform(1 - DRIFT, 1 + DRIFT), 4)
+            )
+            if kind != "drift":
+                fault = Fault(at, kind, fault.targets, duration)
+        elif kind == "partition":
+            side = rng.choice(
+                [[rng.choice(targets)], rng.sample(cluster_names, rng.randint(1, len(cluster_names) - 1))]
+            )
+            fault = Fault(at, kind, tuple(sorted(side)), duration)
+        else:
+            a, b = rng.sample([*cluster_names, "@catalog", "@order"], 2)
+            extent = round(rng.uniform(0.05, 2.5), 3) if kind == "slow" else 0.0
+            fault = Fault(at, kind, (a, b), 0.0 if kind == "drop" else duration, extent)
+        faults.append(fault)
+    return sorted(faults, key=lambda f: f.at)
+
+
+class Injector:
+    """Applies a schedule's faults to a cluster, and heals them all at the end."""
+
+    def __init__(self, cluster: SimCluster, trace: list[str]) -> None:
+        self.cluster = cluster
+        self.trace = trace
+        self.paused: set[str] = set()
+        self.down: set[str] = set()
+        self.cuts: list[set[tuple[str, str]]] = []
+
+    def schedule(self, faults: list[Fault]) -> None:
+        for fault in faults:
+            self.cluster.sim.callLater(fault.at - self.cluster.sim.now, self.apply, fault)
+
+    def _resolve(self, target: str) -> str:
+        if not target.startswith("@"):
+            return target
+        role = target[1:]
+        for name, process in sorted(self.cluster.processes.items()):
+            if (
+                process.role is not None
+                and process.role.replica.role == role
+                and process.role.writer is not None
+            ):
+                return name
+        return f"{role}-1"
+
+    def apply(self, fault: Fault) -> None:
+        cluster, network = self.cluster, self.cluster.network
+        names = tuple(self._resolve(t) for t in fault.targets)
+        self.trace.append(f"{fault.describe()}  [{', '.join(names)}]")
+        later = cluster.sim.callLater
+        if fault.kind == "pause":
+            (name,) = names
+            if name in self.paused or name in self.down:
+                return
+            cluster.host(name).pause()
+            self.paused.add(name)
+            later(fault.duration, self._resume, name)
+        elif fault.kind == "crash":
+            (name,) = names
+            if name in self.down:
+                return
+            self.paused.discard(name)
+            cluster.crash(name)
+            self.down.add(name)
+            later(fault.duration, self._restart, name)
+        elif fault.kind in ("partition", "cut"):
+            if fault.kind == "partition":
+                side = set(names)
+                rest = set(cluster.names) - side
+                pairs = {(a, b) for a in side for b in rest} | {(b, a) for a in side for b in rest}
+            else:
+                pairs = {(names[0], names[1])}
+            pairs -= network.cut
+            network.cut |= pairs
+            self.cuts.append(pairs)
+            later(fault.duration, self._uncut, pairs)
+        elif fault.kind == "drop":
+            network.drop(*names)
+        elif fault.kind == "slow":
+            key = (names[0], names[1])
+            network.slow[key] = fault.extent
+            later(fault.duration, network.slow.pop, key, None)
+        elif fault.kind == "drift":
+            (name,) = names
+            cluster.host(name).set_rate(fault.extent)
+            later(fault.duration, cluster.host(name).set_rate, 1.0)
+
+    def _resume(self, name: str) -> None:
+        if name in self.paused:
+            self.paused.discard(name)
+            self.cluster.host(name).resume()
+            self.trace.append(f"t={self.cluster.sim.now:7.3f}  resume {name}")
+
+    def _restart(self, name: str) -> None:
+        if name in self.down:
+            self.down.discard(name)
+            self.cluster.restart(name)
+            self.trace.append(f"t={self.cluster.sim.now:7.3f}  restart {name}")
+
+    def _uncut(self, pairs: set[tuple[str, str]]) -> None:
+        self.cluster.network.cut -= pairs
+        if pairs in self.cuts:
+            self.cuts.remove(pairs)
+
+    def heal(self) -> None:
+        """Every fault ends: partitions healed, paused processes resumed, crashed ones restarted."""
+        for name in sorted(self.paused):
+            self._resume(name)
+        for name in sorted(self.down):
+            self._restart(name)
+        self.cluster.network.heal()
+        self.cuts.clear()
+        for name in self.cluster.names:
+            self.cluster.host(name).set_rate(1.0)
+        self.trace.append(f"t={self.cluster.sim.now:7.3f}  heal everything")

@@ -1,0 +1,186 @@
+"""The cluster's processes, wired as production wires them, on a simulated host.
+
+This mirrors ``bazar.replica.replica_service`` (a replica: its store, its ``Role`` with
+elections and epochs, its app behind ``measured``, its channel server, ``RoleService``,
+``Watchdog`` and the app's own services) and ``bazar.frontend.tap.makeService`` (the
+front end: its app, its health probe, its channel server), leaving out only what is I/O:
+listening ports, the connection pools, twistd. Everything they call goes through the
+host's ``SimClient``; everything they schedule goes on the host's ``ProcessClock``.
+It is the one place to switch to ``bazar.assembly``'s builders once they exist.
+
+Each replica's database is an in-memory SQLite connection that outlives the process: a
+crash throws every object away and keeps the connection, and a restart builds the process
+again from it. Transactions run one at a time in submission order, each taking a drawn
+time (``SimRunner``), as production's one-connection pool runs them; one not run yet when
+its process crashes never happened, one that ran is committed.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from twisted.application.service import IService
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from bazar.catalog import tap as catalog_tap
+from bazar.catalog.store import CatalogStore
+from bazar.channel import ChannelServer, Stamp
+from bazar.config import Config, Replica
+from bazar.failover import Role, Watchdog
+from bazar.frontend.app import FrontendApp
+from bazar.health import HealthProbe
+from bazar.invalidation import FrontendNotifier, book_keys
+from bazar.metrics import MeasuredResource
+from bazar.order import tap as order_tap
+from bazar.order.store import OrderStore
+from bazar.replica import RoleService, measured
+from bazar.sim.network import Endpoint, Host, Network, SimClient
+from bazar.storage import Entry, ReplicatedStore
+
+T = TypeVar("T")
+
+
+class SimRunner:
+    """A store's runner on one SQLite connection that outlives its process.
+
+    ``delay()`` draws how long each transaction takes; 0 runs it at once (as InlineRunner
+    does). Otherwise transactions queue, one at a time, on the process's clock: a crash
+    (``Host.crash``) drops the queue with the process's events."""
+
+    def __init__(self, connection: sqlite3.Connection, host: Host, delay: Callable[[], float]) -> None:
+        self.connection = connection
+        self.clock = host.clock
+        self.delay = delay
+        self._queue: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+        self._busy = False
+
+    def _transaction(self, interaction: Callable[..., T], args: tuple[Any, ...]) -> T:
+        cursor = self.connection.cursor()
+        try:
+            result = interaction(cursor, *args)
+        except BaseException:
+            self.connection.rollback()
+            raise
+        self.connection.commit()
+        return result
+
+    def runInteraction(self, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
+        d: Deferred[T] = Deferred()
+        delay = self.delay()
+        if not delay and not self._busy:
+            try:
+                d.callback(self._transaction(interaction, args))
+            except Exception:
+                d.errback(Failure())
+            return d
+        self._queue.append((interaction, args, d))
+        if not self._busy:
+            self._busy = True
+            self.clock.callLater(delay, self._next)
+        return d
+
+    def _next(self) -> None:
+        interaction, args, d = self._queue.pop(0)
+        try:
+            result = self._transaction(interaction, args)
+        except Exception:
+            failure = Failure()
+            self._continue()
+            d.errback(failure)
+            return
+        self._continue()
+        d.callback(result)
+
+    def _continue(self) -> None:
+        if self._queue:
+            self.clock.callLater(self.delay(), self._next)
+        else:
+            self._busy = False
+
+    def read_now(self, read: Callable[..., T], *args: Any) -> T:
+        return read(self.connection.cursor(), *args)
+
+    def close(self) -> None:
+        pass  # the connection is the disk: it outlives the process
+
+
+@dataclass
+class Process:
+    """What one incarnation of a process was built as."""
+
+    name: str
+    app: Any
+    services: list[IService] = field(default_factory=list)
+    role: Role | None = None
+    store: ReplicatedStore | None = None
+
+    def start(self) -> None:
+        for service in self.services:
+            service.startService()
+
+
+def open_sim_store(
+    replica: Replica, config: Config, connection: sqlite3.Connection, runner: SimRunner
+) -> ReplicatedStore:
+    """The replica's store on its surviving database, set up as ``open_store`` does it."""
+    store_type: type[ReplicatedStore] = CatalogStore if replica.role == "catalog" else OrderStore
+    store = store_type(runner, **store_type.options(config))
+    store._setup(connection.cursor())
+    connection.commit()
+    return store
+
+
+def build_replica(
+    config: Config,
+    replica: Replica,
+    network: Network,
+    host: Host,
+    connection: sqlite3.Connection,
+    rng: random.Random,
+    disk_delay: Callable[[], float],
+) -> Process:
+    """One catalog or order replica, as ``replica_service`` builds it."""
+    store = open_sim_store(replica, config, connection, SimRunner(connection, host, disk_delay))
+    client = SimClient(network, host, config.secret, channel=True)
+    clock = host.clock
+    catalog = replica.role == "catalog"
+    replicas = config.catalog if catalog else config.order
+    keys: Callable[[Entry], list[str]] = book_keys if catalog else (lambda entry: [])
+    leadership: Role | None = None
+
+    def epoch() -> tuple[str, int]:
+        assert leadership is not None
+        return replica.role, leadership.epoch
+
+    notifier = FrontendNotifier(client, config.frontend, keys, epoch=epoch)
+    leadership = Role(replica, replicas, store, client, notifier, clock)
+    make_app = catalog_tap._app if catalog else order_tap._app
+    app = make_app(config, replica, store, client, None, leadership)  # type: ignore[arg-type]
+    resource = measured(app.resource(), replica, store, lambda: leadership.writer, config.secret)
+    channel = ChannelServer(app.channel_handlers(), config.secret, app.stamp, resource.metrics.observe_call)
+    host.endpoint = Endpoint(replica, resource, channel, config.secret)
+    services: list[IService] = [
+        RoleService(leadership),
+        Watchdog(leadership, clock, rng),
+        *app.services(clock),
+    ]
+    return Process(replica.name, app, services, leadership, store)
+
+
+def build_frontend(config: Config, network: Network, host: Host) -> Process:
+    """The front end, as ``bazar.frontend.tap.makeService`` builds it."""
+    client = SimClient(network, host, config.secret, channel=False)  # treq only: no channel out
+    app = FrontendApp(config, client)
+    resource = MeasuredResource(app.resource(), app.metrics, config.secret)
+    probe = HealthProbe(
+        app.health, [*config.catalog, *config.order], client, host.clock, config.probe_interval
+    )
+    stamp = Stamp(config.frontend.name)
+    channel = ChannelServer(app.channel_handlers(), config.secret, lambda: stamp, app.metrics.observe_call)
+    host.endpoint = Endpoint(config.frontend, resource, channel, config.secret)
+    return Process(config.frontend.name, app, [probe])
