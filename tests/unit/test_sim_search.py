@@ -1,0 +1,40 @@
+"""The simulator's search in CI: a fixed list of seeds (each once a failure, or a schedule
+worth keeping) plus fresh ones, printed so that a failure can be replayed.
+
+How many fresh schedules: ``BAZAR_SIM_RUNS`` (default 10, about 12 s here). One schedule
+takes about 1.2 s of one core (``python -m bazar.sim --runs 50``); 1,000 need about 20
+minutes of one core, so a 5-minute CI job runs about 250 (``BAZAR_SIM_RUNS=250``)."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bazar.sim.__main__ import replay_command
+from bazar.sim.run import run_schedule
+
+# Seeds kept as regression cases (schedule 30 fails on the code of this commit, a real bug
+# reported to the lead: add it here with its fix).
+FIXED: list[int] = [0, 1, 2, 3, 4, 5]
+
+
+class SearchTests(SynchronousTestCase):
+    def check(self, seeds: list[int]) -> None:
+        failures = []
+        for seed in seeds:
+            result = run_schedule(seed)
+            if result.failed:
+                failures.append(f"schedule {seed}: {result.problems[0]}\n  replay: {replay_command(seed)}")
+        self.assertEqual(failures, [])
+
+    def test_fixed_seeds(self) -> None:
+        self.check(FIXED)
+
+    def test_fresh_seeds(self) -> None:
+        first = random.SystemRandom().randrange(2**32)
+        runs = int(os.environ.get("BAZAR_SIM_RUNS", "10"))
+        print(f"bazar.sim: schedules {first} to {first + runs - 1}", file=sys.stderr)
+        self.check(list(range(first, first + runs)))
