@@ -30,7 +30,6 @@ from bazar.order.store import OrderStore
 from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
 from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
-from bazar.replication import Sequencer
 from bazar.web import (
     install_json_errors,
     parse_id,
@@ -54,14 +53,12 @@ class OrderApp(ReplicaApp):
         replica: Replica,
         store: OrderStore,
         client: ReplicaClient,
-        sequencer: Replica,
-        writer: Sequencer | None,
         catalogs: tuple[Replica, ...],
         secret: str,
-        role: Role | None = None,
+        role: Role,
     ) -> None:
         """Purchases take their stock from the catalog sequencer, through ``catalogs``."""
-        super().__init__(replica, store, client, sequencer, writer, secret, role)
+        super().__init__(replica, store, client, secret, role)
         self.catalogs = catalogs
         self._catalog = catalogs[0]  # the catalog sequencer as last heard of: first asked next time
         self.orphans = Orphans(store, client, self._catalog_rotation, client.clock)

@@ -298,7 +298,7 @@ class WriteTests(ClusterTestCase):
         self.assertNotIn("x-bazar-epoch", refused.headers)
 
     def test_replica_answers_carry_their_epoch(self) -> None:
-        """X-Bazar-Epoch, as the front end's client reads it (replicas with a fixed sequencer: 1)."""
+        """X-Bazar-Epoch, as the front end's client reads it (1: no replica has taken over yet)."""
         for name in (*self.cluster.catalog_names, *self.cluster.order_names):
             self.assertEqual(
                 self.cluster.internal("GET", name, "/internal/status").headers["x-bazar-epoch"], "1"
@@ -356,4 +356,5 @@ class WriteTests(ClusterTestCase):
             self.assertEqual(len({r["digest"] for r in mine}), 1, role)
             self.assertEqual({(r["last_seq"], r["sequencer"]) for r in mine}, {(last_seq, sequencer)})
         self.assertNotEqual(replicas[0]["digest"], replicas[3]["digest"])
+        self.cluster.service.stopService()  # the processes' timers (heartbeats, watchdogs, scans)
         self.assertEqual(self.cluster.clock.getDelayedCalls(), [])  # every deadline was cancelled

