@@ -50,7 +50,8 @@ from bazar.order.store import OrderStore
 from bazar.protocol import SECRET_HEADER
 from bazar.replica import measured
 from bazar.replication import FollowerLink, Sequencer
-from bazar.storage import Entry, InlineRunner, ReplicatedStore
+from bazar.runners import InlineRunner
+from bazar.storage import Entry, ReplicatedStore
 from bazar.web import respond_json
 from tests.invariants import stock_problems
 

@@ -43,7 +43,8 @@ from bazar.http_limits import make_site
 from bazar.order.store import OrderStore
 from bazar.protocol import REPLICATE_PATH
 from bazar.replication import HEARTBEAT_INTERVAL, REPLICATION_TIMEOUT, FollowerLink, Sequencer
-from bazar.storage import Entry, InlineRunner, ReplicatedStore
+from bazar.runners import InlineRunner
+from bazar.storage import Entry, ReplicatedStore
 from tests.unit.memcluster import Held, HostDispatch
 
 T = TypeVar("T")

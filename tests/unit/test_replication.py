@@ -35,7 +35,8 @@ from bazar.replication import (
     Heartbeats,
     Sequencer,
 )
-from bazar.storage import Entry, InlineRunner, ReplicatedStore, SequenceGap
+from bazar.runners import InlineRunner
+from bazar.storage import Entry, ReplicatedStore, SequenceGap
 from bazar.web import MAX_BODY
 
 
