@@ -31,6 +31,7 @@ from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, 
 from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
+from bazar.roundrobin import SequencerFirst
 from bazar.web import (
     install_json_errors,
     parse_id,
@@ -62,9 +63,10 @@ class OrderApp(ReplicaApp):
     ) -> None:
         """Purchases take their stock from the catalog sequencer, through ``catalogs``."""
         super().__init__(replica, store, client, sequencer, writer, secret, role)
-        self.catalogs = catalogs
-        self._catalog = catalogs[0]  # the catalog sequencer as last heard of: first asked next time
-        self.orphans = Orphans(store, client, self._catalog_rotation, client.clock)
+        # Asked first: the catalog sequencer as last heard of (at first, the first listed).
+        self.catalogs = SequencerFirst(catalogs)
+        self.catalogs.heard(catalogs[0].name)
+        self.orphans = Orphans(store, client, self.catalogs.order, client.clock)
 
     def services(self, clock: IReactorTime) -> list[IService]:
         """While this replica sequences orders: the scans for takes without orders."""
@@ -75,29 +77,23 @@ class OrderApp(ReplicaApp):
     def _scan(self) -> None:
         self.orphans.tick(self.writer)  # not returned: a scan that fails must not stop the timer
 
-    def _catalog_rotation(self) -> tuple[Replica, ...]:
-        """Every catalog replica, the sequencer as last heard of first."""
-        first = self.catalogs.index(self._catalog)
-        return self.catalogs[first:] + self.catalogs[:first]
-
     @inlineCallbacks
     def _take_stock(self, book: int, body: dict[str, Any]) -> Any:
         """Buy at the catalog sequencer: every catalog answer names it, and any catalog replica
         would forward there (one hop more). A request that failed goes on to the next replica:
         it carries the purchase's key, so a catalog that took the stock already answers the
         repeat with the original. A replica that failed is asked last next time."""
-        rotation = self._catalog_rotation()
         error: Unavailable | None = None
-        for number, catalog in enumerate(rotation):
+        for catalog in self.catalogs.order():
             try:
                 response = yield self.client.request(
                     "POST", catalog, fill(BUY_ROUTE, book), body, timeout=FORWARD_TIMEOUT
                 )
             except Unavailable as e:
                 error = e
-                self._catalog = rotation[(number + 1) % len(rotation)]
+                self.catalogs.failed(catalog)
                 continue
-            self._catalog = next((c for c in self.catalogs if c.name == response.sequencer), catalog)
+            self.catalogs.heard(response.sequencer or catalog.name)
             return response.raise_for_error().json()
         log.warn(
             "no catalog replica could take the stock: {why}", why=error.message if error else "none listed"

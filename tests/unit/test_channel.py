@@ -398,7 +398,7 @@ class SameAnswersTests(SynchronousTestCase):
         cluster.get("/bazar/info/1")
         self.assertIn(info_key(1), cluster.cached_keys())
         frontend = cluster.frontend
-        link = Link({INVALIDATE_PATH: frontend.invalidate_call}, lambda: Stamp("frontend"))
+        link = Link({INVALIDATE_PATH: frontend.internal.invalidate_call}, lambda: Stamp("frontend"))
         d = link.call(INVALIDATE_PATH, json.dumps({"keys": [info_key(1)], "seq": 9}).encode())
         link.connect()
         self.assertEqual(result_of(d).json(), {"invalidated": [info_key(1)]})
