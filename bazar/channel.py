@@ -42,8 +42,9 @@ from werkzeug.routing import Map, Rule
 from bazar.client import ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BazarError, NotFound, NotSent, Unavailable, error_body
+from bazar.jsonio import Reply
 from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
-from bazar.web import Reply, verify_secret
+from bazar.secret import verify_secret
 
 log = Logger()
 

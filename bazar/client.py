@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from bazar.config import Replica
 from bazar.errors import NotSent, ReplicaError, Unavailable
+from bazar.jsonio import JSON
 from bazar.protocol import (
     EPOCH_HEADER,
     NEXT_AFTER_HEADER,
@@ -42,7 +43,6 @@ from bazar.protocol import (
     SEQUENCER_HEADER,
     TOTAL_HEADER,
 )
-from bazar.web import JSON
 
 POOL_SIZE_PER_HOST = 64
 MAX_KNOWN_ENDPOINTS = 64  # far more than a cluster has replicas; a bound all the same

@@ -22,11 +22,23 @@ from twisted.web.resource import IResource, Resource
 
 from bazar.channel import ChannelServer, Handler, Stamp
 from bazar.client import ReplicaClient
+from bazar.completion import runs_to_completion
 from bazar.config import Config, ConfigError, Replica
 from bazar.errors import BadRequest, BazarError, Conflict, Unavailable
 from bazar.failover import Role, Watchdog
 from bazar.http_limits import make_site
 from bazar.invalidation import FrontendNotifier
+from bazar.json_errors import install_json_errors
+from bazar.jsonio import (
+    Reply,
+    json_reply,
+    parse_json,
+    read_body,
+    read_json,
+    respond,
+    respond_json,
+    respond_reply,
+)
 from bazar.metrics import MeasuredResource, Metrics, gauge
 from bazar.protocol import (
     ELECT_PATH,
@@ -42,6 +54,7 @@ from bazar.protocol import (
 )
 from bazar.protocol.messages import Elect, Replicate
 from bazar.replication import Sequencer
+from bazar.secret import check_secret
 from bazar.service import (
     CallOnStop,
     channel_service,
@@ -53,20 +66,7 @@ from bazar.service import (
     web_service,
 )
 from bazar.storage import Entry, ReplicatedStore, SeedMismatch, SequenceGap, open_store
-from bazar.web import (
-    Reply,
-    check_secret,
-    install_json_errors,
-    json_reply,
-    parse_json,
-    query_id,
-    read_body,
-    read_json,
-    respond,
-    respond_json,
-    respond_reply,
-    runs_to_completion,
-)
+from bazar.validation import query_id
 
 S = TypeVar("S", bound=ReplicatedStore)
 INTERNAL_SEGMENT = INTERNAL_PREFIX.strip("/").encode()  # the first segment of every internal path

@@ -17,7 +17,10 @@ from bazar import validation
 from bazar.batching import MAX_LOOKUP
 from bazar.catalog.store import Book, BookPage, CatalogStore, no_such_book
 from bazar.channel import Handler
+from bazar.completion import runs_to_completion
 from bazar.errors import BadRequest
+from bazar.json_errors import install_json_errors
+from bazar.jsonio import Reply, json_reply, parse_json, read_body, read_json, respond_json, respond_reply
 from bazar.order.orphans import MAX_TAKES_PAGE
 from bazar.paging import LINK_HEADER, Page, link_next, parse_page, search_path
 from bazar.protocol import (
@@ -36,19 +39,7 @@ from bazar.protocol import (
 )
 from bazar.protocol.messages import Purchase
 from bazar.replica import ReplicaApp, forward
-from bazar.web import (
-    Reply,
-    install_json_errors,
-    json_reply,
-    parse_id,
-    parse_json,
-    query_id,
-    read_body,
-    read_json,
-    respond_json,
-    respond_reply,
-    runs_to_completion,
-)
+from bazar.validation import parse_id, query_id
 
 
 def respond_page(request: IRequest, path: str, page: Page, result: BookPage) -> bytes:

@@ -15,8 +15,9 @@ from twisted.web.iweb import IRequest
 from bazar import validation
 from bazar.client import ReplicaResponse
 from bazar.errors import BazarError
+from bazar.json_errors import RETRY_AFTER
+from bazar.jsonio import JSON, json_bytes, respond
 from bazar.protocol import CACHE_HEADER, REPLICA_HEADER
-from bazar.web import JSON, RETRY_AFTER, json_bytes, respond
 
 _JSON = JSON.encode()
 _HIT = b"hit"

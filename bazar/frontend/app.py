@@ -20,6 +20,7 @@ from twisted.web.resource import IResource
 from bazar import validation
 from bazar.channel import Handler
 from bazar.client import ReplicaClient, ReplicaResponse
+from bazar.completion import runs_to_completion
 from bazar.config import Config, Replica
 from bazar.errors import BadRequest
 from bazar.frontend import openapi, storefront
@@ -29,6 +30,8 @@ from bazar.frontend.internal import Internal
 from bazar.frontend.replicas import Replicas
 from bazar.frontend.status_page import cluster_view
 from bazar.invalidation import all_books_page_key, info_key, search_page_key
+from bazar.json_errors import install_json_errors
+from bazar.jsonio import raw_header, read_json, respond, respond_json
 from bazar.metrics import Metrics
 from bazar.paging import parse_page, search_path
 from bazar.protocol import (
@@ -45,15 +48,7 @@ from bazar.protocol import (
 )
 from bazar.protocol.messages import Purchase
 from bazar.roundrobin import SequencerFirst
-from bazar.web import (
-    install_json_errors,
-    parse_id,
-    raw_header,
-    read_json,
-    respond,
-    respond_json,
-    runs_to_completion,
-)
+from bazar.validation import parse_id
 
 
 class FrontendApp:

@@ -26,11 +26,11 @@ from bazar.frontend.answers import relay, send_hit
 from bazar.frontend.fastpath import ReadShortcut, UriKeys
 from bazar.frontend.replicas import Replicas
 from bazar.invalidation import PageKey
+from bazar.jsonio import json_bytes
 from bazar.lru import LRUCache
 from bazar.paging import Page, public_page_headers
 from bazar.protocol import CACHE_HEADER, LOOKUP_PATH
 from bazar.readthrough import ReadThroughCache
-from bazar.web import json_bytes
 
 log = Logger()
 

@@ -23,8 +23,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from bazar.client import ReplicaResponse
 from bazar.frontend.answers import send_hit
+from bazar.json_errors import failure_response
 from bazar.lru import LRUCache
-from bazar.web import failure_response
 
 log = Logger()
 

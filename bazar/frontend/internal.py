@@ -15,11 +15,12 @@ from twisted.web.iweb import IRequest
 from bazar.channel import Handler
 from bazar.client import ReplicaResponse
 from bazar.frontend.replicas import Replicas
+from bazar.jsonio import Reply, json_reply, parse_json, read_body, respond_reply
 from bazar.metrics import Metrics, counter, gauge
 from bazar.protocol import INVALIDATE_PATH
 from bazar.protocol.messages import Invalidate
 from bazar.readthrough import ReadThroughCache
-from bazar.web import Reply, check_secret, json_reply, parse_json, read_body, respond_reply
+from bazar.secret import check_secret
 
 
 class Internal:

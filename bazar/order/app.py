@@ -22,9 +22,12 @@ from twisted.web.iweb import IRequest
 
 from bazar import validation
 from bazar.client import ReplicaClient
+from bazar.completion import runs_to_completion
 from bazar.config import Replica
 from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
+from bazar.json_errors import install_json_errors
+from bazar.jsonio import read_json, respond_json, respond_reply
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
 from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
@@ -32,14 +35,7 @@ from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
 from bazar.roundrobin import SequencerFirst
-from bazar.web import (
-    install_json_errors,
-    parse_id,
-    read_json,
-    respond_json,
-    respond_reply,
-    runs_to_completion,
-)
+from bazar.validation import parse_id
 
 log = Logger()
 

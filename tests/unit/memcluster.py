@@ -44,6 +44,7 @@ from bazar.failover import Role
 from bazar.frontend.app import FrontendApp
 from bazar.http_limits import make_site
 from bazar.invalidation import FrontendNotifier, book_keys
+from bazar.jsonio import respond_json
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
 from bazar.order.store import OrderStore
@@ -52,7 +53,6 @@ from bazar.replica import measured
 from bazar.replication import FollowerLink, Sequencer
 from bazar.runners import InlineRunner
 from bazar.storage import Entry, ReplicatedStore
-from bazar.web import respond_json
 from tests.invariants import stock_problems
 
 SECRET = "unit-test-secret"

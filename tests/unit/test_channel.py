@@ -29,9 +29,9 @@ from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BadRequest, Forbidden, NotSent, Unavailable
 from bazar.invalidation import info_key
+from bazar.jsonio import Reply, json_reply
 from bazar.metrics import Metrics
 from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
-from bazar.web import Reply, json_reply
 from tests.unit.memcluster import SECRET, MemCluster, result_of
 
 PORT = 5111
