@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorCore
 
 T = TypeVar("T")
 
@@ -93,7 +94,7 @@ class PoolRunner:
             self._reader.close()
 
 
-def open_pool(path: Path, reactor: Any = None) -> adbapi.ConnectionPool:
+def open_pool(path: Path, reactor: IReactorCore | None = None) -> adbapi.ConnectionPool:
     """One connection, so transactions run strictly one after another, in submission order."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return adbapi.ConnectionPool(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore
 
 from bazar.digest import Row, digest_hex, row_hash
 from bazar.errors import Conflict
@@ -364,7 +365,7 @@ class ReplicatedStore:
 S = TypeVar("S", bound=ReplicatedStore)
 
 
-def open_store(store_type: type[S], path: Path, reactor: Any = None, **options: Any) -> S:
+def open_store(store_type: type[S], path: Path, reactor: IReactorCore | None = None, **options: Any) -> S:
     """Create and seed the database file if it is new (before the reactor starts: seconds
     for a million books), then hand it to a one-connection adbapi pool for everything after.
 
