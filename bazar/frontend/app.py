@@ -48,7 +48,6 @@ from bazar.protocol import (
 )
 from bazar.protocol.messages import Purchase
 from bazar.roundrobin import SequencerFirst
-from bazar.validation import parse_id
 
 
 class FrontendApp:
@@ -85,7 +84,7 @@ class FrontendApp:
 
     @app.route("/bazar/info/<book_id>", methods=["GET"])
     def info(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         return self.reads.book(request, info_key(book), book)
 
     @app.route("/bazar/search/<path:topic>", methods=["GET"])
@@ -118,7 +117,7 @@ class FrontendApp:
         return d.addErrback(purchase_failed, request, key)
 
     def _purchase(self, request: IRequest, book_id: str, key: str) -> Deferred[bytes]:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         quantity = validation.purchase_quantity(read_json(request, required=False))
         body = Purchase(quantity, key).body()
         d = self.replicas.write(self.replicas.orders, "POST", fill(PURCHASE_ROUTE, book), body)
@@ -127,14 +126,14 @@ class FrontendApp:
     @app.route("/bazar/update_price/<book_id>", methods=["PUT"])
     @runs_to_completion
     def update_price(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
         return self._send(request, self.replicas.catalogs, "PUT", fill(PRICE_ROUTE, book), body)
 
     @app.route("/bazar/update_quantity/<book_id>", methods=["PUT"])
     @runs_to_completion
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         body = validation.quantity_change(read_json(request))
         return self._send(request, self.replicas.catalogs, "PUT", fill(QUANTITY_ROUTE, book), body)
 
@@ -150,7 +149,7 @@ class FrontendApp:
 
     @app.route("/bazar/orders/<order_id>", methods=["GET"])
     def order(self, request: IRequest, order_id: str) -> Any:
-        order = parse_id(order_id, "order id")
+        order = validation.parse_id(order_id, "order id")
         return self.replicas.read(self.replicas.orders, fill(ORDER_ROUTE, order)).addCallback(relay, request)
 
     # -- the cluster at a glance, the API's description, the storefront ---------------

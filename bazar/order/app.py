@@ -35,7 +35,6 @@ from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
 from bazar.roundrobin import SequencerFirst
-from bazar.validation import parse_id
 
 log = Logger()
 
@@ -102,7 +101,7 @@ class OrderApp(ReplicaApp):
     @runs_to_completion
     @inlineCallbacks
     def purchase(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         purchase = Purchase.parse(read_json(request, required=False))
         # Every purchase has a key (the front end gives one to each its client sent without):
         # it ties the take at the catalog to the order (see ``bazar.order.orphans``).
@@ -151,6 +150,6 @@ class OrderApp(ReplicaApp):
     @app.route(ORDER_ROUTE, methods=["GET"])
     @inlineCallbacks
     def order(self, request: IRequest, order_id: str) -> Any:
-        order_number = parse_id(order_id, "order id")
+        order_number = validation.parse_id(order_id, "order id")
         order = yield self.read_committed(lambda: self.store.order(order_number))
         return respond_json(request, order)
