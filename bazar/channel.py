@@ -31,7 +31,7 @@ from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -42,8 +42,9 @@ from werkzeug.routing import Map, Rule
 from bazar.client import ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BazarError, NotFound, NotSent, Unavailable, error_body
+from bazar.jsonio import Reply
 from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
-from bazar.web import Reply, verify_secret
+from bazar.secret import verify_secret
 
 log = Logger()
 
@@ -211,9 +212,10 @@ class Channel:
     """The calling side: one AMP connection per peer, opened at the first call to it and
     again after it drops. Calls share it, each waiting for its own answer."""
 
-    def __init__(self, reactor: Any, clock: IReactorTime | None = None) -> None:
+    def __init__(self, reactor: IReactorTCP, clock: IReactorTime | None = None) -> None:
         self.reactor = reactor
-        self.clock = clock if clock is not None else reactor
+        # A real reactor keeps time too; a test gives a Clock.
+        self.clock: IReactorTime = clock if clock is not None else cast(IReactorTime, reactor)
         self._connected: dict[str, ChannelCaller] = {}
         # By address: the connection being made, and the callers waiting for it.
         self._connecting: dict[str, tuple[Deferred[ChannelCaller], list[Deferred[ChannelCaller]]]] = {}

@@ -18,9 +18,12 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from bazar.channel import Stamp
+from bazar.completion import runs_to_completion
 from bazar.config import Replica
 from bazar.errors import BazarError, Conflict
 from bazar.failover import Role
+from bazar.json_errors import install_json_errors
+from bazar.jsonio import json_reply, parse_json, read_body, read_json, respond, respond_json, respond_reply
 from bazar.protocol import (
     ELECT_PATH,
     EPOCH_HEADER,
@@ -34,20 +37,9 @@ from bazar.protocol import (
     internal_route,
 )
 from bazar.protocol.messages import Elect, Replicate
+from bazar.secret import check_secret
 from bazar.storage import ReplicatedStore, SequenceGap
-from bazar.web import (
-    check_secret,
-    install_json_errors,
-    json_reply,
-    parse_json,
-    query_id,
-    read_body,
-    read_json,
-    respond,
-    respond_json,
-    respond_reply,
-    runs_to_completion,
-)
+from bazar.validation import query_id
 
 INTERNAL_SEGMENT = INTERNAL_PREFIX.strip("/").encode()  # the first segment of every internal path
 

@@ -26,10 +26,10 @@ from bazar.config import Replica
 from bazar.endpoints import ReplicaEndpoints, RequireSecret
 from bazar.errors import Unavailable
 from bazar.failover import Role
+from bazar.jsonio import Reply
 from bazar.protocol import REPLICATE_PATH
 from bazar.replication import Sequencer
 from bazar.storage import ReplicatedStore
-from bazar.web import Reply
 
 T = TypeVar("T")
 

@@ -58,7 +58,7 @@ class Durable:
     def __init__(self, directory: Path | None) -> None:
         self.pool: adbapi.ConnectionPool | None = None
         if directory is not None:
-            from bazar.storage import open_pool  # WAL and synchronous=FULL, one connection
+            from bazar.runners import open_pool  # WAL and synchronous=FULL, one connection
 
             self.pool = open_pool(directory / "floor.sqlite")
 

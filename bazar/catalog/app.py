@@ -17,7 +17,10 @@ from bazar import validation
 from bazar.batching import MAX_LOOKUP
 from bazar.catalog.store import Book, BookPage, CatalogStore, no_such_book
 from bazar.channel import Handler
+from bazar.completion import runs_to_completion
 from bazar.errors import BadRequest
+from bazar.json_errors import install_json_errors
+from bazar.jsonio import Reply, json_reply, parse_json, read_body, read_json, respond_json, respond_reply
 from bazar.order.orphans import MAX_TAKES_PAGE
 from bazar.paging import LINK_HEADER, Page, link_next, parse_page, search_path
 from bazar.protocol import (
@@ -36,19 +39,6 @@ from bazar.protocol import (
 )
 from bazar.protocol.messages import Purchase
 from bazar.replica import ReplicaApp, forward
-from bazar.web import (
-    Reply,
-    install_json_errors,
-    json_reply,
-    parse_id,
-    parse_json,
-    query_id,
-    read_body,
-    read_json,
-    respond_json,
-    respond_reply,
-    runs_to_completion,
-)
 
 
 def respond_page(request: IRequest, path: str, page: Page, result: BookPage) -> bytes:
@@ -66,7 +56,8 @@ def parse_ids(request: IRequest) -> list[int]:
     values = (request.args or {}).get(b"ids", [])
     if len(values) != 1:
         raise BadRequest("give 'ids' once: book ids separated by commas")
-    book_ids = list(dict.fromkeys(parse_id(text) for text in values[0].decode("ascii", "replace").split(",")))
+    texts = values[0].decode("ascii", "replace").split(",")
+    book_ids = list(dict.fromkeys(validation.parse_id(text) for text in texts))
     if len(book_ids) > MAX_LOOKUP:
         raise BadRequest(f"at most {MAX_LOOKUP} ids in one lookup, not {len(book_ids)}")
     return book_ids
@@ -102,7 +93,7 @@ class CatalogApp(ReplicaApp):
 
     @app.route(BOOK_ROUTE, methods=["GET"])
     def book(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         return self.respond_committed(
             lambda: self.store.book(book),
             lambda: self.store.book_queued(book),
@@ -136,8 +127,8 @@ class CatalogApp(ReplicaApp):
         ``bazar.order.orphans``): ``{"takes": [...], "last_seq": the last entry looked at}``.
         Only writes a majority has, like every read: a take that a failover then loses must
         get no order."""
-        after = query_id(request, "after", 0)
-        limit = min(query_id(request, "limit", MAX_TAKES_PAGE), MAX_TAKES_PAGE)
+        after = validation.query_id(request, "after", 0)
+        limit = min(validation.query_id(request, "limit", MAX_TAKES_PAGE), MAX_TAKES_PAGE)
         if limit < 1:
             raise BadRequest("'limit' must be at least 1")
         takes, last = yield self.read_committed(lambda: self.store.takes_after(after, limit))
@@ -152,7 +143,7 @@ class CatalogApp(ReplicaApp):
 
     def buy_call(self, raw: bytes, book_id: str) -> Deferred[Reply]:
         """Take stock, if there is enough (over HTTP or the channel: ``BUY_ROUTE``)."""
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         purchase = Purchase.parse(parse_json(raw, required=False))
         return self._write(
             "POST",
@@ -167,7 +158,7 @@ class CatalogApp(ReplicaApp):
     @app.route(PRICE_ROUTE, methods=["PUT"])
     @runs_to_completion
     def update_price(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
         return respond_reply(
             request,
@@ -179,7 +170,7 @@ class CatalogApp(ReplicaApp):
     @app.route(QUANTITY_ROUTE, methods=["PUT"])
     @runs_to_completion
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         change = validation.quantity_change(read_json(request))
 
         def apply() -> Any:

@@ -22,22 +22,18 @@ from twisted.web.iweb import IRequest
 
 from bazar import validation
 from bazar.client import ReplicaClient
+from bazar.completion import runs_to_completion
 from bazar.config import Replica
 from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
+from bazar.json_errors import install_json_errors
+from bazar.jsonio import read_json, respond_json, respond_reply
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
 from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
 from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
-from bazar.web import (
-    install_json_errors,
-    parse_id,
-    read_json,
-    respond_json,
-    respond_reply,
-    runs_to_completion,
-)
+from bazar.roundrobin import SequencerFirst
 
 log = Logger()
 
@@ -59,9 +55,10 @@ class OrderApp(ReplicaApp):
     ) -> None:
         """Purchases take their stock from the catalog sequencer, through ``catalogs``."""
         super().__init__(replica, store, client, secret, role)
-        self.catalogs = catalogs
-        self._catalog = catalogs[0]  # the catalog sequencer as last heard of: first asked next time
-        self.orphans = Orphans(store, client, self._catalog_rotation, client.clock)
+        # Asked first: the catalog sequencer as last heard of (at first, the first listed).
+        self.catalogs = SequencerFirst(catalogs)
+        self.catalogs.heard(catalogs[0].name)
+        self.orphans = Orphans(store, client, self.catalogs.order, client.clock)
 
     def services(self, clock: IReactorTime) -> list[IService]:
         """While this replica sequences orders: the scans for takes without orders."""
@@ -72,29 +69,23 @@ class OrderApp(ReplicaApp):
     def _scan(self) -> None:
         self.orphans.tick(self.writer)  # not returned: a scan that fails must not stop the timer
 
-    def _catalog_rotation(self) -> tuple[Replica, ...]:
-        """Every catalog replica, the sequencer as last heard of first."""
-        first = self.catalogs.index(self._catalog)
-        return self.catalogs[first:] + self.catalogs[:first]
-
     @inlineCallbacks
     def _take_stock(self, book: int, body: dict[str, Any]) -> Any:
         """Buy at the catalog sequencer: every catalog answer names it, and any catalog replica
         would forward there (one hop more). A request that failed goes on to the next replica:
         it carries the purchase's key, so a catalog that took the stock already answers the
         repeat with the original. A replica that failed is asked last next time."""
-        rotation = self._catalog_rotation()
         error: Unavailable | None = None
-        for number, catalog in enumerate(rotation):
+        for catalog in self.catalogs.order():
             try:
                 response = yield self.client.request(
                     "POST", catalog, fill(BUY_ROUTE, book), body, timeout=FORWARD_TIMEOUT
                 )
             except Unavailable as e:
                 error = e
-                self._catalog = rotation[(number + 1) % len(rotation)]
+                self.catalogs.failed(catalog)
                 continue
-            self._catalog = next((c for c in self.catalogs if c.name == response.sequencer), catalog)
+            self.catalogs.heard(response.sequencer or catalog.name)
             return response.raise_for_error().json()
         log.warn(
             "no catalog replica could take the stock: {why}", why=error.message if error else "none listed"
@@ -107,7 +98,7 @@ class OrderApp(ReplicaApp):
     @runs_to_completion
     @inlineCallbacks
     def purchase(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         purchase = Purchase.parse(read_json(request, required=False))
         # Every purchase has a key (the front end gives one to each its client sent without):
         # it ties the take at the catalog to the order (see ``bazar.order.orphans``).
@@ -156,6 +147,6 @@ class OrderApp(ReplicaApp):
     @app.route(ORDER_ROUTE, methods=["GET"])
     @inlineCallbacks
     def order(self, request: IRequest, order_id: str) -> Any:
-        order_number = parse_id(order_id, "order id")
+        order_number = validation.parse_id(order_id, "order id")
         order = yield self.read_committed(lambda: self.store.order(order_number))
         return respond_json(request, order)

@@ -42,7 +42,8 @@ from bazar.failover import Role
 from bazar.order.store import OrderStore
 from bazar.protocol import SECRET_HEADER
 from bazar.replication import Sequencer
-from bazar.storage import Entry, InlineRunner, ReplicatedStore
+from bazar.runners import InlineRunner
+from bazar.storage import Entry, ReplicatedStore
 from tests.invariants import stock_problems
 from tests.unit.memnet import Delayed, Held, MemNetwork, Seen
 

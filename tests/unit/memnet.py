@@ -43,8 +43,8 @@ from bazar.assembly import ReplicaProcess, build_replica
 from bazar.client import ReplicaClient
 from bazar.config import Config, Replica
 from bazar.http_limits import make_site
+from bazar.jsonio import respond_json
 from bazar.storage import ReplicatedStore
-from bazar.web import respond_json
 
 CLIENT = IPv4Address("TCP", "127.0.0.1", 31337)
 

@@ -332,7 +332,7 @@ class WriteTests(ClusterTestCase):
         """Sent to a catalog follower once (which forwards), order-1 learns from the answer
         which replica sequences catalog writes and goes there directly from then on."""
         order = self.cluster.apps["order-1"]
-        order._catalog = next(c for c in self.cluster.config.catalog if c.name == "catalog-2")
+        order.catalogs.heard("catalog-2")
         for _ in range(3):
             self.assertEqual(self.cluster.post("/bazar/purchase/1").code, 200)
         buys = [s.name for s in self.cluster.dispatch.seen if s.path == "/catalog/books/1/buy"]

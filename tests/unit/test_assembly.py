@@ -18,7 +18,7 @@ from bazar.health import HealthProbe
 from bazar.metrics import MeasuredResource
 from bazar.order.app import OrderApp
 from bazar.order.store import OrderStore
-from bazar.storage import InlineRunner
+from bazar.runners import InlineRunner
 from tests.unit.memnet import MemNetwork
 
 CONFIG = bazar_config.parse({"cluster": {"secret": "s", "data_dir": "/nonexistent"}}, source="test_assembly")

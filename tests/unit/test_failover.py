@@ -41,7 +41,8 @@ from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role
 from bazar.order.store import OrderStore
 from bazar.protocol import REPLICATE_PATH
 from bazar.replication import HEARTBEAT_INTERVAL, REPLICATION_TIMEOUT, FollowerLink, Sequencer
-from bazar.storage import Entry, InlineRunner, ReplicatedStore
+from bazar.runners import InlineRunner
+from bazar.storage import Entry, ReplicatedStore
 from tests.unit.memnet import Held, MemNetwork
 
 T = TypeVar("T")

@@ -884,7 +884,7 @@ class ReadEpochTests(SynchronousTestCase):
         return FrontendApp(parse({"cluster": {"secret": "s"}}), client), client  # type: ignore[arg-type]
 
     def read(self, app: FrontendApp) -> tuple[ReplicaResponse, float]:
-        response = self.successResultOf(app._read(app.catalogs, "/catalog/books/1"))
+        response = self.successResultOf(app.replicas.read(app.replicas.catalogs, "/catalog/books/1"))
         return response, json.loads(response.body)["price"]
 
     def test_an_old_epoch_answer_goes_on_to_the_next_replica(self) -> None:
@@ -916,6 +916,7 @@ class ReadEpochTests(SynchronousTestCase):
         app, _ = self.app({name: (10.0, 1) for name in ("catalog-1", "catalog-2", "catalog-3")})
         app.health.current_epoch("catalog", 2)
         with capturedLogs() as events:
-            failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
+            read = app.replicas.read(app.replicas.catalogs, "/catalog/books/1")
+            failure = self.failureResultOf(read, Unavailable)
         self.assertEqual(failure.value.message, "no catalog replica can answer right now; try again shortly")
         self.assertIn("an old one", formatEvent(events[-1]))

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.http_limits import MAX_HEADERS
+from bazar.jsonio import JSON, MAX_BODY
 from bazar.protocol import SECRET_HEADER
-from bazar.web import JSON, MAX_BODY
 from tests.unit.memcluster import SECRET, MemCluster
 from tests.unit.rawhttp import RawConnection, RawReply, error_shape_problem
 

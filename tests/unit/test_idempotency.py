@@ -7,7 +7,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.errors import Conflict
 from bazar.order.store import OrderStore
-from bazar.storage import InlineRunner, Replayed
+from bazar.runners import InlineRunner
+from bazar.storage import Replayed
 from tests.unit.memcluster import MemCluster, result_of
 
 KEY = {"Idempotency-Key": "client-7f3a-0001"}

@@ -20,7 +20,7 @@ from bazar.catalog.store import CatalogStore, take_of
 from bazar.order.orphans import CHECK_INTERVAL, MAX_TAKES_PAGE, SCAN_INTERVAL
 from bazar.order.store import OrderStore
 from bazar.protocol import TAKES_PATH
-from bazar.storage import InlineRunner
+from bazar.runners import InlineRunner
 from tests.unit.memcluster import MemCluster, Reply, result_of
 from tests.unit.test_idempotency import KEY, in_doubt_advice
 

@@ -23,9 +23,11 @@ from bazar.catalog.store import (
     CatalogStore,
     generated_book,
 )
+from bazar.digest import row_hash
 from bazar.order.store import OrderStore
 from bazar.paging import Page
-from bazar.storage import InlineRunner, ReplicatedStore, SeedMismatch, open_store, row_hash
+from bazar.runners import InlineRunner
+from bazar.storage import ReplicatedStore, SeedMismatch, open_store
 
 S = TypeVar("S", bound=ReplicatedStore)
 T = TypeVar("T")

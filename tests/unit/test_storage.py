@@ -17,7 +17,8 @@ from bazar.catalog.store import MAX_STOCK, SEED_BOOKS, BookPage, CatalogStore
 from bazar.errors import Conflict, NotFound
 from bazar.order.store import OrderStore
 from bazar.paging import Page
-from bazar.storage import Entry, InlineRunner, PoolRunner, ReplicatedStore, SequenceGap, open_store
+from bazar.runners import InlineRunner, PoolRunner
+from bazar.storage import Entry, ReplicatedStore, SequenceGap, open_store
 
 S = TypeVar("S", bound=ReplicatedStore)
 T = TypeVar("T")
