@@ -371,14 +371,16 @@ class Sequencer:
 
     def followers(self) -> dict[str, dict[str, Any]]:
         """Each follower's confirmed sequence number, whether writes wait for it, and whether
-        it may be read from: it has every acknowledged write, which one out of sync also has
-        when only writes no majority has passed it by (this sequencer is cut off)."""
+        it may be read from: it has every acknowledged write (``committed``). One out of sync
+        has them when only writes no majority has passed it by (this sequencer is cut off);
+        one in sync may not, just after a takeover: it voted for this sequencer while behind,
+        and is being caught up (writes wait for it meanwhile)."""
         self.settled()  # brings ``committed`` up to date
         return {
             link.follower.name: {
                 "confirmed": link.confirmed,
                 "in_sync": link.in_sync,
-                "readable": link.in_sync or link.confirmed >= self.committed,
+                "readable": link.confirmed >= self.committed,
             }
             for link in self.links
         }

@@ -58,6 +58,8 @@ class Internal:
             health.current_epoch(message.role, message.epoch)
             if message.sequencer is not None:
                 health.report_sequencer(message.role, message.epoch, message.sequencer)
+                # A sequencer just elected has every write (see ``Health.current_epoch``).
+                health.report_lagging(message.sequencer, False, seq, pushed=True)
         for name in message.lagging or ():
             health.report_lagging(name, True, seq, pushed=True)
         for name in message.caught_up or ():

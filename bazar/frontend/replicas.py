@@ -68,11 +68,13 @@ class Replicas:
         """GET from the next readable replica in turn; from the one after if it cannot be
         reached, cannot serve reads now (503: e.g. a sequencer holding a write no majority
         has), or answers from an older epoch than the newest one known (it may lack writes
-        acknowledged since the takeover). Its probe says when it may be read again."""
+        acknowledged since the takeover). Its probe says when it may be read again. Just after
+        a takeover, before the new sequencer has reported on anyone, only an answer from the
+        sequencer itself is used."""
         error: Unavailable | None = None
         rotation = replicas.rotation()
         for replica in rotation:
-            if not self.health.readable(replica):
+            if not self.health.readable(replica) and not self.health.unreported(replica):
                 continue
             try:
                 response = yield self.call("GET", replica, path, timeout=READ_TIMEOUT)
@@ -84,8 +86,19 @@ class Replicas:
             elif response.epoch and not self.health.current_epoch(replica.role, response.epoch):
                 error = Unavailable(f"{replica.name} answered from epoch {response.epoch}, an old one")
                 why = OLD_EPOCH
-            else:
+            elif self.health.readable(replica):
                 return response
+            elif response.sequencer == replica.name:
+                # A new epoch's sequencer, which has every write, before it reported on itself.
+                self.health.report_lagging(replica.name, False, response.seq, pushed=True)
+                return response
+            else:
+                # A follower of a new epoch, which may have voted while behind
+                # (``Health.current_epoch``): not used until its sequencer reports on it.
+                error = Unavailable(
+                    f"{replica.name} is in epoch {response.epoch}, not yet known to be in sync"
+                )
+                continue
             self.health.mark(replica, False, why, error.message)
         raise none_can_answer(rotation[0].role, f"GET {path}", "answer", error)
 

@@ -149,17 +149,23 @@ class IsolatableClient(ReplicaClient):
         isolated: set[str],
         cuts: set[frozenset[str]],
         paused: dict[str, list[Callable[[], None]]],
+        blocked: set[tuple[str, str, str]] | None = None,
     ) -> None:
         super().__init__(http, SECRET, clock)
         self.name = name
         self.isolated = isolated
         self.cuts = cuts
         self.paused = paused
+        self.blocked = blocked if blocked is not None else set()
 
     def request(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
     ) -> Any:
-        if self.name in self.isolated or frozenset((self.name, replica.name)) in self.cuts:
+        if (
+            self.name in self.isolated
+            or frozenset((self.name, replica.name)) in self.cuts
+            or (self.name, replica.name, path) in self.blocked
+        ):
             return fail(NotSent(f"{self.name} is cut off from {replica.name}"))
         if self.name in self.paused:
             # A paused process sends nothing; what it meant to send leaves when it resumes
@@ -188,19 +194,27 @@ class Trio:
         self.net = MemNetwork()
         self.dispatch = self.net.dispatch
         self.outside = ReplicaClient(self.net.http, SECRET, self.clock)  # an operator, never isolated
-        self.net.add(config.frontend, build_frontend(config, self.outside, self.clock).resource)
+        self.frontend = build_frontend(config, self.outside, self.clock)
+        self.net.add(config.frontend, self.frontend.resource)
         self.stores: dict[str, CatalogStore] = {}
         self.roles: dict[str, Role] = {}
         self.services = MultiService()
         self.wipes: Counter[str] = Counter()
         self.cuts: set[frozenset[str]] = set()
         self.outbox: dict[str, list[Callable[[], None]]] = {}  # what paused replicas would send
+        self.blocked: set[tuple[str, str, str]] = set()  # (from, to, path) that never leaves
         for replica in config.catalog:
             store = new_store()
             test.addCleanup(store.close)
             self._count_wipes(replica.name, store)
             client = IsolatableClient(
-                self.net.http, self.clock, replica.name, self.dispatch.unreachable, self.cuts, self.outbox
+                self.net.http,
+                self.clock,
+                replica.name,
+                self.dispatch.unreachable,
+                self.cuts,
+                self.outbox,
+                self.blocked,
             )
             process = self.net.add_replica(config, replica.name, store, client, self.clock, NoJitter())
             self.stores[replica.name] = store
@@ -270,6 +284,10 @@ class Trio:
     def cut(self, a: str, b: str) -> None:
         """No request between ``a`` and ``b`` either way (each still reaches the third)."""
         self.cuts.add(frozenset((a, b)))
+
+    def block(self, sender: str, to: str, path: str) -> None:
+        """``sender``'s requests for ``path`` to ``to`` never leave (all else goes through)."""
+        self.blocked.add((sender, to, path))
 
     def hold_next(self, name: str) -> Held:
         """``name`` answers its next request at once, but the answer leaves on release()."""
@@ -1043,6 +1061,43 @@ class HangTests(FailoverTestCase):
 
 
 # -- 4. fencing a replaced sequencer -----------------------------------------------------
+
+
+class VoterBehindTests(FailoverTestCase):
+    """A replica can vote for a new sequencer while it lacks writes acknowledged before (it
+    was out of sync: paused, or cut off). The new sequencer catches it up, but until then
+    the front end must not read from it."""
+
+    def test_a_voter_behind_is_not_read_until_it_has_caught_up(self) -> None:
+        trio = Trio(self)
+        trio.start()
+        self.assertEqual(trio.write_price(C1, 3, 10.0).code, 200)
+        trio.pause(C1)
+        first = trio.replaced(C1)
+        # Acknowledged by ``first`` and the third replica; C1, paused, lacks it.
+        self.assertEqual(trio.write_price(first, 3, 42.0).code, 200)
+        (third,) = {C2, C3} - {first}
+        trio.isolate(first)
+        trio.block(third, C1, REPLICATE_PATH)  # C1 may vote, but is not caught up
+        trio.resume(C1)
+        self.assertEqual(trio.replaced(first), third)  # C1's vote, and the third's own
+        self.assertEqual(trio.price(C1, 3), 10.0)  # behind: it lacks an acknowledged write
+
+        replicas = trio.frontend.app.replicas
+        self.assertFalse(replicas.health.readable(trio.replica(C1)))
+        for _ in range(len(trio.config.catalog)):  # every replica's turn
+            d = replicas.read(replicas.catalogs, "/catalog/books/3")
+            trio.flush()
+            self.assertEqual(self.result(d).json()["price"], 42.0)
+
+        # Caught up, it is read from again once its sequencer says so (a probe of its status).
+        trio.blocked.clear()
+        trio.run(1)
+        self.assertEqual(trio.price(C1, 3), 42.0)
+        (probe,) = trio.frontend.services
+        probe.probe_all()  # type: ignore[attr-defined]
+        trio.flush()
+        self.assertTrue(replicas.health.readable(trio.replica(C1)))
 
 
 class FencingTests(FailoverTestCase):
