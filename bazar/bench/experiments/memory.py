@@ -18,6 +18,7 @@ from bazar.bench.experiments.context import COUNTERS, Context, summary_row
 from bazar.bench.load import Call, HTTPClient, RequestError, Response, Target
 from bazar.launch import listening_pid
 from bazar.protocol import SECRET_HEADER
+from bazar.reactors import IClientReactor
 
 MEMORY_REQUESTS_PER_SAMPLE = 60  # the run's request bound: 60 x --samples (60,000 by default)
 MEMORY_SEARCH_SHARE = 0.70  # searches for a topic no other request names: a new cache key each
@@ -28,7 +29,7 @@ class MemoryProbe:
     """The front end's resident memory, open descriptors and cache entries, from its /metrics
     (needs the cluster secret) or else from /proc of the process listening on its port."""
 
-    def __init__(self, reactor: Any, cluster: ClusterInfo, timeout: float) -> None:
+    def __init__(self, reactor: IClientReactor, cluster: ClusterInfo, timeout: float) -> None:
         self.cluster = cluster
         self.http = HTTPClient(reactor, Target.from_url(cluster.url), timeout)
         self.lock = DeferredLock()  # the poller and the run's own samples share one connection
