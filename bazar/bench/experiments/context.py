@@ -142,6 +142,14 @@ class Context:
         return run()
 
 
+@dataclass(frozen=True)
+class Run:
+    """One closed loop as measured, and the labels its rows and its samples carry."""
+
+    labels: dict[str, Any]
+    result: LoopResult
+
+
 def cache_label(cluster: ClusterInfo) -> str:
     return "off" if cluster.cache_size == 0 else "on"
 
