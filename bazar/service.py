@@ -26,6 +26,7 @@ from bazar.client import ReplicaClient, make_http, make_pool
 from bazar.config import Config, ConfigError, Replica, load
 from bazar.http_limits import make_site
 from bazar.logs import register_secret
+from bazar.reactors import IServerReactor, running_reactor
 from bazar.storage import ReplicatedStore, SeedMismatch, open_store
 
 # twistd's default --pidfile: one per working directory, so a second role started there
@@ -147,7 +148,7 @@ class CallOnStop(Service):
 
 
 def replica_client(
-    reactor: Any, config: Config, *, channel: bool = False
+    reactor: IServerReactor, config: Config, *, channel: bool = False
 ) -> tuple[ReplicaClient, Callable[[], Deferred[Any]]]:
     """The process's one client (HTTP on one persistent pool, and with ``channel`` the
     internal channel too), and how to close its connections."""
@@ -164,14 +165,14 @@ def replica_client(
     return client, close
 
 
-def channel_service(process: Replica, server: ChannelServer, reactor: Any) -> list[IService]:
+def channel_service(process: Replica, server: ChannelServer, reactor: IServerReactor) -> list[IService]:
     """The process's channel server (``bazar.channel``), if the config gives it a channel."""
     if process.channel_listen is None:
         return []
     return [strports.service(process.channel_listen, server, reactor=reactor)]
 
 
-def web_service(listen: str, site: Site, reactor: Any) -> IService:
+def web_service(listen: str, site: Site, reactor: IServerReactor) -> IService:
     return strports.service(listen, site, reactor=reactor)
 
 
@@ -197,12 +198,15 @@ def role_service(*children: IService) -> MultiService:
 
 
 def replica_service(
-    role: str, options: Mapping[str, Any], store_type: type[ReplicatedStore], reactor: Any = None
+    role: str,
+    options: Mapping[str, Any],
+    store_type: type[ReplicatedStore],
+    reactor: IServerReactor | None = None,
 ) -> MultiService:
     """One catalog or order replica process: its config, its store and its client opened, the
     replica built on them (``bazar.assembly.build_replica``), its listeners."""
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = running_reactor(IServerReactor)
     config = load_config(role, options["config"])
     try:
         replica = config.replica(role, options["replica"])

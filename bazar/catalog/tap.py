@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.application.service import MultiService
 
 from bazar.catalog.store import CatalogStore
+from bazar.reactors import IServerReactor
 from bazar.service import ReplicaOptions, replica_service
 
 
@@ -17,5 +16,5 @@ class Options(ReplicaOptions):
     )
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> MultiService:
     return replica_service("catalog", options, CatalogStore, reactor)

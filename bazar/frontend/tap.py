@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.application.service import MultiService
 
 from bazar.assembly import build_frontend
 from bazar.http_limits import make_site
+from bazar.reactors import IServerReactor, running_reactor
 from bazar.service import (
     CallOnStop,
     ConfigOptions,
@@ -26,9 +25,9 @@ class Options(ConfigOptions):
     longdesc = "Run Bazar's front end: the public API, the LRU cache, round robin over the replicas."
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> MultiService:
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = running_reactor(IServerReactor)
     config = load_config("frontend", options["config"])
     check_ports_free("frontend", config.frontend)
     client, close_client = replica_client(reactor, config)  # treq only: no channel out

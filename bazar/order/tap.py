@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.application.service import MultiService
 
 from bazar.order.store import OrderStore
+from bazar.reactors import IServerReactor
 from bazar.service import ReplicaOptions, replica_service
 
 
@@ -15,5 +14,5 @@ class Options(ReplicaOptions):
     longdesc = "Run one order replica. The first order replica in the config assigns order ids."
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> MultiService:
     return replica_service("order", options, OrderStore, reactor)

@@ -60,11 +60,14 @@ class Purchase:
 @dataclass(frozen=True)
 class Replicate:
     """``REPLICATE_PATH``: a gap-free run of the sequencer's log entries, and its last sequence
-    number; with a ``Role``, the epoch and the sequencer that sent it."""
+    number; and the epoch and the sequencer that sent it."""
 
     entries: list[tuple[int, dict[str, Any]]]
     last_seq: int = 0
-    epoch: int | None = None  # None: sent by a sequencer that is fixed (no failover)
+    # None: no epoch in the body. A Role's sequencer always sends one (``Role._lead`` gives
+    # every link its epoch); only a FollowerLink built without a Role (unit tests) sends none,
+    # and a follower applies such a message without checking an epoch.
+    epoch: int | None = None
     sequencer: str | None = None
 
     @classmethod

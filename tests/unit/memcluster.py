@@ -30,7 +30,6 @@ import treq
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar import config as bazar_config
@@ -50,13 +49,6 @@ from tests.unit.memnet import Delayed, Held, MemNetwork, Seen
 SECRET = "unit-test-secret"
 MAX_FLUSHES = 50
 
-_results = SynchronousTestCase()
-
-
-def result_of(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that has already fired (trial's ``successResultOf``)."""
-    return _results.successResultOf(d)
-
 
 class Reply(NamedTuple):
     """A response: status, headers (lower-case names, last value of each) and the body: decoded
@@ -70,7 +62,8 @@ class Reply(NamedTuple):
 class MemCluster:
     """Seven processes on one in-memory network; see the module docstring."""
 
-    def __init__(self, cache_size: int = 5, books: int = 7) -> None:
+    def __init__(self, test: SynchronousTestCase, cache_size: int = 5, books: int = 7) -> None:
+        self.test = test  # whose successResultOf reads the stores' Deferreds, fired in memory
         self._tmp = tempfile.mkdtemp(prefix="bazar-unit-")
         self.config: Config = bazar_config.parse(
             {"cluster": {"secret": SECRET, "data_dir": self._tmp, "cache_size": cache_size, "books": books}},
@@ -89,7 +82,7 @@ class MemCluster:
         for replica in (*self.config.catalog, *self.config.order):
             store_type = CatalogStore if replica.role == "catalog" else OrderStore
             store = store_type(InlineRunner(), **store_type.options(self.config))
-            result_of(store.setup())
+            self.test.successResultOf(store.setup())
             self.stores[replica.name] = store
             process = self.net.add_replica(self.config, replica.name, store, self.client(), self.clock)
             self.processes[replica.name] = process
@@ -126,8 +119,8 @@ class MemCluster:
         role = self.roles[name]
         epoch = role.epoch + 1
         for voter in others:
-            result_of(self.roles[voter].adopt(epoch, name))
-        result_of(role.adopt(epoch, name))
+            self.test.successResultOf(self.roles[voter].adopt(epoch, name))
+        self.test.successResultOf(role.adopt(epoch, name))
         assert role.writer is not None
 
     def scan_orders(self, after: float = 0) -> None:
@@ -195,18 +188,19 @@ class MemCluster:
         return treq.content(response).addCallback(decode)
 
     def wait(self, d: Deferred[Reply]) -> Reply:
-        """Flush until ``d`` fires; its Reply."""
-        results: list[Any] = []
-        d.addBoth(results.append)
+        """Flush until ``d`` fires; its Reply (the test fails if it failed or is still in flight)."""
+        fired: list[bool] = []
+
+        def seen(result: Any) -> Any:
+            fired.append(True)
+            return result
+
+        d.addBoth(seen)
         for _ in range(MAX_FLUSHES):
-            if results:
+            if fired:
                 break
             self._turn()
-        if not results:
-            raise AssertionError("no response: the request is still in flight")
-        if isinstance(results[0], Failure):
-            results[0].raiseException()
-        return results[0]
+        return self.test.successResultOf(d)
 
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
         return self.wait(self.send(method, path, body, **kwargs))
@@ -266,7 +260,7 @@ class MemCluster:
         """Every book in catalog replica ``name``'s own store."""
         store = self.stores[name]
         assert isinstance(store, CatalogStore)
-        return result_of(store.all_books())
+        return self.test.successResultOf(store.all_books())
 
     def book(self, name: str, book_id: int) -> dict[str, Any]:
         store = self.stores[name]
@@ -277,11 +271,11 @@ class MemCluster:
         """Every order in order replica ``name``'s own store."""
         store = self.stores[name]
         assert isinstance(store, OrderStore)
-        return result_of(store.all_orders())
+        return self.test.successResultOf(store.all_orders())
 
     def log(self, name: str) -> list[tuple[int, Entry]]:
         """Replica ``name``'s whole log."""
-        return result_of(self.stores[name].entries_after(0, 2**62))
+        return self.test.successResultOf(self.stores[name].entries_after(0, 2**62))
 
     def stock_problems(self, catalogs: tuple[str, ...] = (), orders: tuple[str, ...] = ()) -> list[str]:
         """What breaks the conservation of stock (``tests.invariants``) on each of ``catalogs``

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.catalog.store import SEED_BOOKS
-from tests.unit.memcluster import MemCluster, result_of
+from tests.unit.memcluster import MemCluster
 
 TITLES = {book_id: title for book_id, title, *_ in SEED_BOOKS}
 STOCK = {book_id: quantity for book_id, *_, quantity in SEED_BOOKS}
@@ -15,7 +15,7 @@ class ClusterTestCase(SynchronousTestCase):
     cache_size = 5
 
     def setUp(self) -> None:
-        self.cluster = MemCluster(cache_size=self.cache_size)
+        self.cluster = MemCluster(self, cache_size=self.cache_size)
         self.addCleanup(self.cluster.close)
 
     def assertEverywhere(self, book_id: int, **fields: object) -> None:
@@ -303,7 +303,7 @@ class WriteTests(ClusterTestCase):
             self.assertEqual(
                 self.cluster.internal("GET", name, "/internal/status").headers["x-bazar-epoch"], "1"
             )
-        response = result_of(
+        response = self.successResultOf(
             self.cluster.client().request("GET", self.cluster.config.catalog[1], "/catalog/books/0")
         )
         self.assertEqual((response.code, response.epoch, response.replica), (200, 1, "catalog-2"))

@@ -24,7 +24,7 @@ from bazar.errors import NotSent, Unavailable
 from bazar.frontend.app import FrontendApp
 from bazar.health import CATCHING_UP, Health, HealthProbe
 from bazar.protocol import REPLICATE_PATH, STATUS_PATH
-from tests.unit.memcluster import MAX_FLUSHES, MemCluster, result_of
+from tests.unit.memcluster import MAX_FLUSHES, MemCluster
 
 PROBE_INTERVAL = parse({"cluster": {"secret": "s"}}).probe_interval  # the default
 
@@ -419,7 +419,7 @@ class ClusterViewTests(SynchronousTestCase):
 
 class ClusterHealthTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
         self.health = self.cluster.frontend.health
         self.replicas = {r.name: r for r in (*self.cluster.config.catalog, *self.cluster.config.order)}
@@ -432,7 +432,7 @@ class ClusterHealthTests(SynchronousTestCase):
     def heartbeat(self, role: str = "catalog") -> Any:
         d = self.cluster.sequencers[role].heartbeat()
         self.settle()
-        return result_of(d)
+        return self.successResultOf(d)
 
     def probe(self) -> None:
         """One round of the front end's probe (production runs it every probe_interval)."""
@@ -441,7 +441,7 @@ class ClusterHealthTests(SynchronousTestCase):
         )
         d = probe.probe_all()
         self.settle()
-        result_of(d)
+        self.successResultOf(d)
 
     def fall_behind(self, *names: str) -> None:
         """As a follower that missed writes (or was restarted): a replicate call shows it a gap,
@@ -472,7 +472,7 @@ class ClusterHealthTests(SynchronousTestCase):
         return {r["name"]: r for r in view["replicas"]}
 
     def digest(self, name: str) -> str:
-        return result_of(self.cluster.stores[name].status())["digest"]
+        return self.successResultOf(self.cluster.stores[name].status())["digest"]
 
     def test_reads_skip_a_down_replica_and_retry_on_the_next(self) -> None:
         """A read that finds catalog-2 unreachable is answered by the next replica (no failed
@@ -815,7 +815,7 @@ class InvalidateTests(SynchronousTestCase):
     """``/internal/invalidate``: what a sequencer pushes to the front end."""
 
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
         self.health = self.cluster.frontend.health
 

@@ -147,7 +147,7 @@ def requests(draw: st.DrawFn, secret: bool = False) -> Raw:
 
 class HostileTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def raw(self, to: str, data: bytes, head: bool = False) -> list[RawReply]:

@@ -13,7 +13,7 @@ from tests.unit.memcluster import MemCluster, Reply
 
 class CatalogLookupTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def lookup(self, query: str, to: str = "catalog-2") -> Reply:
@@ -50,7 +50,7 @@ class CatalogLookupTests(SynchronousTestCase):
 
 class FrontendLookupTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def lookups(self) -> list[tuple[str, str]]:
