@@ -35,6 +35,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 
 from bazar.errors import Conflict
+from bazar.group_commit import GroupCommit
 
 if TYPE_CHECKING:
     from bazar.config import Config
@@ -193,6 +194,8 @@ class ReplicatedStore:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        # Sequenced writes that queue while one commits share the next transaction.
+        self.commits = GroupCommit(runner, weigh=_entry_size)
         # The last sequence number committed here, kept in memory for metrics and status
         # figures that must not wait for the database.
         self.applied_seq = 0
@@ -376,8 +379,10 @@ class ReplicatedStore:
 
         With ``idempotency`` (key, request), a key already written fails with ``Replayed``
         carrying the original entry, and a key written for another request with Conflict.
+        Writes submitted while another transaction commits share the next one, each in its
+        own savepoint (``bazar.group_commit``).
         """
-        d = self.runner.runInteraction(self._sequence, operation, args, idempotency)
+        d = self.commits.submit(self._sequence, operation, args, idempotency)
         return d.addCallback(self._committed)
 
     def _committed(self, sequenced: tuple[int, Entry]) -> tuple[int, Entry]:
@@ -468,6 +473,11 @@ class ReplicatedStore:
 
     def _status(self, txn: Cursor) -> dict[str, Any]:
         return {"last_seq": self._last_seq(txn), "digest": self._meta(txn, "digest")}
+
+
+def _entry_size(sequenced: tuple[int, Entry]) -> int:
+    """A sequenced write's log entry in bytes, for the group commit's bound."""
+    return len(json.dumps(sequenced[1]))
 
 
 S = TypeVar("S", bound=ReplicatedStore)
