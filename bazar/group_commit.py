@@ -107,12 +107,26 @@ class GroupCommit:
         self.batches = 0
         self._queue: list[_Write[Any]] = []
         self._committing = False
+        self._gathering = 0
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """The writes submitted in this block go in one transaction (or after the one under
+        way): for a caller that has several at once (``bazar.order.takes``), whose first
+        would otherwise go alone."""
+        self._gathering += 1
+        try:
+            yield
+        finally:
+            self._gathering -= 1
+            if not self._gathering and not self._committing:
+                self._next()
 
     def submit(self, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
         """``interaction(txn, *args)`` in the next transaction: at once if none is under way."""
         write = _Write(interaction, args)
         self._queue.append(write)
-        if not self._committing:
+        if not self._committing and not self._gathering:
             self._next()
         return write.done
 

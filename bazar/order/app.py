@@ -27,7 +27,8 @@ from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
-from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
+from bazar.order.takes import TakeBatcher
+from bazar.protocol import BUY_ROUTE, BUYS_PATH, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
 from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.replication import Sequencer
@@ -65,6 +66,12 @@ class OrderApp(ReplicaApp):
         self.catalogs = catalogs
         self._catalog = catalogs[0]  # the catalog sequencer as last heard of: first asked next time
         self.orphans = Orphans(store, client, self._catalog_rotation, client.clock)
+        # Takes that queue while one call is under way go in the next, their orders in one batch.
+        self.takes = TakeBatcher(
+            lambda book, body: self._at_catalog(fill(BUY_ROUTE, book), body),
+            lambda body: self._at_catalog(BUYS_PATH, body),
+            store.commits.together,
+        )
 
     def services(self, clock: IReactorTime) -> list[IService]:
         """While this replica sequences orders: the scans for takes without orders."""
@@ -81,18 +88,17 @@ class OrderApp(ReplicaApp):
         return self.catalogs[first:] + self.catalogs[:first]
 
     @inlineCallbacks
-    def _take_stock(self, book: int, body: dict[str, Any]) -> Any:
-        """Buy at the catalog sequencer: every catalog answer names it, and any catalog replica
-        would forward there (one hop more). A request that failed goes on to the next replica:
-        it carries the purchase's key, so a catalog that took the stock already answers the
-        repeat with the original. A replica that failed is asked last next time."""
+    def _at_catalog(self, path: str, body: dict[str, Any]) -> Any:
+        """Take stock at the catalog sequencer (one take or a batch, ``path``): every catalog
+        answer names it, and any catalog replica would forward there (one hop more). A request
+        that failed goes on to the next replica: each take carries its purchase's key, so a
+        catalog that took the stock already answers the repeat with the original. A replica
+        that failed is asked last next time."""
         rotation = self._catalog_rotation()
         error: Unavailable | None = None
         for number, catalog in enumerate(rotation):
             try:
-                response = yield self.client.request(
-                    "POST", catalog, fill(BUY_ROUTE, book), body, timeout=FORWARD_TIMEOUT
-                )
+                response = yield self.client.request("POST", catalog, path, body, timeout=FORWARD_TIMEOUT)
             except Unavailable as e:
                 error = e
                 self._catalog = rotation[(number + 1) % len(rotation)]
@@ -135,7 +141,7 @@ class OrderApp(ReplicaApp):
             # The same key goes to the catalog: a retry after a crash between taking the
             # stock and recording the order gets the original stock answer and takes nothing
             # twice; and a take whose order is never recorded here is found by its key.
-            bought = yield self._take_stock(book, body)
+            bought = yield self.takes.take(book, body)
             if writer.retired:  # replaced while the catalog answered: the new sequencer records it
                 raise Unavailable(f"{self.replica.name} no longer sequences orders")
             entry = yield writer.write(

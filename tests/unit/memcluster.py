@@ -53,6 +53,7 @@ from bazar.replication import FollowerLink, Sequencer
 from bazar.storage import Entry, InlineRunner, ReplicatedStore
 from bazar.web import respond_json
 from tests.invariants import stock_problems
+from tests.unit.queuedrunner import QueuedRunner
 
 SECRET = "unit-test-secret"
 MAX_FLUSHES = 50
@@ -228,10 +229,13 @@ class HostDispatch(Resource):
 class MemCluster:
     """Seven apps behind one StubTreq; see the module docstring."""
 
-    def __init__(self, cache_size: int = 5, books: int = 7, failover: bool = False) -> None:
+    def __init__(
+        self, cache_size: int = 5, books: int = 7, failover: bool = False, queued: bool = False
+    ) -> None:
         """``failover``: every replica has a ``Role`` (epochs), as in production, so a test can
         make another replica take over (``take_over``); else the first of each role
-        sequences for good."""
+        sequences for good. ``queued``: each store's transactions run at the end of the turn
+        (``QueuedRunner``, in ``runners``), as on adbapi's thread, so writes form batches."""
         self._tmp = tempfile.mkdtemp(prefix="bazar-unit-")
         self.config: Config = bazar_config.parse(
             {"cluster": {"secret": SECRET, "data_dir": self._tmp, "cache_size": cache_size, "books": books}},
@@ -250,6 +254,8 @@ class MemCluster:
         site.displayTracebacks = production.displayTracebacks
         self.failover = failover
         self.stores: dict[str, ReplicatedStore] = {}
+        self.queued = queued
+        self.runners: dict[str, QueuedRunner] = {}
         self.apps: dict[str, Any] = {}
         self.sequencers: dict[str, Sequencer] = {}
         self.roles: dict[str, Role] = {}
@@ -281,8 +287,11 @@ class MemCluster:
     ) -> None:
         """Mirrors ``replica_service``: one store and client each, the first one sequences."""
         for replica in replicas:
-            store = store_type(InlineRunner(), **store_type.options(self.config))
-            result_of(store.setup())
+            runner = QueuedRunner(self.clock) if self.queued else InlineRunner()
+            store = store_type(runner, **store_type.options(self.config))
+            if isinstance(runner, QueuedRunner):
+                self.runners[replica.name] = runner
+            self._now(replica.name, store.setup())
             client = self.client()
             self.stores[replica.name] = store
             if self.failover:
@@ -323,8 +332,8 @@ class MemCluster:
         role = self.roles[name]
         epoch = role.epoch + 1
         for voter in others:
-            result_of(self.roles[voter].adopt(epoch, name))
-        result_of(role.adopt(epoch, name))
+            self._now(voter, self.roles[voter].adopt(epoch, name))
+        self._now(name, role.adopt(epoch, name))
         assert role.writer is not None
         self.sequencers[role.replica.role] = role.writer
 
@@ -464,7 +473,7 @@ class MemCluster:
         """Every book in catalog replica ``name``'s own store."""
         store = self.stores[name]
         assert isinstance(store, CatalogStore)
-        return result_of(store.all_books())
+        return self._now(name, store.all_books())
 
     def book(self, name: str, book_id: int) -> dict[str, Any]:
         store = self.stores[name]
@@ -475,11 +484,19 @@ class MemCluster:
         """Every order in order replica ``name``'s own store."""
         store = self.stores[name]
         assert isinstance(store, OrderStore)
-        return result_of(store.all_orders())
+        return self._now(name, store.all_orders())
 
     def log(self, name: str) -> list[tuple[int, Entry]]:
         """Replica ``name``'s whole log."""
-        return result_of(self.stores[name].entries_after(0, 2**62))
+        return self._now(name, self.stores[name].entries_after(0, 2**62))
+
+    def _now(self, name: str, d: Deferred[Any]) -> Any:
+        """The result of a read of ``name``'s store, run now even if its runner is queued
+        (whatever transactions wait before it run first)."""
+        runner = self.runners.get(name)
+        if runner is not None and not runner.paused:
+            runner.run_all()
+        return result_of(d)
 
     def stock_problems(self, catalogs: tuple[str, ...] = (), orders: tuple[str, ...] = ()) -> list[str]:
         """What breaks the conservation of stock (``tests.invariants``) on each of ``catalogs``
