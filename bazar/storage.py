@@ -1,10 +1,11 @@
 """SQLite storage shared by every replica: a table of data plus a log of sequenced writes.
 
-Each write is one transaction that changes the data *and* appends the resulting entry to
-``log`` under the next sequence number, so a replica's state is exactly "the entries up to
-``last_seq`` applied in order". The sequencer creates entries (``sequence``); followers
-apply the sequencer's entries in order and refuse to skip one (``apply``); the log lets
-anyone resend what a replica missed (``entries_after``).
+Each write changes the data *and* appends the resulting entry to ``log`` under the next
+sequence number in one transaction (shared with the writes of its batch: ``bazar.group_commit``),
+so a replica's state is exactly "the entries up to ``last_seq`` applied in order". The
+sequencer creates entries (``sequence``); followers apply the sequencer's entries in order and
+refuse to skip one (``apply``); the log lets anyone resend what a replica missed
+(``entries_after``).
 
 SQL runs through a *runner* with adbapi's ``runInteraction`` signature: in production a
 ``PoolRunner``, an ``adbapi.ConnectionPool`` with one connection, so statements leave the

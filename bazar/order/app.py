@@ -5,7 +5,8 @@ catalog take the stock (one atomic conditional decrement at the catalog sequence
 replicated and invalidated before it answers), then records the order under the next
 sequence number and replicates it to every order follower, and only then answers. Both
 writes carry the purchase's idempotency key, so that a take whose order was never recorded
-is found and given its order (``bazar.order.orphans``).
+is found and given its order (``bazar.order.orphans``). Under load, the takes and then the
+orders of the purchases that queue meanwhile go in batches (``bazar.order.takes``).
 """
 
 from __future__ import annotations
