@@ -23,8 +23,8 @@ T = TypeVar("T")
 
 
 class QueuedRunner(InlineRunner):
-    def __init__(self, clock: Clock | None = None) -> None:
-        super().__init__()
+    def __init__(self, clock: Clock | None = None, path: str = ":memory:") -> None:
+        super().__init__(path)
         self.clock = clock
         self.waiting: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
         self.written = 0

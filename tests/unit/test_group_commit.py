@@ -9,6 +9,8 @@ The stores run on a ``QueuedRunner``: each transaction waits until the test runs
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -137,6 +139,58 @@ class GroupCommitTests(StoreTestCase):
         self.assertEqual([self.successResultOf(d)[0] for d in writes[1:]], [3, 4, 5])
         # 1 (the blocker), 1 (cut by bytes), 3 (cut by count: the two left over and one more)
         self.assertEqual(self.store.commits.batches, 3)
+
+    def test_a_write_that_fails_half_way_leaves_nothing_behind(self) -> None:
+        """A write that changed a row and then failed is rolled back to its savepoint: its
+        change is gone, the writes before and after it in the batch are kept."""
+        commits = GroupCommit(self.runner)
+
+        def put(txn: Any, key: str, fail: bool = False) -> None:
+            txn.execute("INSERT INTO meta (key, value) VALUES (?, 1)", (key,))
+            if fail:
+                raise Conflict("changed my mind")
+
+        with commits.together():  # one batch, the first not alone
+            writes = [commits.submit(put, "before"), commits.submit(put, "failed", True)]
+            writes.append(commits.submit(put, "after"))
+        self.assertEqual(len(self.runner.waiting), 1)
+        self.runner.run_all()
+        self.failureResultOf(writes[1], Conflict)
+        keys = self.runner.runInteraction(
+            lambda txn: [row[0] for row in txn.execute("SELECT key FROM meta WHERE value = 1 ORDER BY key")]
+        )
+        self.runner.run_all()
+        self.assertEqual(self.successResultOf(keys), ["after", "before"])
+        self.assertEqual((commits.batches, self.runner.written), (1, 1))
+
+    def test_one_commit_per_batch(self) -> None:
+        """The batch's writes commit together, at its end: while the second runs, another
+        connection does not see the first (a savepoint that opened the transaction would
+        have committed it on its release: one fsync per write)."""
+        path = self.mktemp()
+        runner = QueuedRunner(path=path)
+        self.addCleanup(runner.close)
+        commits = GroupCommit(runner)
+        seen: list[Any] = []
+
+        def put(txn: Any, key: str) -> None:
+            txn.execute("INSERT INTO t (key) VALUES (?)", (key,))
+
+        def look(txn: Any) -> None:
+            with closing(sqlite3.connect(path)) as other:
+                seen.append(other.execute("SELECT key FROM t").fetchall())
+
+        created = runner.runInteraction(lambda txn: txn.execute("CREATE TABLE t (key TEXT)"))
+        runner.run_all()
+        self.successResultOf(created)
+        with commits.together():
+            writes = [commits.submit(put, "first"), commits.submit(look), commits.submit(put, "second")]
+        runner.run_all()
+        for d in writes:
+            self.successResultOf(d)
+        self.assertEqual(seen, [[]])
+        with closing(sqlite3.connect(path)) as other:
+            self.assertEqual(other.execute("SELECT key FROM t").fetchall(), [("first",), ("second",)])
 
     def test_a_failed_transaction_fails_every_write_in_it(self) -> None:
         """When the transaction itself fails, none of its writes happened, and each says so."""
