@@ -43,14 +43,17 @@ from bazar.client import ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BazarError, NotFound, NotSent, Unavailable, error_body
 from bazar.jsonio import Reply
-from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
+from bazar.protocol import BUY_ROUTE, BUYS_PATH, INVALIDATE_PATH, REPLICATE_PATH
 from bazar.secret import verify_secret
 
 log = Logger()
 
 # The routes the channel carries, all POST. Each is also the key of its handler.
 CARRIED = Map(
-    [Rule(route, endpoint=route, methods=["POST"]) for route in (REPLICATE_PATH, INVALIDATE_PATH, BUY_ROUTE)]
+    [
+        Rule(route, endpoint=route, methods=["POST"])
+        for route in (REPLICATE_PATH, INVALIDATE_PATH, BUY_ROUTE, BUYS_PATH)
+    ]
 )
 # AMP's limit on one value: a larger body goes over HTTP, and no carried answer comes near it.
 MAX_CHANNEL_BODY = amp.MAX_VALUE_LENGTH

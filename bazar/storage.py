@@ -1,10 +1,11 @@
 """SQLite storage shared by every replica: a table of data plus a log of sequenced writes.
 
-Each write is one transaction that changes the data *and* appends the resulting entry to
-``log`` under the next sequence number, so a replica's state is exactly "the entries up to
-``last_seq`` applied in order". The sequencer creates entries (``sequence``); followers
-apply the sequencer's entries in order and refuse to skip one (``apply``); the log lets
-anyone resend what a replica missed (``entries_after``).
+Each write changes the data *and* appends the resulting entry to ``log`` under the next
+sequence number in one transaction (shared with the writes of its batch: ``bazar.group_commit``),
+so a replica's state is exactly "the entries up to ``last_seq`` applied in order". The
+sequencer creates entries (``sequence``); followers apply the sequencer's entries in order and
+refuse to skip one (``apply``); the log lets anyone resend what a replica missed
+(``entries_after``).
 
 SQL runs through a *runner* (``bazar.runners``): a one-connection adbapi pool in production,
 an inline in-memory database in unit tests.
@@ -27,6 +28,7 @@ from twisted.internet.interfaces import IReactorCore
 
 from bazar.digest import Row, digest_hex, row_hash
 from bazar.errors import Conflict
+from bazar.group_commit import GroupCommit
 from bazar.runners import PoolRunner, Runner, configure_connection, open_pool
 
 if TYPE_CHECKING:
@@ -85,6 +87,8 @@ class ReplicatedStore:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        # Sequenced writes that queue while one commits share the next transaction.
+        self.commits = GroupCommit(runner, weigh=_entry_size)
         # The last sequence number committed here, kept in memory for metrics and status
         # figures that must not wait for the database.
         self.applied_seq = 0
@@ -268,8 +272,10 @@ class ReplicatedStore:
 
         With ``idempotency`` (key, request), a key already written fails with ``Replayed``
         carrying the original entry, and a key written for another request with Conflict.
+        Writes submitted while another transaction commits share the next one, each in its
+        own savepoint (``bazar.group_commit``).
         """
-        d = self.runner.runInteraction(self._sequence, operation, args, idempotency)
+        d = self.commits.submit(self._sequence, operation, args, idempotency)
         return d.addCallback(self._committed)
 
     def _committed(self, sequenced: tuple[int, Entry]) -> tuple[int, Entry]:
@@ -360,6 +366,11 @@ class ReplicatedStore:
 
     def _status(self, txn: Cursor) -> dict[str, Any]:
         return {"last_seq": self._last_seq(txn), "digest": self._meta(txn, "digest")}
+
+
+def _entry_size(sequenced: tuple[int, Entry]) -> int:
+    """A sequenced write's log entry in bytes, for the group commit's bound."""
+    return len(json.dumps(sequenced[1]))
 
 
 S = TypeVar("S", bound=ReplicatedStore)

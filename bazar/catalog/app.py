@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from bazar import validation
@@ -18,7 +20,7 @@ from bazar.batching import MAX_LOOKUP
 from bazar.catalog.store import Book, BookPage, CatalogStore, no_such_book
 from bazar.channel import Handler
 from bazar.completion import runs_to_completion
-from bazar.errors import BadRequest
+from bazar.errors import BadRequest, BazarError
 from bazar.json_errors import install_json_errors
 from bazar.jsonio import Reply, json_reply, parse_json, read_body, read_json, respond_json, respond_reply
 from bazar.order.orphans import MAX_TAKES_PAGE
@@ -27,6 +29,7 @@ from bazar.protocol import (
     BOOK_ROUTE,
     BOOKS_PATH,
     BUY_ROUTE,
+    BUYS_PATH,
     LOOKUP_PATH,
     NEXT_AFTER_HEADER,
     PRICE_ROUTE,
@@ -37,8 +40,22 @@ from bazar.protocol import (
     TOTAL_HEADER,
     fill,
 )
-from bazar.protocol.messages import Purchase
+from bazar.protocol.messages import Buys, Purchase
 from bazar.replica import ReplicaApp, forward
+from bazar.storage import Entry
+
+log = Logger()
+
+
+def buy_result(outcome: Entry | Failure) -> dict[str, Any]:
+    """One take's answer in a ``Buys`` call: the book as it now is, or the error its own
+    call (``BUY_ROUTE``) would have answered with."""
+    if not isinstance(outcome, Failure):
+        return {"book": outcome["book"]}
+    if isinstance(outcome.value, BazarError):
+        return {"error": {"code": outcome.value.code, "message": outcome.value.message}}
+    log.failure("a take in a batch failed", outcome)
+    return {"error": {"code": 500, "message": "internal error"}}
 
 
 def respond_page(request: IRequest, path: str, page: Page, result: BookPage) -> bytes:
@@ -152,8 +169,29 @@ class CatalogApp(ReplicaApp):
             lambda: self.store.buy(book, purchase.quantity, purchase.idempotency_key),
         )
 
+    @app.route(BUYS_PATH, methods=["POST"])
+    @runs_to_completion
+    def buys(self, request: IRequest) -> Any:
+        return respond_reply(request, self.buys_call(read_body(request)))
+
+    def buys_call(self, raw: bytes) -> Deferred[Reply]:
+        """Take the stock of several purchases (``messages.Buys``, over HTTP or the channel):
+        one batch at the sequencer (``bazar.group_commit``), and each take its own answer, as
+        if each had come on its own."""
+        message = Buys.parse(parse_json(raw))
+        writer = self.writer
+        if writer is None:
+            return forward(self.client, self.sequencer, "POST", BUYS_PATH, message.body())
+        with self.store.commits.together():
+            takes = [
+                writer.write(self.store.buy(book, purchase.quantity, purchase.idempotency_key))
+                for book, purchase in message.buys
+            ]
+        answers = gatherResults([take.addBoth(buy_result) for take in takes])
+        return answers.addCallback(lambda results: json_reply({"results": results}))
+
     def channel_handlers(self) -> dict[str, Handler]:
-        return {**super().channel_handlers(), BUY_ROUTE: self.buy_call}
+        return {**super().channel_handlers(), BUY_ROUTE: self.buy_call, BUYS_PATH: self.buys_call}
 
     @app.route(PRICE_ROUTE, methods=["PUT"])
     @runs_to_completion

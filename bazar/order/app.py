@@ -5,7 +5,8 @@ catalog take the stock (one atomic conditional decrement at the catalog sequence
 replicated and invalidated before it answers), then records the order under the next
 sequence number and replicates it to every order follower, and only then answers. Both
 writes carry the purchase's idempotency key, so that a take whose order was never recorded
-is found and given its order (``bazar.order.orphans``).
+is found and given its order (``bazar.order.orphans``). Under load, the takes and then the
+orders of the purchases that queue meanwhile go in batches (``bazar.order.takes``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from bazar.json_errors import install_json_errors
 from bazar.jsonio import read_json, respond_json, respond_reply
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
-from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
+from bazar.order.takes import TakeBatcher
+from bazar.protocol import BUY_ROUTE, BUYS_PATH, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
 from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
 from bazar.roundrobin import SequencerFirst
@@ -59,6 +61,12 @@ class OrderApp(ReplicaApp):
         self.catalogs = SequencerFirst(catalogs)
         self.catalogs.heard(catalogs[0].name)
         self.orphans = Orphans(store, client, self.catalogs.order, client.clock)
+        # Takes that queue while one call is under way go in the next, their orders in one batch.
+        self.takes = TakeBatcher(
+            lambda book, body: self._at_catalog(fill(BUY_ROUTE, book), body),
+            lambda body: self._at_catalog(BUYS_PATH, body),
+            store.commits.together,
+        )
 
     def services(self, clock: IReactorTime) -> list[IService]:
         """While this replica sequences orders: the scans for takes without orders."""
@@ -70,17 +78,16 @@ class OrderApp(ReplicaApp):
         self.orphans.tick(self.writer)  # not returned: a scan that fails must not stop the timer
 
     @inlineCallbacks
-    def _take_stock(self, book: int, body: dict[str, Any]) -> Any:
-        """Buy at the catalog sequencer: every catalog answer names it, and any catalog replica
-        would forward there (one hop more). A request that failed goes on to the next replica:
-        it carries the purchase's key, so a catalog that took the stock already answers the
-        repeat with the original. A replica that failed is asked last next time."""
+    def _at_catalog(self, path: str, body: dict[str, Any]) -> Any:
+        """Take stock at the catalog sequencer (one take or a batch, ``path``): every catalog
+        answer names it, and any catalog replica would forward there (one hop more). A request
+        that failed goes on to the next replica: each take carries its purchase's key, so a
+        catalog that took the stock already answers the repeat with the original. A replica
+        that failed is asked last next time."""
         error: Unavailable | None = None
         for catalog in self.catalogs.order():
             try:
-                response = yield self.client.request(
-                    "POST", catalog, fill(BUY_ROUTE, book), body, timeout=FORWARD_TIMEOUT
-                )
+                response = yield self.client.request("POST", catalog, path, body, timeout=FORWARD_TIMEOUT)
             except Unavailable as e:
                 error = e
                 self.catalogs.failed(catalog)
@@ -123,7 +130,7 @@ class OrderApp(ReplicaApp):
             # The same key goes to the catalog: a retry after a crash between taking the
             # stock and recording the order gets the original stock answer and takes nothing
             # twice; and a take whose order is never recorded here is found by its key.
-            bought = yield self._take_stock(book, body)
+            bought = yield self.takes.take(book, body)
             if writer.retired:  # replaced while the catalog answered: the new sequencer records it
                 raise Unavailable(f"{self.replica.name} no longer sequences orders")
             entry = yield writer.write(

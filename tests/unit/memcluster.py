@@ -45,6 +45,7 @@ from bazar.runners import InlineRunner
 from bazar.storage import Entry, ReplicatedStore
 from tests.invariants import stock_problems
 from tests.unit.memnet import Delayed, Held, MemNetwork, Seen
+from tests.unit.queuedrunner import QueuedRunner
 
 SECRET = "unit-test-secret"
 MAX_FLUSHES = 50
@@ -62,7 +63,11 @@ class Reply(NamedTuple):
 class MemCluster:
     """Seven processes on one in-memory network; see the module docstring."""
 
-    def __init__(self, test: SynchronousTestCase, cache_size: int = 5, books: int = 7) -> None:
+    def __init__(
+        self, test: SynchronousTestCase, cache_size: int = 5, books: int = 7, queued: bool = False
+    ) -> None:
+        """``queued``: each store's transactions run at the end of the turn (``QueuedRunner``),
+        as on adbapi's thread, so writes form batches (``bazar.group_commit``)."""
         self.test = test  # whose successResultOf reads the stores' Deferreds, fired in memory
         self._tmp = tempfile.mkdtemp(prefix="bazar-unit-")
         self.config: Config = bazar_config.parse(
@@ -73,6 +78,7 @@ class MemCluster:
         self.net = MemNetwork()
         self.dispatch = self.net.dispatch
         self.stores: dict[str, ReplicatedStore] = {}
+        self.runners: dict[str, QueuedRunner] = {}
         self.processes: dict[str, ReplicaProcess] = {}
         self.service = MultiService()
 
@@ -81,8 +87,11 @@ class MemCluster:
         self.net.add(self.config.frontend, frontend.resource)
         for replica in (*self.config.catalog, *self.config.order):
             store_type = CatalogStore if replica.role == "catalog" else OrderStore
-            store = store_type(InlineRunner(), **store_type.options(self.config))
-            self.test.successResultOf(store.setup())
+            runner = QueuedRunner(self.clock) if queued else InlineRunner()
+            store = store_type(runner, **store_type.options(self.config))
+            if isinstance(runner, QueuedRunner):
+                self.runners[replica.name] = runner
+            self._now(replica.name, store.setup())
             self.stores[replica.name] = store
             process = self.net.add_replica(self.config, replica.name, store, self.client(), self.clock)
             self.processes[replica.name] = process
@@ -119,8 +128,8 @@ class MemCluster:
         role = self.roles[name]
         epoch = role.epoch + 1
         for voter in others:
-            self.test.successResultOf(self.roles[voter].adopt(epoch, name))
-        self.test.successResultOf(role.adopt(epoch, name))
+            self._now(voter, self.roles[voter].adopt(epoch, name))
+        self._now(name, role.adopt(epoch, name))
         assert role.writer is not None
 
     def scan_orders(self, after: float = 0) -> None:
@@ -260,7 +269,7 @@ class MemCluster:
         """Every book in catalog replica ``name``'s own store."""
         store = self.stores[name]
         assert isinstance(store, CatalogStore)
-        return self.test.successResultOf(store.all_books())
+        return self._now(name, store.all_books())
 
     def book(self, name: str, book_id: int) -> dict[str, Any]:
         store = self.stores[name]
@@ -271,11 +280,19 @@ class MemCluster:
         """Every order in order replica ``name``'s own store."""
         store = self.stores[name]
         assert isinstance(store, OrderStore)
-        return self.test.successResultOf(store.all_orders())
+        return self._now(name, store.all_orders())
 
     def log(self, name: str) -> list[tuple[int, Entry]]:
         """Replica ``name``'s whole log."""
-        return self.test.successResultOf(self.stores[name].entries_after(0, 2**62))
+        return self._now(name, self.stores[name].entries_after(0, 2**62))
+
+    def _now(self, name: str, d: Deferred[Any]) -> Any:
+        """The result of a read of ``name``'s store, run now even if its runner is queued
+        (whatever transactions wait before it run first)."""
+        runner = self.runners.get(name)
+        if runner is not None and not runner.paused:
+            runner.run_all()
+        return self.test.successResultOf(d)
 
     def stock_problems(self, catalogs: tuple[str, ...] = (), orders: tuple[str, ...] = ()) -> list[str]:
         """What breaks the conservation of stock (``tests.invariants``) on each of ``catalogs``

@@ -173,6 +173,10 @@ class RecordingNotice:
         self.calls.append(("written", seq, entry, list(lagging)))
         return self._answer()
 
+    def written_many(self, writes: list[tuple[int, Entry]]) -> Deferred[Any]:
+        self.calls.append(("written_many", list(writes)))
+        return self._answer()
+
     def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
         self.calls.append(("caught_up", follower, seq))
         return self._answer()

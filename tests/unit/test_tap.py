@@ -37,7 +37,7 @@ from bazar.failover import Watchdog
 from bazar.frontend import tap as frontend_tap
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
-from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
+from bazar.protocol import BUY_ROUTE, BUYS_PATH, INVALIDATE_PATH, REPLICATE_PATH
 from bazar.service import CallOnStop
 
 TAPS = {"frontend": frontend_tap, "catalog": catalog_tap, "order": order_tap, "cluster": cluster_tap}
@@ -241,11 +241,11 @@ class ServiceTests(TapTestCase):
     def test_channel_servers(self) -> None:
         """With channels in the config, each process also listens on its own, serving the
         carried routes it has: invalidations at the front end, replication at every replica,
-        buys at the catalog. The replicas' clients call over it; the front end's does not."""
+        buys (one or a batch) at the catalog. The replicas' clients call over it; the front end's does not."""
         config_path = self.write("channels.toml", toml(self.data_dir, channel_ports={}))
         expected = {
             ("frontend", None): {INVALIDATE_PATH},
-            ("catalog", "catalog-2"): {REPLICATE_PATH, BUY_ROUTE},
+            ("catalog", "catalog-2"): {REPLICATE_PATH, BUY_ROUTE, BUYS_PATH},
             ("order", "order-1"): {REPLICATE_PATH},
         }
         for (role, name), routes in expected.items():
