@@ -10,7 +10,7 @@ it would have: the turn was ending anyway, and a lone miss goes out as soon as i
 
 The catalog answers a lookup (``bazar.protocol.LOOKUP_PATH``, ``?ids=3,1,4``) from one snapshot, with one
 sequence number, exactly as it would answer each id on its own; the front end splits the
-answer (``bazar.frontend.app.split_lookup``), so the cache sees one answer per book.
+answer (``bazar.frontend.cached_reads.split_lookup``), so the cache sees one answer per book.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -42,14 +42,18 @@ from werkzeug.routing import Map, Rule
 from bazar.client import ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BazarError, NotFound, NotSent, Unavailable, error_body
-from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
-from bazar.web import Reply, verify_secret
+from bazar.jsonio import Reply
+from bazar.protocol import BUY_ROUTE, BUYS_PATH, INVALIDATE_PATH, REPLICATE_PATH
+from bazar.secret import verify_secret
 
 log = Logger()
 
 # The routes the channel carries, all POST. Each is also the key of its handler.
 CARRIED = Map(
-    [Rule(route, endpoint=route, methods=["POST"]) for route in (REPLICATE_PATH, INVALIDATE_PATH, BUY_ROUTE)]
+    [
+        Rule(route, endpoint=route, methods=["POST"])
+        for route in (REPLICATE_PATH, INVALIDATE_PATH, BUY_ROUTE, BUYS_PATH)
+    ]
 )
 # AMP's limit on one value: a larger body goes over HTTP, and no carried answer comes near it.
 MAX_CHANNEL_BODY = amp.MAX_VALUE_LENGTH
@@ -211,9 +215,10 @@ class Channel:
     """The calling side: one AMP connection per peer, opened at the first call to it and
     again after it drops. Calls share it, each waiting for its own answer."""
 
-    def __init__(self, reactor: Any, clock: IReactorTime | None = None) -> None:
+    def __init__(self, reactor: IReactorTCP, clock: IReactorTime | None = None) -> None:
         self.reactor = reactor
-        self.clock = clock if clock is not None else reactor
+        # A real reactor keeps time too; a test gives a Clock.
+        self.clock: IReactorTime = clock if clock is not None else cast(IReactorTime, reactor)
         self._connected: dict[str, ChannelCaller] = {}
         # By address: the connection being made, and the callers waiting for it.
         self._connecting: dict[str, tuple[Deferred[ChannelCaller], list[Deferred[ChannelCaller]]]] = {}

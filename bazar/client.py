@@ -19,7 +19,7 @@ from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionClosed, TimeoutError
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.web.client import (
     URI,
     Agent,
@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from bazar.config import Replica
 from bazar.errors import NotSent, ReplicaError, Unavailable
+from bazar.jsonio import JSON
 from bazar.protocol import (
     EPOCH_HEADER,
     NEXT_AFTER_HEADER,
@@ -42,7 +43,6 @@ from bazar.protocol import (
     SEQUENCER_HEADER,
     TOTAL_HEADER,
 )
-from bazar.web import JSON
 
 POOL_SIZE_PER_HOST = 64
 MAX_KNOWN_ENDPOINTS = 64  # far more than a cluster has replicas; a bound all the same
@@ -59,7 +59,7 @@ class _QuietPool(HTTPConnectionPool):
     _factory = _QuietClientFactory
 
 
-def make_pool(reactor: Any) -> HTTPConnectionPool:
+def make_pool(reactor: IReactorTime) -> HTTPConnectionPool:
     pool = _QuietPool(reactor, persistent=True)
     pool.maxPersistentPerHost = POOL_SIZE_PER_HOST
     pool.cachedConnectionTimeout = 60
@@ -75,7 +75,7 @@ class KnownEndpoints:
     IDNA-encodes the host each time: about 5 % of a call's CPU time, measured, for
     addresses that never change (the replicas in the config)."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorTCP) -> None:
         self.reactor = reactor
         self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
@@ -92,7 +92,8 @@ class KnownEndpoints:
         return endpoint
 
 
-def make_agent(reactor: Any, pool: HTTPConnectionPool) -> IAgent:
+def make_agent(reactor: IReactorTCP, pool: HTTPConnectionPool) -> IAgent:
+    """(``reactor`` also keeps time, as every reactor does, for the agent's timeouts.)"""
     return Agent.usingEndpointFactory(reactor, KnownEndpoints(reactor), pool=pool)
 
 
@@ -107,7 +108,7 @@ class NoCookies(IndexableCookieJar):
         pass
 
 
-def make_http(reactor: Any, pool: HTTPConnectionPool) -> HTTPClient:
+def make_http(reactor: IReactorTCP, pool: HTTPConnectionPool) -> HTTPClient:
     """treq's client on ``pool``, without a cookie jar."""
     return HTTPClient(make_agent(reactor, pool), cookiejar=NoCookies())
 

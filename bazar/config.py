@@ -76,16 +76,6 @@ class Config:
         known = ", ".join(r.name for r in replicas)
         raise ConfigError(f"unknown {role} replica {name!r} in {self.source}; known: {known}")
 
-    @property
-    def catalog_sequencer(self) -> Replica:
-        """The catalog replica that orders every catalog write: the first one listed."""
-        return self.catalog[0]
-
-    @property
-    def order_sequencer(self) -> Replica:
-        """The order replica that assigns order ids: the first one listed."""
-        return self.order[0]
-
     def database_path(self, replica: Replica) -> Path:
         return self.data_dir / f"{replica.name}.sqlite"
 

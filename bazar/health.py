@@ -33,6 +33,8 @@ from bazar.protocol import STATUS_PATH
 NO_CONNECTION = "unreachable: no connection could be made"
 STOPPED_ANSWERING = "unreachable: it stopped answering"
 CATCHING_UP = "not ready: catching up with its sequencer"
+# The sequence number of a lagging mark no sequencer has made (after a takeover): any report wins.
+UNKNOWN_SEQ = -1
 NO_MAJORITY = "not ready: its latest writes are not yet on a majority of its role"
 OLD_EPOCH = "in an old epoch: another replica has taken over its role's writes"
 STATUS_FAILED = "not ready: its status check failed"
@@ -69,11 +71,14 @@ class Health:
         if reported > newest:
             self._epochs[role] = reported
             if newest:
-                # What the replaced sequencer said of its followers no longer counts (its
-                # sequence numbers are not the new sequencer's): the new one reports its own
-                # followers, and before it acknowledges any write one of them lacks.
-                for name in [n for n in self._lagging if self._roles.get(n) == role]:
-                    del self._lagging[name]
+                # What the replaced sequencer said of its followers no longer counts. Nor can
+                # a replica be read from before the new sequencer says it may: one that voted
+                # for it may lack writes acknowledged before the takeover (it was behind, and
+                # the new sequencer is only catching it up). Each stays unread until the new
+                # sequencer reports it readable (probe or push; any report beats UNKNOWN_SEQ)
+                # or it turns out to be that sequencer.
+                for name in [n for n, r in self._roles.items() if r == role]:
+                    self._lagging[name] = (UNKNOWN_SEQ, True, False)
             self.on_new_epoch(role, newest, reported)
             return True
         return reported == newest
@@ -94,6 +99,11 @@ class Health:
     def readable(self, replica: Replica) -> bool:
         return self.is_up(replica) and not self.is_lagging(replica.name)
 
+    def unreported(self, replica: Replica) -> bool:
+        """Up, but in a new epoch whose sequencer has not reported on it yet (it may be that
+        sequencer: only an answer that says so is used)."""
+        return self.is_up(replica) and self._lagging.get(replica.name, (0, False))[0] == UNKNOWN_SEQ
+
     def is_lagging(self, name: str) -> bool:
         return self._lagging.get(name, (0, False))[1]
 
@@ -102,7 +112,10 @@ class Health:
         if not self.is_up(replica):
             return self._down[replica.name] or self._down_state(replica.name)
         if self.is_lagging(replica.name):
-            return f"lagging: its sequencer reported it behind at write {self._lagging[replica.name][0]}"
+            seq = self._lagging[replica.name][0]
+            if seq == UNKNOWN_SEQ:
+                return "not known to have every write yet: a new sequencer has not reported on it"
+            return f"lagging: its sequencer reported it behind at write {seq}"
         return None
 
     def _down_state(self, name: str) -> str:

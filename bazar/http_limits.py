@@ -38,7 +38,8 @@ from bazar.errors import (
     PayloadTooLarge,
     URITooLong,
 )
-from bazar.web import JSON, MAX_BODY, failure_response, respond
+from bazar.json_errors import failure_response
+from bazar.jsonio import JSON, MAX_BODY, respond
 
 log = Logger()
 

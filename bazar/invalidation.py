@@ -105,14 +105,19 @@ class FrontendNotifier:
         self._waiters: list[Deferred[Any]] = []
 
     def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
-        keys = self.keys(entry)
-        epoch = self.epoch() if self.epoch is not None else None
-        if not keys and not lagging and epoch == self._told_epoch:
-            return succeed(None)
         if lagging:
-            return self._push(keys, seq, lagging)
+            return self._push(self.keys(entry), seq, lagging)
+        return self.written_many([(seq, entry)])
+
+    def written_many(self, writes: list[tuple[int, Entry]]) -> Deferred[Any]:
+        """Writes none of whose followers lagged (one group commit's batch): their keys
+        go together, in the next push."""
+        keys = [key for _, entry in writes for key in self.keys(entry)]
+        epoch = self.epoch() if self.epoch is not None else None
+        if not keys and epoch == self._told_epoch:
+            return succeed(None)
         self._keys.update(dict.fromkeys(keys))
-        self._seq = max(self._seq, seq)
+        self._seq = max(self._seq, *(seq for seq, _ in writes))
         d: Deferred[Any] = Deferred()
         self._waiters.append(d)
         if not self._sending:

@@ -25,8 +25,9 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from bazar.errors import BazarError
+from bazar.jsonio import raw_header, respond
 from bazar.protocol import SECRET_HEADER
-from bazar.web import raw_header, respond, verify_secret
+from bazar.secret import verify_secret
 
 METRICS_PATH = b"/metrics"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)

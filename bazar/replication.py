@@ -53,6 +53,10 @@ class FrontendNotice(Protocol):
 
     def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]: ...
 
+    def written_many(self, writes: list[tuple[int, Entry]]) -> Deferred[Any]:
+        """``written`` for one batch's writes (none lagging), told in one push."""
+        ...
+
     def caught_up(self, follower: str, seq: int) -> Deferred[Any]: ...
 
     def announce(self, sequencer: str, seq: int) -> Deferred[Any]: ...
@@ -102,7 +106,8 @@ class FollowerLink:
             return succeed(True)  # a catch-up read it from the log and sent it already
         self._queue.append((seq, entry))
         d = self._wait(seq)
-        self._pump()
+        # While a group commit hands out its batch, at its end: the whole batch in one request.
+        self.store.commits.delivery.send(self._pump)
         return d
 
     def confirm(self, seq: int) -> Deferred[bool]:
@@ -273,6 +278,9 @@ class Sequencer:
         self.committed = store.applied_seq
         # The newest write that missed its majority here (0: none), until a majority has it.
         self.unconfirmed = 0
+        # Writes of the batch being handed out (``bazar.group_commit``), to tell the front end
+        # of in one push at its end: (seq, entry, fired when told).
+        self._untold: list[tuple[int, Entry, Deferred[Any]]] = []
         self._running: list[Deferred[None]] = []  # one per write not finished yet, fired when it is
         for link in links:
             link.on_caught_up = self._caught_up
@@ -320,7 +328,7 @@ class Sequencer:
             told = self._tell(seq, entry, [])
             confirmed = yield gatherResults([link.confirm(seq) for link in self.links])
         else:
-            told = self._tell(seq, entry, [])
+            told = self._tell_written(seq, entry)
             confirmed = yield gatherResults([link.ship(seq, entry) for link in self.links])
         lagging = [link.follower.name for link, ok in zip(self.links, confirmed, strict=True) if not ok]
         have_it = 1 + len(self.links) - len(lagging)
@@ -357,6 +365,34 @@ class Sequencer:
             return succeed(None)
         return self.notice.written(seq, entry, lagging)
 
+    def _tell_written(self, seq: int, entry: Entry) -> Deferred[Any]:
+        """``_tell`` for a new write: with the rest of its group commit's batch, in one push."""
+        if self.notice is None:
+            return succeed(None)
+        told: Deferred[Any] = Deferred()
+        self._untold.append((seq, entry, told))
+        self.store.commits.delivery.send(self._tell_untold)
+        return told
+
+    def _tell_untold(self) -> None:
+        untold, self._untold = self._untold, []
+        if not untold or self.notice is None:
+            return
+        if len(untold) == 1:
+            seq, entry, _ = untold[0]
+            d = self.notice.written(seq, entry, [])
+        else:
+            d = self.notice.written_many([(seq, entry) for seq, entry, _ in untold])
+
+        def fan_out(result: Any) -> None:
+            for _, _, told in untold:
+                if isinstance(result, Failure):
+                    told.errback(result)
+                else:
+                    told.callback(result)
+
+        d.addBoth(fan_out)
+
     def heartbeat(self) -> Deferred[Any]:
         """Heartbeat every follower (which also starts any catch-up)."""
         return gatherResults([link.heartbeat() for link in self.links])
@@ -371,14 +407,16 @@ class Sequencer:
 
     def followers(self) -> dict[str, dict[str, Any]]:
         """Each follower's confirmed sequence number, whether writes wait for it, and whether
-        it may be read from: it has every acknowledged write, which one out of sync also has
-        when only writes no majority has passed it by (this sequencer is cut off)."""
+        it may be read from: it has every acknowledged write (``committed``). One out of sync
+        has them when only writes no majority has passed it by (this sequencer is cut off);
+        one in sync may not, just after a takeover: it voted for this sequencer while behind,
+        and is being caught up (writes wait for it meanwhile)."""
         self.settled()  # brings ``committed`` up to date
         return {
             link.follower.name: {
                 "confirmed": link.confirmed,
                 "in_sync": link.in_sync,
-                "readable": link.in_sync or link.confirmed >= self.committed,
+                "readable": link.confirmed >= self.committed,
             }
             for link in self.links
         }

@@ -1,4 +1,5 @@
-"""What every role's ``tap.py`` shares: options, loading the config, checking ports, cleanup.
+"""What every role's ``tap.py`` shares: options, loading the config, checking ports, opening
+the store, the listeners, cleanup: the process's I/O, around what ``bazar.assembly`` builds.
 
 Errors a user can cause (bad config, unknown replica, port in use) end the process with
 one clear line instead of a traceback: ``SystemExit`` carrying the message.
@@ -9,7 +10,8 @@ from __future__ import annotations
 import errno
 import gc
 import socket
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from twisted.application import strports
@@ -18,10 +20,14 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.python import usage
 from twisted.web.server import Site
 
+from bazar.assembly import build_replica
 from bazar.channel import Channel, ChannelServer
 from bazar.client import ReplicaClient, make_http, make_pool
 from bazar.config import Config, ConfigError, Replica, load
+from bazar.http_limits import make_site
 from bazar.logs import register_secret
+from bazar.reactors import IServerReactor, running_reactor
+from bazar.storage import ReplicatedStore, SeedMismatch, open_store
 
 # twistd's default --pidfile: one per working directory, so a second role started there
 # would refuse to run ("Another twistd server is running").
@@ -142,7 +148,7 @@ class CallOnStop(Service):
 
 
 def replica_client(
-    reactor: Any, config: Config, *, channel: bool = False
+    reactor: IServerReactor, config: Config, *, channel: bool = False
 ) -> tuple[ReplicaClient, Callable[[], Deferred[Any]]]:
     """The process's one client (HTTP on one persistent pool, and with ``channel`` the
     internal channel too), and how to close its connections."""
@@ -159,14 +165,14 @@ def replica_client(
     return client, close
 
 
-def channel_service(process: Replica, server: ChannelServer, reactor: Any) -> list[IService]:
+def channel_service(process: Replica, server: ChannelServer, reactor: IServerReactor) -> list[IService]:
     """The process's channel server (``bazar.channel``), if the config gives it a channel."""
     if process.channel_listen is None:
         return []
     return [strports.service(process.channel_listen, server, reactor=reactor)]
 
 
-def web_service(listen: str, site: Site, reactor: Any) -> IService:
+def web_service(listen: str, site: Site, reactor: IServerReactor) -> IService:
     return strports.service(listen, site, reactor=reactor)
 
 
@@ -189,3 +195,36 @@ def role_service(*children: IService) -> MultiService:
     for child in (*children, FreezeHeap()):
         child.setServiceParent(service)
     return service
+
+
+def replica_service(
+    role: str,
+    options: Mapping[str, Any],
+    store_type: type[ReplicatedStore],
+    reactor: IServerReactor | None = None,
+) -> MultiService:
+    """One catalog or order replica process: its config, its store and its client opened, the
+    replica built on them (``bazar.assembly.build_replica``), its listeners."""
+    if reactor is None:
+        reactor = running_reactor(IServerReactor)
+    config = load_config(role, options["config"])
+    try:
+        replica = config.replica(role, options["replica"])
+    except ConfigError as e:
+        raise fail(role, str(e)) from None
+    check_ports_free(role, replica)
+    path = config.database_path(replica)
+    try:
+        store = open_store(store_type, path, reactor, **store_type.options(config))
+    except SeedMismatch as e:
+        raise fail(role, f"{path}: {e}") from None
+    except (OSError, sqlite3.Error) as e:
+        raise fail(role, f"cannot open {path}: {e}") from None
+    client, close_client = replica_client(reactor, config, channel=True)
+    process = build_replica(config, replica.name, store, client, reactor)
+    return role_service(
+        web_service(replica.listen, make_site(process.resource), reactor),
+        *channel_service(replica, process.channel, reactor),
+        *process.services,
+        CallOnStop(close_client, store.close),
+    )

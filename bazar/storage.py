@@ -1,40 +1,35 @@
 """SQLite storage shared by every replica: a table of data plus a log of sequenced writes.
 
-Each write is one transaction that changes the data *and* appends the resulting entry to
-``log`` under the next sequence number, so a replica's state is exactly "the entries up to
-``last_seq`` applied in order". The sequencer creates entries (``sequence``); followers
-apply the sequencer's entries in order and refuse to skip one (``apply``); the log lets
-anyone resend what a replica missed (``entries_after``).
+Each write changes the data *and* appends the resulting entry to ``log`` under the next
+sequence number in one transaction (shared with the writes of its batch: ``bazar.group_commit``),
+so a replica's state is exactly "the entries up to ``last_seq`` applied in order". The
+sequencer creates entries (``sequence``); followers apply the sequencer's entries in order and
+refuse to skip one (``apply``); the log lets anyone resend what a replica missed
+(``entries_after``).
 
-SQL runs through a *runner* with adbapi's ``runInteraction`` signature: in production a
-``PoolRunner``, an ``adbapi.ConnectionPool`` with one connection, so statements leave the
-reactor thread and transactions run one at a time in submission order (plus ``read_now``:
-point reads by primary key on a read-only connection of the reactor thread); in unit tests
-an ``InlineRunner`` that runs the same SQL synchronously on an in-memory database.
+SQL runs through a *runner* (``bazar.runners``): a one-connection adbapi pool in production,
+an inline in-memory database in unit tests.
 
-The digest that tells whether two replicas hold the same data is kept up to date rather
-than computed on demand (hashing a million rows per ``status()`` takes seconds): it is the
-sum, modulo 2**256, of the SHA-256 of every row, stored in the ``meta`` table and changed
-in the same transaction as the row (minus the old row's hash, plus the new one's). Equal
-data gives equal sums whatever order the rows were written in; different data gives a
-different sum except by a 2**-256 accident. ``recompute_digest`` sums from scratch, to
-check.
+The ``meta`` table keeps the digest of the data (``bazar.digest``), changed in the same
+transaction as each row; ``recompute_digest`` sums it from scratch, to check.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore
 
+from bazar.digest import Row, digest_hex, row_hash
 from bazar.errors import Conflict
+from bazar.group_commit import GroupCommit
+from bazar.runners import PoolRunner, Runner, configure_connection, open_pool
 
 if TYPE_CHECKING:
     from bazar.config import Config
@@ -42,114 +37,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Entry = dict[str, Any]
 Cursor = Any  # an adbapi Transaction or a sqlite3.Cursor: both have execute/fetchone/fetchall
-Row = tuple[Any, ...]  # one data row's column values, in the table's column order
-
-DIGEST_MODULUS = 2**256
 BATCH = 10_000  # rows per executemany / fetchmany: bounded memory, few round trips
-
-
-def row_hash(row: Row) -> int:
-    """SHA-256 of one row as an integer, over an encoding that is unambiguous and the same on
-    every Python version: a string as its length and its text, a number as its repr."""
-    text = "\x1f".join([f"{len(v)}:{v}" if isinstance(v, str) else repr(v) for v in row])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
-
-
-def digest_hex(total: int) -> str:
-    return f"{total % DIGEST_MODULUS:064x}"
 
 
 def batches(rows: Iterable[T], size: int = BATCH) -> Iterator[list[T]]:
     iterator = iter(rows)
     while batch := list(islice(iterator, size)):
         yield batch
-
-
-class Runner(Protocol):
-    def runInteraction(self, interaction: Callable[..., T], *args: Any) -> Deferred[T]: ...
-
-    def read_now(self, read: Callable[..., T], *args: Any) -> T:
-        """Run a read whose cost is bounded by a few index pages, here and now (see PoolRunner)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class InlineRunner:
-    """Runs each interaction at once, in a transaction, on one sqlite3 connection (tests, tools)."""
-
-    def __init__(self, path: str = ":memory:") -> None:
-        self._connection = sqlite3.connect(path)
-
-    def runInteraction(self, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
-        cursor = self._connection.cursor()
-        try:
-            result = interaction(cursor, *args)
-        except BaseException:
-            self._connection.rollback()
-            return fail()
-        self._connection.commit()
-        return succeed(result)
-
-    def read_now(self, read: Callable[..., T], *args: Any) -> T:
-        return read(self._connection.cursor(), *args)
-
-    def close(self) -> None:
-        self._connection.close()
-
-
-def _configure(connection: sqlite3.Connection) -> None:
-    # WAL lets readers and the writer proceed together; FULL syncs every commit to disk
-    # before the write can be acknowledged.
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
-
-
-class PoolRunner:
-    """Production: every transaction in adbapi's one-connection pool (off the reactor thread,
-    one at a time), and point reads on a read-only connection of the reactor thread.
-
-    A point read looks one row up by primary key: a few B-tree pages, measured in
-    microseconds even with a million books, and in WAL mode it never waits for the writer.
-    Sending it through the pool costs more than the read itself: a thread hop each way,
-    the GIL handed back and forth, and a wait behind any commit in the queue.
-    """
-
-    def __init__(self, pool: adbapi.ConnectionPool, path: Path) -> None:
-        self.pool = pool
-        self.path = path
-        self._reader: sqlite3.Connection | None = None  # opened at the first read: the file exists then
-
-    def runInteraction(self, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
-        return self.pool.runInteraction(interaction, *args)
-
-    def read_now(self, read: Callable[..., T], *args: Any) -> T:
-        if self._reader is None:
-            self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        cursor = self._reader.cursor()
-        try:
-            return read(cursor, *args)
-        finally:
-            cursor.close()
-
-    def close(self) -> None:
-        self.pool.close()
-        if self._reader is not None:
-            self._reader.close()
-
-
-def open_pool(path: Path, reactor: Any = None) -> adbapi.ConnectionPool:
-    """One connection, so transactions run strictly one after another, in submission order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return adbapi.ConnectionPool(
-        "sqlite3",
-        str(path),
-        check_same_thread=False,
-        cp_min=1,
-        cp_max=1,
-        cp_openfun=_configure,
-        cp_reactor=reactor,
-    )
 
 
 class SequenceGap(Conflict):
@@ -193,6 +87,8 @@ class ReplicatedStore:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        # Sequenced writes that queue while one commits share the next transaction.
+        self.commits = GroupCommit(runner, weigh=_entry_size)
         # The last sequence number committed here, kept in memory for metrics and status
         # figures that must not wait for the database.
         self.applied_seq = 0
@@ -376,8 +272,10 @@ class ReplicatedStore:
 
         With ``idempotency`` (key, request), a key already written fails with ``Replayed``
         carrying the original entry, and a key written for another request with Conflict.
+        Writes submitted while another transaction commits share the next one, each in its
+        own savepoint (``bazar.group_commit``).
         """
-        d = self.runner.runInteraction(self._sequence, operation, args, idempotency)
+        d = self.commits.submit(self._sequence, operation, args, idempotency)
         return d.addCallback(self._committed)
 
     def _committed(self, sequenced: tuple[int, Entry]) -> tuple[int, Entry]:
@@ -470,10 +368,15 @@ class ReplicatedStore:
         return {"last_seq": self._last_seq(txn), "digest": self._meta(txn, "digest")}
 
 
+def _entry_size(sequenced: tuple[int, Entry]) -> int:
+    """A sequenced write's log entry in bytes, for the group commit's bound."""
+    return len(json.dumps(sequenced[1]))
+
+
 S = TypeVar("S", bound=ReplicatedStore)
 
 
-def open_store(store_type: type[S], path: Path, reactor: Any = None, **options: Any) -> S:
+def open_store(store_type: type[S], path: Path, reactor: IReactorCore | None = None, **options: Any) -> S:
     """Create and seed the database file if it is new (before the reactor starts: seconds
     for a million books), then hand it to a one-connection adbapi pool for everything after.
 
@@ -488,7 +391,7 @@ def open_store(store_type: type[S], path: Path, reactor: Any = None, **options: 
         connection.commit()
         # WAL from here on. A new file is seeded with the default rollback journal first:
         # one big transaction, written once rather than to the WAL and then again.
-        _configure(connection)
+        configure_connection(connection)
     finally:
         connection.close()
     return store

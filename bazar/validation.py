@@ -1,13 +1,17 @@
-"""What a valid write request looks like, checked the same way by the front end and the replicas."""
+"""What a valid request looks like (ids in paths and queries, write bodies), checked the same
+way by the front end and the replicas."""
 
 from __future__ import annotations
 
 import math
 import uuid
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bazar.errors import BadRequest
 from bazar.protocol import IDEMPOTENCY_HEADER
+
+if TYPE_CHECKING:
+    from twisted.web.iweb import IRequest
 
 MAX_INTEGER = 2**53  # what a JSON number holds exactly in any client
 
@@ -15,6 +19,21 @@ MAX_INTEGER = 2**53  # what a JSON number holds exactly in any client
 def is_integer(value: Any) -> TypeGuard[int]:
     """A JSON integer: an ``int`` that is not a ``bool`` (``True`` is an ``int`` in Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_id(text: str, what: str = "book id") -> int:
+    """A non-negative integer from a path segment, or a 400 that says what was wrong."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise BadRequest(f"{what} must be a non-negative integer, not {text!r}")
+    return int(text)
+
+
+def query_id(request: IRequest, name: str, default: int) -> int:
+    """A non-negative integer query parameter (its first value), ``default`` if absent."""
+    values = (request.args or {}).get(name.encode())
+    if not values:
+        return default
+    return parse_id(values[0].decode("ascii", "replace"), name)
 
 
 def integer_field(body: dict[str, Any], name: str, *, minimum: int | None = None) -> int:

@@ -12,13 +12,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+from bazar.reactors import IServerReactor
 
 log = Logger()
 
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])  # the bench keeps it in a file
     site = make_site(body_of_size(args.size))
 
-    async def serve(reactor: Any) -> None:
+    async def serve(reactor: IServerReactor) -> None:
         await serverFromString(reactor, f"tcp:{args.port}:interface=127.0.0.1").listen(site)
         log.info("ceiling: {size} bytes at http://127.0.0.1:{port}/", size=args.size, port=args.port)
         await Deferred()  # serve until stopped (SIGTERM)

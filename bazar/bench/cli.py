@@ -34,6 +34,7 @@ from bazar.bench.machine import CpuWatch, machine_info
 from bazar.bench.options import UsageError, parse_args, settings_from
 from bazar.bench.progress import Progress, format_duration
 from bazar.launch import Processes, StartError, cluster_status
+from bazar.reactors import IBenchReactor
 
 BUSY_SHARE = 0.05  # others' CPU share above which the results carry a warning
 PLOTS = {"latency", "consistency", "sweep", "lru", "throughput", "memory"}
@@ -204,7 +205,7 @@ def run_reactor(
 
     state = {"done": False}
 
-    async def body(reactor: Any) -> None:
+    async def body(reactor: IBenchReactor) -> None:
         ctx = Context(reactor=reactor, settings=settings, **context)
         try:
             target = ctx.cache or ctx.nocache

@@ -44,6 +44,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from bazar.channel import Call
+from bazar.reactors import IClientReactor, IServerReactor
 
 log = Logger()
 
@@ -58,7 +59,7 @@ class Durable:
     def __init__(self, directory: Path | None) -> None:
         self.pool: adbapi.ConnectionPool | None = None
         if directory is not None:
-            from bazar.storage import open_pool  # WAL and synchronous=FULL, one connection
+            from bazar.runners import open_pool  # WAL and synchronous=FULL, one connection
 
             self.pool = open_pool(directory / "floor.sqlite")
 
@@ -76,7 +77,7 @@ class Durable:
 class Peers:
     """One AMP connection per peer port, made before the process listens."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IClientReactor) -> None:
         self.reactor = reactor
         self.connections: dict[int, amp.AMP] = {}
 
@@ -134,7 +135,7 @@ class FrontEnd(Resource):
 
     isLeaf = True
 
-    def __init__(self, reactor: Any, order: int) -> None:
+    def __init__(self, reactor: IServerReactor, order: int) -> None:
         super().__init__()
         from treq.client import HTTPClient
         from twisted.web.client import Agent, HTTPConnectionPool
@@ -174,11 +175,11 @@ def quiet_site(resource: Resource) -> Site:
     return site
 
 
-def listen(reactor: Any, port: int, factory: IProtocolFactory) -> Deferred[Any]:
+def listen(reactor: IServerReactor, port: int, factory: IProtocolFactory) -> Deferred[Any]:
     return serverFromString(reactor, f"tcp:{port}:interface=127.0.0.1").listen(factory)
 
 
-async def serve(reactor: Any, args: argparse.Namespace) -> None:
+async def serve(reactor: IServerReactor, args: argparse.Namespace) -> None:
     """Connect to the peers, then listen (both ports, for the front end)."""
     durable = Durable(args.durable)
     await durable.setup()

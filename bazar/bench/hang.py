@@ -44,6 +44,7 @@ from twisted.web.http_headers import Headers
 from bazar.bench.cluster import ClusterInfo, start_cluster
 from bazar.launch import Processes, listening_pid
 from bazar.protocol import SECRET_HEADER, STATUS_PATH
+from bazar.reactors import IBenchReactor
 from bazar.replication import REPLICATION_TIMEOUT
 
 ROLES = ("catalog", "order")
@@ -70,7 +71,7 @@ class Trial:
 
 
 class Bench:
-    def __init__(self, reactor: Any, cluster: ClusterInfo, interval: float, timeout: float) -> None:
+    def __init__(self, reactor: IBenchReactor, cluster: ClusterInfo, interval: float, timeout: float) -> None:
         self.reactor = reactor
         self.cluster = cluster
         self.interval = interval
@@ -190,7 +191,7 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)  # progress, on stderr
 
 
-async def run(reactor: Any, args: argparse.Namespace, processes: Processes, directory: Path) -> int:
+async def run(reactor: IBenchReactor, args: argparse.Namespace, processes: Processes, directory: Path) -> int:
     """The trials, on a cluster started in ``directory`` (``processes`` are stopped by the caller)."""
     say(f"starting a cluster in {directory}")
     cluster = start_cluster(processes, directory, "hang", cache_size=5)
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     codes: list[int] = []
     processes = Processes()
 
-    async def main_task(reactor: Any) -> None:
+    async def main_task(reactor: IBenchReactor) -> None:
         codes.append(await run(reactor, args, processes, Path(workdir)))
 
     with tempfile.TemporaryDirectory(prefix="bazar-hang-") as workdir:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -27,6 +26,7 @@ from twisted.python.failure import Failure
 
 from bazar.bench.progress import Task
 from bazar.protocol import CACHE_HEADER, REPLICA_HEADER
+from bazar.reactors import IClientReactor
 
 LOOPBACK_NAMES = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1"}
 MAX_HEADER_BYTES = 64 * 1024
@@ -178,7 +178,7 @@ class Response:
 class HTTPConnection(Protocol):
     """One persistent connection, one request at a time (no pipelining)."""
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: IClientReactor) -> None:
         self.clock = clock
         self.closed = False
         self.reusable = True
@@ -250,7 +250,7 @@ class HTTPConnection(Protocol):
 class HTTPClient:
     """One virtual client: one keep-alive connection to ``target``, reopened when it breaks."""
 
-    def __init__(self, reactor: Any, target: Target, timeout: float = 10.0) -> None:
+    def __init__(self, reactor: IClientReactor, target: Target, timeout: float = 10.0) -> None:
         self.reactor = reactor
         self.target = target
         self.timeout = timeout
@@ -332,7 +332,7 @@ Observer = Callable[[Call, Response | None], None]
 
 
 async def closed_loop(
-    reactor: Any,
+    reactor: IClientReactor,
     target: Target,
     plan: Callable[[int], Call],
     *,

@@ -21,6 +21,8 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
+from bazar.reactors import IBenchReactor
+
 INSTALL_HINT = (
     "wrk is not installed; the throughput experiment needs it. On Debian or Ubuntu: "
     "`sudo apt-get install -y wrk` (elsewhere: https://github.com/wg/wrk)"
@@ -190,7 +192,7 @@ class _Collect(ProcessProtocol):
 
 
 async def run(
-    reactor: Any,
+    reactor: IBenchReactor,
     wrk: str,
     url: str,
     script_text: str,

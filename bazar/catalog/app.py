@@ -10,20 +10,26 @@ from __future__ import annotations
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from bazar import validation
 from bazar.batching import MAX_LOOKUP
 from bazar.catalog.store import Book, BookPage, CatalogStore, no_such_book
 from bazar.channel import Handler
-from bazar.errors import BadRequest
+from bazar.completion import runs_to_completion
+from bazar.errors import BadRequest, BazarError
+from bazar.json_errors import install_json_errors
+from bazar.jsonio import Reply, json_reply, parse_json, read_body, read_json, respond_json, respond_reply
 from bazar.order.orphans import MAX_TAKES_PAGE
 from bazar.paging import LINK_HEADER, Page, link_next, parse_page, search_path
 from bazar.protocol import (
     BOOK_ROUTE,
     BOOKS_PATH,
     BUY_ROUTE,
+    BUYS_PATH,
     LOOKUP_PATH,
     NEXT_AFTER_HEADER,
     PRICE_ROUTE,
@@ -34,21 +40,22 @@ from bazar.protocol import (
     TOTAL_HEADER,
     fill,
 )
-from bazar.protocol.messages import Purchase
+from bazar.protocol.messages import Buys, Purchase
 from bazar.replica import ReplicaApp, forward
-from bazar.web import (
-    Reply,
-    install_json_errors,
-    json_reply,
-    parse_id,
-    parse_json,
-    query_id,
-    read_body,
-    read_json,
-    respond_json,
-    respond_reply,
-    runs_to_completion,
-)
+from bazar.storage import Entry
+
+log = Logger()
+
+
+def buy_result(outcome: Entry | Failure) -> dict[str, Any]:
+    """One take's answer in a ``Buys`` call: the book as it now is, or the error its own
+    call (``BUY_ROUTE``) would have answered with."""
+    if not isinstance(outcome, Failure):
+        return {"book": outcome["book"]}
+    if isinstance(outcome.value, BazarError):
+        return {"error": {"code": outcome.value.code, "message": outcome.value.message}}
+    log.failure("a take in a batch failed", outcome)
+    return {"error": {"code": 500, "message": "internal error"}}
 
 
 def respond_page(request: IRequest, path: str, page: Page, result: BookPage) -> bytes:
@@ -66,7 +73,8 @@ def parse_ids(request: IRequest) -> list[int]:
     values = (request.args or {}).get(b"ids", [])
     if len(values) != 1:
         raise BadRequest("give 'ids' once: book ids separated by commas")
-    book_ids = list(dict.fromkeys(parse_id(text) for text in values[0].decode("ascii", "replace").split(",")))
+    texts = values[0].decode("ascii", "replace").split(",")
+    book_ids = list(dict.fromkeys(validation.parse_id(text) for text in texts))
     if len(book_ids) > MAX_LOOKUP:
         raise BadRequest(f"at most {MAX_LOOKUP} ids in one lookup, not {len(book_ids)}")
     return book_ids
@@ -102,7 +110,7 @@ class CatalogApp(ReplicaApp):
 
     @app.route(BOOK_ROUTE, methods=["GET"])
     def book(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         return self.respond_committed(
             lambda: self.store.book(book),
             lambda: self.store.book_queued(book),
@@ -136,8 +144,8 @@ class CatalogApp(ReplicaApp):
         ``bazar.order.orphans``): ``{"takes": [...], "last_seq": the last entry looked at}``.
         Only writes a majority has, like every read: a take that a failover then loses must
         get no order."""
-        after = query_id(request, "after", 0)
-        limit = min(query_id(request, "limit", MAX_TAKES_PAGE), MAX_TAKES_PAGE)
+        after = validation.query_id(request, "after", 0)
+        limit = min(validation.query_id(request, "limit", MAX_TAKES_PAGE), MAX_TAKES_PAGE)
         if limit < 1:
             raise BadRequest("'limit' must be at least 1")
         takes, last = yield self.read_committed(lambda: self.store.takes_after(after, limit))
@@ -152,7 +160,7 @@ class CatalogApp(ReplicaApp):
 
     def buy_call(self, raw: bytes, book_id: str) -> Deferred[Reply]:
         """Take stock, if there is enough (over HTTP or the channel: ``BUY_ROUTE``)."""
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         purchase = Purchase.parse(parse_json(raw, required=False))
         return self._write(
             "POST",
@@ -161,13 +169,34 @@ class CatalogApp(ReplicaApp):
             lambda: self.store.buy(book, purchase.quantity, purchase.idempotency_key),
         )
 
+    @app.route(BUYS_PATH, methods=["POST"])
+    @runs_to_completion
+    def buys(self, request: IRequest) -> Any:
+        return respond_reply(request, self.buys_call(read_body(request)))
+
+    def buys_call(self, raw: bytes) -> Deferred[Reply]:
+        """Take the stock of several purchases (``messages.Buys``, over HTTP or the channel):
+        one batch at the sequencer (``bazar.group_commit``), and each take its own answer, as
+        if each had come on its own."""
+        message = Buys.parse(parse_json(raw))
+        writer = self.writer
+        if writer is None:
+            return forward(self.client, self.sequencer, "POST", BUYS_PATH, message.body())
+        with self.store.commits.together():
+            takes = [
+                writer.write(self.store.buy(book, purchase.quantity, purchase.idempotency_key))
+                for book, purchase in message.buys
+            ]
+        answers = gatherResults([take.addBoth(buy_result) for take in takes])
+        return answers.addCallback(lambda results: json_reply({"results": results}))
+
     def channel_handlers(self) -> dict[str, Handler]:
-        return {**super().channel_handlers(), BUY_ROUTE: self.buy_call}
+        return {**super().channel_handlers(), BUY_ROUTE: self.buy_call, BUYS_PATH: self.buys_call}
 
     @app.route(PRICE_ROUTE, methods=["PUT"])
     @runs_to_completion
     def update_price(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         body = {"price": validation.new_price(read_json(request))}
         return respond_reply(
             request,
@@ -179,7 +208,7 @@ class CatalogApp(ReplicaApp):
     @app.route(QUANTITY_ROUTE, methods=["PUT"])
     @runs_to_completion
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         change = validation.quantity_change(read_json(request))
 
         def apply() -> Any:

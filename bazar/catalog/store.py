@@ -21,9 +21,11 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from bazar.config import Config
+from bazar.digest import Row
 from bazar.errors import Conflict, NotFound
 from bazar.paging import Page
-from bazar.storage import Cursor, Entry, ReplicatedStore, Row, Runner, SeedMismatch
+from bazar.runners import Runner
+from bazar.storage import Cursor, Entry, ReplicatedStore, SeedMismatch
 
 Book = dict[str, Any]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
@@ -19,6 +18,7 @@ from twisted.logger import Logger
 from twisted.runner.procmon import ProcessMonitor
 
 from bazar.config import Config
+from bazar.reactors import ISupervisorReactor, running_reactor
 from bazar.service import ConfigOptions, check_ports_free, load_config
 
 log = Logger()
@@ -41,7 +41,7 @@ class _Monitor(ProcessMonitor):
     ``killTime`` would never fire. Here the stop lasts until ``protocols`` is empty.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: ISupervisorReactor) -> None:
         super().__init__(reactor=reactor)
         self._timer = reactor
 
@@ -75,7 +75,7 @@ def children(config: Config, config_path: str | None) -> dict[str, list[str]]:
     return out
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(options: Options, reactor: ISupervisorReactor | None = None) -> MultiService:
     config = load_config(
         "cluster", options["config"]
     )  # also creates the secret file, before any child reads it
@@ -83,7 +83,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         check_ports_free("cluster", replica)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = running_reactor(ISupervisorReactor)
     monitor = _Monitor(reactor)
     monitor.threshold = 5  # a child that ran this long and died is restarted at once
     monitor.killTime = 10

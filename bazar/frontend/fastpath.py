@@ -21,12 +21,10 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from bazar.client import ReplicaResponse
+from bazar.frontend.answers import send_hit
+from bazar.json_errors import failure_response
 from bazar.lru import LRUCache
-from bazar.protocol import CACHE_HEADER
-from bazar.web import JSON, failure_response
-
-_JSON = JSON.encode()
-_HIT = b"hit"
 
 log = Logger()
 
@@ -62,7 +60,7 @@ class ReadShortcut(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: IResource, cache: LRUCache[str, Any], uri_keys: UriKeys) -> None:
+    def __init__(self, inner: IResource, cache: LRUCache[str, ReplicaResponse], uri_keys: UriKeys) -> None:
         super().__init__()
         self.inner = inner
         self.cache = cache
@@ -75,14 +73,7 @@ class ReadShortcut(Resource):
                 key = route.key
                 cached = self.cache.get(key) if self.cache.peek(key) is not None else None
                 if cached is not None:  # get() counted the hit and marked the entry recently used
-                    request.setResponseCode(cached.code)
-                    headers = request.responseHeaders
-                    headers.setRawHeaders(b"Content-Type", [_JSON])
-                    headers.setRawHeaders(b"Content-Length", [b"%d" % len(cached.body)])
-                    headers.setRawHeaders(CACHE_HEADER, [_HIT])
-                    for name, value in cached.headers.items():  # a page's total and next link
-                        headers.setRawHeaders(name, [value])
-                    return cached.body
+                    return send_hit(request, cached)
                 if route.read is not None:
                     try:
                         answer = route.read(request)

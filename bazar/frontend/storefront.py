@@ -18,7 +18,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.static import File
 
 from bazar.errors import NotFound
-from bazar.web import respond
+from bazar.jsonio import respond
 
 STATIC_DIR: Path = Path(__file__).resolve().parent / "static"
 INDEX_HTML: Path = STATIC_DIR / "index.html"

@@ -5,7 +5,8 @@ catalog take the stock (one atomic conditional decrement at the catalog sequence
 replicated and invalidated before it answers), then records the order under the next
 sequence number and replicates it to every order follower, and only then answers. Both
 writes carry the purchase's idempotency key, so that a take whose order was never recorded
-is found and given its order (``bazar.order.orphans``).
+is found and given its order (``bazar.order.orphans``). Under load, the takes and then the
+orders of the purchases that queue meanwhile go in batches (``bazar.order.takes``).
 """
 
 from __future__ import annotations
@@ -22,23 +23,19 @@ from twisted.web.iweb import IRequest
 
 from bazar import validation
 from bazar.client import ReplicaClient
+from bazar.completion import runs_to_completion
 from bazar.config import Replica
 from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
+from bazar.json_errors import install_json_errors
+from bazar.jsonio import read_json, respond_json, respond_reply
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
-from bazar.protocol import BUY_ROUTE, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
+from bazar.order.takes import TakeBatcher
+from bazar.protocol import BUY_ROUTE, BUYS_PATH, ORDER_ROUTE, ORDERS_PATH, PURCHASE_ROUTE, fill
 from bazar.protocol.messages import Purchase
 from bazar.replica import FORWARD_TIMEOUT, ReplicaApp, forward
-from bazar.replication import Sequencer
-from bazar.web import (
-    install_json_errors,
-    parse_id,
-    read_json,
-    respond_json,
-    respond_reply,
-    runs_to_completion,
-)
+from bazar.roundrobin import SequencerFirst
 
 log = Logger()
 
@@ -54,17 +51,22 @@ class OrderApp(ReplicaApp):
         replica: Replica,
         store: OrderStore,
         client: ReplicaClient,
-        sequencer: Replica,
-        writer: Sequencer | None,
         catalogs: tuple[Replica, ...],
         secret: str,
-        role: Role | None = None,
+        role: Role,
     ) -> None:
         """Purchases take their stock from the catalog sequencer, through ``catalogs``."""
-        super().__init__(replica, store, client, sequencer, writer, secret, role)
-        self.catalogs = catalogs
-        self._catalog = catalogs[0]  # the catalog sequencer as last heard of: first asked next time
-        self.orphans = Orphans(store, client, self._catalog_rotation, client.clock)
+        super().__init__(replica, store, client, secret, role)
+        # Asked first: the catalog sequencer as last heard of (at first, the first listed).
+        self.catalogs = SequencerFirst(catalogs)
+        self.catalogs.heard(catalogs[0].name)
+        self.orphans = Orphans(store, client, self.catalogs.order, client.clock)
+        # Takes that queue while one call is under way go in the next, their orders in one batch.
+        self.takes = TakeBatcher(
+            lambda book, body: self._at_catalog(fill(BUY_ROUTE, book), body),
+            lambda body: self._at_catalog(BUYS_PATH, body),
+            store.commits.together,
+        )
 
     def services(self, clock: IReactorTime) -> list[IService]:
         """While this replica sequences orders: the scans for takes without orders."""
@@ -75,29 +77,22 @@ class OrderApp(ReplicaApp):
     def _scan(self) -> None:
         self.orphans.tick(self.writer)  # not returned: a scan that fails must not stop the timer
 
-    def _catalog_rotation(self) -> tuple[Replica, ...]:
-        """Every catalog replica, the sequencer as last heard of first."""
-        first = self.catalogs.index(self._catalog)
-        return self.catalogs[first:] + self.catalogs[:first]
-
     @inlineCallbacks
-    def _take_stock(self, book: int, body: dict[str, Any]) -> Any:
-        """Buy at the catalog sequencer: every catalog answer names it, and any catalog replica
-        would forward there (one hop more). A request that failed goes on to the next replica:
-        it carries the purchase's key, so a catalog that took the stock already answers the
-        repeat with the original. A replica that failed is asked last next time."""
-        rotation = self._catalog_rotation()
+    def _at_catalog(self, path: str, body: dict[str, Any]) -> Any:
+        """Take stock at the catalog sequencer (one take or a batch, ``path``): every catalog
+        answer names it, and any catalog replica would forward there (one hop more). A request
+        that failed goes on to the next replica: each take carries its purchase's key, so a
+        catalog that took the stock already answers the repeat with the original. A replica
+        that failed is asked last next time."""
         error: Unavailable | None = None
-        for number, catalog in enumerate(rotation):
+        for catalog in self.catalogs.order():
             try:
-                response = yield self.client.request(
-                    "POST", catalog, fill(BUY_ROUTE, book), body, timeout=FORWARD_TIMEOUT
-                )
+                response = yield self.client.request("POST", catalog, path, body, timeout=FORWARD_TIMEOUT)
             except Unavailable as e:
                 error = e
-                self._catalog = rotation[(number + 1) % len(rotation)]
+                self.catalogs.failed(catalog)
                 continue
-            self._catalog = next((c for c in self.catalogs if c.name == response.sequencer), catalog)
+            self.catalogs.heard(response.sequencer or catalog.name)
             return response.raise_for_error().json()
         log.warn(
             "no catalog replica could take the stock: {why}", why=error.message if error else "none listed"
@@ -110,7 +105,7 @@ class OrderApp(ReplicaApp):
     @runs_to_completion
     @inlineCallbacks
     def purchase(self, request: IRequest, book_id: str) -> Any:
-        book = parse_id(book_id)
+        book = validation.parse_id(book_id)
         purchase = Purchase.parse(read_json(request, required=False))
         # Every purchase has a key (the front end gives one to each its client sent without):
         # it ties the take at the catalog to the order (see ``bazar.order.orphans``).
@@ -135,7 +130,7 @@ class OrderApp(ReplicaApp):
             # The same key goes to the catalog: a retry after a crash between taking the
             # stock and recording the order gets the original stock answer and takes nothing
             # twice; and a take whose order is never recorded here is found by its key.
-            bought = yield self._take_stock(book, body)
+            bought = yield self.takes.take(book, body)
             if writer.retired:  # replaced while the catalog answered: the new sequencer records it
                 raise Unavailable(f"{self.replica.name} no longer sequences orders")
             entry = yield writer.write(
@@ -159,6 +154,6 @@ class OrderApp(ReplicaApp):
     @app.route(ORDER_ROUTE, methods=["GET"])
     @inlineCallbacks
     def order(self, request: IRequest, order_id: str) -> Any:
-        order_number = parse_id(order_id, "order id")
+        order_number = validation.parse_id(order_id, "order id")
         order = yield self.read_committed(lambda: self.store.order(order_number))
         return respond_json(request, order)

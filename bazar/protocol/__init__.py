@@ -38,6 +38,8 @@ LOOKUP_PATH = "/catalog/lookup"
 TAKES_PATH = "/catalog/takes"
 # The order replica takes a purchase's stock at the catalog.
 BUY_ROUTE = "/catalog/books/<book_id>/buy"
+# The order sequencer takes the stock of several purchases in one call (``messages.Buys``).
+BUYS_PATH = "/catalog/buys"
 PRICE_ROUTE = "/catalog/books/<book_id>/price"
 QUANTITY_ROUTE = "/catalog/books/<book_id>/quantity"
 PURCHASE_ROUTE = "/order/purchase/<book_id>"

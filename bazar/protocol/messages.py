@@ -15,6 +15,8 @@ from bazar.errors import BadRequest
 from bazar.validation import idempotency_key, integer_field, is_integer, optional_integer, purchase_quantity
 
 ROLES = ("catalog", "order")  # the roles whose sequencers report their epoch
+# Takes in one ``Buys`` call: a few kilobytes, well within what the channel carries in one value.
+MAX_BUYS = 64
 
 
 def name_field(body: dict[str, Any], name: str) -> str:
@@ -58,13 +60,40 @@ class Purchase:
 
 
 @dataclass(frozen=True)
+class Buys:
+    """``BUYS_PATH`` (order sequencer to catalog): the takes of several purchases, each a
+    book id and its ``Purchase``; the catalog answers each on its own (``{"results": [...]}``,
+    each ``{"book": ...}`` or ``{"error": ...}``)."""
+
+    buys: list[tuple[int, Purchase]]
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> Buys:
+        buys = body.get("buys")
+        if not isinstance(buys, list) or not 1 <= len(buys) <= MAX_BUYS:
+            raise BadRequest(f"'buys' must be a list of 1 to {MAX_BUYS} purchases")
+        parsed = []
+        for buy in buys:
+            if not isinstance(buy, dict):
+                raise BadRequest("each of 'buys' must be an object")
+            parsed.append((integer_field(buy, "book_id", minimum=0), Purchase.parse(buy)))
+        return cls(parsed)
+
+    def body(self) -> dict[str, Any]:
+        return {"buys": [{"book_id": book, **purchase.body()} for book, purchase in self.buys]}
+
+
+@dataclass(frozen=True)
 class Replicate:
     """``REPLICATE_PATH``: a gap-free run of the sequencer's log entries, and its last sequence
-    number; with a ``Role``, the epoch and the sequencer that sent it."""
+    number; and the epoch and the sequencer that sent it."""
 
     entries: list[tuple[int, dict[str, Any]]]
     last_seq: int = 0
-    epoch: int | None = None  # None: sent by a sequencer that is fixed (no failover)
+    # None: no epoch in the body. A Role's sequencer always sends one (``Role._lead`` gives
+    # every link its epoch); only a FollowerLink built without a Role (unit tests) sends none,
+    # and a follower applies such a message without checking an epoch.
+    epoch: int | None = None
     sequencer: str | None = None
 
     @classmethod

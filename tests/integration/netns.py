@@ -63,7 +63,7 @@ from tests.integration.api import Api, Reply, request
 
 IP_TIMEOUT = 10.0  # seconds any one `ip` command may take
 # Each process: the namespace suffix (also its port's name on the switch), its host number
-# in the /24, its port (the README's defaults: every process has an address of its own).
+# in the /24, its port (the default ports, docs/operations.md: every process has an address of its own).
 HOSTS = {
     "frontend": ("fe", 10, 5000),
     "catalog-1": ("c1", 11, 5101),
@@ -279,7 +279,7 @@ class Network:
 
 
 def write_config(directory: Path, network: Network, secret: str) -> Path:
-    """One config for every process: each listens on its own address, on its README ports."""
+    """One config for every process: each listens on its own address, on its default port."""
     raw = config.document(
         {"data_dir": str(directory / "data"), "secret": secret},
         {name: config.endpoints(HOSTS[name][2], address=network.address(name)) for name in NAMES},

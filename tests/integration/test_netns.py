@@ -583,7 +583,7 @@ async def test_a_cut_link(
     assert load.served["cut", VICTIM] == 0, load.served
     # Writes went on. The only ones that may fail are those the front end sent to the victim
     # itself before it noticed the cut: they may have arrived, so they are not sent elsewhere
-    # (README, "When a replica dies"); a 503 after the front end's 10 s deadline.
+    # (docs/failover.md, "Writes go on without a dead follower"); a 503 after the front end's 10 s deadline.
     assert all(load.writes["cut", kind] >= n for kind, n in MIN_WRITES_CUT.items()), load.writes
     for failure in load.failed_writes:
         assert failure.startswith("cut price") and " 503 " in failure, failure

@@ -113,7 +113,7 @@ async def test_a_replica_runs_alone(
 async def test_roles_side_by_side_in_one_directory(
     tmp_path: Path, processes: Processes, http: HTTPClient
 ) -> None:
-    """The README's "Running roles separately" commands, as written, on one machine from one
+    """docs/operations.md's "Running roles separately" commands, as written, on one machine from one
     directory: the installed ``twistd``, no --pidfile. Each runs (they used to share twistd.pid,
     so the second said "Another twistd server is running" and exited) and leaves no pidfile."""
     script = Path(sys.executable).with_name("twistd")

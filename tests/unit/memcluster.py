@@ -1,16 +1,18 @@
 """A whole Bazar cluster in memory: the front end, three catalog and three order replicas.
 
-Every app is wired the way ``bazar.replica.replica_service`` and the taps wire it in
-production (the first replica of each role sequences, the catalog sequencer pushes
-invalidations to the front end), except that:
+Every process is built by ``bazar.assembly`` as the taps build it in production (epochs,
+elections and all), and started as twistd starts it: the first replica of each role finds
+no epoch recorded, so it sequences writes. Except that:
 
 * each store runs on an ``InlineRunner`` (synchronous, in-memory SQLite);
-* every ``ReplicaClient`` shares ONE ``treq.testing.StubTreq`` whose resource dispatches
-  on the request's ``Host`` header to the app that the config gives that URL, so a call
-  from one app to another is an in-memory HTTP request through real Twisted Web;
-* the clock is a ``task.Clock`` that only ever advances by 0 (each flush, below, ends a
-  "turn of the reactor": what was put off to its end runs, as ``bazar.batching``'s lookups
-  do), so no deadline ever fires.
+* every ``ReplicaClient`` goes through ONE in-memory network (``tests.unit.memnet``) whose
+  root dispatches on the request's ``Host`` header to the app that the config gives that
+  URL, so a call from one app to another is an in-memory HTTP request through real
+  Twisted Web;
+* the clock is a ``task.Clock`` that advances only when a test says so (each flush, below,
+  advances it by 0 to end a "turn of the reactor": what was put off to its end runs, as
+  ``bazar.batching``'s lookups do); so no heartbeat, probe or election deadline comes due
+  unless a test moves the clock.
 
 Any replica can be told to hold back its next request (``hold_next``) and answer it
 later, to make a response arrive after something else has happened, or to be unreachable
@@ -22,51 +24,31 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
-from treq.testing import StubTreq
+import treq
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.trial.unittest import SynchronousTestCase
 
 from bazar import config as bazar_config
-from bazar.catalog import tap as catalog_tap
+from bazar.assembly import ReplicaProcess, build_frontend
 from bazar.catalog.store import CatalogStore, seed_books
 from bazar.client import ReplicaClient
-from bazar.config import Config, Replica
+from bazar.config import Config
 from bazar.failover import Role
-from bazar.frontend.app import FrontendApp
-from bazar.http_limits import make_site
-from bazar.invalidation import FrontendNotifier, book_keys
-from bazar.metrics import MeasuredResource
-from bazar.order import tap as order_tap
 from bazar.order.store import OrderStore
 from bazar.protocol import SECRET_HEADER
-from bazar.replica import measured
-from bazar.replication import FollowerLink, Sequencer
-from bazar.storage import Entry, InlineRunner, ReplicatedStore
-from bazar.web import respond_json
+from bazar.replication import Sequencer
+from bazar.runners import InlineRunner
+from bazar.storage import Entry, ReplicatedStore
 from tests.invariants import stock_problems
+from tests.unit.memnet import Delayed, Held, MemNetwork, Seen
+from tests.unit.queuedrunner import QueuedRunner
 
 SECRET = "unit-test-secret"
 MAX_FLUSHES = 50
-
-
-def result_of(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that has already fired; raises its failure, or if it has not fired."""
-    results: list[Any] = []
-    d.addBoth(results.append)
-    if not results:
-        raise AssertionError(f"{d!r} has not fired")
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 class Reply(NamedTuple):
@@ -78,243 +60,66 @@ class Reply(NamedTuple):
     json: Any
 
 
-@dataclass
-class Seen:
-    """One request as a replica (or the front end) received it."""
-
-    name: str
-    method: str
-    path: str
-    query: str = ""  # after the "?", if any: which ids a lookup names, say
-
-
-def _seen(name: str, request: IRequest) -> Seen:
-    _, _, query = request.uri.decode().partition("?")
-    return Seen(name, request.method.decode(), request.path.decode(), query)
-
-
-class Held:
-    """An answer a replica has computed but not sent yet (see ``MemCluster.hold_next``)."""
-
-    def __init__(self, cluster: MemCluster, name: str) -> None:
-        self.cluster = cluster
-        self.name = name
-        self.request: IRequest | None = None
-        self._writes: list[bytes] = []
-        self._finished = False
-
-    @property
-    def arrived(self) -> bool:
-        """The held request reached the replica and the replica has answered it (into the hold)."""
-        return self.request is not None and self._finished
-
-    def capture(self, request: IRequest, resource: IResource) -> Any:
-        """Render ``request`` now, but keep what it writes instead of sending it."""
-        self.request = request
-        request.write = self._writes.append  # type: ignore[method-assign]
-        request.finish = self._finish  # type: ignore[method-assign]
-        body = resource.render(request)
-        if body is not NOT_DONE_YET:
-            self._writes.append(body)
-            self._finished = True
-        return NOT_DONE_YET
-
-    def _finish(self) -> None:
-        self._finished = True
-
-    def release(self) -> None:
-        """Send the answer the replica gave when the request arrived, and deliver it."""
-        if not self.arrived:
-            raise AssertionError(f"{self.name} has not answered a held request")
-        request, self.request = self.request, None
-        assert request is not None
-        del request.write, request.finish  # type: ignore[attr-defined]
-        for chunk in self._writes:
-            request.write(chunk)
-        request.finish()
-        self.cluster.flush()
-
-
-class Delayed:
-    """A request that has reached a replica's host but not the replica yet (``MemCluster.delay_next``)."""
-
-    def __init__(self, cluster: MemCluster, name: str) -> None:
-        self.cluster = cluster
-        self.name = name
-        self.request: IRequest | None = None
-        self.resource: IResource | None = None
-
-    @property
-    def arrived(self) -> bool:
-        return self.request is not None
-
-    def capture(self, request: IRequest, resource: IResource) -> Any:
-        self.request, self.resource = request, resource
-        return NOT_DONE_YET
-
-    def drop(self) -> None:
-        """Never hand it over: the connection drops, as if the replica had died meanwhile."""
-        if self.request is None:
-            raise AssertionError(f"no request for {self.name} has been delayed")
-        request, self.request = self.request, None
-        request.transport.abortConnection()  # type: ignore[attr-defined]
-        self.cluster.flush()
-
-    def deliver(self) -> None:
-        """Hand the request to the replica now, and its answer back to the caller."""
-        if self.request is None or self.resource is None:
-            raise AssertionError(f"no request for {self.name} has been delayed")
-        request, self.request = self.request, None
-        body = self.resource.render(request)
-        if body is not NOT_DONE_YET:
-            request.write(body)
-            request.finish()
-        self.cluster.flush()
-
-
-class HostDispatch(Resource):
-    """The root of the StubTreq: hands each request to the app whose URL has its Host."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.by_host: dict[str, str] = {}
-        self.resources: dict[str, IResource] = {}
-        self.seen: list[Seen] = []
-        self.holds: dict[str, Held | Delayed] = {}
-        self.unreachable: set[str] = set()
-        self.refused: list[Seen] = []  # requests to an unreachable app, which it never saw
-        # Apps that are paused (SIGSTOP): what reaches them waits here, unread, until resume().
-        self.paused: dict[str, list[IRequest]] = {}
-
-    def add(self, replica: Replica, resource: IResource) -> None:
-        self.by_host[urlsplit(replica.url).netloc] = replica.name
-        self.resources[replica.name] = resource
-
-    def render(self, request: IRequest) -> Any:
-        host = (request.getHeader("host") or "").lower()
-        name = self.by_host.get(host)
-        if name is None:
-            # Not an app's answer: the shape tells a test that dispatch itself failed.
-            return respond_json(request, {"dispatch": f"no app at host {host!r}"}, 599)
-        if name in self.unreachable:
-            # As if the process had died: the connection drops before any answer, which the
-            # client sees as a transport error (ReplicaClient: Unavailable).
-            self.refused.append(_seen(name, request))
-            request.transport.abortConnection()  # type: ignore[attr-defined]
-            return NOT_DONE_YET
-        if name in self.paused:
-            self.paused[name].append(request)
-            return NOT_DONE_YET
-        self.seen.append(_seen(name, request))
-        held = self.holds.pop(name, None)
-        if held is not None:
-            return held.capture(request, self.resources[name])
-        return self.resources[name].render(request)
-
-    def resume(self, name: str) -> None:
-        """A paused app reads what reached it meanwhile, in order; what its callers gave up on
-        (their connection is gone) it never answers."""
-        for request in self.paused.pop(name, []):
-            if getattr(request, "_disconnected", False):
-                continue
-            body = self.render(request)
-            if body is not NOT_DONE_YET:
-                request.write(body)
-                request.finish()
-
-
 class MemCluster:
-    """Seven apps behind one StubTreq; see the module docstring."""
+    """Seven processes on one in-memory network; see the module docstring."""
 
-    def __init__(self, cache_size: int = 5, books: int = 7, failover: bool = False) -> None:
-        """``failover``: every replica has a ``Role`` (epochs), as in production, so a test can
-        make another replica take over (``take_over``); else the first of each role
-        sequences for good."""
+    def __init__(
+        self, test: SynchronousTestCase, cache_size: int = 5, books: int = 7, queued: bool = False
+    ) -> None:
+        """``queued``: each store's transactions run at the end of the turn (``QueuedRunner``),
+        as on adbapi's thread, so writes form batches (``bazar.group_commit``)."""
+        self.test = test  # whose successResultOf reads the stores' Deferreds, fired in memory
         self._tmp = tempfile.mkdtemp(prefix="bazar-unit-")
         self.config: Config = bazar_config.parse(
             {"cluster": {"secret": SECRET, "data_dir": self._tmp, "cache_size": cache_size, "books": books}},
             source="memcluster",
         )
         self.clock = Clock()
-        self.dispatch = HostDispatch()
-        self.stub: Any = StubTreq(self.dispatch)  # its treq functions are set per instance
-        # Serve through production's request class and settings (body limit, JSON for bad
-        # paths, no tracebacks), not StubTreq's plain Site ones.
-        production = make_site(self.dispatch)
-        site = self.stub._agent._serverFactory  # treq.testing keeps its Site there
-        assert isinstance(site, Site)
-        site.requestFactory = production.requestFactory
-        site.protocol = production.protocol
-        site.displayTracebacks = production.displayTracebacks
-        self.failover = failover
+        self.net = MemNetwork()
+        self.dispatch = self.net.dispatch
         self.stores: dict[str, ReplicatedStore] = {}
-        self.apps: dict[str, Any] = {}
-        self.sequencers: dict[str, Sequencer] = {}
-        self.roles: dict[str, Role] = {}
+        self.runners: dict[str, QueuedRunner] = {}
+        self.processes: dict[str, ReplicaProcess] = {}
+        self.service = MultiService()
 
-        self.frontend = FrontendApp(self.config, self.client())
-        self.dispatch.add(
-            self.config.frontend,
-            MeasuredResource(self.frontend.resource(), self.frontend.metrics, SECRET),
-        )
-        self._replicas(self.config.catalog, CatalogStore, catalog_tap._app, book_keys)
-        self._replicas(self.config.order, OrderStore, order_tap._app, lambda entry: [])
-        for role in self.roles.values():
-            role.start()
-            if role.writer is not None:
-                self.sequencers[role.replica.role] = role.writer
-        self.scan_orders()  # as each order replica's timer does when it starts
-        self.dispatch.seen.clear()  # what the start-up did (the order sequencer's first scan)
+        frontend = build_frontend(self.config, self.client(), self.clock)
+        self.frontend = frontend.app
+        self.net.add(self.config.frontend, frontend.resource)
+        for replica in (*self.config.catalog, *self.config.order):
+            store_type = CatalogStore if replica.role == "catalog" else OrderStore
+            runner = QueuedRunner(self.clock) if queued else InlineRunner()
+            store = store_type(runner, **store_type.options(self.config))
+            if isinstance(runner, QueuedRunner):
+                self.runners[replica.name] = runner
+            self._now(replica.name, store.setup())
+            self.stores[replica.name] = store
+            process = self.net.add_replica(self.config, replica.name, store, self.client(), self.clock)
+            self.processes[replica.name] = process
+            for child in process.services:
+                child.setServiceParent(self.service)
+        # Not the front end's health probe: a test probes when it means to (``probe``), so
+        # what the front end knows of the replicas is the test's to set.
+        self.probe = frontend.services
+        self.service.startService()  # as twistd does: the sequencers lead, the timers run once
+        self.flush()
+        self.dispatch.seen.clear()  # what the start-up did (the order sequencer's first scan, ...)
 
     def client(self) -> ReplicaClient:
-        """A client like each process's own: the cluster secret, the shared StubTreq, our clock."""
-        return ReplicaClient(self.stub, self.config.secret, self.clock)
+        """A client like each process's own: the cluster secret, the shared network, our clock."""
+        return ReplicaClient(self.net.http, self.config.secret, self.clock)
 
-    def _replicas(
-        self,
-        replicas: tuple[Replica, ...],
-        store_type: type[ReplicatedStore],
-        make_app: Callable[..., Any],
-        keys: Callable[[Entry], list[str]],
-    ) -> None:
-        """Mirrors ``replica_service``: one store and client each, the first one sequences."""
-        for replica in replicas:
-            store = store_type(InlineRunner(), **store_type.options(self.config))
-            result_of(store.setup())
-            client = self.client()
-            self.stores[replica.name] = store
-            if self.failover:
-                self._with_role(replica, replicas, store, client, make_app, keys)
-                continue
-            writer = None
-            if replica == replicas[0]:
-                links = [FollowerLink(f, client, store, self.clock) for f in replicas if f != replica]
-                writer = Sequencer(store, links, FrontendNotifier(client, self.config.frontend, keys))
-                self.sequencers[replica.role] = writer
-            app = make_app(self.config, replica, store, client, writer)
-            self.apps[replica.name] = app
-            self.dispatch.add(replica, measured(app.resource(), replica, store, lambda w=writer: w, SECRET))
+    @property
+    def apps(self) -> dict[str, Any]:
+        return {name: process.app for name, process in self.processes.items()}
 
-    def _with_role(
-        self,
-        replica: Replica,
-        replicas: tuple[Replica, ...],
-        store: ReplicatedStore,
-        client: ReplicaClient,
-        make_app: Callable[..., Any],
-        keys: Callable[[Entry], list[str]],
-    ) -> None:
-        """A replica whose sequencer follows its ``Role``, started once every app is there."""
-        notifier = FrontendNotifier(
-            client, self.config.frontend, keys, epoch=lambda: (replica.role, role.epoch)
-        )
-        role = Role(replica, replicas, store, client, notifier, self.clock)
-        app = make_app(self.config, replica, store, client, None, role)
-        self.roles[replica.name] = role
-        self.apps[replica.name] = app
-        self.dispatch.add(replica, measured(app.resource(), replica, store, lambda: role.writer, SECRET))
+    @property
+    def roles(self) -> dict[str, Role]:
+        return {name: process.role for name, process in self.processes.items()}
+
+    @property
+    def sequencers(self) -> dict[str, Sequencer]:
+        """Each role's sequencing machinery, on the replica that sequences it now."""
+        return {role.replica.role: role.writer for role in self.roles.values() if role.writer is not None}
 
     def take_over(self, name: str, *others: str) -> None:
         """``name`` sequences its role in a new epoch, as after an election it won with the
@@ -323,10 +128,9 @@ class MemCluster:
         role = self.roles[name]
         epoch = role.epoch + 1
         for voter in others:
-            result_of(self.roles[voter].adopt(epoch, name))
-        result_of(role.adopt(epoch, name))
+            self._now(voter, self.roles[voter].adopt(epoch, name))
+        self._now(name, role.adopt(epoch, name))
         assert role.writer is not None
-        self.sequencers[role.replica.role] = role.writer
 
     def scan_orders(self, after: float = 0) -> None:
         """Advance the clock ``after`` seconds and tick every order replica's scan for takes
@@ -338,8 +142,8 @@ class MemCluster:
         self.flush()
 
     def close(self) -> None:
-        for role in self.roles.values():
-            role.stop()
+        if self.service.running:
+            self.service.stopService()
         for store in self.stores.values():
             store.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -353,7 +157,7 @@ class MemCluster:
 
     def _turn(self) -> None:
         """One turn of a reactor: the bytes that can move, then what was put off until now."""
-        self.stub.flush()
+        self.net.flush()
         self.clock.advance(0)
 
     def send(
@@ -374,7 +178,7 @@ class MemCluster:
         url = self.url(to) + path
         if body is not None:
             data = json.dumps(body).encode()
-        d = self.stub.request(method, url, data=data, headers=headers or {}, allow_redirects=False)
+        d = self.net.http.request(method, url, data=data, headers=headers or {}, allow_redirects=False)
         d.addCallback(self._read)
         return d
 
@@ -390,21 +194,22 @@ class MemCluster:
                 raise AssertionError(f"not JSON ({response.code}): {content!r}") from None
             return Reply(response.code, headers, decoded)
 
-        return self.stub.content(response).addCallback(decode)
+        return treq.content(response).addCallback(decode)
 
     def wait(self, d: Deferred[Reply]) -> Reply:
-        """Flush until ``d`` fires; its Reply."""
-        results: list[Any] = []
-        d.addBoth(results.append)
+        """Flush until ``d`` fires; its Reply (the test fails if it failed or is still in flight)."""
+        fired: list[bool] = []
+
+        def seen(result: Any) -> Any:
+            fired.append(True)
+            return result
+
+        d.addBoth(seen)
         for _ in range(MAX_FLUSHES):
-            if results:
+            if fired:
                 break
             self._turn()
-        if not results:
-            raise AssertionError("no response: the request is still in flight")
-        if isinstance(results[0], Failure):
-            results[0].raiseException()
-        return results[0]
+        return self.test.successResultOf(d)
 
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
         return self.wait(self.send(method, path, body, **kwargs))
@@ -464,7 +269,7 @@ class MemCluster:
         """Every book in catalog replica ``name``'s own store."""
         store = self.stores[name]
         assert isinstance(store, CatalogStore)
-        return result_of(store.all_books())
+        return self._now(name, store.all_books())
 
     def book(self, name: str, book_id: int) -> dict[str, Any]:
         store = self.stores[name]
@@ -475,11 +280,19 @@ class MemCluster:
         """Every order in order replica ``name``'s own store."""
         store = self.stores[name]
         assert isinstance(store, OrderStore)
-        return result_of(store.all_orders())
+        return self._now(name, store.all_orders())
 
     def log(self, name: str) -> list[tuple[int, Entry]]:
         """Replica ``name``'s whole log."""
-        return result_of(self.stores[name].entries_after(0, 2**62))
+        return self._now(name, self.stores[name].entries_after(0, 2**62))
+
+    def _now(self, name: str, d: Deferred[Any]) -> Any:
+        """The result of a read of ``name``'s store, run now even if its runner is queued
+        (whatever transactions wait before it run first)."""
+        runner = self.runners.get(name)
+        if runner is not None and not runner.paused:
+            runner.run_all()
+        return self.test.successResultOf(d)
 
     def stock_problems(self, catalogs: tuple[str, ...] = (), orders: tuple[str, ...] = ()) -> list[str]:
         """What breaks the conservation of stock (``tests.invariants``) on each of ``catalogs``

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.catalog.store import SEED_BOOKS
-from tests.unit.memcluster import MemCluster, result_of
+from tests.unit.memcluster import MemCluster
 
 TITLES = {book_id: title for book_id, title, *_ in SEED_BOOKS}
 STOCK = {book_id: quantity for book_id, *_, quantity in SEED_BOOKS}
@@ -15,7 +15,7 @@ class ClusterTestCase(SynchronousTestCase):
     cache_size = 5
 
     def setUp(self) -> None:
-        self.cluster = MemCluster(cache_size=self.cache_size)
+        self.cluster = MemCluster(self, cache_size=self.cache_size)
         self.addCleanup(self.cluster.close)
 
     def assertEverywhere(self, book_id: int, **fields: object) -> None:
@@ -298,12 +298,12 @@ class WriteTests(ClusterTestCase):
         self.assertNotIn("x-bazar-epoch", refused.headers)
 
     def test_replica_answers_carry_their_epoch(self) -> None:
-        """X-Bazar-Epoch, as the front end's client reads it (replicas with a fixed sequencer: 1)."""
+        """X-Bazar-Epoch, as the front end's client reads it (1: no replica has taken over yet)."""
         for name in (*self.cluster.catalog_names, *self.cluster.order_names):
             self.assertEqual(
                 self.cluster.internal("GET", name, "/internal/status").headers["x-bazar-epoch"], "1"
             )
-        response = result_of(
+        response = self.successResultOf(
             self.cluster.client().request("GET", self.cluster.config.catalog[1], "/catalog/books/0")
         )
         self.assertEqual((response.code, response.epoch, response.replica), (200, 1, "catalog-2"))
@@ -332,7 +332,7 @@ class WriteTests(ClusterTestCase):
         """Sent to a catalog follower once (which forwards), order-1 learns from the answer
         which replica sequences catalog writes and goes there directly from then on."""
         order = self.cluster.apps["order-1"]
-        order._catalog = next(c for c in self.cluster.config.catalog if c.name == "catalog-2")
+        order.catalogs.heard("catalog-2")
         for _ in range(3):
             self.assertEqual(self.cluster.post("/bazar/purchase/1").code, 200)
         buys = [s.name for s in self.cluster.dispatch.seen if s.path == "/catalog/books/1/buy"]
@@ -356,4 +356,5 @@ class WriteTests(ClusterTestCase):
             self.assertEqual(len({r["digest"] for r in mine}), 1, role)
             self.assertEqual({(r["last_seq"], r["sequencer"]) for r in mine}, {(last_seq, sequencer)})
         self.assertNotEqual(replicas[0]["digest"], replicas[3]["digest"])
+        self.cluster.service.stopService()  # the processes' timers (heartbeats, watchdogs, scans)
         self.assertEqual(self.cluster.clock.getDelayedCalls(), [])  # every deadline was cancelled

@@ -33,12 +33,13 @@ from bazar.bench.experiments import (
     EXPERIMENTS,
     MEMORY_SEARCH_SHARE,
     MEMORY_WRITE_SHARE,
-    compare_rounds,
     cpu_note,
     lower_median,
     median_round,
     memory_plan,
+    of_hits,
     phase_order,
+    rounds_notes,
     summary_row,
     zipf_weights,
 )
@@ -256,11 +257,12 @@ class FormattingTests(SynchronousTestCase):
             {"workload": "misses", "round": 2, "rps": 60.0},
         ]
         hits, misses = median_round(rounds[0::2]), median_round(rounds[1::2])
-        notes = compare_rounds(rounds, hits, misses)
+        of_hits(rounds, hits, misses)
         self.assertEqual((misses["of_hits_rounds"], misses["of_hits"]), ([0.5, 0.3], 0.3))
+        notes = rounds_notes(hits, misses)
         self.assertEqual(notes[0], "cache hits ÷ the ceiling, round by round: 80.0 %, 70.0 %")
         self.assertTrue(notes[1].endswith("0.50, 0.30"), notes)
-        self.assertEqual(compare_rounds(rounds, None, misses), [])
+        self.assertEqual(rounds_notes(None, misses), [])
 
 
 class FileTests(SynchronousTestCase):

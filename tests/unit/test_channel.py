@@ -29,10 +29,10 @@ from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BadRequest, Forbidden, NotSent, Unavailable
 from bazar.invalidation import info_key
+from bazar.jsonio import Reply, json_reply
 from bazar.metrics import Metrics
 from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
-from bazar.web import Reply, json_reply
-from tests.unit.memcluster import SECRET, MemCluster, result_of
+from tests.unit.memcluster import SECRET, MemCluster
 
 PORT = 5111
 PEER = Replica(
@@ -342,7 +342,7 @@ class SameAnswersTests(SynchronousTestCase):
     serves both. Here the real apps of an in-memory cluster (``memcluster``)."""
 
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def over_channel(self, app: Any, path: str, body: bytes) -> ReplicaResponse:
@@ -398,8 +398,8 @@ class SameAnswersTests(SynchronousTestCase):
         cluster.get("/bazar/info/1")
         self.assertIn(info_key(1), cluster.cached_keys())
         frontend = cluster.frontend
-        link = Link({INVALIDATE_PATH: frontend.invalidate_call}, lambda: Stamp("frontend"))
+        link = Link({INVALIDATE_PATH: frontend.internal.invalidate_call}, lambda: Stamp("frontend"))
         d = link.call(INVALIDATE_PATH, json.dumps({"keys": [info_key(1)], "seq": 9}).encode())
         link.connect()
-        self.assertEqual(result_of(d).json(), {"invalidated": [info_key(1)]})
+        self.assertEqual(self.successResultOf(d).json(), {"invalidated": [info_key(1)]})
         self.assertNotIn(info_key(1), cluster.cached_keys())

@@ -87,8 +87,6 @@ class DefaultsTests(SynchronousTestCase):
             [f"tcp:host=127.0.0.1:port={port}" for port in (5111, 5112, 5113, 5211, 5212, 5213)],
         )
         self.assertEqual(config.order[2].channel_listen, "tcp:port=5213:interface=127.0.0.1")
-        self.assertEqual(config.catalog_sequencer.name, "catalog-1")
-        self.assertEqual(config.order_sequencer.name, "order-1")
 
     def test_books(self) -> None:
         """Seven books unless the config says otherwise; a million is fine."""

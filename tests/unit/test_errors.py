@@ -13,7 +13,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.protocol import SECRET_HEADER
-from tests.unit.memcluster import SECRET, MemCluster, Reply, result_of
+from tests.unit.memcluster import SECRET, MemCluster, Reply
 
 _ = object()  # "no body"
 
@@ -106,7 +106,7 @@ INTERNAL_CASES: list[tuple[str, str, str, str, Any, int]] = [
 
 class ErrorTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def send(self, method: str, path: str, body: Any, to: str = "frontend", **kwargs: Any) -> Reply:
@@ -132,7 +132,7 @@ class ErrorTestCase(SynchronousTestCase):
     def assertNothingWritten(self) -> None:
         """No replica has applied a single write."""
         for name, store in self.cluster.stores.items():
-            self.assertEqual(result_of(store.last_seq()), 0, name)
+            self.assertEqual(self.successResultOf(store.last_seq()), 0, name)
 
 
 def _frontend_case(method: str, path: str, body: Any, code: int, allow: str | None) -> Callable[..., None]:

@@ -23,30 +23,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
-from typing import Any, TypeVar
+from typing import Any
 
-from treq.testing import StubTreq
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Site
 
 from bazar import config as bazar_config
 from bazar import replication
-from bazar.catalog import tap as catalog_tap
+from bazar.assembly import build_frontend
 from bazar.catalog.store import SEED_BOOKS, CatalogStore
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
 from bazar.errors import NotSent, Unavailable
 from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role, Watchdog, majority
-from bazar.http_limits import make_site
 from bazar.order.store import OrderStore
 from bazar.protocol import REPLICATE_PATH
 from bazar.replication import HEARTBEAT_INTERVAL, REPLICATION_TIMEOUT, FollowerLink, Sequencer
-from bazar.storage import Entry, InlineRunner, ReplicatedStore
-from tests.unit.memcluster import Held, HostDispatch
+from bazar.runners import InlineRunner
+from bazar.storage import Entry, ReplicatedStore
+from tests.unit.memnet import Held, MemNetwork
 
-T = TypeVar("T")
 SECRET = "failover-secret"
 STEP = 0.25  # seconds the clock moves between flushes (heartbeats and checks: every 0.5 s)
 MAX_FLUSHES = 100
@@ -150,17 +148,23 @@ class IsolatableClient(ReplicaClient):
         isolated: set[str],
         cuts: set[frozenset[str]],
         paused: dict[str, list[Callable[[], None]]],
+        blocked: set[tuple[str, str, str]] | None = None,
     ) -> None:
         super().__init__(http, SECRET, clock)
         self.name = name
         self.isolated = isolated
         self.cuts = cuts
         self.paused = paused
+        self.blocked = blocked if blocked is not None else set()
 
     def request(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
     ) -> Any:
-        if self.name in self.isolated or frozenset((self.name, replica.name)) in self.cuts:
+        if (
+            self.name in self.isolated
+            or frozenset((self.name, replica.name)) in self.cuts
+            or (self.name, replica.name, path) in self.blocked
+        ):
             return fail(NotSent(f"{self.name} is cut off from {replica.name}"))
         if self.name in self.paused:
             # A paused process sends nothing; what it meant to send leaves when it resumes
@@ -178,40 +182,44 @@ class IsolatableClient(ReplicaClient):
 
 
 class Trio:
-    """Three catalog replicas wired as ``replica_service`` wires one: store, Role, CatalogApp
-    and Watchdog each (no front end). ``start()`` starts the Roles and Watchdogs."""
+    """Three catalog replicas built as the catalog tap builds one (``bazar.assembly``), with a
+    front end for their invalidations (its probe not started), on one in-memory network
+    (``tests.unit.memnet``). ``start()`` starts each replica's services, as twistd would."""
 
     def __init__(self, test: SynchronousTestCase, config: Config = CONFIG) -> None:
         self.test = test
         self.config = config
         self.clock = Clock()
-        self.dispatch = HostDispatch()
-        self.stub: Any = StubTreq(self.dispatch)
-        production = make_site(self.dispatch)
-        site = self.stub._agent._serverFactory
-        assert isinstance(site, Site)
-        site.requestFactory = production.requestFactory
-        site.protocol = production.protocol
-        self.outside = ReplicaClient(self.stub, SECRET, self.clock)  # an operator, never isolated
+        self.net = MemNetwork()
+        self.dispatch = self.net.dispatch
+        self.outside = ReplicaClient(self.net.http, SECRET, self.clock)  # an operator, never isolated
+        self.frontend = build_frontend(config, self.outside, self.clock)
+        self.net.add(config.frontend, self.frontend.resource)
         self.stores: dict[str, CatalogStore] = {}
         self.roles: dict[str, Role] = {}
-        self.watchdogs: dict[str, Watchdog] = {}
+        self.services = MultiService()
         self.wipes: Counter[str] = Counter()
         self.cuts: set[frozenset[str]] = set()
         self.outbox: dict[str, list[Callable[[], None]]] = {}  # what paused replicas would send
+        self.blocked: set[tuple[str, str, str]] = set()  # (from, to, path) that never leaves
         for replica in config.catalog:
             store = new_store()
             test.addCleanup(store.close)
             self._count_wipes(replica.name, store)
             client = IsolatableClient(
-                self.stub, self.clock, replica.name, self.dispatch.unreachable, self.cuts, self.outbox
+                self.net.http,
+                self.clock,
+                replica.name,
+                self.dispatch.unreachable,
+                self.cuts,
+                self.outbox,
+                self.blocked,
             )
-            role = Role(replica, config.catalog, store, client, None, self.clock)
-            app = catalog_tap._app(config, replica, store, client, None, role)
-            self.dispatch.add(replica, app.resource())
+            process = self.net.add_replica(config, replica.name, store, client, self.clock, NoJitter())
             self.stores[replica.name] = store
-            self.roles[replica.name] = role
-            self.watchdogs[replica.name] = Watchdog(role, self.clock, NoJitter())
+            self.roles[replica.name] = process.role
+            for service in process.services:
+                service.setServiceParent(self.services)
         test.addCleanup(self.stop)
 
     def _count_wipes(self, name: str, store: CatalogStore) -> None:
@@ -224,23 +232,18 @@ class Trio:
         store.wipe = counted  # type: ignore[method-assign]
 
     def start(self) -> None:
-        for name in self.roles:
-            self.roles[name].start()
-            self.watchdogs[name].startService()
+        self.services.startService()
         self.flush()
 
     def stop(self) -> None:
-        for name in self.roles:
-            if self.watchdogs[name].running:
-                self.watchdogs[name].stopService()
-            self.roles[name].stop()
+        if self.services.running:
+            self.services.stopService()
 
     # -- time and the network -------------------------------------------------------
 
     def flush(self) -> None:
         for _ in range(MAX_FLUSHES):
-            self.stub.flush()
-            if not self.stub._agent._pumps:
+            if not self.net.flush():
                 return
 
     def run(self, seconds: float) -> None:
@@ -280,6 +283,10 @@ class Trio:
     def cut(self, a: str, b: str) -> None:
         """No request between ``a`` and ``b`` either way (each still reaches the third)."""
         self.cuts.add(frozenset((a, b)))
+
+    def block(self, sender: str, to: str, path: str) -> None:
+        """``sender``'s requests for ``path`` to ``to`` never leave (all else goes through)."""
+        self.blocked.add((sender, to, path))
 
     def hold_next(self, name: str) -> Held:
         """``name`` answers its next request at once, but the answer leaves on release()."""
@@ -325,17 +332,14 @@ class Trio:
 
 
 class FailoverTestCase(SynchronousTestCase):
-    def result(self, d: Deferred[T]) -> T:
-        return self.successResultOf(d)
-
     def assertSameData(self, trio: Trio, *names: str) -> None:
         """Equal last_seq, digest and log on every replica named."""
         first, *rest = names
         for name in rest:
             self.assertEqual(trio.state(name), trio.state(first), name)
             self.assertEqual(
-                self.result(trio.stores[name].entries_after(0)),
-                self.result(trio.stores[first].entries_after(0)),
+                self.successResultOf(trio.stores[name].entries_after(0)),
+                self.successResultOf(trio.stores[first].entries_after(0)),
                 name,
             )
 
@@ -362,7 +366,7 @@ class EpochStorageTests(FailoverTestCase):
     def test_save_epoch_survives_reopening(self) -> None:
         """save_epoch is in the file: another store on it reads it back at setup."""
         store = self.open()
-        self.assertIsNone(self.result(store.save_epoch(3, C2)))
+        self.assertIsNone(self.successResultOf(store.save_epoch(3, C2)))
         self.assertEqual((store.epoch, store.epoch_sequencer), (3, C2))
         store.close()
         again = self.open()
@@ -371,8 +375,8 @@ class EpochStorageTests(FailoverTestCase):
     def test_save_epoch_replaces(self) -> None:
         """The last saved epoch and sequencer are the ones read back."""
         store = self.open()
-        self.result(store.save_epoch(2, C2))
-        self.result(store.save_epoch(5, C3))
+        self.successResultOf(store.save_epoch(2, C2))
+        self.successResultOf(store.save_epoch(5, C3))
         store.close()
         again = self.open()
         self.assertEqual((again.epoch, again.epoch_sequencer), (5, C3))
@@ -381,36 +385,38 @@ class EpochStorageTests(FailoverTestCase):
         """After wipe: no log, no data change, no idempotency key; the digest, rows and topics
         of a fresh store."""
         store = self.open()
-        self.result(store.set_price(1, 5.5))
-        self.result(store.buy(2, 3, key="k-1"))
-        self.result(store.add_quantity(6, 4))
+        self.successResultOf(store.set_price(1, 5.5))
+        self.successResultOf(store.buy(2, 3, key="k-1"))
+        self.successResultOf(store.add_quantity(6, 4))
         fresh = new_store()
         self.addCleanup(fresh.close)
-        self.assertNotEqual(self.result(store.status()), self.result(fresh.status()))
+        self.assertNotEqual(self.successResultOf(store.status()), self.successResultOf(fresh.status()))
 
-        self.assertIsNone(self.result(store.wipe()))
+        self.assertIsNone(self.successResultOf(store.wipe()))
 
         self.assertEqual(store.applied_seq, 0)
-        self.assertEqual(self.result(store.entries_after(0)), [])
-        self.assertEqual(self.result(store.status()), self.result(fresh.status()))
-        self.assertEqual(self.result(store.all_books()), self.result(fresh.all_books()))
-        self.assertEqual(self.result(store.row_count()), len(SEED_BOOKS))
-        self.assertEqual(self.result(store.recompute_digest()), self.result(store.status())["digest"])
+        self.assertEqual(self.successResultOf(store.entries_after(0)), [])
+        self.assertEqual(self.successResultOf(store.status()), self.successResultOf(fresh.status()))
+        self.assertEqual(self.successResultOf(store.all_books()), self.successResultOf(fresh.all_books()))
+        self.assertEqual(self.successResultOf(store.row_count()), len(SEED_BOOKS))
+        self.assertEqual(
+            self.successResultOf(store.recompute_digest()), self.successResultOf(store.status())["digest"]
+        )
         topics = "SELECT topic, books FROM topics ORDER BY topic"
         self.assertEqual(
-            self.result(store.runner.runInteraction(lambda txn: txn.execute(topics).fetchall())),
-            self.result(fresh.runner.runInteraction(lambda txn: txn.execute(topics).fetchall())),
+            self.successResultOf(store.runner.runInteraction(lambda txn: txn.execute(topics).fetchall())),
+            self.successResultOf(fresh.runner.runInteraction(lambda txn: txn.execute(topics).fetchall())),
         )
         # The key is forgotten: the same purchase is a new write, not a replay of the old one.
-        seq, _ = self.result(store.buy(2, 3, key="k-1"))
+        seq, _ = self.successResultOf(store.buy(2, 3, key="k-1"))
         self.assertEqual(seq, 1)
 
     def test_wipe_keeps_the_epoch(self) -> None:
         """wipe keeps the recorded epoch, in memory and in the file."""
         store = self.open()
-        self.result(store.save_epoch(4, C3))
-        self.result(store.set_price(0, 1.0))
-        self.result(store.wipe())
+        self.successResultOf(store.save_epoch(4, C3))
+        self.successResultOf(store.set_price(0, 1.0))
+        self.successResultOf(store.wipe())
         self.assertEqual((store.epoch, store.epoch_sequencer), (4, C3))
         store.close()
         again = self.open()
@@ -423,23 +429,23 @@ class EpochStorageTests(FailoverTestCase):
         fresh = OrderStore(InlineRunner())
         for s in (store, fresh):
             self.addCleanup(s.close)
-            self.result(s.setup())
-        self.result(store.record(1, "RPCs for Noobs.", 22.35, 2, key="k"))
-        self.result(store.wipe())
-        self.assertEqual(self.result(store.all_orders()), [])
-        self.assertEqual(self.result(store.status()), self.result(fresh.status()))
-        self.assertEqual(self.result(store.record(1, "RPCs for Noobs.", 22.35, 2, key="k"))[0], 1)
+            self.successResultOf(s.setup())
+        self.successResultOf(store.record(1, "RPCs for Noobs.", 22.35, 2, key="k"))
+        self.successResultOf(store.wipe())
+        self.assertEqual(self.successResultOf(store.all_orders()), [])
+        self.assertEqual(self.successResultOf(store.status()), self.successResultOf(fresh.status()))
+        self.assertEqual(self.successResultOf(store.record(1, "RPCs for Noobs.", 22.35, 2, key="k"))[0], 1)
 
     def test_entry_at(self) -> None:
         """entry_at: the logged entry at that sequence number, None where there is none."""
         store = self.open()
-        _, first = self.result(store.set_price(1, 5.5))
-        _, second = self.result(store.set_quantity(2, 9))
-        self.assertEqual(self.result(store.entry_at(1)), first)
-        self.assertEqual(self.result(store.entry_at(2)), second)
-        self.assertEqual(self.result(store.entry_at(2))["book"]["quantity"], 9)
-        self.assertIsNone(self.result(store.entry_at(0)))
-        self.assertIsNone(self.result(store.entry_at(3)))
+        _, first = self.successResultOf(store.set_price(1, 5.5))
+        _, second = self.successResultOf(store.set_quantity(2, 9))
+        self.assertEqual(self.successResultOf(store.entry_at(1)), first)
+        self.assertEqual(self.successResultOf(store.entry_at(2)), second)
+        self.assertEqual(self.successResultOf(store.entry_at(2))["book"]["quantity"], 9)
+        self.assertIsNone(self.successResultOf(store.entry_at(0)))
+        self.assertIsNone(self.successResultOf(store.entry_at(3)))
 
 
 # -- 2. Role at start ---------------------------------------------------------------------
@@ -455,7 +461,7 @@ class RoleStartTests(FailoverTestCase):
 
     def recorded(self, epoch: int, sequencer: str) -> CatalogStore:
         store = new_store()
-        self.result(store.save_epoch(epoch, sequencer))
+        self.successResultOf(store.save_epoch(epoch, sequencer))
         return store
 
     def test_majority(self) -> None:
@@ -547,7 +553,7 @@ class ElectionRuleTests(FailoverTestCase):
         store = new_store()
         self.addCleanup(store.close)
         for i in range(writes):
-            self.result(store.set_price(0, float(i)))
+            self.successResultOf(store.set_price(0, float(i)))
         role = Role(REPLICAS[name], CONFIG.catalog, store, self.client, None, self.clock)
         self.addCleanup(role.stop)
         return role
@@ -564,7 +570,7 @@ class ElectionRuleTests(FailoverTestCase):
         only, and leads once it votes yes."""
         self.statuses[C3] = status(C3, 1, C1, 2)
         role = self.role(C2, writes=2)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(self.proposals(), [(C3, {"epoch": 2, "sequencer": C2})])
         self.assertEqual((role.epoch, role.sequencer.name), (2, C2))
         self.assertIsNotNone(role.writer)
@@ -585,10 +591,10 @@ class ElectionRuleTests(FailoverTestCase):
         store = new_store()
         self.addCleanup(store.close)
         for i in range(2):
-            self.result(store.set_price(0, float(i)))
+            self.successResultOf(store.set_price(0, float(i)))
         role = Role(REPLICAS[C2], CONFIG.catalog, store, self.client, notice, self.clock)
         self.addCleanup(role.stop)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         assert role.writer is not None
         self.assertEqual(
             {link.follower.name: link.in_sync for link in role.writer.links}, {C1: False, C3: True}
@@ -612,7 +618,7 @@ class ElectionRuleTests(FailoverTestCase):
         """Equal last_seq: catalog-3 leaves it to catalog-2 and proposes nothing."""
         self.statuses[C2] = status(C2, 1, C1, 2)
         role = self.role(C3, writes=2)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(self.proposals(), [])
         self.assertEqual((role.epoch, role.sequencer.name, role.writer), (1, C1, None))
 
@@ -624,7 +630,7 @@ class ElectionRuleTests(FailoverTestCase):
         self.addCleanup(store.close)
         role = Role(REPLICAS[C3], config.catalog, store, self.client, None, self.clock)
         self.addCleanup(role.stop)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(self.proposals(), [(C2, {"epoch": 2, "sequencer": C3})])
         self.assertIsNotNone(role.writer)
 
@@ -632,7 +638,7 @@ class ElectionRuleTests(FailoverTestCase):
         """A reachable peer with a higher last_seq wins, though later in the config."""
         self.statuses[C3] = status(C3, 1, C1, 3)
         role = self.role(C2, writes=2)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(self.proposals(), [])
         self.assertEqual((role.epoch, role.writer), (1, None))
 
@@ -640,14 +646,14 @@ class ElectionRuleTests(FailoverTestCase):
         """catalog-3 with the higher last_seq proposes, though later in the config."""
         self.statuses[C2] = status(C2, 1, C1, 1)
         role = self.role(C3, writes=2)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(self.proposals(), [(C2, {"epoch": 2, "sequencer": C3})])
         self.assertIsNotNone(role.writer)
 
     def test_no_majority_reachable(self) -> None:
         """Both peers unreachable: no proposal, no change."""
         role = self.role(C2)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(len(self.client.to("/internal/status")), 2)
         self.assertEqual(self.proposals(), [])
         self.assertEqual((role.epoch, role.writer, role.store.epoch), (1, None, 0))
@@ -657,7 +663,7 @@ class ElectionRuleTests(FailoverTestCase):
         self.statuses[C3] = status(C3, 1, C1, 0)
         self.votes[C3] = answer(409, {"error": {"code": 409, "message": "not newer"}}, C3)
         role = self.role(C2)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(len(self.proposals()), 1)
         self.assertEqual((role.epoch, role.sequencer.name, role.writer), (1, C1, None))
         self.assertEqual(role.store.epoch, 0)
@@ -667,7 +673,7 @@ class ElectionRuleTests(FailoverTestCase):
         self.statuses[C3] = status(C3, 1, C1, 0)
         self.votes[C3] = Unavailable("catalog-3 is unreachable")
         role = self.role(C2)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual((role.epoch, role.writer), (1, None))
 
     def test_sequencer_answers(self) -> None:
@@ -676,7 +682,7 @@ class ElectionRuleTests(FailoverTestCase):
         self.statuses[C3] = status(C3, 1, C1, 0)
         role = self.role(C2)
         self.clock.advance(10)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(self.proposals(), [])
         self.assertEqual(role.last_heard, 10)
         self.assertEqual((role.epoch, role.writer), (1, None))
@@ -686,7 +692,7 @@ class ElectionRuleTests(FailoverTestCase):
         self.statuses[C3] = status(C3, 3, C3, 0)
         role = self.role(C2, writes=5)
         self.clock.advance(10)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(self.proposals(), [])
         self.assertEqual((role.epoch, role.sequencer.name, role.writer), (3, C3, None))
         self.assertEqual(role.last_heard, 10)
@@ -701,10 +707,10 @@ class ElectionRuleTests(FailoverTestCase):
         first = role.elect()
         self.assertNoResult(first)
         sent = len(self.client.sent)
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(len(self.client.sent), sent)
         pending.errback(Unavailable("catalog-1 is unreachable"))
-        self.result(first)
+        self.successResultOf(first)
         self.assertIsNotNone(role.writer)
 
     def test_answers_that_straddle_a_new_epoch_elect_nobody(self) -> None:
@@ -718,9 +724,9 @@ class ElectionRuleTests(FailoverTestCase):
         role = self.role(C3, writes=2)
         election = role.elect()
         self.assertNoResult(election)
-        self.result(role.adopt(2, C2))  # what voting for catalog-2 does
+        self.successResultOf(role.adopt(2, C2))  # what voting for catalog-2 does
         c2_status.callback(status(C2, 1, C1, 2))  # sent before catalog-2 won
-        self.result(election)
+        self.successResultOf(election)
         self.assertEqual(self.proposals(), [])
         self.assertEqual((role.epoch, role.sequencer.name, role.writer), (2, C2, None))
 
@@ -729,7 +735,7 @@ class ElectionRuleTests(FailoverTestCase):
         role = self.role(C1)
         role.start()
         self.client.sent.clear()
-        self.result(role.elect())
+        self.successResultOf(role.elect())
         self.assertEqual(self.client.to("/internal/status"), [])
 
 
@@ -1055,6 +1061,43 @@ class HangTests(FailoverTestCase):
 # -- 4. fencing a replaced sequencer -----------------------------------------------------
 
 
+class VoterBehindTests(FailoverTestCase):
+    """A replica can vote for a new sequencer while it lacks writes acknowledged before (it
+    was out of sync: paused, or cut off). The new sequencer catches it up, but until then
+    the front end must not read from it."""
+
+    def test_a_voter_behind_is_not_read_until_it_has_caught_up(self) -> None:
+        trio = Trio(self)
+        trio.start()
+        self.assertEqual(trio.write_price(C1, 3, 10.0).code, 200)
+        trio.pause(C1)
+        first = trio.replaced(C1)
+        # Acknowledged by ``first`` and the third replica; C1, paused, lacks it.
+        self.assertEqual(trio.write_price(first, 3, 42.0).code, 200)
+        (third,) = {C2, C3} - {first}
+        trio.isolate(first)
+        trio.block(third, C1, REPLICATE_PATH)  # C1 may vote, but is not caught up
+        trio.resume(C1)
+        self.assertEqual(trio.replaced(first), third)  # C1's vote, and the third's own
+        self.assertEqual(trio.price(C1, 3), 10.0)  # behind: it lacks an acknowledged write
+
+        replicas = trio.frontend.app.replicas
+        self.assertFalse(replicas.health.readable(trio.replica(C1)))
+        for _ in range(len(trio.config.catalog)):  # every replica's turn
+            d = replicas.read(replicas.catalogs, "/catalog/books/3")
+            trio.flush()
+            self.assertEqual(self.successResultOf(d).json()["price"], 42.0)
+
+        # Caught up, it is read from again once its sequencer says so (a probe of its status).
+        trio.blocked.clear()
+        trio.run(1)
+        self.assertEqual(trio.price(C1, 3), 42.0)
+        (probe,) = trio.frontend.services
+        probe.probe_all()  # type: ignore[attr-defined]
+        trio.flush()
+        self.assertTrue(replicas.health.readable(trio.replica(C1)))
+
+
 class FencingTests(FailoverTestCase):
     def setUp(self) -> None:
         self.trio = Trio(self)
@@ -1102,14 +1145,14 @@ class FencingTests(FailoverTestCase):
 
     def test_isolated_sequencer_write_unacknowledged(self) -> None:
         """An isolated catalog-1 still sequences a write but cannot acknowledge it (Unavailable:
-        1 of 3); catalog-2 is elected and writes seq 2 otherwise; when catalog-1 is back it is
-        fenced and ends with catalog-2's entry at seq 2."""
+        1 of 3, and the front end out of reach); catalog-2 is elected and writes seq 2
+        otherwise; when catalog-1 is back it is fenced and ends with catalog-2's entry at seq 2."""
         trio = self.trio
         trio.isolate(C1)
         writer = trio.roles[C1].writer
         assert writer is not None
-        failure = self.failureResultOf(writer.write(trio.stores[C1].set_price(0, 99.0)), Unavailable)
-        self.assertIn("only 1 of 3", failure.value.message)
+        # Unavailable: no follower confirms it (only 1 of 3), nor can the front end be told.
+        self.failureResultOf(writer.write(trio.stores[C1].set_price(0, 99.0)), Unavailable)
         self.assertEqual(trio.price(C1, 0), 99.0)  # sequenced here, never acknowledged
         self.replace_c1()
         self.assertEqual(trio.write_price(C3, 0, 20.0).code, 200)
@@ -1147,16 +1190,16 @@ class VerifyTests(FailoverTestCase):
     def setUp(self) -> None:
         self.store = new_store()
         self.addCleanup(self.store.close)
-        self.result(self.store.set_price(0, 1.0))
-        _, self.last = self.result(self.store.set_price(1, 2.0))
+        self.successResultOf(self.store.set_price(0, 1.0))
+        _, self.last = self.successResultOf(self.store.set_price(1, 2.0))
         self.log: Any = answer(200, {"entries": [[2, self.last]]}, C3)
         self.client = FakeClient(lambda method, to, path, body: self.log)
         self.role = Role(REPLICAS[C2], CONFIG.catalog, self.store, self.client, None, Clock())
-        self.result(self.role.adopt(2, C3))
+        self.successResultOf(self.role.adopt(2, C3))
         self.assertEqual(self.role.verified_epoch, 1)
 
     def verify(self) -> None:
-        self.assertIsNone(self.result(self.role.verify(2)))
+        self.assertIsNone(self.successResultOf(self.role.verify(2)))
 
     def test_matching_entry_keeps_data(self) -> None:
         """Same entry at our last seq: nothing wiped; verified for epoch 2."""
@@ -1207,7 +1250,7 @@ class VerifyTests(FailoverTestCase):
 
     def test_empty_log_needs_no_check(self) -> None:
         """Nothing applied: nothing to compare, verified at once."""
-        self.result(self.store.wipe())
+        self.successResultOf(self.store.wipe())
         self.verify()
         self.assertEqual(self.client.sent, [])
         self.assertEqual(self.role.verified_epoch, 2)
@@ -1301,7 +1344,7 @@ class QuorumTests(FailoverTestCase):
     def test_one_follower_confirms(self) -> None:
         """Quorum 2, catalog-2 confirms: acknowledged."""
         self.up.add(C2)
-        entry = self.result(self.sequencer(2).write(self.store.set_price(0, 5.0)))
+        entry = self.successResultOf(self.sequencer(2).write(self.store.set_price(0, 5.0)))
         self.assertEqual(entry["book"]["price"], 5.0)
 
     def test_quorum_of_all(self) -> None:
@@ -1309,11 +1352,11 @@ class QuorumTests(FailoverTestCase):
         self.up.add(C2)
         self.failureResultOf(self.sequencer(3).write(self.store.set_price(0, 5.0)), Unavailable)
         self.up.add(C3)
-        self.result(self.sequencer(3).write(self.store.set_price(0, 6.0)))
+        self.successResultOf(self.sequencer(3).write(self.store.set_price(0, 6.0)))
 
     def test_quorum_one_needs_nobody(self) -> None:
         """The default quorum 1 acknowledges with every follower failing."""
-        self.result(self.sequencer(1).write(self.store.set_price(0, 5.0)))
+        self.successResultOf(self.sequencer(1).write(self.store.set_price(0, 5.0)))
 
     def test_replayed_write_counts_too(self) -> None:
         """A keyed retry is acknowledged only once a majority has the original write."""
@@ -1321,7 +1364,7 @@ class QuorumTests(FailoverTestCase):
         self.failureResultOf(sequencer.write(self.store.buy(0, 1, key="k")), Unavailable)
         self.failureResultOf(sequencer.write(self.store.buy(0, 1, key="k")), Unavailable)
         self.up.add(C2)
-        entry = self.result(sequencer.write(self.store.buy(0, 1, key="k")))
+        entry = self.successResultOf(sequencer.write(self.store.buy(0, 1, key="k")))
         self.assertEqual(entry["book"]["quantity"], SEED_BOOKS[0][4] - 1)
         self.assertEqual(self.store.applied_seq, 1)
 
@@ -1350,7 +1393,7 @@ class EndpointTests(FailoverTestCase):
     def test_elect_accepts_a_newer_epoch(self) -> None:
         """Epoch 2 from a candidate holding what we hold: 200 with our last_seq; adopted and
         persisted; then epoch 2 again is refused. A candidate holding less is refused."""
-        self.result(self.trio.stores[C2].set_price(0, 3.0))
+        self.successResultOf(self.trio.stores[C2].set_price(0, 3.0))
         behind = self.elect(C2, {"epoch": 2, "sequencer": C3, "last_seq": 0})
         self.assertEqual(behind.code, 409, behind.body)
         self.assertEqual(self.trio.epochs()[C2][0], 1)
@@ -1374,7 +1417,7 @@ class EndpointTests(FailoverTestCase):
     def test_replicate_refuses_an_older_epoch(self) -> None:
         """In epoch 2, a call from epoch 1: 409 with stale_epoch and our sequencer; nothing applied."""
         self.assertEqual(self.elect(C2, {"epoch": 2, "sequencer": C3}).code, 200)
-        _, entry = self.result(self.trio.stores[C1].set_price(0, 3.0))
+        _, entry = self.successResultOf(self.trio.stores[C1].set_price(0, 3.0))
         body = {"entries": [[1, entry]], "last_seq": 1, "epoch": 1, "sequencer": C1}
         response = self.trio.call("POST", C2, REPLICATE_PATH, body)
         self.assertEqual(response.code, 409, response.body)
@@ -1385,14 +1428,14 @@ class EndpointTests(FailoverTestCase):
 
     def test_replicate_current_epoch_applies(self) -> None:
         """A call from the current epoch is applied."""
-        _, entry = self.result(self.trio.stores[C1].set_price(0, 3.0))
+        _, entry = self.successResultOf(self.trio.stores[C1].set_price(0, 3.0))
         body = {"entries": [[1, entry]], "last_seq": 1, "epoch": 1, "sequencer": C1}
         response = self.trio.call("POST", C2, REPLICATE_PATH, body)
         self.assertEqual((response.code, response.json()), (200, {"last_seq": 1}))
 
     def test_replicate_newer_epoch_adopted(self) -> None:
         """A call from a newer epoch: adopted, persisted, and applied."""
-        _, entry = self.result(self.trio.stores[C3].set_price(0, 3.0))
+        _, entry = self.successResultOf(self.trio.stores[C3].set_price(0, 3.0))
         body = {"entries": [[1, entry]], "last_seq": 1, "epoch": 3, "sequencer": C3}
         response = self.trio.call("POST", C2, REPLICATE_PATH, body)
         self.assertEqual(response.code, 200, response.body)
@@ -1408,7 +1451,7 @@ class EndpointTests(FailoverTestCase):
     def test_log(self) -> None:
         """/internal/log: the entries after ``after``, at most ``limit``, in order."""
         store = self.trio.stores[C1]
-        entries = [self.result(store.set_price(b, float(b))) for b in range(4)]
+        entries = [self.successResultOf(store.set_price(b, float(b))) for b in range(4)]
         expected = [[seq, entry] for seq, entry in entries]
 
         def log(query: str) -> Any:

@@ -145,7 +145,7 @@ class LeanMissTests(ShortcutTestCase):
 
 class ThroughTheFrontEndTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def test_hit_answers_like_the_route_and_writes_still_invalidate(self) -> None:

@@ -13,11 +13,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from bazar.completion import shielded
 from bazar.config import parse
 from bazar.errors import Conflict
 from bazar.http_limits import IDLE_TIMEOUT, LINGER, MAX_HEADERS, MAX_LINE, make_site
+from bazar.jsonio import MAX_BODY
 from bazar.service import tcp_address
-from bazar.web import MAX_BODY, shielded
 from tests.unit.rawhttp import RawConnection, RawReply, error_shape_problem
 
 
@@ -276,7 +277,7 @@ class LoopbackDefaultTests(SynchronousTestCase):
 
 
 class ShieldedTests(SynchronousTestCase):
-    """``bazar.web.shielded``: cancelling the answer leaves the work running."""
+    """``bazar.completion.shielded``: cancelling the answer leaves the work running."""
 
     def test_cancelling_the_answer_does_not_cancel_the_work(self) -> None:
         cancelled: list[bool] = []

@@ -23,8 +23,8 @@ from bazar.config import Replica, parse
 from bazar.errors import NotSent, Unavailable
 from bazar.frontend.app import FrontendApp
 from bazar.health import CATCHING_UP, Health, HealthProbe
-from bazar.protocol import STATUS_PATH
-from tests.unit.memcluster import MAX_FLUSHES, MemCluster, result_of
+from bazar.protocol import REPLICATE_PATH, STATUS_PATH
+from tests.unit.memcluster import MAX_FLUSHES, MemCluster
 
 PROBE_INTERVAL = parse({"cluster": {"secret": "s"}}).probe_interval  # the default
 
@@ -102,7 +102,8 @@ class HealthTests(SynchronousTestCase):
     def test_a_new_epoch_forgets_what_the_old_sequencer_said_of_its_followers(self) -> None:
         """catalog-1, cut off, reported catalog-2 and -3 lagging as of its write 40, which no
         majority had. catalog-2 takes over at 39: its followers' state is its word now, not
-        the old 40 (which would keep both unread until epoch 2 wrote past it)."""
+        the old 40 (which would keep both unread until epoch 2 wrote past it). Until it has
+        spoken, no replica of the role is read: one may have voted for it while behind."""
         order = replica("order-1")
         health = Health([*CATALOGS, order])
         health.current_epoch("catalog", 1)
@@ -110,9 +111,14 @@ class HealthTests(SynchronousTestCase):
             health.report_lagging(name, True, 40, pushed=False)
         health.report_lagging("order-1", True, 7, pushed=True)
         health.current_epoch("catalog", 2)
-        self.assertEqual([health.readable(r) for r in (*CATALOGS, order)], [True, True, True, False])
-        health.report_lagging("catalog-3", True, 39, pushed=False)  # the new sequencer's word
-        self.assertFalse(health.readable(C3))
+        self.assertEqual([health.readable(r) for r in (*CATALOGS, order)], [False, False, False, False])
+        self.assertIn("not known to have every write", health.why_unreadable(C3) or "")
+        health.report_lagging("catalog-2", False, 39, pushed=True)  # the new sequencer, on itself
+        health.report_lagging("catalog-3", True, 39, pushed=False)  # ... and on a follower behind
+        health.report_lagging("catalog-1", False, 39, pushed=False, confirmed=39)
+        self.assertEqual([health.readable(r) for r in (*CATALOGS, order)], [True, True, False, False])
+        health.report_lagging("catalog-3", False, 41, pushed=True)  # caught up
+        self.assertTrue(health.readable(C3))
 
     def test_newer_seq_wins(self) -> None:
         """Whatever its source, a report about a newer sequence number replaces an older one."""
@@ -413,7 +419,7 @@ class ClusterViewTests(SynchronousTestCase):
 
 class ClusterHealthTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
         self.health = self.cluster.frontend.health
         self.replicas = {r.name: r for r in (*self.cluster.config.catalog, *self.cluster.config.order)}
@@ -426,7 +432,7 @@ class ClusterHealthTests(SynchronousTestCase):
     def heartbeat(self, role: str = "catalog") -> Any:
         d = self.cluster.sequencers[role].heartbeat()
         self.settle()
-        return result_of(d)
+        return self.successResultOf(d)
 
     def probe(self) -> None:
         """One round of the front end's probe (production runs it every probe_interval)."""
@@ -435,7 +441,14 @@ class ClusterHealthTests(SynchronousTestCase):
         )
         d = probe.probe_all()
         self.settle()
-        result_of(d)
+        self.successResultOf(d)
+
+    def fall_behind(self, *names: str) -> None:
+        """As a follower that missed writes (or was restarted): a replicate call shows it a gap,
+        so it is not ready until the sequencer has sent it everything again."""
+        for name in names:
+            gap = {"entries": [[10**6, {}]], "last_seq": 10**6}
+            self.assertEqual(self.cluster.internal("POST", name, REPLICATE_PATH, gap).code, 409)
 
     def ready(self, name: str) -> bool:
         code, _, body = self.cluster.internal("GET", name, "/internal/status")
@@ -459,7 +472,7 @@ class ClusterHealthTests(SynchronousTestCase):
         return {r["name"]: r for r in view["replicas"]}
 
     def digest(self, name: str) -> str:
-        return result_of(self.cluster.stores[name].status())["digest"]
+        return self.successResultOf(self.cluster.stores[name].status())["digest"]
 
     def test_reads_skip_a_down_replica_and_retry_on_the_next(self) -> None:
         """A read that finds catalog-2 unreachable is answered by the next replica (no failed
@@ -476,8 +489,9 @@ class ClusterHealthTests(SynchronousTestCase):
 
         self.cluster.unreachable("catalog-2", down=False)
         self.assertNotIn("catalog-2", self.read_books())  # only a probe brings it back
+        self.fall_behind("catalog-2")
         self.probe()
-        self.assertFalse(self.health.is_up(self.replicas["catalog-2"]))  # not ready: never synced
+        self.assertFalse(self.health.is_up(self.replicas["catalog-2"]))  # not ready: behind
         self.heartbeat()
         self.probe()
         self.assertTrue(self.health.is_up(self.replicas["catalog-2"]))
@@ -594,6 +608,9 @@ class ClusterHealthTests(SynchronousTestCase):
         """A follower is ready once the sequencer has left it with everything, and stays so
         (even if the sequencer then dies: nothing newer can be acknowledged); the sequencer is
         always ready."""
+        # At start-up, the sequencer's first heartbeat left every follower with everything.
+        self.assertEqual([self.ready(n) for n in self.cluster.catalog_names], [True, True, True])
+        self.fall_behind("catalog-2", "catalog-3", "order-2", "order-3")
         self.assertEqual([self.ready(n) for n in self.cluster.catalog_names], [True, False, False])
         self.assertEqual([self.ready(n) for n in self.cluster.order_names], [True, False, False])
         self.probe()
@@ -603,11 +620,12 @@ class ClusterHealthTests(SynchronousTestCase):
 
         self.heartbeat()
         self.assertEqual([self.ready(n) for n in self.cluster.catalog_names], [True, True, True])
-        self.cluster.clock.advance(3600)  # no heartbeat for an hour: the sequencer may be gone
+        self.cluster.roles["catalog-1"].heartbeats.stopService()  # the sequencer may be gone
+        self.cluster.clock.advance(3600)
         self.assertEqual([self.ready(n) for n in self.cluster.catalog_names], [True, True, True])
         self.probe()
         self.assertTrue(self.health.is_up(self.replicas["catalog-2"]))
-        self.assertFalse(self.health.is_up(self.replicas["order-2"]))
+        self.assertTrue(self.health.is_up(self.replicas["order-2"]))  # the order sequencer's heartbeat
         self.assertEqual(sorted(set(self.read_books())), ["catalog-1", "catalog-2", "catalog-3"])
 
         # A write (a replicate call that leaves it current) keeps it ready.
@@ -797,7 +815,7 @@ class InvalidateTests(SynchronousTestCase):
     """``/internal/invalidate``: what a sequencer pushes to the front end."""
 
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
         self.health = self.cluster.frontend.health
 
@@ -852,8 +870,9 @@ class InvalidateTests(SynchronousTestCase):
 class _EpochClient:
     """Answers every GET with book 1 at the price and epoch each replica is given."""
 
-    def __init__(self, answers: dict[str, tuple[float, int]]) -> None:
+    def __init__(self, answers: dict[str, tuple[float, int]], sequencer: str | None = None) -> None:
         self.answers = answers
+        self.sequencer = sequencer  # whom every answer names as its role's sequencer
         self.clock = Clock()
         self.asked: list[str] = []
 
@@ -861,18 +880,20 @@ class _EpochClient:
         self.asked.append(replica.name)
         price, epoch = self.answers[replica.name]
         book = json.dumps({"id": 1, "price": price}).encode()
-        return succeed(ReplicaResponse(200, book, replica.name, epoch=epoch))
+        return succeed(ReplicaResponse(200, book, replica.name, sequencer=self.sequencer, epoch=epoch))
 
 
 class ReadEpochTests(SynchronousTestCase):
     """A read answered from an older epoch than the newest the front end knows is not used."""
 
-    def app(self, answers: dict[str, tuple[float, int]]) -> tuple[FrontendApp, _EpochClient]:
-        client = _EpochClient(answers)
+    def app(
+        self, answers: dict[str, tuple[float, int]], sequencer: str | None = None
+    ) -> tuple[FrontendApp, _EpochClient]:
+        client = _EpochClient(answers, sequencer)
         return FrontendApp(parse({"cluster": {"secret": "s"}}), client), client  # type: ignore[arg-type]
 
     def read(self, app: FrontendApp) -> tuple[ReplicaResponse, float]:
-        response = self.successResultOf(app._read(app.catalogs, "/catalog/books/1"))
+        response = self.successResultOf(app.replicas.read(app.replicas.catalogs, "/catalog/books/1"))
         return response, json.loads(response.body)["price"]
 
     def test_an_old_epoch_answer_goes_on_to_the_next_replica(self) -> None:
@@ -889,9 +910,12 @@ class ReadEpochTests(SynchronousTestCase):
         self.assertEqual({self.read(app)[0].replica for _ in range(4)}, {"catalog-2", "catalog-3"})
 
     def test_a_newer_epoch_in_an_answer_is_learned_and_drops_the_cache(self) -> None:
-        """An answer can be the first the front end hears of a new epoch: it is used, the
-        newest epoch known becomes its, and nothing cached before it is kept."""
-        app, client = self.app({"catalog-1": (20.0, 2), "catalog-2": (10.0, 1), "catalog-3": (10.0, 1)})
+        """An answer can be the first the front end hears of a new epoch: from that epoch's
+        sequencer it is used, the newest epoch known becomes its, and nothing cached before
+        it is kept."""
+        app, client = self.app(
+            {"catalog-1": (20.0, 2), "catalog-2": (10.0, 1), "catalog-3": (10.0, 1)}, sequencer="catalog-1"
+        )
         app.health.current_epoch("catalog", 1)
         app.cache.lru.put("info/1", ReplicaResponse(200, b"{}", "catalog-2", epoch=1))
         response, price = self.read(app)
@@ -899,11 +923,32 @@ class ReadEpochTests(SynchronousTestCase):
         self.assertEqual(app.cache.lru.keys(), [])
         self.assertEqual(self.read(app)[1], 20.0)  # catalog-2, in epoch 1, is passed over
         self.assertEqual(client.asked, ["catalog-1", "catalog-2", "catalog-3", "catalog-1"])
+        self.assertFalse(app.health.is_up(app.config.catalog[1]))
+
+    def test_a_follower_first_to_show_a_new_epoch_is_not_used(self) -> None:
+        """catalog-1 voted catalog-2 in while it lacked a write acknowledged before (it is
+        being caught up): its answer, the first the front end sees of epoch 2, is not used;
+        catalog-2, the new sequencer, answers. catalog-1 is read again once catalog-2 says
+        it has every write (``Health.report_lagging``)."""
+        app, client = self.app(
+            {"catalog-1": (10.0, 2), "catalog-2": (20.0, 2), "catalog-3": (20.0, 2)}, sequencer="catalog-2"
+        )
+        app.health.current_epoch("catalog", 1)
+        response, price = self.read(app)
+        self.assertEqual(
+            (response.replica, price, client.asked), ("catalog-2", 20.0, ["catalog-1", "catalog-2"])
+        )
+        for _ in range(4):  # until catalog-2 reports on it, catalog-1 is asked, its answer unused
+            self.assertEqual(self.read(app)[0].replica, "catalog-2")
+        self.assertTrue(app.health.is_up(app.config.catalog[0]))  # not down: not known in sync
+        app.health.report_lagging("catalog-1", False, 5, pushed=True)
+        self.assertEqual({self.read(app)[0].replica for _ in range(4)}, {"catalog-1", "catalog-2"})
 
     def test_no_replica_in_the_newest_epoch(self) -> None:
         app, _ = self.app({name: (10.0, 1) for name in ("catalog-1", "catalog-2", "catalog-3")})
         app.health.current_epoch("catalog", 2)
         with capturedLogs() as events:
-            failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
+            read = app.replicas.read(app.replicas.catalogs, "/catalog/books/1")
+            failure = self.failureResultOf(read, Unavailable)
         self.assertEqual(failure.value.message, "no catalog replica can answer right now; try again shortly")
         self.assertIn("an old one", formatEvent(events[-1]))

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.http_limits import MAX_HEADERS
+from bazar.jsonio import JSON, MAX_BODY
 from bazar.protocol import SECRET_HEADER
-from bazar.web import JSON, MAX_BODY
 from tests.unit.memcluster import SECRET, MemCluster
 from tests.unit.rawhttp import RawConnection, RawReply, error_shape_problem
 
@@ -147,7 +147,7 @@ def requests(draw: st.DrawFn, secret: bool = False) -> Raw:
 
 class HostileTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def raw(self, to: str, data: bytes, head: bool = False) -> list[RawReply]:

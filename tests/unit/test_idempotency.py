@@ -7,15 +7,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.errors import Conflict
 from bazar.order.store import OrderStore
-from bazar.storage import InlineRunner, Replayed
-from tests.unit.memcluster import MemCluster, result_of
+from bazar.runners import InlineRunner
+from bazar.storage import Replayed
+from tests.unit.memcluster import MemCluster
 
 KEY = {"Idempotency-Key": "client-7f3a-0001"}
 
 
 class ThroughTheFrontEndTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def stock(self, book: int) -> list[int]:
@@ -101,20 +102,20 @@ class StoreTests(SynchronousTestCase):
         self.leader = OrderStore(InlineRunner())
         self.follower = OrderStore(InlineRunner())
         for store in (self.leader, self.follower):
-            result_of(store.setup())
+            self.successResultOf(store.setup())
             self.addCleanup(store.close)
 
     def test_replay_carries_the_original(self) -> None:
-        seq, entry = result_of(self.leader.record(1, "t", 2.0, 1, "k"))
+        seq, entry = self.successResultOf(self.leader.record(1, "t", 2.0, 1, "k"))
         replay = self.failureResultOf(self.leader.record(1, "t", 2.0, 1, "k"), Replayed).value
         self.assertEqual((replay.seq, replay.entry), (seq, entry))
         self.failureResultOf(self.leader.record(2, "t", 2.0, 1, "k"), Conflict)
-        self.assertEqual(result_of(self.leader.last_seq()), 1)
+        self.assertEqual(self.successResultOf(self.leader.last_seq()), 1)
 
     def test_followers_remember_keys(self) -> None:
         """A follower that applied a keyed entry answers a retry the same way (after a failover)."""
-        result_of(self.leader.record(1, "t", 2.0, 1, "k"))
-        result_of(self.follower.apply(result_of(self.leader.entries_after(0))))
+        self.successResultOf(self.leader.record(1, "t", 2.0, 1, "k"))
+        self.successResultOf(self.follower.apply(self.successResultOf(self.leader.entries_after(0))))
         replay = self.failureResultOf(self.follower.record(1, "t", 2.0, 1, "k"), Replayed).value
         self.assertEqual(replay.seq, 1)
 
@@ -128,7 +129,7 @@ class PurchaseKeyTests(SynchronousTestCase):
     way to its own recording."""
 
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def served(self, path: str) -> int:

@@ -6,14 +6,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.batching import MAX_LOOKUP
 from bazar.client import ReplicaResponse
-from bazar.frontend.app import split_lookup
+from bazar.frontend.cached_reads import split_lookup
 from bazar.protocol import LOOKUP_PATH
 from tests.unit.memcluster import MemCluster, Reply
 
 
 class CatalogLookupTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def lookup(self, query: str, to: str = "catalog-2") -> Reply:
@@ -50,7 +50,7 @@ class CatalogLookupTests(SynchronousTestCase):
 
 class FrontendLookupTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def lookups(self) -> list[tuple[str, str]]:
@@ -83,7 +83,7 @@ class FrontendLookupTests(SynchronousTestCase):
 
     def test_more_misses_than_one_lookup_names_make_several(self) -> None:
         """Past MAX_LOOKUP ids a turn's misses take several lookups (seven books, a limit of 3)."""
-        self.patch(self.cluster.frontend.lookups, "_max_keys", 3)
+        self.patch(self.cluster.frontend.reads.lookups, "_max_keys", 3)
         sent = [self.cluster.send("GET", f"/bazar/info/{book}") for book in range(7)]
         self.assertEqual([self.cluster.wait(d).json["id"] for d in sent], list(range(7)))
         self.assertEqual(

@@ -38,7 +38,7 @@ class RouteLabelTests(SynchronousTestCase):
 
 class MetricsEndpointTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def metrics(self, name: str, **headers: Any) -> Any:

@@ -269,7 +269,7 @@ class PurchaseAnswerTests(SynchronousTestCase):
     def setUp(self) -> None:
         from tests.unit.memcluster import MemCluster
 
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def test_an_order(self) -> None:

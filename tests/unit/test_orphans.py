@@ -3,7 +3,7 @@ order are tied by the purchase's key, and an order sequencer that takes over, an
 SCAN_INTERVAL seconds after, records the order of any take that has none.
 
 * ``TakesWithoutOrdersTests``: an order sequencer replaced between the take and the order,
-  in the in-memory cluster with epochs (``MemCluster(failover=True)``); the stock is
+  in the in-memory cluster (``MemCluster``: epochs, as in production); the stock is
   conserved (``tests.invariants``) once the new sequencer has scanned.
 * ``ScanTests``: scans at a sequencer that stays, next to purchases on their way.
 * ``CatalogTakesTests``: the catalog's list of takes (``/catalog/takes``).
@@ -20,8 +20,8 @@ from bazar.catalog.store import CatalogStore, take_of
 from bazar.order.orphans import CHECK_INTERVAL, MAX_TAKES_PAGE, SCAN_INTERVAL
 from bazar.order.store import OrderStore
 from bazar.protocol import TAKES_PATH
-from bazar.storage import InlineRunner
-from tests.unit.memcluster import MemCluster, Reply, result_of
+from bazar.runners import InlineRunner
+from tests.unit.memcluster import MemCluster, Reply
 from tests.unit.test_idempotency import KEY, in_doubt_advice
 
 
@@ -31,7 +31,7 @@ class TakesWithoutOrdersTests(SynchronousTestCase):
     records the order (``bazar.order.orphans``), so the stock is conserved."""
 
     def setUp(self) -> None:
-        self.cluster = MemCluster(failover=True)
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def stock(self, book: int) -> list[int]:
@@ -166,7 +166,7 @@ class TakesWithoutOrdersTests(SynchronousTestCase):
 
 class ScanTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def served(self, path: str) -> int:
@@ -237,7 +237,7 @@ class ScanTests(SynchronousTestCase):
 
 class CatalogTakesTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster()
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
     def takes(self, to: str, query: str = "") -> Reply:
@@ -296,40 +296,40 @@ class CatalogTakesTests(SynchronousTestCase):
 
     def test_a_page_is_bounded(self) -> None:
         store = CatalogStore(InlineRunner())
-        result_of(store.setup())
+        self.successResultOf(store.setup())
         self.addCleanup(store.close)
         for n in range(20):
-            result_of(store.buy(n % 2, 1, key=f"k{n}"))
+            self.successResultOf(store.buy(n % 2, 1, key=f"k{n}"))
         for n in range(MAX_TAKES_PAGE - 17):
-            result_of(store.set_price(0, n))
-        takes, last = result_of(store.takes_after(0, MAX_TAKES_PAGE))
+            self.successResultOf(store.set_price(0, n))
+        takes, last = self.successResultOf(store.takes_after(0, MAX_TAKES_PAGE))
         self.assertEqual((len(takes), last), (20, MAX_TAKES_PAGE))
-        rest = result_of(store.takes_after(MAX_TAKES_PAGE, MAX_TAKES_PAGE))
+        rest = self.successResultOf(store.takes_after(MAX_TAKES_PAGE, MAX_TAKES_PAGE))
         self.assertEqual(rest, ([], MAX_TAKES_PAGE + 3))
 
 
 class OrderStoreTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.store = OrderStore(InlineRunner())
-        result_of(self.store.setup())
+        self.successResultOf(self.store.setup())
         self.addCleanup(self.store.close)
 
     def test_recorded_keys(self) -> None:
         keys = [f"k{n}" for n in range(1200)]  # more than one statement's worth
         for key in keys[::7]:
-            result_of(self.store.record(1, "t", 1.0, 1, key))
-        result_of(self.store.record(1, "t", 1.0, 1))
-        self.assertEqual(result_of(self.store.recorded_keys([*keys, "other"])), set(keys[::7]))
+            self.successResultOf(self.store.record(1, "t", 1.0, 1, key))
+        self.successResultOf(self.store.record(1, "t", 1.0, 1))
+        self.assertEqual(self.successResultOf(self.store.recorded_keys([*keys, "other"])), set(keys[::7]))
 
     def test_takes_resolved(self) -> None:
         """The newest entry's; 0 with no entry, or one from before entries carried it."""
-        self.assertEqual(result_of(self.store.takes_resolved()), 0)
-        result_of(self.store.record(1, "t", 1.0, 1, "a", 5))
-        result_of(self.store.record(1, "t", 1.0, 1, "b", 9))
-        self.assertEqual(result_of(self.store.takes_resolved()), 9)
+        self.assertEqual(self.successResultOf(self.store.takes_resolved()), 0)
+        self.successResultOf(self.store.record(1, "t", 1.0, 1, "a", 5))
+        self.successResultOf(self.store.record(1, "t", 1.0, 1, "b", 9))
+        self.assertEqual(self.successResultOf(self.store.takes_resolved()), 9)
         old = {"order_id": 3, "book_id": 1, "title": "t", "price": 1.0, "quantity": 1}
-        result_of(self.store.apply([(3, {"order": old})]))
-        self.assertEqual(result_of(self.store.takes_resolved()), 0)
+        self.successResultOf(self.store.apply([(3, {"order": old})]))
+        self.assertEqual(self.successResultOf(self.store.takes_resolved()), 0)
 
 
 class TimerTests(SynchronousTestCase):
@@ -337,7 +337,7 @@ class TimerTests(SynchronousTestCase):
     scans at once under a new sequencer, then every SCAN_INTERVAL seconds; never on a follower."""
 
     def setUp(self) -> None:
-        self.cluster = MemCluster(failover=True)
+        self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
         apps = [self.cluster.apps[name] for name in self.cluster.order_names]
         self.timers = [timer for app in apps for timer in app.services(self.cluster.clock)]

@@ -102,7 +102,7 @@ class KeyTests(SynchronousTestCase):
 
 class FrontendPagingTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = MemCluster(cache_size=20, books=N)
+        self.cluster = MemCluster(self, cache_size=20, books=N)
         self.addCleanup(self.cluster.close)
 
     def get(self, path: str) -> Reply:
@@ -259,7 +259,7 @@ class FrontendPagingTests(SynchronousTestCase):
 class ReportSizeTests(SynchronousTestCase):
     def test_seven_books_one_page(self) -> None:
         """At the report's size, info/all is the seven books as before, with a total and no Link."""
-        cluster = MemCluster()
+        cluster = MemCluster(self)
         self.addCleanup(cluster.close)
         code, headers, books = cluster.get("/bazar/info/all")
         self.assertEqual((code, [b["id"] for b in books]), (200, list(range(7))))

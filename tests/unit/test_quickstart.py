@@ -11,14 +11,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 CI = (ROOT / ".ci" / "run").read_text()
 
 
-def section(title: str) -> str:
-    """The README's text under ``## title``, up to the next ``## ``."""
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end != -1 else None]
+def section(title: str, page: str = README) -> str:
+    """A page's (the README's) text under ``## title``, up to the next ``## ``."""
+    start = page.index(f"\n## {title}\n")
+    end = page.find("\n## ", start + 1)
+    return page[start : end if end != -1 else None]
 
 
 def sh_blocks(text: str) -> list[str]:
@@ -51,10 +52,11 @@ class QuickStartTests(SynchronousTestCase):
         self.assertIn(test.strip(), [line.strip() for line in CI.splitlines()])
 
     def test_no_activation_and_no_system_pip(self) -> None:
-        """Every command of Quick start and "Running roles separately" is python3 -m venv, a
-        program under .venv/bin/, or curl: never pip, tox, twistd or python off the PATH."""
-        for title in ("Quick start", "Running roles separately"):
-            for block in sh_blocks(section(title)):
+        """Every command of the README's Quick start and docs/operations.md's "Running roles
+        separately" is python3 -m venv, a program under .venv/bin/, or curl: never pip, tox,
+        twistd or python off the PATH."""
+        for title, page in (("Quick start", README), ("Running roles separately", OPERATIONS)):
+            for block in sh_blocks(section(title, page)):
                 for argv in commands(block):
                     with self.subTest(section=title, command=argv):
                         program = argv[0]

@@ -27,6 +27,7 @@ from bazar.catalog.store import CatalogStore
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import Conflict, Unavailable
+from bazar.jsonio import MAX_BODY
 from bazar.protocol import REPLICATE_PATH
 from bazar.replication import (
     HEARTBEAT_INTERVAL,
@@ -35,8 +36,8 @@ from bazar.replication import (
     Heartbeats,
     Sequencer,
 )
-from bazar.storage import Entry, InlineRunner, ReplicatedStore, SequenceGap
-from bazar.web import MAX_BODY
+from bazar.runners import InlineRunner
+from bazar.storage import Entry, ReplicatedStore, SequenceGap
 
 
 def replica(name: str) -> Replica:
@@ -170,6 +171,10 @@ class RecordingNotice:
 
     def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
         self.calls.append(("written", seq, entry, list(lagging)))
+        return self._answer()
+
+    def written_many(self, writes: list[tuple[int, Entry]]) -> Deferred[Any]:
+        self.calls.append(("written_many", list(writes)))
         return self._answer()
 
     def caught_up(self, follower: str, seq: int) -> Deferred[Any]:

@@ -10,7 +10,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar import verify
@@ -23,12 +22,13 @@ from bazar.catalog.store import (
     CatalogStore,
     generated_book,
 )
+from bazar.digest import row_hash
 from bazar.order.store import OrderStore
 from bazar.paging import Page
-from bazar.storage import InlineRunner, ReplicatedStore, SeedMismatch, open_store, row_hash
+from bazar.runners import InlineRunner
+from bazar.storage import ReplicatedStore, SeedMismatch, open_store
 
 S = TypeVar("S", bound=ReplicatedStore)
-T = TypeVar("T")
 
 N = 1000
 REPORT_BOOK_6 = {
@@ -53,43 +53,40 @@ class ScaleTestCase(SynchronousTestCase):
     def orders(self) -> OrderStore:
         return self.store(OrderStore(InlineRunner()))
 
-    def result(self, d: Deferred[T]) -> T:
-        return self.successResultOf(d)
-
     def digest(self, store: ReplicatedStore) -> str:
-        digest = self.result(store.status())["digest"]
+        digest = self.successResultOf(store.status())["digest"]
         assert isinstance(digest, str)
         return digest
 
     def assertDigestIsTrue(self, store: ReplicatedStore) -> None:
         """The digest kept in ``meta`` is the one summed from scratch over the rows."""
-        self.assertEqual(self.digest(store), self.result(store.recompute_digest()))
+        self.assertEqual(self.digest(store), self.successResultOf(store.recompute_digest()))
 
 
 class SeedTests(ScaleTestCase):
     def test_same_size_same_rows_and_digest(self) -> None:
         """Two catalogs of N books hold identical rows and have one digest."""
         first, second = self.catalog(N), self.catalog(N)
-        books = self.result(first.all_books())
-        self.assertEqual(books, self.result(second.all_books()))
+        books = self.successResultOf(first.all_books())
+        self.assertEqual(books, self.successResultOf(second.all_books()))
         self.assertEqual([b["id"] for b in books], list(range(N)))
         self.assertEqual(self.digest(first), self.digest(second))
-        self.assertEqual(self.result(first.row_count()), N)
+        self.assertEqual(self.successResultOf(first.row_count()), N)
 
     def test_the_report_books_come_first(self) -> None:
         """Books 0-6 are the report's, book 6 included; the report's searches find only them."""
         catalog = self.catalog(N)
-        books = self.result(catalog.all_books())
+        books = self.successResultOf(catalog.all_books())
         self.assertEqual([tuple(b.values()) for b in books[:7]], [tuple(row) for row in SEED_BOOKS])
         self.assertEqual(books[6], REPORT_BOOK_6)
-        new = self.result(catalog.search_page("new", Page()))
+        new = self.successResultOf(catalog.search_page("new", Page()))
         self.assertEqual([b["id"] for b in new.books], [4, 5, 6])
         self.assertEqual(new.total, 3)
 
     def test_generated_books(self) -> None:
         """Books 7 and up are functions of their id, with a topic from the fixed list."""
         catalog = self.catalog(N)
-        books = self.result(catalog.all_books())
+        books = self.successResultOf(catalog.all_books())
         for book in books[7:]:
             self.assertEqual(tuple(book.values()), generated_book(book["id"]))
             self.assertIn(book["topic"], GENERATED_TOPICS)
@@ -100,7 +97,7 @@ class SeedTests(ScaleTestCase):
 
     def test_seven_by_default(self) -> None:
         """Without a size, a catalog is the report's seven books."""
-        self.assertEqual(len(self.result(self.catalog().all_books())), 7)
+        self.assertEqual(len(self.successResultOf(self.catalog().all_books())), 7)
 
     def test_size_changes_the_digest(self) -> None:
         self.assertNotEqual(self.digest(self.catalog(N)), self.digest(self.catalog(N + 1)))
@@ -126,14 +123,14 @@ class SeedFileTests(ScaleTestCase):
         open_store(CatalogStore, path, books=books).close()
         store = CatalogStore(InlineRunner(str(path)), books=books)
         self.addCleanup(store.close)
-        self.result(store.setup())
+        self.successResultOf(store.setup())
         return store
 
     def test_reopening_keeps_the_data(self) -> None:
         """A database is seeded once: reopened with the same size, it keeps its changes."""
         path = self.path()
         store = self.open(path, N)
-        self.result(store.buy(500, 1))
+        self.successResultOf(store.buy(500, 1))
         digest = self.digest(store)
         again = self.open(path, N)
         self.assertEqual(self.digest(again), digest)
@@ -167,8 +164,8 @@ class SeedFileTests(ScaleTestCase):
         store = self.open(path, 7)
         self.assertEqual(store.book(6)["quantity"], 1)  # not reseeded
         self.assertDigestIsTrue(store)
-        self.assertEqual(self.result(store.row_count()), 7)
-        self.assertEqual(self.result(store.search_page("new", Page())).total, 3)
+        self.assertEqual(self.successResultOf(store.row_count()), 7)
+        self.assertEqual(self.successResultOf(store.search_page("new", Page())).total, 3)
         self.assertRaises(SeedMismatch, open_store, CatalogStore, path, books=8)
 
 
@@ -176,13 +173,13 @@ class DigestTests(ScaleTestCase):
     def test_kept_digest_equals_recomputed_after_writes(self) -> None:
         """After every kind of write, on the sequencer and on a follower, the kept digest is the true one."""
         leader, follower = self.catalog(N), self.catalog(N)
-        self.result(leader.buy(6, 2))
-        self.result(leader.set_price(700, 12.5))
-        self.result(leader.set_quantity(3, 0))
-        self.result(leader.add_quantity(999, 5))
-        self.result(leader.set_price(700, 13))  # an int price is stored as a REAL: hashed as stored
+        self.successResultOf(leader.buy(6, 2))
+        self.successResultOf(leader.set_price(700, 12.5))
+        self.successResultOf(leader.set_quantity(3, 0))
+        self.successResultOf(leader.add_quantity(999, 5))
+        self.successResultOf(leader.set_price(700, 13))  # an int price is stored as a REAL: hashed as stored
         self.assertDigestIsTrue(leader)
-        self.result(follower.apply(self.result(leader.entries_after(0))))
+        self.successResultOf(follower.apply(self.successResultOf(leader.entries_after(0))))
         self.assertDigestIsTrue(follower)
         self.assertEqual(self.digest(follower), self.digest(leader))
 
@@ -197,10 +194,10 @@ class DigestTests(ScaleTestCase):
     def test_order_of_writes_does_not_matter(self) -> None:
         """Equal data, equal digest, whatever the order of the writes that led there."""
         first, second = self.catalog(N), self.catalog(N)
-        self.result(first.set_price(10, 1.5))
-        self.result(first.set_price(20, 2.5))
-        self.result(second.set_price(20, 2.5))
-        self.result(second.set_price(10, 1.5))
+        self.successResultOf(first.set_price(10, 1.5))
+        self.successResultOf(first.set_price(20, 2.5))
+        self.successResultOf(second.set_price(20, 2.5))
+        self.successResultOf(second.set_price(10, 1.5))
         self.assertEqual(self.digest(first), self.digest(second))
 
     def test_a_write_and_its_undo(self) -> None:
@@ -208,9 +205,9 @@ class DigestTests(ScaleTestCase):
         catalog = self.catalog(N)
         before = self.digest(catalog)
         original = catalog.book(400)["price"]
-        self.result(catalog.set_price(400, original + 1))
+        self.successResultOf(catalog.set_price(400, original + 1))
         self.assertNotEqual(self.digest(catalog), before)
-        self.result(catalog.set_price(400, original))
+        self.successResultOf(catalog.set_price(400, original))
         self.assertEqual(self.digest(catalog), before)
 
     def test_status_reads_the_kept_digest(self) -> None:
@@ -218,30 +215,30 @@ class DigestTests(ScaleTestCase):
         in it, but recompute_digest() (the operator's check) finds it."""
         catalog = self.catalog(N)
         kept = self.digest(catalog)
-        self.result(
+        self.successResultOf(
             catalog.runner.runInteraction(lambda txn: txn.execute("UPDATE books SET price = 0 WHERE id = 9"))
         )
         self.assertEqual(self.digest(catalog), kept)
-        self.assertNotEqual(self.result(catalog.recompute_digest()), kept)
+        self.assertNotEqual(self.successResultOf(catalog.recompute_digest()), kept)
 
     def test_new_rows_from_the_log(self) -> None:
         """A follower given a book it lacks, or one with a new topic, counts it in rows, topics, digest."""
         catalog = self.catalog(N)
         new_book = {"id": N + 5, "title": "Extra", "topic": "chess", "price": 1, "quantity": 1}  # int price
         moved = catalog.book(3) | {"topic": "chess"}
-        chess = self.result(catalog.search_page("chess", Page())).total
-        self.result(catalog.apply([(1, {"book": new_book}), (2, {"book": moved})]))
-        self.assertEqual(self.result(catalog.row_count()), N + 1)
-        self.assertEqual(self.result(catalog.search_page("chess", Page())).total, chess + 2)
-        self.assertEqual(self.result(catalog.search_page("undergraduate school", Page())).total, 1)
+        chess = self.successResultOf(catalog.search_page("chess", Page())).total
+        self.successResultOf(catalog.apply([(1, {"book": new_book}), (2, {"book": moved})]))
+        self.assertEqual(self.successResultOf(catalog.row_count()), N + 1)
+        self.assertEqual(self.successResultOf(catalog.search_page("chess", Page())).total, chess + 2)
+        self.assertEqual(self.successResultOf(catalog.search_page("undergraduate school", Page())).total, 1)
         self.assertDigestIsTrue(catalog)
 
     def test_orders(self) -> None:
         orders = self.orders()
         for book in (1, 2, 3):
-            self.result(orders.record(book, f"book {book}", 1.0 * book, 1))
+            self.successResultOf(orders.record(book, f"book {book}", 1.0 * book, 1))
         self.assertDigestIsTrue(orders)
-        self.assertEqual(self.result(orders.row_count()), 3)
+        self.assertEqual(self.successResultOf(orders.row_count()), 3)
 
     def test_row_hash_is_unambiguous(self) -> None:
         """Rows that differ in any value, a string's split, or a number's type hash differently."""
@@ -254,7 +251,7 @@ class PageTests(ScaleTestCase):
         self.big = self.catalog(N)
 
     def page(self, page: Page) -> BookPage:
-        return self.result(self.big.books_page(page))
+        return self.successResultOf(self.big.books_page(page))
 
     def ids(self, page: BookPage) -> list[int]:
         return [b["id"] for b in page.books]
@@ -295,20 +292,22 @@ class PageTests(ScaleTestCase):
     def test_search_pages(self) -> None:
         """A topic's books a page at a time, in id order, with the topic's total."""
         topic = GENERATED_TOPICS[0]
-        expected = [b["id"] for b in self.result(self.big.all_books()) if b["topic"] == topic]
+        expected = [b["id"] for b in self.successResultOf(self.big.all_books()) if b["topic"] == topic]
         seen: list[int] = []
         page = Page(limit=7)
         while True:
-            result = self.result(self.big.search_page(topic, page))
+            result = self.successResultOf(self.big.search_page(topic, page))
             self.assertEqual(result.total, len(expected))
             seen += self.ids(result)
             if result.next_after is None:
                 break
             page = Page(limit=7, after=result.next_after)
         self.assertEqual(seen, expected)
-        second = self.result(self.big.search_page(topic, Page(limit=2, offset=2)))
+        second = self.successResultOf(self.big.search_page(topic, Page(limit=2, offset=2)))
         self.assertEqual(self.ids(second), expected[2:4])
-        self.assertEqual(self.result(self.big.search_page("no such topic", Page())), BookPage([], 0, None))
+        self.assertEqual(
+            self.successResultOf(self.big.search_page("no such topic", Page())), BookPage([], 0, None)
+        )
 
     def test_queries_seek_an_index(self) -> None:
         """Pages are index seeks (the primary key, the (topic, id) index), never a scan of the table."""
@@ -318,10 +317,10 @@ class PageTests(ScaleTestCase):
             return " ".join(str(row[-1]) for row in txn.fetchall())
 
         run = self.big.runner.runInteraction
-        self.assertIn("USING INTEGER PRIMARY KEY", self.result(run(plan, PAGE_SQL, (41, 101, 0))))
+        self.assertIn("USING INTEGER PRIMARY KEY", self.successResultOf(run(plan, PAGE_SQL, (41, 101, 0))))
         self.assertIn(
             "USING INDEX books_by_topic (topic=? AND id>?)",
-            self.result(run(plan, SEARCH_SQL, ("x", 41, 101, 0))),
+            self.successResultOf(run(plan, SEARCH_SQL, ("x", 41, 101, 0))),
         )
 
 

@@ -10,17 +10,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.catalog.store import MAX_STOCK, SEED_BOOKS, BookPage, CatalogStore
 from bazar.errors import Conflict, NotFound
 from bazar.order.store import OrderStore
 from bazar.paging import Page
-from bazar.storage import Entry, InlineRunner, PoolRunner, ReplicatedStore, SequenceGap, open_store
+from bazar.runners import InlineRunner, PoolRunner
+from bazar.storage import Entry, ReplicatedStore, SequenceGap, open_store
 
 S = TypeVar("S", bound=ReplicatedStore)
-T = TypeVar("T")
 
 
 class StoreTestCase(SynchronousTestCase):
@@ -31,15 +30,12 @@ class StoreTestCase(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(store.setup()))
         return store
 
-    def result(self, d: Deferred[T]) -> T:
-        return self.successResultOf(d)
-
     def log(self, store: ReplicatedStore) -> list[tuple[int, Entry]]:
-        return self.result(store.entries_after(0))
+        return self.successResultOf(store.entries_after(0))
 
     def assertInSync(self, leader: ReplicatedStore, follower: ReplicatedStore) -> None:
         """Same last_seq, same digest, same log."""
-        self.assertEqual(self.result(follower.status()), self.result(leader.status()))
+        self.assertEqual(self.successResultOf(follower.status()), self.successResultOf(leader.status()))
         self.assertEqual(self.log(follower), self.log(leader))
 
 
@@ -47,7 +43,7 @@ class SeedTests(StoreTestCase):
     def test_seven_books(self) -> None:
         """A new catalog holds the report's seven books, ids 0 to 6, and an empty log."""
         catalog = self.store(CatalogStore)
-        books = self.result(catalog.all_books())
+        books = self.successResultOf(catalog.all_books())
         self.assertEqual([b["id"] for b in books], list(range(7)))
         self.assertEqual(
             books[6],
@@ -60,31 +56,34 @@ class SeedTests(StoreTestCase):
             },
         )
         self.assertEqual([tuple(b.values()) for b in books], [tuple(row) for row in SEED_BOOKS])
-        self.assertEqual(self.result(catalog.last_seq()), 0)
+        self.assertEqual(self.successResultOf(catalog.last_seq()), 0)
         self.assertEqual(self.log(catalog), [])
 
     def test_setup_twice_does_not_reseed(self) -> None:
         """Setting up an existing database keeps its data instead of adding the books again."""
         catalog = self.store(CatalogStore)
-        self.result(catalog.buy(6, 10))
-        self.result(catalog.setup())
-        books = self.result(catalog.all_books())
+        self.successResultOf(catalog.buy(6, 10))
+        self.successResultOf(catalog.setup())
+        books = self.successResultOf(catalog.all_books())
         self.assertEqual(len(books), 7)
         self.assertEqual(books[6]["quantity"], 80)
 
     def test_book_and_search(self) -> None:
         """book() finds one book, search_page() a topic's books in id order; unknown ids are NotFound."""
         catalog = self.store(CatalogStore)
-        books = self.result(catalog.all_books())
+        books = self.successResultOf(catalog.all_books())
         self.assertEqual(catalog.book(1)["title"], "RPCs for Noobs.")
-        self.assertEqual(self.result(catalog.search_page("new", Page())), BookPage(books[4:], 3, None))
-        self.assertEqual(self.result(catalog.search_page("cooking", Page())), BookPage([], 0, None))
+        self.assertEqual(
+            self.successResultOf(catalog.search_page("new", Page())), BookPage(books[4:], 3, None)
+        )
+        self.assertEqual(self.successResultOf(catalog.search_page("cooking", Page())), BookPage([], 0, None))
         self.assertRaises(NotFound, catalog.book, 7)
 
     def test_same_seed_same_digest(self) -> None:
         """Two freshly seeded catalogs have equal digests."""
         self.assertEqual(
-            self.result(self.store(CatalogStore).status()), self.result(self.store(CatalogStore).status())
+            self.successResultOf(self.store(CatalogStore).status()),
+            self.successResultOf(self.store(CatalogStore).status()),
         )
 
 
@@ -98,7 +97,7 @@ class CatalogWriteTests(StoreTestCase):
     def test_buy_decrements(self) -> None:
         """buy takes copies from the stock and logs the book's resulting row under seq 1, and
         how many it took (so the log tells a purchase from a change of stock)."""
-        seq, entry = self.result(self.catalog.buy(6, 3))
+        seq, entry = self.successResultOf(self.catalog.buy(6, 3))
         self.assertEqual(seq, 1)
         self.assertEqual(entry, {"book": self.catalog.book(6), "bought": 3})
         self.assertEqual(entry["book"]["quantity"], 87)
@@ -107,7 +106,7 @@ class CatalogWriteTests(StoreTestCase):
 
     def test_buy_the_last_copies(self) -> None:
         """Buying exactly the stock leaves zero."""
-        self.result(self.catalog.buy(2, 8))
+        self.successResultOf(self.catalog.buy(2, 8))
         self.assertEqual(self.quantity(2), 0)
 
     def test_buy_more_than_the_stock(self) -> None:
@@ -120,7 +119,7 @@ class CatalogWriteTests(StoreTestCase):
 
     def test_buy_from_an_empty_stock(self) -> None:
         """Once sold out, the next buy conflicts."""
-        self.result(self.catalog.buy(2, 8))
+        self.successResultOf(self.catalog.buy(2, 8))
         self.failureResultOf(self.catalog.buy(2, 1), Conflict)
         self.assertEqual(self.quantity(2), 0)
 
@@ -132,17 +131,17 @@ class CatalogWriteTests(StoreTestCase):
 
     def test_failed_write_does_not_consume_a_sequence_number(self) -> None:
         """After failed writes, the next successful one still gets the next sequence number."""
-        self.result(self.catalog.buy(0, 1))
+        self.successResultOf(self.catalog.buy(0, 1))
         self.failureResultOf(self.catalog.buy(2, 100), Conflict)
         self.failureResultOf(self.catalog.set_price(42, 1.0), NotFound)
         self.failureResultOf(self.catalog.add_quantity(2, -100), Conflict)
-        seq, _ = self.result(self.catalog.buy(0, 1))
+        seq, _ = self.successResultOf(self.catalog.buy(0, 1))
         self.assertEqual(seq, 2)
         self.assertEqual([s for s, _ in self.log(self.catalog)], [1, 2])
 
     def test_set_price(self) -> None:
         """set_price changes only the price and logs the new row."""
-        seq, entry = self.result(self.catalog.set_price(1, 19.99))
+        seq, entry = self.successResultOf(self.catalog.set_price(1, 19.99))
         self.assertEqual(seq, 1)
         self.assertEqual(entry["book"]["price"], 19.99)
         self.assertEqual(entry["book"]["quantity"], 60)
@@ -154,17 +153,17 @@ class CatalogWriteTests(StoreTestCase):
 
     def test_set_quantity(self) -> None:
         """set_quantity replaces the stock, to zero too."""
-        self.result(self.catalog.set_quantity(3, 500))
+        self.successResultOf(self.catalog.set_quantity(3, 500))
         self.assertEqual(self.quantity(3), 500)
-        self.result(self.catalog.set_quantity(3, 0))
+        self.successResultOf(self.catalog.set_quantity(3, 0))
         self.assertEqual(self.quantity(3), 0)
         self.failureResultOf(self.catalog.set_quantity(42, 1), NotFound)
 
     def test_add_quantity(self) -> None:
         """add_quantity adds a positive or negative delta, down to exactly zero."""
-        _, entry = self.result(self.catalog.add_quantity(4, 10))
+        _, entry = self.successResultOf(self.catalog.add_quantity(4, 10))
         self.assertEqual(entry["book"]["quantity"], 50)
-        self.result(self.catalog.add_quantity(4, -50))
+        self.successResultOf(self.catalog.add_quantity(4, -50))
         self.assertEqual(self.quantity(4), 0)
 
     def test_add_quantity_below_zero(self) -> None:
@@ -176,7 +175,7 @@ class CatalogWriteTests(StoreTestCase):
 
     def test_add_quantity_above_the_exact_integer_range(self) -> None:
         """Stock stays an exact integer: a delta past MAX_STOCK is a Conflict, not a float."""
-        self.result(self.catalog.set_quantity(5, MAX_STOCK))
+        self.successResultOf(self.catalog.set_quantity(5, MAX_STOCK))
         failure = self.failureResultOf(self.catalog.add_quantity(5, 1), Conflict)
         # In the user's words: no 2**53 (a limit of the number format, not of the bookstore).
         self.assertEqual(failure.value.message, "that would make the stock of book 5 too large")
@@ -185,24 +184,24 @@ class CatalogWriteTests(StoreTestCase):
 
     def test_every_write_is_logged_in_order(self) -> None:
         """Each write appends its resulting row under consecutive sequence numbers 1, 2, 3, ..."""
-        self.result(self.catalog.buy(0, 5))
-        self.result(self.catalog.set_price(1, 1.5))
-        self.result(self.catalog.set_quantity(2, 3))
-        self.result(self.catalog.add_quantity(0, 2))
+        self.successResultOf(self.catalog.buy(0, 5))
+        self.successResultOf(self.catalog.set_price(1, 1.5))
+        self.successResultOf(self.catalog.set_quantity(2, 3))
+        self.successResultOf(self.catalog.add_quantity(0, 2))
         log = self.log(self.catalog)
         self.assertEqual([seq for seq, _ in log], [1, 2, 3, 4])
         self.assertEqual([entry["book"]["id"] for _, entry in log], [0, 1, 2, 0])
         self.assertEqual([entry["book"]["quantity"] for _, entry in log], [80, 60, 3, 82])
-        self.assertEqual(self.result(self.catalog.last_seq()), 4)
-        self.assertEqual(self.result(self.catalog.status())["last_seq"], 4)
+        self.assertEqual(self.successResultOf(self.catalog.last_seq()), 4)
+        self.assertEqual(self.successResultOf(self.catalog.status())["last_seq"], 4)
 
     def test_entries_after_and_limit(self) -> None:
         """entries_after(seq, limit) returns at most ``limit`` entries that follow ``seq``."""
         for _ in range(5):
-            self.result(self.catalog.buy(0, 1))
-        self.assertEqual([s for s, _ in self.result(self.catalog.entries_after(2))], [3, 4, 5])
-        self.assertEqual([s for s, _ in self.result(self.catalog.entries_after(1, 2))], [2, 3])
-        self.assertEqual(self.result(self.catalog.entries_after(5)), [])
+            self.successResultOf(self.catalog.buy(0, 1))
+        self.assertEqual([s for s, _ in self.successResultOf(self.catalog.entries_after(2))], [3, 4, 5])
+        self.assertEqual([s for s, _ in self.successResultOf(self.catalog.entries_after(1, 2))], [2, 3])
+        self.assertEqual(self.successResultOf(self.catalog.entries_after(5)), [])
 
 
 class ReplicationTests(StoreTestCase):
@@ -213,65 +212,69 @@ class ReplicationTests(StoreTestCase):
         self.follower = self.store(CatalogStore)
 
     def write_some(self) -> None:
-        self.result(self.leader.buy(6, 2))
-        self.result(self.leader.set_price(3, 9.5))
-        self.result(self.leader.add_quantity(2, -8))
-        self.result(self.leader.set_quantity(0, 7))
+        self.successResultOf(self.leader.buy(6, 2))
+        self.successResultOf(self.leader.set_price(3, 9.5))
+        self.successResultOf(self.leader.add_quantity(2, -8))
+        self.successResultOf(self.leader.set_quantity(0, 7))
 
     def test_follower_converges(self) -> None:
         """Applying entries_after(0) gives the follower the leader's last_seq and digest."""
         self.write_some()
-        self.assertNotEqual(self.result(self.follower.status()), self.result(self.leader.status()))
-        self.assertEqual(self.result(self.follower.apply(self.log(self.leader))), 4)
+        self.assertNotEqual(
+            self.successResultOf(self.follower.status()), self.successResultOf(self.leader.status())
+        )
+        self.assertEqual(self.successResultOf(self.follower.apply(self.log(self.leader))), 4)
         self.assertInSync(self.leader, self.follower)
-        self.assertEqual(self.result(self.follower.all_books()), self.result(self.leader.all_books()))
+        self.assertEqual(
+            self.successResultOf(self.follower.all_books()), self.successResultOf(self.leader.all_books())
+        )
 
     def test_apply_in_several_batches(self) -> None:
         """Entries applied in consecutive batches, each out of order inside, give the same result."""
         self.write_some()
         log = self.log(self.leader)
-        self.assertEqual(self.result(self.follower.apply([log[1], log[0]])), 2)
-        self.assertEqual(self.result(self.follower.apply(list(reversed(log[2:])))), 4)
+        self.assertEqual(self.successResultOf(self.follower.apply([log[1], log[0]])), 2)
+        self.assertEqual(self.successResultOf(self.follower.apply(list(reversed(log[2:])))), 4)
         self.assertInSync(self.leader, self.follower)
 
     def test_apply_is_idempotent(self) -> None:
         """Re-applying already-applied entries skips them: nothing changes, last_seq is returned."""
         self.write_some()
         log = self.log(self.leader)
-        self.result(self.follower.apply(log))
-        before = self.result(self.follower.status())
-        self.assertEqual(self.result(self.follower.apply(log)), 4)
-        self.assertEqual(self.result(self.follower.apply(log[:2])), 4)
-        self.assertEqual(self.result(self.follower.status()), before)
+        self.successResultOf(self.follower.apply(log))
+        before = self.successResultOf(self.follower.status())
+        self.assertEqual(self.successResultOf(self.follower.apply(log)), 4)
+        self.assertEqual(self.successResultOf(self.follower.apply(log[:2])), 4)
+        self.assertEqual(self.successResultOf(self.follower.status()), before)
         self.assertInSync(self.leader, self.follower)
 
     def test_overlapping_batch(self) -> None:
         """A batch that repeats some applied entries and adds new ones applies only the new ones."""
         self.write_some()
         log = self.log(self.leader)
-        self.result(self.follower.apply(log[:2]))
-        self.assertEqual(self.result(self.follower.apply(log[1:])), 4)
+        self.successResultOf(self.follower.apply(log[:2]))
+        self.assertEqual(self.successResultOf(self.follower.apply(log[1:])), 4)
         self.assertInSync(self.leader, self.follower)
 
     def test_gap_is_refused(self) -> None:
         """Entries that skip a sequence number raise SequenceGap with the follower's last_seq."""
         self.write_some()
         log = self.log(self.leader)
-        self.result(self.follower.apply(log[:1]))
+        self.successResultOf(self.follower.apply(log[:1]))
         failure = self.failureResultOf(self.follower.apply(log[2:]), SequenceGap)
         self.assertEqual(failure.value.last_seq, 1)
         self.assertEqual(failure.value.code, 409)
         self.assertEqual(failure.value.message, "expected sequence number 2, got 3")
-        self.assertEqual(self.result(self.follower.last_seq()), 1)
+        self.assertEqual(self.successResultOf(self.follower.last_seq()), 1)
 
     def test_gap_inside_a_batch_applies_nothing(self) -> None:
         """A batch with a hole is refused whole, and the reported last_seq is where the follower really is."""
         self.write_some()
         log = self.log(self.leader)
-        before = self.result(self.follower.status())
+        before = self.successResultOf(self.follower.status())
         failure = self.failureResultOf(self.follower.apply([log[0], log[1], log[3]]), SequenceGap)
-        self.assertEqual(self.result(self.follower.status()), before)
-        self.assertEqual(failure.value.last_seq, self.result(self.follower.last_seq()))
+        self.assertEqual(self.successResultOf(self.follower.status()), before)
+        self.assertEqual(failure.value.last_seq, self.successResultOf(self.follower.last_seq()))
         self.assertEqual(failure.value.last_seq, 0)
 
     def test_catch_up_after_a_gap(self) -> None:
@@ -279,19 +282,19 @@ class ReplicationTests(StoreTestCase):
         self.write_some()
         log = self.log(self.leader)
         failure = self.failureResultOf(self.follower.apply(log[2:]), SequenceGap)
-        missing = self.result(self.leader.entries_after(failure.value.last_seq))
-        self.result(self.follower.apply(missing))
+        missing = self.successResultOf(self.leader.entries_after(failure.value.last_seq))
+        self.successResultOf(self.follower.apply(missing))
         self.assertInSync(self.leader, self.follower)
 
     def test_digest_differs_when_data_differs(self) -> None:
         """A single different value changes the digest; the same values give it back."""
-        digest = self.result(self.leader.status())["digest"]
-        self.result(self.leader.set_price(5, 100.01))
-        changed = self.result(self.leader.status())["digest"]
+        digest = self.successResultOf(self.leader.status())["digest"]
+        self.successResultOf(self.leader.set_price(5, 100.01))
+        changed = self.successResultOf(self.leader.status())["digest"]
         self.assertNotEqual(changed, digest)
-        self.result(self.leader.set_price(5, 100.0))
-        self.assertEqual(self.result(self.leader.status())["digest"], digest)
-        self.assertEqual(self.result(self.leader.status())["last_seq"], 2)
+        self.successResultOf(self.leader.set_price(5, 100.0))
+        self.assertEqual(self.successResultOf(self.leader.status())["digest"], digest)
+        self.assertEqual(self.successResultOf(self.leader.status())["last_seq"], 2)
 
 
 class OrderStoreTests(StoreTestCase):
@@ -299,11 +302,11 @@ class OrderStoreTests(StoreTestCase):
         self.orders = self.store(OrderStore)
 
     def record(self, store: OrderStore, book_id: int, quantity: int = 1) -> tuple[int, Entry]:
-        return self.result(store.record(book_id, f"book {book_id}", 10.0 * book_id, quantity))
+        return self.successResultOf(store.record(book_id, f"book {book_id}", 10.0 * book_id, quantity))
 
     def test_starts_empty(self) -> None:
         """A new order store has no orders."""
-        self.assertEqual(self.result(self.orders.all_orders()), [])
+        self.assertEqual(self.successResultOf(self.orders.all_orders()), [])
         self.failureResultOf(self.orders.order(1), NotFound)
 
     def test_order_ids_are_sequence_numbers(self) -> None:
@@ -311,12 +314,14 @@ class OrderStoreTests(StoreTestCase):
         results = [self.record(self.orders, book) for book in (6, 2, 6)]
         self.assertEqual([seq for seq, _ in results], [1, 2, 3])
         self.assertEqual([entry["order"]["order_id"] for _, entry in results], [1, 2, 3])
-        self.assertEqual([o["order_id"] for o in self.result(self.orders.all_orders())], [1, 2, 3])
+        self.assertEqual([o["order_id"] for o in self.successResultOf(self.orders.all_orders())], [1, 2, 3])
 
     def test_order_contents(self) -> None:
         """An order stores what was bought, at which price and how many; its log entry also
         says up to where every take had its order (``bazar.order.orphans``)."""
-        _, entry = self.result(self.orders.record(6, "Living in the Pioneer Valley", 700.0, 2, None, 41))
+        _, entry = self.successResultOf(
+            self.orders.record(6, "Living in the Pioneer Valley", 700.0, 2, None, 41)
+        )
         expected: dict[str, Any] = {
             "order_id": 1,
             "book_id": 6,
@@ -325,16 +330,18 @@ class OrderStoreTests(StoreTestCase):
             "quantity": 2,
         }
         self.assertEqual(entry, {"order": expected, "takes_resolved": 41})
-        self.assertEqual(self.result(self.orders.order(1)), expected)
-        self.assertEqual(self.result(self.orders.takes_resolved()), 41)
+        self.assertEqual(self.successResultOf(self.orders.order(1)), expected)
+        self.assertEqual(self.successResultOf(self.orders.takes_resolved()), 41)
 
     def test_follower_gets_the_same_orders(self) -> None:
         """A follower applying the order log has the same orders, ids and digest."""
         for book in (6, 2, 6):
             self.record(self.orders, book)
         follower = self.store(OrderStore)
-        self.assertEqual(self.result(follower.apply(self.log(self.orders))), 3)
-        self.assertEqual(self.result(follower.all_orders()), self.result(self.orders.all_orders()))
+        self.assertEqual(self.successResultOf(follower.apply(self.log(self.orders))), 3)
+        self.assertEqual(
+            self.successResultOf(follower.all_orders()), self.successResultOf(self.orders.all_orders())
+        )
         self.assertInSync(self.orders, follower)
 
     def test_follower_is_idempotent_and_refuses_gaps(self) -> None:
@@ -343,9 +350,9 @@ class OrderStoreTests(StoreTestCase):
             self.record(self.orders, book)
         log = self.log(self.orders)
         follower = self.store(OrderStore)
-        self.result(follower.apply(log[:2]))
-        self.assertEqual(self.result(follower.apply(log)), 3)
-        self.assertEqual(len(self.result(follower.all_orders())), 3)
+        self.successResultOf(follower.apply(log[:2]))
+        self.assertEqual(self.successResultOf(follower.apply(log)), 3)
+        self.assertEqual(len(self.successResultOf(follower.all_orders())), 3)
         gap = self.store(OrderStore)
         failure = self.failureResultOf(gap.apply(log[1:]), SequenceGap)
         self.assertEqual(failure.value.last_seq, 0)
@@ -356,7 +363,8 @@ class OrderStoreTests(StoreTestCase):
         self.record(self.orders, 1)
         self.record(other, 2)
         self.assertNotEqual(
-            self.result(self.orders.status())["digest"], self.result(other.status())["digest"]
+            self.successResultOf(self.orders.status())["digest"],
+            self.successResultOf(other.status())["digest"],
         )
 
 

@@ -26,16 +26,18 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
+from bazar.assembly import RoleService
 from bazar.catalog import tap as catalog_tap
 from bazar.catalog.store import CatalogStore
 from bazar.channel import ChannelServer
 from bazar.cluster import tap as cluster_tap
 from bazar.config import document, dump, endpoints, load
+from bazar.endpoints import RequireSecret
+from bazar.failover import Watchdog
 from bazar.frontend import tap as frontend_tap
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
-from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
-from bazar.replica import RequireSecret
+from bazar.protocol import BUY_ROUTE, BUYS_PATH, INVALIDATE_PATH, REPLICATE_PATH
 from bazar.service import CallOnStop
 
 TAPS = {"frontend": frontend_tap, "catalog": catalog_tap, "order": order_tap, "cluster": cluster_tap}
@@ -230,6 +232,8 @@ class ServiceTests(TapTestCase):
             self.assertIsInstance(site.resource.inner, RequireSecret)
             self.assertEqual(site.resource.inner.stamp().replica, name)
             self.assertTrue(any(isinstance(c, CallOnStop) for c in service))
+            # What the builder gives the process to run: its role and watchdog among them.
+            self.assertEqual(sum(isinstance(c, (RoleService, Watchdog)) for c in service), 2)
             self.assertTrue((self.data_dir / f"{name}.sqlite").exists())
         with sqlite3.connect(self.data_dir / "catalog-2.sqlite") as db:
             self.assertEqual(db.execute("SELECT COUNT(*) FROM books").fetchone()[0], 7)
@@ -237,11 +241,11 @@ class ServiceTests(TapTestCase):
     def test_channel_servers(self) -> None:
         """With channels in the config, each process also listens on its own, serving the
         carried routes it has: invalidations at the front end, replication at every replica,
-        buys at the catalog. The replicas' clients call over it; the front end's does not."""
+        buys (one or a batch) at the catalog. The replicas' clients call over it; the front end's does not."""
         config_path = self.write("channels.toml", toml(self.data_dir, channel_ports={}))
         expected = {
             ("frontend", None): {INVALIDATE_PATH},
-            ("catalog", "catalog-2"): {REPLICATE_PATH, BUY_ROUTE},
+            ("catalog", "catalog-2"): {REPLICATE_PATH, BUY_ROUTE, BUYS_PATH},
             ("order", "order-1"): {REPLICATE_PATH},
         }
         for (role, name), routes in expected.items():

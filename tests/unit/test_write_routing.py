@@ -30,6 +30,15 @@ class _Client:
         return succeed(ReplicaResponse(200, b"{}", replica.name))
 
 
+def purchase(app: FrontendApp) -> Deferred[ReplicaResponse]:
+    """A purchase's write, sent the way the front end sends it."""
+    return app.replicas.write(app.replicas.orders, "POST", "/order/purchase/1", {})
+
+
+def read_book(app: FrontendApp) -> Deferred[ReplicaResponse]:
+    return app.replicas.read(app.replicas.catalogs, "/catalog/books/1")
+
+
 class WriteRoutingTests(SynchronousTestCase):
     def app(self, outcomes: dict[str, Exception]) -> tuple[FrontendApp, _Client]:
         client = _Client(outcomes)
@@ -39,17 +48,17 @@ class WriteRoutingTests(SynchronousTestCase):
         """A write whose connection was refused never left: the next replica gets it, and the
         refusing one is marked down so the next write skips it."""
         app, client = self.app({"order-1": NotSent("order-1 is unreachable: ConnectionRefusedError")})
-        response = self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+        response = self.successResultOf(purchase(app))
         self.assertEqual((response.replica, client.sent), ("order-2", ["order-1", "order-2"]))
         self.assertFalse(app.health.is_up(app.config.order[0]))
         for _ in range(3):
-            self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+            self.successResultOf(purchase(app))
         self.assertNotIn("order-1", client.sent[2:])  # skipped while down
 
     def test_a_write_that_may_have_arrived_is_not_sent_twice(self) -> None:
         """A connection lost after sending may have delivered the write: it fails, no retry."""
         app, client = self.app({"order-1": Unavailable("order-1 is unreachable: ResponseNeverReceived")})
-        self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), Unavailable)
+        self.failureResultOf(purchase(app), Unavailable)
         self.assertEqual(client.sent, ["order-1"])
 
     def test_no_replica_up(self) -> None:
@@ -60,9 +69,9 @@ class WriteRoutingTests(SynchronousTestCase):
         }
         app, client = self.app(refused)
         with capturedLogs() as events:
-            first = self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), NotSent)
+            first = self.failureResultOf(purchase(app), NotSent)
         self.assertEqual(client.sent, ["order-1", "order-2", "order-3"])
-        failure = self.failureResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}), Unavailable)
+        failure = self.failureResultOf(purchase(app), Unavailable)
         self.assertEqual(len(client.sent), 3)
         for message in (first.value.message, failure.value.message):
             self.assertEqual(message, "no order replica can answer right now; try again shortly")
@@ -79,7 +88,7 @@ class WriteRoutingTests(SynchronousTestCase):
         }
         app, client = self.app(refused)
         with capturedLogs() as events:
-            failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
+            failure = self.failureResultOf(read_book(app), Unavailable)
         self.assertEqual(failure.value.message, "no catalog replica can answer right now; try again shortly")
         self.assertEqual(client.sent, ["catalog-1", "catalog-2", "catalog-3"])
         self.assertIn(
@@ -87,7 +96,7 @@ class WriteRoutingTests(SynchronousTestCase):
             "catalog-3 is unreachable: ConnectionRefusedError",
             [formatEvent(e) for e in events],
         )
-        failure = self.failureResultOf(app._read(app.catalogs, "/catalog/books/1"), Unavailable)
+        failure = self.failureResultOf(read_book(app), Unavailable)
         self.assertEqual(failure.value.message, "no catalog replica can answer right now; try again shortly")
 
 
@@ -103,7 +112,7 @@ class SequencerFirstTests(SynchronousTestCase):
         app.health.current_epoch("order", 2)
         app.health.report_sequencer("order", 2, "order-3")
         for _ in range(3):
-            self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+            self.successResultOf(purchase(app))
         self.assertEqual(client.sent, ["order-3"] * 3)
 
     def test_sequencer_of_an_older_epoch_is_not_preferred(self) -> None:
@@ -115,13 +124,14 @@ class SequencerFirstTests(SynchronousTestCase):
         app.health.current_epoch("order", 2)
         self.assertIsNone(app.health.sequencer("order"))
         for _ in range(3):
-            self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+            self.successResultOf(purchase(app))
         self.assertEqual(client.sent, ["order-1", "order-2", "order-3"])
 
     def test_unreachable_sequencer_goes_on_to_the_others(self) -> None:
         app, client = self.app({"catalog-2": NotSent("refused")})
         app.health.report_sequencer("catalog", 0, "catalog-2")
-        response = self.successResultOf(app._write(app.catalogs, "PUT", "/catalog/books/1/price", {}))
+        write = app.replicas.write(app.replicas.catalogs, "PUT", "/catalog/books/1/price", {})
+        response = self.successResultOf(write)
         self.assertEqual(client.sent, ["catalog-2", response.replica])
         self.assertNotEqual(response.replica, "catalog-2")
 
@@ -131,7 +141,8 @@ class SequencerFirstTests(SynchronousTestCase):
         app, client = self.app({})
         app.health.current_epoch("order", 1)
         app.health.report_sequencer("order", 1, "order-1")
-        app.invalidate_call(b'{"keys": [], "seq": 7, "role": "order", "epoch": 2, "sequencer": "order-2"}')
+        announce = b'{"keys": [], "seq": 7, "role": "order", "epoch": 2, "sequencer": "order-2"}'
+        app.internal.invalidate_call(announce)
         self.assertEqual(app.health.sequencer("order"), "order-2")
-        self.successResultOf(app._write(app.orders, "POST", "/order/purchase/1", {}))
+        self.successResultOf(purchase(app))
         self.assertEqual(client.sent, ["order-2"])

@@ -38,7 +38,7 @@ from bazar.bench.experiments.memory import (
     MEMORY_WRITE_SHARE,
     memory_plan,
 )
-from bazar.bench.experiments.throughput import compare_rounds, lower_median, median_round
+from bazar.bench.experiments.throughput import lower_median, median_round, of_hits, rounds_notes
 
 RUNNERS = {
     "latency": latency.latency,
@@ -60,13 +60,14 @@ __all__ = [
     "RUNNERS",
     "Context",
     "Settings",
-    "compare_rounds",
     "cpu_note",
     "elections",
     "lower_median",
     "median_round",
     "memory_plan",
+    "of_hits",
     "phase_order",
+    "rounds_notes",
     "summary_row",
     "zipf_weights",
 ]

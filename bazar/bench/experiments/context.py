@@ -14,6 +14,7 @@ from bazar.bench.load import Call, HTTPClient, LoopResult, RequestError, Respons
 from bazar.bench.progress import Progress
 from bazar.bench.stats import summarize
 from bazar.launch import Processes
+from bazar.reactors import IBenchReactor
 
 EXPERIMENTS = ("latency", "consistency", "sweep", "lru", "throughput", "memory", "floor")
 CPU_PREFIX = "cpu_ms_"  # a latency row's CPU time per request of one process: cpu_ms_<name>
@@ -43,7 +44,7 @@ class Settings:
 
 @dataclass
 class Context:
-    reactor: Any
+    reactor: IBenchReactor
     settings: Settings
     progress: Progress
     workdir: Path
@@ -139,6 +140,14 @@ class Context:
             return result
 
         return run()
+
+
+@dataclass(frozen=True)
+class Run:
+    """One closed loop as measured, and the labels its rows and its samples carry."""
+
+    labels: dict[str, Any]
+    result: LoopResult
 
 
 def cache_label(cluster: ClusterInfo) -> str:

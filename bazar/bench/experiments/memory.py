@@ -1,5 +1,9 @@
 """6. ``memory``: the front end's resident memory over a long run of reads of ever new cache
-keys (and price updates): it must stay flat, bounded by the cache's size."""
+keys (and price updates): it must stay flat, bounded by the cache's size.
+
+The load: ``MemoryProbe``, ``memory_plan`` and ``_drive``; the statistics: ``memory_sample``,
+``memory_figures`` (with ``bazar.bench.memory.judge``), ``operation_rows`` and ``counter_deltas``
+(pure); the words: ``memory_caption``, ``memory_notes`` and ``rss_line``."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock
@@ -14,10 +19,11 @@ from twisted.internet.task import deferLater
 
 from bazar.bench import memory as mem
 from bazar.bench.cluster import ClusterInfo
-from bazar.bench.experiments.context import COUNTERS, Context, summary_row
-from bazar.bench.load import Call, HTTPClient, RequestError, Response, Target
+from bazar.bench.experiments.context import COUNTERS, Context, Settings, summary_row
+from bazar.bench.load import Call, HTTPClient, LoopResult, RequestError, Response, Target
 from bazar.launch import listening_pid
 from bazar.protocol import SECRET_HEADER
+from bazar.reactors import IClientReactor
 
 MEMORY_REQUESTS_PER_SAMPLE = 60  # the run's request bound: 60 x --samples (60,000 by default)
 MEMORY_SEARCH_SHARE = 0.70  # searches for a topic no other request names: a new cache key each
@@ -28,7 +34,7 @@ class MemoryProbe:
     """The front end's resident memory, open descriptors and cache entries, from its /metrics
     (needs the cluster secret) or else from /proc of the process listening on its port."""
 
-    def __init__(self, reactor: Any, cluster: ClusterInfo, timeout: float) -> None:
+    def __init__(self, reactor: IClientReactor, cluster: ClusterInfo, timeout: float) -> None:
         self.cluster = cluster
         self.http = HTTPClient(reactor, Target.from_url(cluster.url), timeout)
         self.lock = DeferredLock()  # the poller and the run's own samples share one connection
@@ -122,27 +128,52 @@ def memory_plan(
     return plan
 
 
-async def memory(ctx: Context, stage: str) -> dict[str, Any]:
+@dataclass
+class MemoryRuns:
+    """What the run measured: the memory samples, the run's loop, the requests served in all
+    (warm-up included) and before the run, and the cache's counters around the run."""
+
+    source: str
+    problems: list[str]
+    samples: list[dict[str, Any]]
+    result: LoopResult
+    served: int
+    warmup_requests: int
+    counters_before: dict[str, Any]
+    counters_after: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's bounds: its requests and seconds, the warm-up's, the cache's capacity."""
+
+    count: int
+    limit: float
+    warm_count: int
+    warm_limit: float
+    capacity: int | None
+
+    @classmethod
+    def of(cls, s: Settings, capacity: int | None) -> Plan:
+        count = s.memory_requests or MEMORY_REQUESTS_PER_SAMPLE * s.samples
+        limit = min(s.memory_seconds, s.max_seconds)
+        warm_count = max(1, min(count // 2, max(count // 10, 2 * (capacity or 0))))
+        return cls(count, limit, warm_count, limit / 5, capacity)
+
+
+# -- the load --------------------------------------------------------------------------------
+
+
+async def _drive(
+    ctx: Context, stage: str, cluster: ClusterInfo, probe: MemoryProbe, plan: Plan
+) -> MemoryRuns:
+    """A warm-up, then the run, while a poller samples the front end's memory; prices restored."""
     s = ctx.settings
-    cluster = ctx.cache or ctx.nocache
-    if cluster is None:
-        return {"skipped": "no cluster"}
-    probe = MemoryProbe(ctx.reactor, cluster, s.timeout)
-    await probe.setup()
-    if probe.source is None:
-        probe.close()
-        return {"skipped": "cannot read the front end's memory: " + "; ".join(probe.problems)}
-    ctx.progress.say(f"{stage} resident memory from {probe.source}")
-    capacity = cluster.cache_size
-    count = s.memory_requests or MEMORY_REQUESTS_PER_SAMPLE * s.samples
-    limit = min(s.memory_seconds, s.max_seconds)
-    warm_count = max(1, min(count // 2, max(count // 10, 2 * (capacity or 0))))
-    warm_limit = limit / 5
     ids = ctx.book_ids
     prices = {book["id"]: float(book["price"]) for book in ctx.books}
     samples: list[dict[str, Any]] = []
     served = {"requests": 0, "errors": 0}
-    state = {"phase": "warm-up", "running": True}
+    state: dict[str, Any] = {"phase": "warm-up", "running": True}
     started = time.perf_counter()
 
     def observe(call: Call, response: Response | None) -> None:
@@ -150,44 +181,25 @@ async def memory(ctx: Context, stage: str) -> dict[str, Any]:
         if response is None or not 200 <= response.status < 300:
             served["errors"] += 1
 
-    async def take(phase: str | None = None) -> dict[str, Any] | None:
+    async def take(phase: str | None = None) -> None:
         figures = await probe.read()
-        if figures is None:
-            return None
-        sample = {
-            "t": time.perf_counter() - started,
-            "phase": phase or state["phase"],
-            "requests": served["requests"],
-            "errors": served["errors"],
-            "rss_bytes": figures["rss_bytes"],
-            "rss_mib": figures["rss_bytes"] / mem.MIB,
-            "open_fds": figures["open_fds"],
-            "cache_entries": figures["cache_entries"],
-            "cache_capacity": capacity,
-        }
-        samples.append(sample)
-        return sample
+        if figures is not None:
+            at = time.perf_counter() - started
+            samples.append(memory_sample(at, phase or state["phase"], served, figures, plan.capacity))
 
     async def poll() -> None:
-        deadline = started + warm_limit + limit + 2 * s.timeout  # however the loops end
+        deadline = started + plan.warm_limit + plan.limit + 2 * s.timeout  # however the loops end
         while state["running"] and time.perf_counter() < deadline:
             await take()
             await deferLater(ctx.reactor, s.memory_interval)
 
     await take("before")
     polling = Deferred.fromCoroutine(poll())
-    counters_before: dict[str, Any] = {}
-    counters_after: dict[str, Any] = {}
     try:
         warm_plan = memory_plan(s.seed, f"bench-memory-warmup-{s.seed}-", ids, prices)
+        label = f"{stage} warm-up"
         await ctx.loop(
-            cluster,
-            f"{stage} warm-up",
-            warm_plan,
-            warm_count,
-            s.concurrency,
-            observe,
-            max_seconds=warm_limit,
+            cluster, label, warm_plan, plan.warm_count, s.concurrency, observe, max_seconds=plan.warm_limit
         )
         state["phase"] = "run"
         await take("run")  # the start: after the warm-up
@@ -197,10 +209,10 @@ async def memory(ctx: Context, stage: str) -> dict[str, Any]:
             cluster,
             f"{stage} unique searches, infos, price updates",
             memory_plan(s.seed, f"bench-memory-{s.seed}-", ids, prices),
-            count,
+            plan.count,
             s.concurrency,
             observe,
-            max_seconds=limit,
+            max_seconds=plan.limit,
         )
         await take("run")  # the end
         counters_after = await ctx.cache_stats(cluster)
@@ -213,30 +225,109 @@ async def memory(ctx: Context, stage: str) -> dict[str, Any]:
         finally:
             probe.close()
     samples.sort(key=lambda sample: sample["t"])
-    figures = mem.judge(samples, capacity)
-    run_requests = served["requests"] - run_started
-    figures.update(
-        source=probe.source,
-        requests=run_requests,
-        warmup_requests=run_started,
-        run_seconds=result.elapsed,
-        truncated_by_time=result.truncated,
-        request_limit=count,
-        time_limit_s=limit,
+    assert probe.source is not None
+    return MemoryRuns(
+        probe.source,
+        probe.problems,
+        samples,
+        result,
+        served["requests"],
+        run_started,
+        counters_before,
+        counters_after,
     )
-    rows = [
+
+
+async def memory(ctx: Context, stage: str) -> dict[str, Any]:
+    s = ctx.settings
+    cluster = ctx.cache or ctx.nocache
+    if cluster is None:
+        return {"skipped": "no cluster"}
+    probe = MemoryProbe(ctx.reactor, cluster, s.timeout)
+    await probe.setup()
+    if probe.source is None:
+        probe.close()
+        return {"skipped": "cannot read the front end's memory: " + "; ".join(probe.problems)}
+    ctx.progress.say(f"{stage} resident memory from {probe.source}")
+    plan = Plan.of(s, cluster.cache_size)
+    measured = await _drive(ctx, stage, cluster, probe, plan)
+    figures = memory_figures(measured, plan)
+    rows = operation_rows(measured.result)
+    counters = counter_deltas(measured.counters_before, measured.counters_after)
+    line = rss_line(figures)
+    if line is not None:
+        ctx.progress.say(f"{stage} {line}")
+    return {
+        "caption": memory_caption(s, plan, len(ctx.book_ids), measured.source),
+        "memory": figures,
+        "samples": measured.samples,
+        "rows": rows,
+        "cache_counters": counters,
+        "notes": memory_notes(measured, plan, figures, rows, counters),
+    }
+
+
+# -- the statistics --------------------------------------------------------------------------
+
+
+def memory_sample(
+    at: float, phase: str, served: Mapping[str, int], figures: Mapping[str, Any], capacity: int | None
+) -> dict[str, Any]:
+    """One reading of the front end, with the requests served (and failed) so far."""
+    return {
+        "t": at,
+        "phase": phase,
+        "requests": served["requests"],
+        "errors": served["errors"],
+        "rss_bytes": figures["rss_bytes"],
+        "rss_mib": figures["rss_bytes"] / mem.MIB,
+        "open_fds": figures["open_fds"],
+        "cache_entries": figures["cache_entries"],
+        "cache_capacity": capacity,
+    }
+
+
+def memory_figures(measured: MemoryRuns, plan: Plan) -> dict[str, Any]:
+    """The verdict on the samples (``bazar.bench.memory.judge``) and what the run was."""
+    figures = mem.judge(measured.samples, plan.capacity)
+    figures.update(
+        source=measured.source,
+        requests=measured.served - measured.warmup_requests,
+        warmup_requests=measured.warmup_requests,
+        run_seconds=measured.result.elapsed,
+        truncated_by_time=measured.result.truncated,
+        request_limit=plan.count,
+        time_limit_s=plan.limit,
+    )
+    return figures
+
+
+def operation_rows(result: LoopResult) -> list[dict[str, Any]]:
+    """A summary row per kind of request, with its share of the run."""
+    return [
         {**summary_row(result.of(op), operation=op), "share": len(result.of(op)) / len(result.samples)}
         for op in ("search", "info", "update_price")
         if result.of(op)
     ]
-    counters = {
-        k: counters_after[k] - counters_before[k]
-        for k in COUNTERS
-        if k in counters_after and k in counters_before
-    }
-    notes = [f"memory read from {probe.source}"]
-    if probe.problems and probe.source != "metrics":
-        notes.append("not from /metrics: " + "; ".join(probe.problems))
+
+
+def counter_deltas(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: after[k] - before[k] for k in COUNTERS if k in after and k in before}
+
+
+# -- the words -------------------------------------------------------------------------------
+
+
+def memory_notes(
+    measured: MemoryRuns,
+    plan: Plan,
+    figures: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    counters: Mapping[str, Any],
+) -> list[str]:
+    notes = [f"memory read from {measured.source}"]
+    if measured.problems and measured.source != "metrics":
+        notes.append("not from /metrics: " + "; ".join(measured.problems))
     notes.append(f"verdict: {figures['verdict']}: {figures['why']} — {mem.RULE}")
     if figures.get("detectable_leak_bytes_per_request"):
         notes.append(
@@ -245,7 +336,8 @@ async def memory(ctx: Context, stage: str) -> dict[str, Any]:
         )
     if figures["cache_within_capacity"] is False:
         notes.append(
-            f"the cache held {figures['cache_entries_max']} entries, more than its capacity of {capacity}"
+            f"the cache held {figures['cache_entries_max']} entries, "
+            f"more than its capacity of {plan.capacity}"
         )
     if counters:
         notes.append(
@@ -255,30 +347,32 @@ async def memory(ctx: Context, stage: str) -> dict[str, Any]:
     errors = sum(r["errors"] for r in rows)
     if errors:
         notes.append(f"{errors} requests were not 2xx")
-    if result.truncated:
-        notes.append(f"the run stopped at its {limit:g} s limit before its {count:,} requests")
+    if measured.result.truncated:
+        notes.append(f"the run stopped at its {plan.limit:g} s limit before its {plan.count:,} requests")
+    return notes
+
+
+def rss_line(figures: Mapping[str, Any]) -> str | None:
+    """The run's memory in one line for the terminal (None without a start, end and peak)."""
     start, end, peak = figures.get("start_mib"), figures.get("end_mib"), figures.get("max_mib")
-    if start is not None and end is not None and peak is not None:
-        half = figures.get("second_half_growth_mib")
-        ctx.progress.say(
-            f"{stage} RSS {start:.1f} MiB after the warm-up, max {peak:.1f}, end {end:.1f} "
-            f"({figures['growth_mib']:+.2f} MiB)"
-            + ("" if half is None else f"; second half's peak {half:+.2f} MiB over the first's")
-            + f": {figures['verdict']}"
-        )
-    return {
-        "caption": (
-            f"{s.concurrency} concurrent clients, up to {count:,} requests or {limit:g} s (after a "
-            f"warm-up of up to {warm_count:,} requests): {100 * MEMORY_SEARCH_SHARE:.0f} % searches for "
-            "a topic no other request names (each a new cache key, answered `[]`), "
-            f"{100 * (1 - MEMORY_SEARCH_SHARE - MEMORY_WRITE_SHARE):.0f} % info reads of the lab's "
-            f"{len(ids)} books, {100 * MEMORY_WRITE_SHARE:.0f} % price updates (invalidations; prices "
-            f"restored afterwards). The front end's resident memory (and cache entries; capacity "
-            f"{capacity}) every {s.memory_interval * 1000:.0f} ms from {probe.source}."
-        ),
-        "memory": figures,
-        "samples": samples,
-        "rows": rows,
-        "cache_counters": counters,
-        "notes": notes,
-    }
+    if start is None or end is None or peak is None:
+        return None
+    half = figures.get("second_half_growth_mib")
+    return (
+        f"RSS {start:.1f} MiB after the warm-up, max {peak:.1f}, end {end:.1f} "
+        f"({figures['growth_mib']:+.2f} MiB)"
+        + ("" if half is None else f"; second half's peak {half:+.2f} MiB over the first's")
+        + f": {figures['verdict']}"
+    )
+
+
+def memory_caption(s: Settings, plan: Plan, books: int, source: str) -> str:
+    return (
+        f"{s.concurrency} concurrent clients, up to {plan.count:,} requests or {plan.limit:g} s (after a "
+        f"warm-up of up to {plan.warm_count:,} requests): {100 * MEMORY_SEARCH_SHARE:.0f} % searches for "
+        "a topic no other request names (each a new cache key, answered `[]`), "
+        f"{100 * (1 - MEMORY_SEARCH_SHARE - MEMORY_WRITE_SHARE):.0f} % info reads of the lab's "
+        f"{books} books, {100 * MEMORY_WRITE_SHARE:.0f} % price updates (invalidations; prices "
+        f"restored afterwards). The front end's resident memory (and cache entries; capacity "
+        f"{plan.capacity}) every {s.memory_interval * 1000:.0f} ms from {source}."
+    )

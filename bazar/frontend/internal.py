@@ -1,0 +1,90 @@
+"""The front end's internal side: the sequencers' invalidation pushes and its metrics.
+
+``/internal/invalidate`` (over HTTP or the channel) is how a sequencer, before it
+acknowledges a write, has this front end drop the cache keys the write changed and stop
+reading from followers that lag; the metrics are the cache's figures and which replicas
+it reads from.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.core import Metric
+from twisted.internet.defer import Deferred
+from twisted.web.iweb import IRequest
+
+from bazar.channel import Handler
+from bazar.client import ReplicaResponse
+from bazar.frontend.replicas import Replicas
+from bazar.jsonio import Reply, json_reply, parse_json, read_body, respond_reply
+from bazar.metrics import Metrics, counter, gauge
+from bazar.protocol import INVALIDATE_PATH
+from bazar.protocol.messages import Invalidate
+from bazar.readthrough import ReadThroughCache
+from bazar.secret import check_secret
+
+
+class Internal:
+    """The internal endpoints, over the replicas' health and the cache they change."""
+
+    def __init__(
+        self,
+        secret: str,
+        replicas: Replicas,
+        cache: ReadThroughCache[str, ReplicaResponse],
+        metrics: Metrics,
+    ) -> None:
+        self.secret = secret
+        self.replicas = replicas
+        self.cache = cache
+        metrics.collect_with(self._collect)
+
+    def invalidate(self, request: IRequest) -> bytes | Deferred[bytes]:
+        """``INVALIDATE_PATH`` over HTTP: for callers with the cluster secret."""
+        check_secret(request, self.secret)
+        return respond_reply(request, self.invalidate_call(read_body(request)))
+
+    def channel_handlers(self) -> dict[str, Handler]:
+        """The carried routes the front end serves over the channel (the same handlers as HTTP)."""
+        return {INVALIDATE_PATH: self.invalidate_call}
+
+    def invalidate_call(self, raw: bytes) -> Reply:
+        """Called by a sequencer before it acknowledges a write: drop these cache keys, stop
+        reading from these ``lagging`` followers; or, later, read from ``caught_up`` ones again.
+        (Over HTTP or the channel: ``INVALIDATE_PATH``.)"""
+        message = Invalidate.parse(parse_json(raw))  # all checked first
+        health = self.replicas.health
+        seq = message.seq
+        if message.role is not None and message.epoch is not None:
+            health.current_epoch(message.role, message.epoch)
+            if message.sequencer is not None:
+                health.report_sequencer(message.role, message.epoch, message.sequencer)
+                # A sequencer just elected has every write (see ``Health.current_epoch``).
+                health.report_lagging(message.sequencer, False, seq, pushed=True)
+        for name in message.lagging or ():
+            health.report_lagging(name, True, seq, pushed=True)
+        for name in message.caught_up or ():
+            health.report_lagging(name, False, seq, pushed=True)
+        for key in message.keys:
+            self.cache.invalidate(key, seq)
+        return json_reply({"invalidated": message.keys})
+
+    def _collect(self) -> list[Metric]:
+        stats = self.cache.lru.stats
+        health = self.replicas.health
+        return [
+            counter("bazar_cache_hits", "Reads answered from the cache", stats.hits),
+            counter("bazar_cache_misses", "Reads the cache could not answer", stats.misses),
+            counter("bazar_cache_evictions", "Entries dropped to make room", stats.evictions),
+            counter(
+                "bazar_cache_invalidations",
+                "Entries dropped because a write changed them",
+                stats.invalidations,
+            ),
+            gauge("bazar_cache_entries", "Entries in the cache", [], [([], len(self.cache.lru))]),
+            gauge(
+                "bazar_replica_up",
+                "1 if the front end reads from the replica (it answers, is ready and not lagging)",
+                ["replica", "role"],
+                [([r.name, r.role], float(health.readable(r))) for r in self.replicas.all],
+            ),
+        ]
