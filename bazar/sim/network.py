@@ -417,7 +417,7 @@ class SimClient(ReplicaClient):
         super().__init__(None, secret, host.clock)  # type: ignore[arg-type]
         self.network = network
         self.host = host
-        self._carrier = Channel(None, host.clock) if channel else None
+        self._carrier = Channel(None, host.clock) if channel else None  # type: ignore[arg-type]  # never connects
 
     def request(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None

@@ -1,12 +1,12 @@
-"""The cluster's processes, wired as production wires them, on a simulated host.
+"""The cluster's processes, built by production's builders (``bazar.assembly``) on a
+simulated host.
 
-This mirrors ``bazar.replica.replica_service`` (a replica: its store, its ``Role`` with
-elections and epochs, its app behind ``measured``, its channel server, ``RoleService``,
-``Watchdog`` and the app's own services) and ``bazar.frontend.tap.makeService`` (the
-front end: its app, its health probe, its channel server), leaving out only what is I/O:
-listening ports, the connection pools, twistd. Everything they call goes through the
-host's ``SimClient``; everything they schedule goes on the host's ``ProcessClock``.
-It is the one place to switch to ``bazar.assembly``'s builders once they exist.
+``bazar.assembly`` builds each process with no I/O, as the taps build it (a replica: its
+``Role`` with elections and epochs, its app behind ``measured``, its channel server,
+``RoleService``, ``Watchdog`` and the app's own services; the front end: its app, its health
+probe, its channel server); what the taps add is I/O: listening ports, the connection pools,
+twistd. Here everything a process calls goes through its host's ``SimClient``, everything
+it schedules goes on its host's ``ProcessClock``, and its store runs on a ``SimRunner``.
 
 Each replica's database is an in-memory SQLite connection that outlives the process: a
 crash throws every object away and keeps the connection, and a restart builds the process
@@ -27,20 +27,13 @@ from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from bazar.catalog import tap as catalog_tap
+from bazar import assembly
 from bazar.catalog.store import CatalogStore
-from bazar.channel import ChannelServer, Stamp
 from bazar.config import Config, Replica
-from bazar.failover import Role, Watchdog
-from bazar.frontend.app import FrontendApp
-from bazar.health import HealthProbe
-from bazar.invalidation import FrontendNotifier, book_keys
-from bazar.metrics import MeasuredResource
-from bazar.order import tap as order_tap
+from bazar.failover import Role
 from bazar.order.store import OrderStore
-from bazar.replica import RoleService, measured
 from bazar.sim.network import Endpoint, Host, Network, SimClient
-from bazar.storage import Entry, ReplicatedStore
+from bazar.storage import ReplicatedStore
 
 T = TypeVar("T")
 
@@ -111,7 +104,7 @@ class SimRunner:
 
 @dataclass
 class Process:
-    """What one incarnation of a process was built as."""
+    """What one incarnation of a process was built as (by ``bazar.assembly``)."""
 
     name: str
     app: Any
@@ -144,43 +137,18 @@ def build_replica(
     rng: random.Random,
     disk_delay: Callable[[], float],
 ) -> Process:
-    """One catalog or order replica, as ``replica_service`` builds it."""
+    """One catalog or order replica, built by ``bazar.assembly.build_replica`` on the host's
+    disk, client and clock."""
     store = open_sim_store(replica, config, connection, SimRunner(connection, host, disk_delay))
     client = SimClient(network, host, config.secret, channel=True)
-    clock = host.clock
-    catalog = replica.role == "catalog"
-    replicas = config.catalog if catalog else config.order
-    keys: Callable[[Entry], list[str]] = book_keys if catalog else (lambda entry: [])
-    leadership: Role | None = None
-
-    def epoch() -> tuple[str, int]:
-        assert leadership is not None
-        return replica.role, leadership.epoch
-
-    notifier = FrontendNotifier(client, config.frontend, keys, epoch=epoch)
-    leadership = Role(replica, replicas, store, client, notifier, clock)
-    make_app = catalog_tap._app if catalog else order_tap._app
-    app = make_app(config, replica, store, client, None, leadership)  # type: ignore[arg-type]
-    resource = measured(app.resource(), replica, store, lambda: leadership.writer, config.secret)
-    channel = ChannelServer(app.channel_handlers(), config.secret, app.stamp, resource.metrics.observe_call)
-    host.endpoint = Endpoint(replica, resource, channel, config.secret)
-    services: list[IService] = [
-        RoleService(leadership),
-        Watchdog(leadership, clock, rng),
-        *app.services(clock),
-    ]
-    return Process(replica.name, app, services, leadership, store)
+    process = assembly.build_replica(config, replica.name, store, client, host.clock, rng)
+    host.endpoint = Endpoint(replica, process.resource, process.channel, config.secret)
+    return Process(replica.name, process.app, process.services, process.role, store)
 
 
 def build_frontend(config: Config, network: Network, host: Host) -> Process:
-    """The front end, as ``bazar.frontend.tap.makeService`` builds it."""
+    """The front end, built by ``bazar.assembly.build_frontend`` on the host's client and clock."""
     client = SimClient(network, host, config.secret, channel=False)  # treq only: no channel out
-    app = FrontendApp(config, client)
-    resource = MeasuredResource(app.resource(), app.metrics, config.secret)
-    probe = HealthProbe(
-        app.health, [*config.catalog, *config.order], client, host.clock, config.probe_interval
-    )
-    stamp = Stamp(config.frontend.name)
-    channel = ChannelServer(app.channel_handlers(), config.secret, lambda: stamp, app.metrics.observe_call)
-    host.endpoint = Endpoint(config.frontend, resource, channel, config.secret)
-    return Process(config.frontend.name, app, [probe])
+    process = assembly.build_frontend(config, client, host.clock)
+    host.endpoint = Endpoint(config.frontend, process.resource, process.channel, config.secret)
+    return Process(config.frontend.name, process.app, process.services)
