@@ -90,7 +90,7 @@ class ReplicaApp:
         running = writer.running()
         if running is None:
             return now()
-        return self._when_committed((queued or now)(), running)
+        return self._when_committed((queued or now)(), running, writer)
 
     def respond_committed(
         self, now: Callable[[], T], queued: Callable[[], Deferred[T]], respond: Callable[[T], bytes]
@@ -103,10 +103,18 @@ class ReplicaApp:
         return respond(found)
 
     @inlineCallbacks
-    def _when_committed(self, read: Deferred[T], running: Deferred[None]) -> Any:
+    def _when_committed(self, read: Deferred[T], running: Deferred[None], writer: Sequencer) -> Any:
+        """The read's result once the writes it waited for have finished, if they reached a
+        majority. Asked of the sequencer that ran them, not of the role's writer now: one
+        that stepped down meanwhile has none, and wipes those writes."""
         result = yield read
         yield running
-        self.check_readable()
+        if writer.retired:
+            raise Unavailable(
+                f"{self.replica.name} stopped sequencing writes while a read waited for them; "
+                "read from another replica"
+            )
+        self.check_readable()  # of ``writer``, still the role's
         return result
 
     def stamp(self) -> Stamp:

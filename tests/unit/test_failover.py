@@ -1098,6 +1098,33 @@ class VoterBehindTests(FailoverTestCase):
         self.assertTrue(replicas.health.readable(trio.replica(C1)))
 
 
+class ReadBehindARetiredSequencerTests(FailoverTestCase):
+    """A read at the sequencer while a write runs waits for the write (Raft's read index). If
+    the sequencer steps down meanwhile, that write may never reach a majority (the replica
+    wipes it): the read, which ran after it, must be refused rather than show it. (Found by
+    the simulator: an orphan scan read a take from a sequencer that then stepped down, and
+    recorded an order for a take that was lost.)"""
+
+    def test_a_read_waiting_for_a_write_is_refused_if_its_sequencer_steps_down(self) -> None:
+        trio = Trio(self)
+        trio.start()
+        self.assertEqual(trio.write_price(C1, 3, 10.0).code, 200)
+        trio.pause(C2)
+        trio.pause(C3)
+        write = trio.outside.request("PUT", trio.replica(C1), "/catalog/books/3/price", {"price": 42.0})
+        read = trio.outside.request("GET", trio.replica(C1), "/catalog/books/3")
+        trio.flush()
+        self.assertNoResult(read)  # behind the write, which no follower has confirmed
+        role = trio.roles[C1]
+        role.adopt(role.epoch + 1, C2)  # as when it hears of the epoch C2 and C3 elected C2 in
+        trio.flush()
+        self.assertEqual(trio.leaders(), [])
+        trio.run(REPLICATION_TIMEOUT + 1)  # the write gives up on its followers
+        self.assertEqual(self.successResultOf(write).code, 503)
+        self.assertEqual(self.successResultOf(read).code, 503)  # not 42.0, which nobody kept
+        self.assertNotEqual(trio.price(C1, 3), 42.0)  # wiped, to be caught up by C2
+
+
 class FencingTests(FailoverTestCase):
     def setUp(self) -> None:
         self.trio = Trio(self)
