@@ -3,6 +3,10 @@
 A schedule is a list of ``Fault``: at a simulated time, one of
 
 * ``pause`` a process for a while (it handles nothing, its timers wait: SIGSTOP, a GC pause);
+* ``hang`` a role's sequencer for HANG seconds: long enough for another replica to take over
+  (about 1 s), short enough that it resumes within 0 to 3 s of the takeover, with writes
+  going on: the timing the sequencer-hang bug needed (issue 15), too narrow to leave to
+  ``pause``'s draw;
 * ``crash`` a process and restart it from its disk after a while (or at the heal);
 * ``partition`` the processes into two sides for a while (one process alone, or any split);
 * ``cut`` one direction between two processes for a while;
@@ -21,8 +25,9 @@ from dataclasses import dataclass
 
 from bazar.sim.cluster import FRONTEND, SimCluster
 
-KINDS = ("pause", "crash", "partition", "cut", "drop", "slow", "drift")
-WEIGHTS = (25, 20, 20, 8, 10, 10, 7)
+KINDS = ("pause", "hang", "crash", "partition", "cut", "drop", "slow", "drift")
+WEIGHTS = (20, 12, 18, 18, 7, 10, 8, 7)
+HANG = (0.8, 4.0)
 DRIFT = 0.05  # a clock runs at most this much fast or slow
 
 
@@ -37,6 +42,7 @@ class Fault:
     def describe(self) -> str:
         what = {
             "pause": "pause {t}",
+            "hang": "hang {t}",
             "crash": "crash {t}",
             "partition": "partition {t} from the rest",
             "cut": "cut {t}",
@@ -59,7 +65,10 @@ def draw_schedule(rng: random.Random, cluster_names: list[str], start: float, le
         kind = rng.choices(KINDS, WEIGHTS)[0]
         at = round(start + rng.uniform(0, length), 3)
         duration = round(rng.uniform(0.2, 6.0), 3)
-        if kind in ("pause", "crash", "drift"):
+        if kind == "hang":
+            role = rng.choice(["@catalog", "@order"])
+            fault = Fault(at, kind, (role,), round(rng.uniform(*HANG), 3))
+        elif kind in ("pause", "crash", "drift"):
             fault = Fault(
                 at, kind, (rng.choice(targets),), duration, round(rng.uniform(1 - DRIFT, 1 + DRIFT), 4)
             )
@@ -110,7 +119,7 @@ class Injector:
         names = tuple(self._resolve(t) for t in fault.targets)
         self.trace.append(f"{fault.describe()}  [{', '.join(names)}]")
         later = cluster.sim.callLater
-        if fault.kind == "pause":
+        if fault.kind in ("pause", "hang"):
             (name,) = names
             if name in self.paused or name in self.down:
                 return
