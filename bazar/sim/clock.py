@@ -15,14 +15,24 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-if TYPE_CHECKING:
-    from bazar.sim.network import Host
+
+class Host(Protocol):
+    """What a process's clock needs of its process (``bazar.sim.network.Host``), named here
+    so that the clock does not import the network, which imports the clock."""
+
+    sim: SimClock
+
+    def event(self, call: DelayedCall) -> None: ...
+
+    def local_time(self) -> float: ...
+
+    def sim_time_at(self, local: float) -> float: ...
 
 
 @implementer(IReactorTime)
