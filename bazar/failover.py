@@ -31,9 +31,10 @@ from twisted.logger import Logger
 
 from bazar.client import ReplicaClient
 from bazar.config import Replica
+from bazar.follower_link import FollowerLink
 from bazar.protocol import ELECT_PATH, STATUS_PATH, log_path
 from bazar.protocol.messages import Elect
-from bazar.replication import FollowerLink, FrontendNotice, Heartbeats, Sequencer
+from bazar.replication import FrontendNotice, Heartbeats, Sequencer
 from bazar.storage import ReplicatedStore
 
 # Seconds without a word from the sequencer (it heartbeats every 0.1 s: HEARTBEAT_INTERVAL)

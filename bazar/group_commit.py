@@ -15,7 +15,7 @@ holding it has committed, in submission order (which is sequence order).
 While one batch's results are handed out, what each write would send at once (a follower's
 replication request, the front end's invalidation push) is put off to the end of the hand-out
 (``Burst``), so the whole batch goes in one message per follower and one push: see
-``bazar.replication.FollowerLink.ship`` and ``Sequencer``. Acknowledgements do not change:
+``bazar.follower_link.FollowerLink.ship`` and ``Sequencer``. Acknowledgements do not change:
 each write is still acknowledged only once a majority has it and the front end dropped its
 keys (``Sequencer.write``).
 """
@@ -34,7 +34,7 @@ T = TypeVar("T")
 Cursor = Any  # an adbapi Transaction or a sqlite3.Cursor
 
 # A batch's bounds: a transaction of 200 purchases takes a few milliseconds on the pool's
-# thread; 48 KiB of entries fit one replication request (``bazar.replication.MAX_BATCH_BYTES``).
+# thread; 48 KiB of entries fit one replication request (``bazar.follower_link.MAX_BATCH_BYTES``).
 MAX_WRITES = 200
 MAX_BYTES = 48 * 1024
 

@@ -42,10 +42,10 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from bazar.bench.cluster import ClusterInfo, start_cluster
+from bazar.follower_link import REPLICATION_TIMEOUT
 from bazar.launch import Processes, listening_pid
 from bazar.protocol import SECRET_HEADER, STATUS_PATH
 from bazar.reactors import IBenchReactor
-from bazar.replication import REPLICATION_TIMEOUT
 
 ROLES = ("catalog", "order")
 LOG_ENTRIES = 700  # writes per role before the first trial: more than one 500-entry batch

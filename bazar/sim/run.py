@@ -27,7 +27,7 @@ from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import provider
 
-from bazar import replication, validation
+from bazar import follower_link, validation
 from bazar.protocol import IDEMPOTENCY_HEADER
 from bazar.sim import checks
 from bazar.sim.cluster import FRONTEND, SimCluster
@@ -55,7 +55,7 @@ class Knobs:
     @classmethod
     def draw(cls, rng: random.Random) -> Knobs:
         return cls(
-            max_batch=rng.choice([2, 3, 5, replication.MAX_BATCH]),
+            max_batch=rng.choice([2, 3, 5, follower_link.MAX_BATCH]),
             disk_latency=rng.choice([0.0, 0.0, 0.002, 0.02]),
             clients=rng.randint(2, 4),
         )
@@ -87,13 +87,13 @@ def schedule_of(seed: int) -> list[Fault]:
 def _knobs(knobs: Knobs, seed: int) -> Iterator[None]:
     """The run's batch size, and idempotency keys from a counter (not uuid4) while it runs."""
     counter = itertools.count(1)
-    saved = replication.MAX_BATCH, validation.new_idempotency_key
-    replication.MAX_BATCH = knobs.max_batch
+    saved = follower_link.MAX_BATCH, validation.new_idempotency_key
+    follower_link.MAX_BATCH = knobs.max_batch
     validation.new_idempotency_key = lambda: f"bazar-sim-{seed}-{next(counter)}"
     try:
         yield
     finally:
-        replication.MAX_BATCH, validation.new_idempotency_key = saved
+        follower_link.MAX_BATCH, validation.new_idempotency_key = saved
 
 
 @contextmanager

@@ -40,8 +40,8 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.web.client import ResponseFailed
 
+from bazar.follower_link import MAX_BATCH
 from bazar.launch import CATALOGS, NAMES, ORDERS, REPLICAS
-from bazar.replication import MAX_BATCH
 from tests.history import History
 from tests.integration import netns
 from tests.integration.api import (

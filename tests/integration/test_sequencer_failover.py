@@ -21,8 +21,8 @@ import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import defer
 
+from bazar.follower_link import REPLICATION_TIMEOUT
 from bazar.launch import CATALOGS, ORDERS, Cluster
-from bazar.replication import REPLICATION_TIMEOUT
 from tests.integration.api import Api, eventually, sleep
 from tests.integration.test_failover import (
     BUY_BOOK,

@@ -31,16 +31,17 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bazar import config as bazar_config
-from bazar import replication
+from bazar import follower_link
 from bazar.assembly import build_frontend
 from bazar.catalog.store import SEED_BOOKS, CatalogStore
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Config, Replica
 from bazar.errors import NotSent, Unavailable
 from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role, Watchdog, majority
+from bazar.follower_link import REPLICATION_TIMEOUT, FollowerLink
 from bazar.order.store import OrderStore
 from bazar.protocol import REPLICATE_PATH
-from bazar.replication import HEARTBEAT_INTERVAL, REPLICATION_TIMEOUT, FollowerLink, Sequencer
+from bazar.replication import HEARTBEAT_INTERVAL, Sequencer
 from bazar.runners import InlineRunner
 from bazar.storage import Entry, ReplicatedStore
 from tests.unit.memnet import Held, MemNetwork
@@ -990,7 +991,7 @@ class HangTests(FailoverTestCase):
     def setUp(self) -> None:
         # A catch-up is cut by count (MAX_BATCH) and by bytes (MAX_BATCH_BYTES): here 4
         # entries and about 3.5 entries' worth, as 500 entries and 48 KB cut a real one.
-        self.patch(replication, "MAX_BATCH", 4)
+        self.patch(follower_link, "MAX_BATCH", 4)
 
     def test_first_write_after_the_takeover_does_not_wait_for_the_old_sequencer(self) -> None:
         """catalog-1 hangs; the replica that replaces it acknowledges its first write at once,
@@ -1019,7 +1020,7 @@ class HangTests(FailoverTestCase):
         for n in range(self.WRITES):
             self.assertEqual(trio.write_price(C1, 3, 100.0 + n).code, 200)  # entries of one size
         entry = trio.entry_at(C1, 1)
-        self.patch(replication, "MAX_BATCH_BYTES", round(3.5 * (len(json.dumps(entry)) + 16)))
+        self.patch(follower_link, "MAX_BATCH_BYTES", round(3.5 * (len(json.dumps(entry)) + 16)))
         trio.pause(C1)
         new = trio.replaced(C1)
         answered: list[tuple[float, float, int]] = []  # (sent, answered, status) of each write

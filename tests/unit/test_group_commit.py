@@ -20,9 +20,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.catalog.store import CatalogStore
 from bazar.errors import Conflict, Unavailable
+from bazar.follower_link import FollowerLink
 from bazar.group_commit import Burst, GroupCommit
 from bazar.protocol import REPLICATE_PATH
-from bazar.replication import FollowerLink, Sequencer
+from bazar.replication import Sequencer
 from bazar.storage import Replayed
 from tests.unit.queuedrunner import QueuedRunner
 from tests.unit.test_replication import FOLLOWER, OTHER, RecordingNotice, ScriptedClient

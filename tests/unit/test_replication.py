@@ -22,20 +22,15 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar import replication
+from bazar import follower_link
 from bazar.catalog.store import CatalogStore
 from bazar.client import ReplicaClient, ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import Conflict, Unavailable
+from bazar.follower_link import REPLICATION_TIMEOUT, FollowerLink
 from bazar.jsonio import MAX_BODY
 from bazar.protocol import REPLICATE_PATH
-from bazar.replication import (
-    HEARTBEAT_INTERVAL,
-    REPLICATION_TIMEOUT,
-    FollowerLink,
-    Heartbeats,
-    Sequencer,
-)
+from bazar.replication import HEARTBEAT_INTERVAL, Heartbeats, Sequencer
 from bazar.runners import InlineRunner
 from bazar.storage import Entry, ReplicatedStore, SequenceGap
 
@@ -275,7 +270,7 @@ class ShippingTests(ReplicationTestCase):
 
     def test_large_backlog_is_split(self) -> None:
         """No request carries more than MAX_BATCH entries; the rest follow in order."""
-        self.patch(replication, "MAX_BATCH", 2)
+        self.patch(follower_link, "MAX_BATCH", 2)
         waiting = [self.ship(self.link) for _ in range(6)]
         self.client.calls[0].confirm(1)
         self.client.calls[1].confirm(3)
@@ -593,7 +588,7 @@ class HeartbeatTests(ReplicationTestCase):
     def test_long_outage_is_resent_in_several_batches(self) -> None:
         """A backlog longer than MAX_BATCH comes back in batches, in order; writes made during
         the catch-up are included; on_caught_up fires once, with the last seq."""
-        self.patch(replication, "MAX_BATCH", 2)
+        self.patch(follower_link, "MAX_BATCH", 2)
         self.drop_out_of_sync(confirmed=1, lost=5)  # the follower is at 1, the leader at 6
         beat = self.link.heartbeat()
         self.assertEqual(self.client.calls[0].seqs, [2, 3])
@@ -709,7 +704,7 @@ class RealFollowerTests(ReplicationTestCase):
     def test_follower_restored_from_a_copy_older_than_a_batch(self) -> None:
         """A write waits while a follower that lost more than MAX_BATCH entries is refilled in
         batches, and is then confirmed; the follower ends equal."""
-        self.patch(replication, "MAX_BATCH", 2)
+        self.patch(follower_link, "MAX_BATCH", 2)
         for _ in range(5):
             self.successResultOf(self.ship(self.link))
         self.client.followers[FOLLOWER.name] = restored = self.catalog()  # empty
@@ -720,7 +715,7 @@ class RealFollowerTests(ReplicationTestCase):
 
     def test_long_outage_catches_up_in_several_batches(self) -> None:
         """A backlog longer than MAX_BATCH is resent in batches of at most MAX_BATCH, in order."""
-        self.patch(replication, "MAX_BATCH", 2)
+        self.patch(follower_link, "MAX_BATCH", 2)
         self.successResultOf(self.ship(self.link))
         self.client.down.add(FOLLOWER.name)
         for _ in range(6):
@@ -739,7 +734,7 @@ class RealFollowerTests(ReplicationTestCase):
         request is a gap-free run from what the follower has, so it catches up in a few
         requests and every write waiting for it is confirmed. (Before: a batch of the backlog's
         first entries and the newest write, with a gap between them, refused and resent forever.)"""
-        self.patch(replication, "MAX_BATCH", 3)
+        self.patch(follower_link, "MAX_BATCH", 3)
         for _ in range(10):
             self.write()  # in the log; the follower never got them
         self.client.hold = True
@@ -760,7 +755,7 @@ class RealFollowerTests(ReplicationTestCase):
 
     def test_far_behind_with_entries_over_the_byte_budget(self) -> None:
         """The same with entries cut by MAX_BATCH_BYTES rather than MAX_BATCH: no batch has a gap."""
-        self.patch(replication, "MAX_BATCH_BYTES", 400)
+        self.patch(follower_link, "MAX_BATCH_BYTES", 400)
         for _ in range(12):
             self.write()
         self.client.hold = True
