@@ -1,10 +1,11 @@
 """The internal channel: the calls on a write's path, over one persistent AMP connection per peer.
 
-Why: a purchase makes six internal calls (the buy at the catalog sequencer, each
-sequencer's replication to its two followers, the push of the catalog write's cache keys
-to the front end), and waits for four of them in turn. Over HTTP each call cost its two
-ends 0.6-0.7 ms of CPU in treq and twisted.web; an AMP call costs about a third of that
-(measured; see the README). The front end still calls the replicas over HTTP with treq.
+Why: a purchase makes seven internal calls (the front end's to the order sequencer, the buy
+at the catalog sequencer, each sequencer's replication to its two followers, the push of the
+catalog write's cache keys to the front end), and waits for five of them in turn. Over HTTP
+each call cost its two ends 0.6-0.7 ms of CPU in treq and twisted.web; an AMP call costs
+about a third of that (measured; see the README). The front end's reads stay on HTTP with
+treq (round robin over the replicas): only writes take the channel.
 
 The channel keeps HTTP's shape, so that nothing above it changes: a call is a method, a
 path, a JSON body and the cluster secret; its answer a status, a JSON body and what the
@@ -43,18 +44,32 @@ from bazar.client import ReplicaResponse
 from bazar.config import Replica
 from bazar.errors import BazarError, NotFound, NotSent, Unavailable, error_body
 from bazar.jsonio import Reply
-from bazar.protocol import BUY_ROUTE, BUYS_PATH, INVALIDATE_PATH, REPLICATE_PATH
+from bazar.protocol import (
+    BUY_ROUTE,
+    BUYS_PATH,
+    INVALIDATE_PATH,
+    PRICE_ROUTE,
+    PURCHASE_ROUTE,
+    QUANTITY_ROUTE,
+    REPLICATE_PATH,
+)
 from bazar.secret import verify_secret
 
 log = Logger()
 
-# The routes the channel carries, all POST. Each is also the key of its handler.
-CARRIED = Map(
-    [
-        Rule(route, endpoint=route, methods=["POST"])
-        for route in (REPLICATE_PATH, INVALIDATE_PATH, BUY_ROUTE, BUYS_PATH)
-    ]
-)
+# The routes the channel carries: every write's, each with its one method. Each route is
+# also the key of its handler.
+CARRIED_ROUTES = {
+    REPLICATE_PATH: "POST",
+    INVALIDATE_PATH: "POST",
+    BUY_ROUTE: "POST",
+    BUYS_PATH: "POST",
+    PURCHASE_ROUTE: "POST",  # the front end's writes, and a follower forwarding them
+    PRICE_ROUTE: "PUT",
+    QUANTITY_ROUTE: "PUT",
+}
+CARRIED_METHODS = frozenset(CARRIED_ROUTES.values())
+CARRIED = Map([Rule(route, endpoint=route, methods=[method]) for route, method in CARRIED_ROUTES.items()])
 # AMP's limit on one value: a larger body goes over HTTP, and no carried answer comes near it.
 MAX_CHANNEL_BODY = amp.MAX_VALUE_LENGTH
 _ROUTES = CARRIED.bind("localhost")
@@ -226,7 +241,7 @@ class Channel:
     def carries(self, replica: Replica, method: str, path: str, body: bytes) -> bool:
         """Whether this call goes over the channel (else over HTTP)."""
         return (
-            method == "POST"  # first, so that reads cost nothing here
+            method in CARRIED_METHODS  # first, so that reads cost nothing here
             and replica.channel is not None
             and len(body) <= MAX_CHANNEL_BODY
             and carried_route(method, path) is not None

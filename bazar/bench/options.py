@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Measure a Bazar cluster the way the lab report did, with enough samples for percentiles: "
             "response time with and without the cache, cache consistency under writes, a purchase-"
             "probability sweep, the LRU over time, throughput (with wrk), the front end's memory "
-            "over a long run, and a purchase's floor on this machine (its messages without Bazar's "
-            "work). Without --url it starts "
+            "over a long run, a purchase's floor on this machine (its messages without Bazar's "
+            "work), and writes under load (their CPU time per write). Without --url it starts "
             "its own clusters on free loopback ports and stops them afterwards."
         ),
         epilog=(

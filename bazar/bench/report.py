@@ -222,6 +222,22 @@ def floor_table(result: Mapping[str, Any]) -> str:
     )
 
 
+def writes_table(result: Mapping[str, Any]) -> str:
+    return columns_table(
+        result["rows"],
+        ("writes", "op", str),
+        [
+            ("clients", "clients", fmt_count),
+            ("writes/s", "writes_per_s", fmt_count),
+            ("not 2xx", "errors", fmt_count),
+            ("p50 (ms)", "p50_ms", fmt_ms),
+            ("p99 (ms)", "p99_ms", fmt_ms),
+            ("CPU ms per write", "cpu_ms", fmt_ms),
+            ("load", "load", fmt_ms),
+        ],
+    )
+
+
 def fmt_mib(value: float | None, sign: bool = False) -> str:
     if value is None:
         return MISSING
@@ -291,6 +307,7 @@ _TITLES = {
     "throughput": "5. Throughput",
     "memory": "6. The front end's memory under a long run",
     "floor": "7. A purchase's floor: its messages without Bazar's work",
+    "writes": "8. Writes under load: throughput and CPU time per write",
 }
 _TABLES = {
     "latency": latency_table,
@@ -300,6 +317,7 @@ _TABLES = {
     "throughput": throughput_table,
     "memory": memory_table,
     "floor": floor_table,
+    "writes": writes_table,
 }
 
 

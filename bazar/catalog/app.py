@@ -22,7 +22,7 @@ from bazar.channel import Handler
 from bazar.completion import runs_to_completion
 from bazar.errors import BadRequest, BazarError
 from bazar.json_errors import install_json_errors
-from bazar.jsonio import Reply, json_reply, parse_json, read_body, read_json, respond_json, respond_reply
+from bazar.jsonio import Reply, json_reply, parse_json, read_body, respond_json, respond_reply
 from bazar.order.orphans import MAX_TAKES_PAGE
 from bazar.paging import LINK_HEADER, Page, link_next, parse_page, search_path
 from bazar.protocol import (
@@ -191,32 +191,43 @@ class CatalogApp(ReplicaApp):
         return answers.addCallback(lambda results: json_reply({"results": results}))
 
     def channel_handlers(self) -> dict[str, Handler]:
-        return {**super().channel_handlers(), BUY_ROUTE: self.buy_call, BUYS_PATH: self.buys_call}
+        return {
+            **super().channel_handlers(),
+            BUY_ROUTE: self.buy_call,
+            BUYS_PATH: self.buys_call,
+            PRICE_ROUTE: self.price_call,
+            QUANTITY_ROUTE: self.quantity_call,
+        }
 
     @app.route(PRICE_ROUTE, methods=["PUT"])
     @runs_to_completion
     def update_price(self, request: IRequest, book_id: str) -> Any:
+        return respond_reply(request, self.price_call(read_body(request), book_id))
+
+    def price_call(self, raw: bytes, book_id: str) -> Deferred[Reply]:
+        """Set a book's price (over HTTP or the channel: ``PRICE_ROUTE``)."""
         book = validation.parse_id(book_id)
-        body = {"price": validation.new_price(read_json(request))}
-        return respond_reply(
-            request,
-            self._write(
-                "PUT", fill(PRICE_ROUTE, book), body, lambda: self.store.set_price(book, body["price"])
-            ),
+        body = {"price": validation.new_price(parse_json(raw))}
+        return self._write(
+            "PUT", fill(PRICE_ROUTE, book), body, lambda: self.store.set_price(book, body["price"])
         )
 
     @app.route(QUANTITY_ROUTE, methods=["PUT"])
     @runs_to_completion
     def update_quantity(self, request: IRequest, book_id: str) -> Any:
+        return respond_reply(request, self.quantity_call(read_body(request), book_id))
+
+    def quantity_call(self, raw: bytes, book_id: str) -> Deferred[Reply]:
+        """Set or change a book's stock (over HTTP or the channel: ``QUANTITY_ROUTE``)."""
         book = validation.parse_id(book_id)
-        change = validation.quantity_change(read_json(request))
+        change = validation.quantity_change(parse_json(raw))
 
         def apply() -> Any:
             if "delta" in change:
                 return self.store.add_quantity(book, change["delta"])
             return self.store.set_quantity(book, change["quantity"])
 
-        return respond_reply(request, self._write("PUT", fill(QUANTITY_ROUTE, book), change, apply))
+        return self._write("PUT", fill(QUANTITY_ROUTE, book), change, apply)
 
     @inlineCallbacks
     def _write(self, method: str, path: str, body: dict[str, Any], apply: Any) -> Any:

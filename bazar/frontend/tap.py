@@ -30,7 +30,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         reactor = running_reactor(IServerReactor)
     config = load_config("frontend", options["config"])
     check_ports_free("frontend", config.frontend)
-    client, close_client = replica_client(reactor, config)  # treq only: no channel out
+    # Out: writes over the channel to replicas that have one; reads over HTTP with treq.
+    client, close_client = replica_client(reactor, config, channel=True)
     process = build_frontend(config, client, reactor)
     # In: the sequencers' invalidation pushes, over the channel when it has one.
     return role_service(

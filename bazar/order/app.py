@@ -22,13 +22,14 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from bazar import validation
+from bazar.channel import Handler
 from bazar.client import ReplicaClient
 from bazar.completion import runs_to_completion
 from bazar.config import Replica
 from bazar.errors import BazarError, ReplicaError, Unavailable
 from bazar.failover import Role
 from bazar.json_errors import install_json_errors
-from bazar.jsonio import read_json, respond_json, respond_reply
+from bazar.jsonio import json_reply, parse_json, read_body, respond_json, respond_reply
 from bazar.order.orphans import CHECK_INTERVAL, Orphans
 from bazar.order.store import OrderStore
 from bazar.order.takes import TakeBatcher
@@ -103,27 +104,30 @@ class OrderApp(ReplicaApp):
 
     @app.route(PURCHASE_ROUTE, methods=["POST"])
     @runs_to_completion
-    @inlineCallbacks
     def purchase(self, request: IRequest, book_id: str) -> Any:
+        return respond_reply(request, self.purchase_call(read_body(request), book_id))
+
+    @inlineCallbacks
+    def purchase_call(self, raw: bytes, book_id: str) -> Any:
+        """Buy (over HTTP or the channel: ``PURCHASE_ROUTE``); the order, or why not."""
         book = validation.parse_id(book_id)
-        purchase = Purchase.parse(read_json(request, required=False))
+        purchase = Purchase.parse(parse_json(raw, required=False))
         # Every purchase has a key (the front end gives one to each its client sent without):
         # it ties the take at the catalog to the order (see ``bazar.order.orphans``).
         key = purchase.idempotency_key or validation.new_idempotency_key()
         body = Purchase(purchase.quantity, key).body()
         try:
-            return (yield self._purchase(request, book, body, key))
+            return (yield self._purchase(book, body, key))
         except BazarError as e:
             if e.code < 500:
                 raise  # refused: nothing was bought
             raise ReplicaError(e.code, validation.in_doubt(e.message, key)) from None
 
     @inlineCallbacks
-    def _purchase(self, request: IRequest, book: int, body: dict[str, Any], key: str) -> Any:
+    def _purchase(self, book: int, body: dict[str, Any], key: str) -> Any:
         writer = self.writer  # kept: if another replica takes over meanwhile, its quorum fails
         if writer is None:
-            to = fill(PURCHASE_ROUTE, book)
-            return respond_reply(request, (yield forward(self.client, self.sequencer, "POST", to, body)))
+            return (yield forward(self.client, self.sequencer, "POST", fill(PURCHASE_ROUTE, book), body))
         yield self.orphans.ready(writer)  # every take made before this sequencer has its order
         self.orphans.started(key, writer)
         try:
@@ -141,9 +145,10 @@ class OrderApp(ReplicaApp):
         finally:
             self.orphans.finished(key, writer)
         order = entry["order"]
-        return respond_json(
-            request, {**order, "message": f"bought book {order['title']}", "idempotency_key": key}
-        )
+        return json_reply({**order, "message": f"bought book {order['title']}", "idempotency_key": key})
+
+    def channel_handlers(self) -> dict[str, Handler]:
+        return {**super().channel_handlers(), PURCHASE_ROUTE: self.purchase_call}
 
     @app.route(ORDERS_PATH, methods=["GET"])
     @inlineCallbacks

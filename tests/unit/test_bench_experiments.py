@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.bench.experiments import consistency, floor, latency, lru, memory, sweep, throughput
+from bazar.bench.experiments import consistency, floor, latency, lru, memory, sweep, throughput, writes
 from bazar.bench.experiments.context import Run, Settings
 from bazar.bench.load import LoopResult, Response, Sample
 
@@ -293,3 +293,44 @@ class ConsistencyTests(SynchronousTestCase):
         self.assertEqual((counts["writes"], counts["write_errors"], counts["read_errors"]), (2, 1, 1))
         self.assertEqual(len(raw), 4 + 1)  # the failed write's round: its cached read only
         self.assertIn("1 writes and 1 reads failed", consistency.consistency_notes(counts))
+
+
+class WritesTests(SynchronousTestCase):
+    def run_of(self, op: str, clients: int, statuses: list[int], cpu: float | None) -> writes.WriteRun:
+        samples = [Sample("buy", "/", 0.0, 2.0 + i, status, "", "") for i, status in enumerate(statuses)]
+        before = None if cpu is None else {"frontend": 1.0, "order-1": 2.0}
+        after = None if cpu is None else {"frontend": 1.0 + cpu, "order-1": 2.0 + 2 * cpu}
+        return writes.WriteRun(op, clients, LoopResult(samples, elapsed=2.0), before, after, (3.5, 3.0, 2.0))
+
+    def test_rows_count_only_the_writes_answered(self) -> None:
+        """Writes per second and CPU time per write are over the 2xx answers: a 409 bought nothing."""
+        [row] = writes.writes_rows([self.run_of(writes.PURCHASE, 10, [200, 200, 200, 409], 0.003)])
+        self.assertEqual((row["op"], row["clients"], row["n"], row["errors"]), ("purchase", 10, 3, 1))
+        self.assertAlmostEqual(row["writes_per_s"], 1.5)
+        self.assertAlmostEqual(row["cpu_ms_frontend"], 1.0)
+        self.assertAlmostEqual(row["cpu_ms_order-1"], 2.0)
+        self.assertAlmostEqual(row["cpu_ms"], 3.0)
+        self.assertEqual(row["load"], 3.5)
+
+    def test_notes(self) -> None:
+        rows = writes.writes_rows(
+            [self.run_of(writes.PURCHASE, 1, [200, 409], 0.001), self.run_of(writes.PRICE, 50, [200], None)]
+        )
+        self.assertIsNone(rows[1]["cpu_ms"])
+        self.assertEqual(
+            writes.writes_notes(rows),
+            [
+                "purchases, 1 clients: 1 writes were not 2xx (1 of them 409)",
+                "purchases, 1 clients: CPU ms per write by process: frontend 1.00, order-1 2.00",
+                "price updates, 50 clients: no CPU reading (a cluster not started by the benchmark)",
+            ],
+        )
+
+    def test_plan(self) -> None:
+        """Purchases and price updates over the books in turn; every price update a new price."""
+        buy, price = writes.write_plan(writes.PURCHASE, [0, 5]), writes.write_plan(writes.PRICE, [0, 5])
+        paths = [buy(i).path for i in range(3)]
+        self.assertEqual(paths, ["/bazar/purchase/0", "/bazar/purchase/5", "/bazar/purchase/0"])
+        self.assertEqual((price(1).method, price(1).path), ("PUT", "/bazar/update_price/5"))
+        prices = [json.loads(price(i).body or b"") for i in range(2)]
+        self.assertEqual(prices, [{"price": 10.0}, {"price": 10.25}])

@@ -31,7 +31,14 @@ from bazar.errors import BadRequest, Forbidden, NotSent, Unavailable
 from bazar.invalidation import info_key
 from bazar.jsonio import Reply, json_reply
 from bazar.metrics import Metrics
-from bazar.protocol import BUY_ROUTE, INVALIDATE_PATH, REPLICATE_PATH
+from bazar.protocol import (
+    BUY_ROUTE,
+    INVALIDATE_PATH,
+    PRICE_ROUTE,
+    PURCHASE_ROUTE,
+    QUANTITY_ROUTE,
+    REPLICATE_PATH,
+)
 from tests.unit.memcluster import SECRET, MemCluster
 
 PORT = 5111
@@ -53,9 +60,9 @@ class Link:
         self.pumps: list[IOPump] = []
 
     def call(
-        self, path: str, body: bytes = b"{}", secret: str = SECRET, timeout: float = 2.0
+        self, path: str, body: bytes = b"{}", secret: str = SECRET, timeout: float = 2.0, method: str = "POST"
     ) -> Deferred[Any]:
-        return self.channel.request(PEER, secret, "POST", path, body, timeout)
+        return self.channel.request(PEER, secret, method, path, body, timeout)
 
     def connect(self) -> IOPump:
         """Complete the connection the channel is making."""
@@ -305,20 +312,30 @@ class OverHTTP(Resource):
 
 class ClientTests(SynchronousTestCase):
     def test_carried_routes(self) -> None:
-        """The three write-path routes, POST only, with their path arguments."""
+        """The write-path routes, each with its one method, with their path arguments: the
+        replicas' calls, and the front end's writes (purchases, price and stock updates)."""
         self.assertEqual(carried_route("POST", "/catalog/books/3/buy"), (BUY_ROUTE, (("book_id", "3"),)))
         self.assertEqual(carried_route("POST", REPLICATE_PATH), (REPLICATE_PATH, ()))
         self.assertEqual(carried_route("POST", INVALIDATE_PATH), (INVALIDATE_PATH, ()))
+        self.assertEqual(carried_route("POST", "/order/purchase/4"), (PURCHASE_ROUTE, (("book_id", "4"),)))
+        self.assertEqual(carried_route("PUT", "/catalog/books/5/price"), (PRICE_ROUTE, (("book_id", "5"),)))
+        self.assertEqual(
+            carried_route("PUT", "/catalog/books/6/quantity"), (QUANTITY_ROUTE, (("book_id", "6"),))
+        )
         for method, path in [
             ("GET", "/catalog/books/3/buy"),
             ("POST", "/internal/elect"),
             ("PUT", REPLICATE_PATH),
+            ("POST", "/catalog/books/5/price"),
+            ("PUT", "/order/purchase/4"),
+            ("GET", "/catalog/books/5"),
         ]:
             self.assertIsNone(carried_route(method, path), (method, path))
 
     def test_only_carried_calls_to_a_replica_with_a_channel_take_it(self) -> None:
-        """Writes' internal calls take the channel; reads, elections and other writes, calls to a
-        replica without a channel, and a body too large for AMP go over HTTP."""
+        """Writes take the channel (the replicas' internal calls and the front end's purchases,
+        price and stock updates); reads, elections, calls to a replica without a channel, and
+        a body too large for AMP go over HTTP."""
         channel, http = Recording(), OverHTTP()
         client = ReplicaClient(StubTreq(http), SECRET, MemoryReactorClock(), channel=channel)
         plain = Replica("catalog-2", "catalog", "tcp:0", "http://catalog-2.invalid")
@@ -328,12 +345,33 @@ class ClientTests(SynchronousTestCase):
         client.request("GET", PEER, "/internal/status")
         client.request("POST", PEER, "/internal/elect", {"epoch": 2})
         client.request("PUT", PEER, "/catalog/books/3/price", {"price": 1})
+        client.request("PUT", PEER, "/catalog/books/3/quantity", {"delta": 1})
+        client.request("POST", PEER, "/order/purchase/3", {"quantity": 1})
+        client.request("GET", PEER, "/catalog/books/3")
         client.request("POST", plain, REPLICATE_PATH, {"entries": []})
+        client.request("PUT", plain, "/catalog/books/3/price", {"price": 1})
         client.request("POST", PEER, REPLICATE_PATH, {"entries": ["x" * MAX_CHANNEL_BODY]})
-        self.assertEqual(channel.carried, [REPLICATE_PATH, "/catalog/books/3/buy", INVALIDATE_PATH])
+        self.assertEqual(
+            channel.carried,
+            [
+                REPLICATE_PATH,
+                "/catalog/books/3/buy",
+                INVALIDATE_PATH,
+                "/catalog/books/3/price",
+                "/catalog/books/3/quantity",
+                "/order/purchase/3",
+            ],
+        )
         self.assertEqual(
             http.paths,
-            ["/internal/status", "/internal/elect", "/catalog/books/3/price", REPLICATE_PATH, REPLICATE_PATH],
+            [
+                "/internal/status",
+                "/internal/elect",
+                "/catalog/books/3",
+                REPLICATE_PATH,
+                "/catalog/books/3/price",
+                REPLICATE_PATH,
+            ],
         )
 
 
@@ -345,9 +383,9 @@ class SameAnswersTests(SynchronousTestCase):
         self.cluster = MemCluster(self)
         self.addCleanup(self.cluster.close)
 
-    def over_channel(self, app: Any, path: str, body: bytes) -> ReplicaResponse:
+    def over_channel(self, app: Any, path: str, body: bytes, method: str = "POST") -> ReplicaResponse:
         link = Link(app.channel_handlers(), app.stamp)
-        d = link.call(path, body)
+        d = link.call(path, body, method=method)
         link.connect()
         for _ in range(10):
             link.flush()
@@ -355,13 +393,12 @@ class SameAnswersTests(SynchronousTestCase):
         result: ReplicaResponse = self.successResultOf(d)
         return result
 
-    def over_http(self, name: str, path: str, body: bytes) -> Any:
+    def over_http(self, name: str, path: str, body: bytes, method: str = "POST") -> Any:
         return self.cluster.wait(
-            self.cluster.send("POST", path, data=body, to=name, headers={"X-Bazar-Secret": SECRET})
+            self.cluster.send(method, path, data=body, to=name, headers={"X-Bazar-Secret": SECRET})
         )
 
     def test_errors_are_the_same_bytes(self) -> None:
-        sequencer = self.cluster.apps["catalog-1"]
         cases = [
             ("/catalog/books/99/buy", b"{}"),  # no such book
             ("/catalog/books/x/buy", b"{}"),  # not an id
@@ -370,11 +407,23 @@ class SameAnswersTests(SynchronousTestCase):
             ("/catalog/books/3/buy", b"{"),
             (REPLICATE_PATH, b'{"entries": 3}'),
             (REPLICATE_PATH, b""),
+            ("/catalog/books/99/price", b'{"price": 5}', "PUT"),
+            ("/catalog/books/3/price", b'{"price": -1}', "PUT"),
+            ("/catalog/books/3/price", b"", "PUT"),
+            ("/catalog/books/x/quantity", b'{"delta": 1}', "PUT"),
+            ("/catalog/books/3/quantity", b'{"delta": 1, "quantity": 2}', "PUT"),
+            ("/catalog/books/3/quantity", b'{"delta": -100000}', "PUT"),
+            ("/order/purchase/99", b"{}", "POST", "order-1"),
+            ("/order/purchase/3", b'{"quantity": 0}', "POST", "order-1"),
+            ("/order/purchase/3", b'{"idempotency_key": 7}', "POST", "order-1"),
+            ("/order/purchase/x", b"{", "POST", "order-2"),
         ]
-        for path, body in cases:
+        for path, body, *how in cases:
+            method = how[0] if how else "POST"
+            name = how[1] if len(how) > 1 else "catalog-1"
             with self.subTest(path=path, body=body):
-                channel = self.over_channel(sequencer, path, body)
-                http = self.over_http("catalog-1", path, body)
+                channel = self.over_channel(self.cluster.apps[name], path, body, method)
+                http = self.over_http(name, path, body, method)
                 self.assertGreaterEqual(channel.code, 400)
                 self.assertEqual((channel.code, json.loads(channel.body)), (http.code, http.json))
 
@@ -392,6 +441,41 @@ class SameAnswersTests(SynchronousTestCase):
         self.assertNotIn(info_key(3), cluster.cached_keys())
         http = self.over_http("catalog-1", "/catalog/books/3/buy", b'{"quantity": 1}')
         self.assertEqual(http.json, {**answer.json(), "quantity": before - 3})
+
+    def test_a_purchase_over_the_channel_answers_as_over_http(self) -> None:
+        """A purchase sent to an order follower over the channel is forwarded to the order
+        sequencer and recorded on every order replica; the same purchase retried over HTTP
+        (same key) buys nothing more and gets the very same bytes."""
+        cluster = self.cluster
+        before = cluster.book("catalog-1", 4)["quantity"]
+        body = b'{"quantity": 1, "idempotency_key": "hop-1"}'
+        answer = self.over_channel(cluster.apps["order-2"], "/order/purchase/4", body)
+        self.assertEqual(answer.code, 200)
+        self.assertEqual((answer.json()["book_id"], answer.json()["idempotency_key"]), (4, "hop-1"))
+        self.assertEqual((answer.replica, answer.sequencer), ("order-2", "order-1"))
+        for name in cluster.order_names:
+            self.assertEqual([o["order_id"] for o in cluster.orders(name)], [answer.json()["order_id"]], name)
+        http = self.over_http("order-1", "/order/purchase/4", body)
+        self.assertEqual((http.code, http.json), (200, json.loads(answer.body)))
+        self.assertEqual(cluster.book("catalog-1", 4)["quantity"], before - 1)
+
+    def test_a_price_update_over_the_channel_answers_as_over_http(self) -> None:
+        """A price update at a catalog follower over the channel: forwarded, replicated and
+        out of the front end's cache before it answers; HTTP answers the same update alike."""
+        cluster = self.cluster
+        cluster.get("/bazar/info/2")
+        self.assertIn(info_key(2), cluster.cached_keys())
+        path, body = "/catalog/books/2/price", b'{"price": 12.5}'
+        answer = self.over_channel(cluster.apps["catalog-3"], path, body, "PUT")
+        self.assertEqual(answer.code, 200)
+        self.assertEqual([cluster.book(n, 2)["price"] for n in cluster.catalog_names], [12.5] * 3)
+        self.assertNotIn(info_key(2), cluster.cached_keys())
+        http = self.over_http("catalog-3", path, body, "PUT")
+        self.assertEqual((http.code, http.json), (200, json.loads(answer.body)))
+        stock = self.over_channel(
+            cluster.apps["catalog-1"], "/catalog/books/2/quantity", b'{"quantity": 9}', "PUT"
+        )
+        self.assertEqual(stock.json(), {**answer.json(), "quantity": 9})
 
     def test_an_invalidation_over_the_channel(self) -> None:
         cluster = self.cluster

@@ -35,9 +35,18 @@ from bazar.config import document, dump, endpoints, load
 from bazar.endpoints import RequireSecret
 from bazar.failover import Watchdog
 from bazar.frontend import tap as frontend_tap
+from bazar.health import HealthProbe
 from bazar.metrics import MeasuredResource
 from bazar.order import tap as order_tap
-from bazar.protocol import BUY_ROUTE, BUYS_PATH, INVALIDATE_PATH, REPLICATE_PATH
+from bazar.protocol import (
+    BUY_ROUTE,
+    BUYS_PATH,
+    INVALIDATE_PATH,
+    PRICE_ROUTE,
+    PURCHASE_ROUTE,
+    QUANTITY_ROUTE,
+    REPLICATE_PATH,
+)
 from bazar.service import CallOnStop
 
 TAPS = {"frontend": frontend_tap, "catalog": catalog_tap, "order": order_tap, "cluster": cluster_tap}
@@ -241,12 +250,13 @@ class ServiceTests(TapTestCase):
     def test_channel_servers(self) -> None:
         """With channels in the config, each process also listens on its own, serving the
         carried routes it has: invalidations at the front end, replication at every replica,
-        buys (one or a batch) at the catalog. The replicas' clients call over it; the front end's does not."""
+        buys (one or a batch), price and stock updates at the catalog, purchases at the order
+        replicas. Every process's client calls over it, the front end's too (its writes)."""
         config_path = self.write("channels.toml", toml(self.data_dir, channel_ports={}))
         expected = {
             ("frontend", None): {INVALIDATE_PATH},
-            ("catalog", "catalog-2"): {REPLICATE_PATH, BUY_ROUTE, BUYS_PATH},
-            ("order", "order-1"): {REPLICATE_PATH},
+            ("catalog", "catalog-2"): {REPLICATE_PATH, BUY_ROUTE, BUYS_PATH, PRICE_ROUTE, QUANTITY_ROUTE},
+            ("order", "order-1"): {REPLICATE_PATH, PURCHASE_ROUTE},
         }
         for (role, name), routes in expected.items():
             with self.subTest(role=role):
@@ -261,6 +271,9 @@ class ServiceTests(TapTestCase):
                 [server] = [f for f in factories if isinstance(f, ChannelServer)]
                 self.assertEqual(set(server.handlers), routes)
                 self.assertEqual(server.stamp().replica, name or "frontend")
+                if role == "frontend":
+                    [probe] = [c for c in service if isinstance(c, HealthProbe)]
+                    self.assertIsNotNone(probe.client.channel)  # the one client: its writes' too
                 [cleanup] = [c for c in service if isinstance(c, CallOnStop)]
                 self.successResultOf(cleanup.stopService())
 

@@ -13,6 +13,8 @@
 7. ``floor``: purchases through a purchase's message chain with Bazar's work left out
    (``bazar.bench.floor``), with and without one durable SQLite row per write, next to
    Bazar's own purchases in the same minutes: the least a purchase could take here.
+8. ``writes``: purchases and price updates at 1, 10 and 50 clients: writes per second,
+   latency, and the CPU time one write costs all seven processes.
 
 Each returns a JSON-able dict: ``rows`` (what the table and CSV show), a ``caption``,
 ``notes`` (anything the numbers alone would hide) and, under ``raw``, per-request samples
@@ -21,7 +23,7 @@ for the ``*_samples.csv`` files.
 
 from __future__ import annotations
 
-from bazar.bench.experiments import consistency, floor, latency, lru, memory, sweep, throughput
+from bazar.bench.experiments import consistency, floor, latency, lru, memory, sweep, throughput, writes
 from bazar.bench.experiments.context import (
     EXPERIMENTS,
     LAB_BOOKS,
@@ -48,6 +50,7 @@ RUNNERS = {
     "throughput": throughput.throughput,
     "memory": memory.memory,
     "floor": floor.floor,
+    "writes": writes.writes,
 }
 assert tuple(RUNNERS) == EXPERIMENTS
 

@@ -16,7 +16,7 @@ from bazar.bench.stats import summarize
 from bazar.launch import Processes
 from bazar.reactors import IBenchReactor
 
-EXPERIMENTS = ("latency", "consistency", "sweep", "lru", "throughput", "memory", "floor")
+EXPERIMENTS = ("latency", "consistency", "sweep", "lru", "throughput", "memory", "floor", "writes")
 CPU_PREFIX = "cpu_ms_"  # a latency row's CPU time per request of one process: cpu_ms_<name>
 LAB_BOOKS = 7  # the report's catalogue: every experiment uses these books (ids 0-6) only
 STOCK = 1_000_000
