@@ -14,135 +14,27 @@ sees it (as ``bazar.client`` and ``bazar.channel`` report a real network's failu
   still finish what it got, as a Twisted server does);
 * a process paused: what reaches it waits, in order, until it resumes (``Host``).
 
-The callee serves a call through its real resource (``Endpoint``): an HTTP request through
-Twisted Web with production's request class and limits, a channel call through its
-``ChannelServer``; the caller gets what ``ReplicaClient`` would have given it.
+The callee serves a call through its real resource (``bazar.sim.serving.Endpoint``); the
+callers (``bazar.sim.callers``) are a process's ``ReplicaClient`` and an outside client.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import treq
-from treq.client import HTTPClient
-from treq.testing import RequestTraversalAgent, _SynchronousProducer
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
-from twisted.web.resource import IResource
 
-from bazar.channel import Channel, ChannelServer
-from bazar.client import NoCookies, ReplicaClient, ReplicaResponse
-from bazar.config import Replica
 from bazar.errors import NotSent, Unavailable
-from bazar.http_limits import make_site
 from bazar.sim.clock import ProcessClock, SimClock
+from bazar.sim.serving import Endpoint
 
 LATENCY = (0.0002, 0.002)  # seconds one message takes on a healthy link, drawn uniformly
-FAR = 1e9  # a deadline that never comes (the caller's own deadline is the network's)
-
-
-class _NoClock:
-    """For ``ReplicaClient._over_http`` on the callee's side: its deadline is the caller's."""
-
-    class _Call:
-        def active(self) -> bool:
-            return False
-
-        def cancel(self) -> None:
-            pass
-
-    def seconds(self) -> float:
-        return 0.0
-
-    def callLater(self, delay: float, f: Any, *args: Any, **kw: Any) -> Any:
-        return self._Call()
-
-
-class _Pumps(list):  # type: ignore[type-arg]
-    """treq.testing keeps its connections in a set, whose order is the objects' ids: a list
-    keeps them in the order they were made, so a run does not depend on memory layout."""
-
-    def add(self, pump: Any) -> None:
-        self.append(pump)
-
-
-class _OrderedAgent(RequestTraversalAgent):
-    def __init__(self, resource: IResource) -> None:
-        super().__init__(resource)
-        self._pumps = _Pumps()  # type: ignore[assignment]
-        production = make_site(resource)
-        site = self._serverFactory
-        site.requestFactory = production.requestFactory  # type: ignore[method-assign]
-        site.protocol = production.protocol  # type: ignore[method-assign]
-        site.displayTracebacks = production.displayTracebacks
-
-    def flush(self) -> None:
-        pumps, self._pumps = self._pumps, _Pumps()  # type: ignore[assignment]
-        for pump in pumps:
-            pump.flush()
-            if not (pump.clientIO.disconnected and pump.serverIO.disconnected):
-                self._pumps.add(pump)
-
-
-@dataclass(frozen=True)
-class PublicAnswer:
-    """An answer to an outside client: status, headers (lower-case names) and the body."""
-
-    code: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Endpoint:
-    """The serving side of one incarnation of one process: its resource and channel server."""
-
-    def __init__(
-        self, replica: Replica, resource: IResource, channel: ChannelServer | None, secret: str
-    ) -> None:
-        self.replica = replica
-        self.agent = _OrderedAgent(resource)
-        # A body is produced at once, not by a cooperator on the real reactor (as StubTreq does).
-        self.http = HTTPClient(self.agent, cookiejar=NoCookies(), data_to_body_producer=_SynchronousProducer)
-        self.internal = ReplicaClient(self.http, secret, _NoClock())  # type: ignore[arg-type]
-        self.channel = channel
-        self.secret = secret
-
-    def flush(self) -> None:
-        self.agent.flush()
-
-    def serve_http(self, method: str, path: str, data: bytes | None) -> Deferred[ReplicaResponse]:
-        return self.internal._over_http(method, self.replica, path, data, FAR)
-
-    def serve_channel(self, method: str, path: str, data: bytes) -> Deferred[ReplicaResponse]:
-        assert self.channel is not None
-        answer = self.channel.answer(self.secret, method, path, data)
-        return answer.addCallback(
-            lambda a: ReplicaResponse(
-                a["code"], a["body"], a["replica"], {}, a["seq"], a["sequencer"], a["epoch"]
-            )
-        )
-
-    def serve_public(
-        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
-    ) -> Deferred[PublicAnswer]:
-        sent = Headers({name: [value] for name, value in headers.items()})
-        d = self.http.request(method, self.replica.url + path, headers=sent, data=data, allow_redirects=False)
-
-        def read(response: Any) -> Deferred[PublicAnswer]:
-            kept = {k.decode().lower(): v[-1].decode() for k, v in response.headers.getAllRawHeaders()}
-            return treq.content(response).addCallback(lambda body: PublicAnswer(response.code, kept, body))
-
-        return d.addCallback(read)
 
 
 class Host:
@@ -407,54 +299,3 @@ class Network:
             conn.open = False
             conn.generation += 1
         self._settle(call, Failure(error))
-
-
-class SimClient(ReplicaClient):
-    """A process's ``ReplicaClient``: every call a message on the simulated ``Network``, over
-    the channel where production's client would use it (``Channel.carries``), else HTTP."""
-
-    def __init__(self, network: Network, host: Host, secret: str, channel: bool) -> None:
-        super().__init__(None, secret, host.clock)  # type: ignore[arg-type]
-        self.network = network
-        self.host = host
-        self._carrier = Channel(None, host.clock) if channel else None  # type: ignore[arg-type]  # never connects
-
-    def request(
-        self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
-    ) -> Deferred[Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        deadline = self.timeout if timeout is None else timeout
-        carrier = self._carrier
-        serve: Serve
-        if carrier is not None and carrier.carries(replica, method, path, data or b""):
-            kind = "channel"
-
-            def serve(endpoint: Endpoint) -> Deferred[Any]:
-                return endpoint.serve_channel(method, path, data or b"")
-
-        else:
-            kind = "http"
-
-            def serve(endpoint: Endpoint) -> Deferred[Any]:
-                return endpoint.serve_http(method, path, data)
-
-        return self.network.call(self.host, replica.name, kind, serve, deadline)
-
-
-def public_call(
-    network: Network,
-    caller: Host,
-    target: str,
-    method: str,
-    path: str,
-    body: Any,
-    headers: dict[str, str],
-    timeout: float,
-) -> Deferred[PublicAnswer]:
-    """An outside client's HTTP request to ``target`` (the front end)."""
-    data = json.dumps(body).encode() if body is not None else None
-
-    def serve(endpoint: Endpoint) -> Deferred[Any]:
-        return endpoint.serve_public(method, path, data, headers)
-
-    return network.call(caller, target, "http", serve, timeout)

@@ -32,7 +32,9 @@ from bazar.catalog.store import CatalogStore
 from bazar.config import Config, Replica
 from bazar.failover import Role
 from bazar.order.store import OrderStore
-from bazar.sim.network import Endpoint, Host, Network, SimClient
+from bazar.sim.callers import SimClient
+from bazar.sim.network import Host, Network
+from bazar.sim.serving import Endpoint
 from bazar.storage import ReplicatedStore
 
 T = TypeVar("T")

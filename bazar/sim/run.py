@@ -30,9 +30,10 @@ from zope.interface import provider
 from bazar import follower_link, validation
 from bazar.protocol import IDEMPOTENCY_HEADER
 from bazar.sim import checks
+from bazar.sim.callers import public_call
 from bazar.sim.cluster import FRONTEND, SimCluster
 from bazar.sim.faults import Fault, Injector, draw_schedule
-from bazar.sim.network import PublicAnswer, public_call
+from bazar.sim.serving import PublicAnswer
 from bazar.sim.workload import Op, Workload
 
 FAULTS_FROM, FAULTS_FOR = 2.0, 10.0

@@ -18,8 +18,10 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from bazar.protocol import IDEMPOTENCY_HEADER
+from bazar.sim.callers import public_call
 from bazar.sim.cluster import FRONTEND, SimCluster
-from bazar.sim.network import Host, PublicAnswer, public_call
+from bazar.sim.network import Host
+from bazar.sim.serving import PublicAnswer
 
 REQUEST_TIMEOUT = 3.0  # seconds a client waits for an answer
 RETRIES = 3  # more tries of a keyed purchase, with its key
