@@ -30,6 +30,10 @@ from bazar.protocol.messages import Invalidate
 from bazar.storage import Entry
 
 ALL_BOOKS_KEY = "info/all"
+# Seconds a push may take before the writes waiting for it fail (503: not acknowledged). Pushes
+# go one at a time, so one lost to a partition holds every later write until it times out; the
+# front end answers a push in milliseconds. As long as a follower may take (REPLICATION_TIMEOUT).
+PUSH_TIMEOUT = 2.0
 
 
 class PageKey(str):
@@ -145,7 +149,7 @@ class FrontendNotifier:
         epoch = self.epoch() if self.epoch is not None else None
         role, number = epoch if epoch is not None else (None, None)
         message = Invalidate(keys, seq, lagging=lagging, role=role, epoch=number)
-        d = self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body())
+        d = self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body(), timeout=PUSH_TIMEOUT)
 
         def told(result: Any) -> Any:
             self._told_epoch = epoch
@@ -155,14 +159,14 @@ class FrontendNotifier:
 
     def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
         message = Invalidate([], seq, caught_up=[follower])
-        return self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body())
+        return self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body(), timeout=PUSH_TIMEOUT)
 
     def announce(self, sequencer: str, seq: int) -> Deferred[Any]:
         """A replica just elected: the front end sends writes straight to it from now on (and
         stops reading from replicas of older epochs), without waiting for its next probe."""
         role, epoch = self.epoch() if self.epoch is not None else (None, None)
         message = Invalidate([], seq, role=role, epoch=epoch, sequencer=sequencer)
-        return self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body())
+        return self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body(), timeout=PUSH_TIMEOUT)
 
 
 def book_keys(entry: Entry) -> list[str]:

@@ -39,6 +39,7 @@ from bazar.config import Config, Replica
 from bazar.errors import NotSent, Unavailable
 from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role, Watchdog, majority
 from bazar.follower_link import REPLICATION_TIMEOUT, FollowerLink
+from bazar.invalidation import PUSH_TIMEOUT
 from bazar.order.store import OrderStore
 from bazar.protocol import REPLICATE_PATH
 from bazar.replication import HEARTBEAT_INTERVAL, Sequencer
@@ -1124,6 +1125,27 @@ class ReadBehindARetiredSequencerTests(FailoverTestCase):
         self.assertEqual(self.successResultOf(write).code, 503)
         self.assertEqual(self.successResultOf(read).code, 503)  # not 42.0, which nobody kept
         self.assertNotEqual(trio.price(C1, 3), 42.0)  # wiped, to be caught up by C2
+
+
+class UnansweredPushTests(FailoverTestCase):
+    """A push to the front end that is never answered (lost to a partition that then heals)
+    must not hold writes for long: pushes go one at a time, so every later write waits for it
+    (simulator seed 15: no order write acknowledged for 10 s after a partition healed)."""
+
+    def test_a_write_whose_push_is_unanswered_fails_within_push_timeout(self) -> None:
+        trio = Trio(self)
+        trio.start()
+        self.assertEqual(trio.write_price(C1, 3, 10.0).code, 200)
+        trio.pause("frontend")  # what reaches it waits, unread
+        answered: list[Any] = []
+        d = trio.outside.request("PUT", trio.replica(C1), "/catalog/books/3/price", {"price": 11.0})
+        d.addBoth(answered.append)
+        trio.run(PUSH_TIMEOUT + STEP)
+        self.assertEqual(len(answered), 1, f"no answer within {PUSH_TIMEOUT + STEP:g} s")
+        self.assertEqual(getattr(answered[0], "code", None), 503)  # not acknowledged: not invalidated
+        trio.resume("frontend")
+        trio.flush()
+        self.assertEqual(trio.write_price(C1, 3, 12.0).code, 200)  # the next write goes through
 
 
 class FencingTests(FailoverTestCase):

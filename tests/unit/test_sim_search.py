@@ -20,8 +20,10 @@ from bazar.sim.run import run_schedule
 # waited for its writes: see ReadBehindARetiredSequencerTests) and 50 (a stale read, before
 # the front end stopped reading from a voter behind) failed on the code they were found on.
 # A schedule is a function of the code as well as of its seed: since then both run otherwise.
+# 15: no order write acknowledged for 10 s after a partition healed (a push to the front end
+# lost to the partition held every later write until its 10 s deadline: UnansweredPushTests).
 # 2 found the stock leak with the orphan-take resolution disabled (docs/simulator.md).
-FIXED: list[int] = [0, 1, 2, 3, 4, 5, 30, 50]
+FIXED: list[int] = [0, 1, 2, 3, 4, 5, 15, 30, 50]
 
 
 class SearchTests(SynchronousTestCase):
