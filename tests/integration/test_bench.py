@@ -129,7 +129,16 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     machine = results["machine"]
     assert machine["cpus"] >= 1 and machine["python"] and machine["twisted"] and machine["date"]
     experiments = results["experiments"]
-    assert list(experiments) == ["latency", "consistency", "sweep", "lru", "throughput", "memory", "floor"]
+    assert list(experiments) == [
+        "latency",
+        "consistency",
+        "sweep",
+        "lru",
+        "throughput",
+        "memory",
+        "floor",
+        "writes",
+    ]
 
     latency = experiments["latency"]
     cells = {(r["operation"], r["cache"]): r for r in latency["rows"]}
@@ -198,6 +207,14 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     assert any(note.startswith("Bazar's purchase p50 is") for note in floor["notes"]), floor["notes"]
     assert "#### 7. A purchase's floor: its messages without Bazar's work" in stdout
     assert len(read_csv(out / "floor_samples.csv")) == 3 * 20
+
+    writes = experiments["writes"]  # purchases, then price updates, at 1, 10 and 50 clients
+    assert [(r["op"], r["clients"]) for r in writes["rows"]] == [
+        (op, clients) for op in ("purchase", "price update") for clients in (1, 10, 50)
+    ]
+    for row in writes["rows"]:
+        assert row["writes_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"], row
+        assert row["cpu_ms"] > 0, row  # the seven processes' CPU time per 2xx write
     assert not floor_processes(), "a process of the floor outlived the benchmark"
 
     try:
