@@ -95,6 +95,12 @@ class SimCluster:
         self.processes.pop(name, None)
         self.crashes += 1
 
+    def wipe(self, name: str) -> None:
+        """A crashed replica's disk is lost: it restarts on an empty one."""
+        assert not self.host(name).alive
+        self.disks[name].close()
+        self.disks[name] = sqlite3.connect(":memory:")
+
     def restart(self, name: str) -> None:
         if self.host(name).alive:
             return

@@ -12,10 +12,20 @@ A schedule is a list of ``Fault``: at a simulated time, one of
 * ``cut`` one direction between two processes for a while;
 * ``drop`` every connection between two processes (once);
 * ``slow`` the link between two processes (up to ``extent`` seconds more per message);
-* ``drift`` a process's clock (rate ``extent``) for a while.
+* ``drift`` a process's clock (rate ``extent``) for a while;
+* ``wipe`` a follower of a role (``~catalog``, ``~order``: the first replica of the role, by
+  name, that is up and does not sequence it): crashed and restarted at once on an empty disk
+  (a replaced machine, a lost volume). Its sequencer, which had no request on its way to it,
+  still counts it in sync, from where it was, while it now lacks the whole log: a follower in
+  sync more than a batch behind while writes queue, the gap of the sequencer-hang bug (issue
+  15) that the other faults leave to chance, since a new sequencer presumes the followers
+  that did not vote for it out of sync.
 
 A target may be ``@catalog`` or ``@order``: whichever replica sequences that role's writes
 when the fault starts, so that the faults that matter most are not left to chance.
+
+Wipes are drawn from a generator of their own (``extra``), after the other faults, so that
+adding them left every seed's other faults as they were.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from bazar.sim.cluster import FRONTEND, SimCluster
 KINDS = ("pause", "hang", "crash", "partition", "cut", "drop", "slow", "drift")
 WEIGHTS = (20, 12, 18, 18, 7, 10, 8, 7)
 HANG = (0.8, 4.0)
+WIPE_CHANCE = 0.35  # of a schedule having a wipe
 DRIFT = 0.05  # a clock runs at most this much fast or slow
 
 
@@ -49,6 +60,7 @@ class Fault:
             "drop": "drop the connections of {t}",
             "slow": "slow the link {t} (up to +{e:.2f} s)",
             "drift": "drift {t}'s clock (rate {e:.3f})",
+            "wipe": "crash {t} and restart it at once on an empty disk",
         }[self.kind].format(
             t=" -> ".join(self.targets) if self.kind == "cut" else ", ".join(self.targets), e=self.extent
         )
@@ -56,8 +68,14 @@ class Fault:
         return f"t={self.at:7.3f}  {what}{until}"
 
 
-def draw_schedule(rng: random.Random, cluster_names: list[str], start: float, length: float) -> list[Fault]:
-    """Between 1 and 8 faults in [start, start + length)."""
+def draw_schedule(
+    rng: random.Random,
+    cluster_names: list[str],
+    start: float,
+    length: float,
+    extra: random.Random | None = None,
+) -> list[Fault]:
+    """Between 1 and 8 faults in [start, start + length), and perhaps a wipe (``extra``)."""
     replicas = [n for n in cluster_names if n != FRONTEND]
     targets = [*replicas, "@catalog", "@catalog", "@order", "@order"]
     faults = []
@@ -84,6 +102,9 @@ def draw_schedule(rng: random.Random, cluster_names: list[str], start: float, le
             extent = round(rng.uniform(0.05, 2.5), 3) if kind == "slow" else 0.0
             fault = Fault(at, kind, (a, b), 0.0 if kind == "drop" else duration, extent)
         faults.append(fault)
+    if extra is not None and extra.random() < WIPE_CHANCE:
+        role = extra.choice(["catalog", "order"])
+        faults.append(Fault(round(start + extra.uniform(0, length), 3), "wipe", (f"~{role}",)))
     return sorted(faults, key=lambda f: f.at)
 
 
@@ -102,17 +123,22 @@ class Injector:
             self.cluster.sim.callLater(fault.at - self.cluster.sim.now, self.apply, fault)
 
     def _resolve(self, target: str) -> str:
-        if not target.startswith("@"):
+        if target[0] not in "@~":
             return target
         role = target[1:]
-        for name, process in sorted(self.cluster.processes.items()):
-            if (
-                process.role is not None
-                and process.role.replica.role == role
-                and process.role.writer is not None
-            ):
-                return name
-        return f"{role}-1"
+        sequencing = [
+            name
+            for name, process in sorted(self.cluster.processes.items())
+            if process.role is not None
+            and process.role.replica.role == role
+            and process.role.writer is not None
+        ]
+        if target[0] == "@":
+            return sequencing[0] if sequencing else f"{role}-1"
+        config = self.cluster.config
+        replicas = [r.name for r in (config.catalog if role == "catalog" else config.order)]
+        followers = [n for n in replicas if n not in sequencing and n not in self.down]
+        return followers[0] if followers else replicas[-1]
 
     def apply(self, fault: Fault) -> None:
         cluster, network = self.cluster, self.cluster.network
@@ -126,14 +152,18 @@ class Injector:
             cluster.host(name).pause()
             self.paused.add(name)
             later(fault.duration, self._resume, name)
-        elif fault.kind == "crash":
+        elif fault.kind in ("crash", "wipe"):
             (name,) = names
             if name in self.down:
                 return
             self.paused.discard(name)
             cluster.crash(name)
-            self.down.add(name)
-            later(fault.duration, self._restart, name)
+            if fault.kind == "wipe":
+                cluster.wipe(name)
+                cluster.restart(name)  # at once: no request of its sequencer's saw it down
+            else:
+                self.down.add(name)
+                later(fault.duration, self._restart, name)
         elif fault.kind in ("partition", "cut"):
             if fault.kind == "partition":
                 side = set(names)

@@ -81,7 +81,8 @@ def schedule_of(seed: int) -> list[Fault]:
     from bazar.sim.cluster import sim_config
 
     names = [FRONTEND, *(r.name for r in (*sim_config().catalog, *sim_config().order))]
-    return draw_schedule(random.Random(f"{seed}:faults"), names, FAULTS_FROM, FAULTS_FOR)
+    faults, extra = random.Random(f"{seed}:faults"), random.Random(f"{seed}:extra")
+    return draw_schedule(faults, names, FAULTS_FROM, FAULTS_FOR, extra)
 
 
 @contextmanager

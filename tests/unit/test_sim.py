@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from bazar.errors import NotSent, Unavailable
 from bazar.sim.checks import linearizability_problems, order_problems, price_versions
 from bazar.sim.clock import SimClock
-from bazar.sim.cluster import SimCluster
+from bazar.sim.cluster import FRONTEND, SimCluster
+from bazar.sim.faults import Fault, Injector, draw_schedule
 from bazar.sim.network import Host, Network
 from bazar.sim.processes import SimRunner
 from bazar.sim.run import run_schedule, schedule_of
@@ -155,6 +156,48 @@ class DiskTests(SynchronousTestCase):
         cluster.run_for(2.0)
         self.assertEqual(cluster.processes["catalog-2"].store.applied_seq, 1)  # type: ignore[union-attr]
         self.assertEqual(cluster.status("catalog-2"), cluster.status("catalog-1"))
+
+
+class WipeTests(SynchronousTestCase):
+    def test_wipe_restarts_a_follower_in_sync_on_an_empty_disk(self) -> None:
+        """``wipe ~catalog``: the first catalog follower restarts at once on an empty disk, its
+        sequencer still counting it in sync where it was (the sequencer-hang bug's gap), and
+        it catches up."""
+        cluster = SimCluster(random.Random(3))
+        self.addCleanup(cluster.close)
+        cluster.start_all()
+        cluster.run_for(1.0)
+        process = cluster.processes["catalog-1"]
+        store, writer = process.store, process.role.writer  # type: ignore[union-attr]
+        for book in range(4):
+            cluster.host("catalog-1").schedule(
+                cluster.sim.now,
+                lambda book=book: writer.write(store.set_price(book, 5.5)),  # type: ignore[union-attr,attr-defined,misc]
+            )
+        cluster.run_for(1.0)
+        trace: list[str] = []
+        Injector(cluster, trace).apply(Fault(cluster.sim.now, "wipe", ("~catalog",)))
+        self.assertIn("[catalog-2]", trace[0])
+        self.assertEqual(cluster.log("catalog-2"), [])
+        link = next(link for link in writer.links if link.follower.name == "catalog-2")  # type: ignore[union-attr]
+        self.assertEqual((link.in_sync, link.confirmed), (True, 4))
+        cluster.run_for(3.0)
+        self.assertEqual(cluster.status("catalog-2"), cluster.status("catalog-1"))
+        self.assertEqual(cluster.status("catalog-2")[0], 4)
+
+    def test_wipes_leave_the_other_faults_as_they_were(self) -> None:
+        """A wipe comes from its own generator: with it, a seed's other faults are those drawn
+        without it (the schedules before wipes existed), and there is at most one."""
+        names = [FRONTEND, "catalog-1", "catalog-2", "catalog-3", "order-1", "order-2", "order-3"]
+        wiped = 0
+        for seed in range(40):
+            before = draw_schedule(random.Random(seed), names, 2.0, 10.0)
+            after = draw_schedule(random.Random(seed), names, 2.0, 10.0, random.Random(f"extra{seed}"))
+            wipes = [f for f in after if f.kind == "wipe"]
+            self.assertEqual([f for f in after if f.kind != "wipe"], before)
+            self.assertLessEqual(len(wipes), 1)
+            wiped += len(wipes)
+        self.assertGreater(wiped, 0)
 
 
 def _op(kind: str, book: int, value: Any, start: float, end: float, seen: list[Any] | None = None) -> Op:
