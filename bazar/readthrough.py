@@ -17,6 +17,12 @@ Two things the plain LRU cannot do alone:
   when the fill started. An older answer is still returned to its requests (the write is
   not acknowledged yet), never stored.
 
+* **No entry older than a write an answer showed**: the invalidation of a write can arrive
+  after a follower's answer has shown it (it is on its way; or it was lost and the write
+  failed, though committed everywhere). Each answer's version raises ``observed``; while it
+  is beyond ``floor``, an entry older than it is not served (``fresh``), but fetched again, so
+  no read goes back in time behind one that showed the write.
+
 * **A new epoch drops everything**: when another replica takes over sequencing, nothing
   cached before the takeover is kept, nor stored by a fill that was then in flight
   (``invalidate_all``). Replicas answer only with writes a majority has
@@ -76,14 +82,17 @@ class ReadThroughCache(Generic[K, V]):
         self._cacheable = cacheable
         self._version = version
         self.floor = 0  # the newest write any invalidation was for
+        self.observed = 0  # the newest write any answer reflected
         self._inflight: dict[K, _Fill[V]] = {}
         self._inflight_by_prefix: dict[Hashable, set[K]] = {}
 
     def get(self, key: K, fetch: Callable[[], Deferred[V]]) -> tuple[V | None, Deferred[V] | None]:
         """``(value, None)`` on a hit; ``(None, deferred)`` on a miss, fetching once per key."""
-        value = self.lru.get(key)
-        if value is not None:
+        value = self.lru.peek(key)
+        if value is not None and self.fresh(value):
+            self.lru.get(key)  # counts the hit, marks it recently used
             return value, None
+        self.lru.stats.misses += 1
         fill = self._inflight.get(key)
         if fill is not None:
             return None, fill.wait()
@@ -95,9 +104,16 @@ class ReadThroughCache(Generic[K, V]):
         fetch().addBoth(self._filled, key, fill)
         return None, waiting
 
+    def fresh(self, value: V) -> bool:
+        """Whether a cached ``value`` may be served: no answer has shown a write newer than it
+        that no invalidation has covered yet (``observed`` beyond ``floor``)."""
+        return self.floor >= self.observed or self._version(value) >= self.observed
+
     def _filled(self, result: V | Failure, key: K, fill: _Fill[V]) -> None:
         if self._inflight.get(key) is fill:
             self._detach(key)
+        if not isinstance(result, Failure):
+            self.observed = max(self.observed, self._version(result))
         if (
             not fill.stale
             and not isinstance(result, Failure)

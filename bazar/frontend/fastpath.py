@@ -60,18 +60,27 @@ class ReadShortcut(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: IResource, cache: LRUCache[str, ReplicaResponse], uri_keys: UriKeys) -> None:
+    def __init__(
+        self,
+        inner: IResource,
+        cache: LRUCache[str, ReplicaResponse],
+        uri_keys: UriKeys,
+        fresh: Callable[[ReplicaResponse], bool] = lambda response: True,
+    ) -> None:
+        """``fresh``: whether a cached answer may be served (``ReadThroughCache.fresh``)."""
         super().__init__()
         self.inner = inner
         self.cache = cache
         self.uri_keys = uri_keys
+        self.fresh = fresh
 
     def render(self, request: Request) -> Any:
         if request.method == b"GET":
             route = self.uri_keys.route(request.uri)
             if route is not None:
                 key = route.key
-                cached = self.cache.get(key) if self.cache.peek(key) is not None else None
+                peeked = self.cache.peek(key)
+                cached = self.cache.get(key) if peeked is not None and self.fresh(peeked) else None
                 if cached is not None:  # get() counted the hit and marked the entry recently used
                     return send_hit(request, cached)
                 if route.read is not None:

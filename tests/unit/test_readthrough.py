@@ -387,3 +387,35 @@ class InvalidateAllTests(SynchronousTestCase):
         backend.fetches[1].callback("book 1")
         self.assertEqual(self.successResultOf(after), "book 1")
         self.assertEqual(cache.lru.peek("info/1"), "book 1")
+
+
+class ObservedWriteTests(SynchronousTestCase):
+    """An answer can show a write whose invalidation the cache has not had (it is on its way, or
+    it was lost and the write failed, though committed): until an invalidation that new arrives,
+    no entry older than that answer is served (simulator seed 148)."""
+
+    def cache(self) -> ReadThroughCache[str, tuple[str, int]]:
+        return ReadThroughCache(LRUCache(5), version=lambda value: value[1])
+
+    def test_an_older_entry_is_not_served_once_a_newer_write_is_seen(self) -> None:
+        cache = self.cache()
+        cache.get("info/1", lambda: succeed(("book 1 at 13", 13)))
+        self.assertEqual(cache.get("info/1", Backend().fetch), (("book 1 at 13", 13), None))
+        cache.get("info/all?page", lambda: succeed(("listing at 14", 14)))  # a write 14 we were not told of
+        backend = Backend()
+        value, pending = cache.get("info/1", backend.fetch)
+        self.assertIsNone(value)  # a miss: the entry may predate write 14
+        self.assertEqual(len(backend.fetches), 1)
+        backend.fetches[0].callback(("book 1 at 14", 14))
+        assert pending is not None
+        self.assertEqual(self.successResultOf(pending), ("book 1 at 14", 14))
+        self.assertEqual(cache.get("info/1", Backend().fetch), (("book 1 at 14", 14), None))
+
+    def test_served_again_once_told_of_that_write(self) -> None:
+        """An invalidation as new as the newest write seen: the entries it did not name are current."""
+        cache = self.cache()
+        cache.get("info/1", lambda: succeed(("book 1 at 13", 13)))
+        cache.get("info/2", lambda: succeed(("book 2 at 14", 14)))
+        self.assertFalse(cache.fresh(("book 1 at 13", 13)))
+        cache.invalidate("info/3", 14)
+        self.assertEqual(cache.get("info/1", Backend().fetch), (("book 1 at 13", 13), None))
