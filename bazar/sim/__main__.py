@@ -37,8 +37,8 @@ def shrink(seed: int, faults: list[Fault]) -> list[int]:
     return kept
 
 
-def replay_command(seed: int, keep: list[int] | None = None) -> str:
-    command = f"python -m bazar.sim --replay {seed}"
+def replay_command(seed: int, keep: list[int] | None = None, wipes: bool = False) -> str:
+    command = f"python -m bazar.sim --replay {seed}" + (" --wipes" if wipes else "")
     if keep is not None:
         command += f" --keep {','.join(map(str, keep)) or 'none'}"
     return command
@@ -50,8 +50,8 @@ def _keep(text: str | None) -> list[int] | None:
     return [] if text == "none" else [int(part) for part in text.split(",")]
 
 
-def replay(seed: int, keep: list[int] | None) -> int:
-    faults = schedule_of(seed)
+def replay(seed: int, keep: list[int] | None, wipes: bool = False) -> int:
+    faults = schedule_of(seed, wipes)
     if keep is not None:
         faults = [faults[i] for i in keep]
     result = run_schedule(seed, faults, verbose=True)
@@ -71,25 +71,25 @@ def replay(seed: int, keep: list[int] | None) -> int:
     return 0
 
 
-def report(result: Result, shrunk: list[int] | None) -> None:
+def report(result: Result, shrunk: list[int] | None, wipes: bool = False) -> None:
     print(f"FAILED schedule {result.seed}: {result.problems[0]}", file=sys.stderr)
-    print(f"  replay: {replay_command(result.seed)}", file=sys.stderr)
+    print(f"  replay: {replay_command(result.seed, wipes=wipes)}", file=sys.stderr)
     if shrunk is not None and len(shrunk) < len(result.faults):
         print(f"  shrunk to {len(shrunk)} of {len(result.faults)} faults:", file=sys.stderr)
         for index in shrunk:
             print(f"    {result.faults[index].describe()}", file=sys.stderr)
-        print(f"  replay shrunk: {replay_command(result.seed, shrunk)}", file=sys.stderr)
+        print(f"  replay shrunk: {replay_command(result.seed, shrunk, wipes)}", file=sys.stderr)
 
 
-def search(first: int, runs: int, shrinking: bool) -> int:
+def search(first: int, runs: int, shrinking: bool, wipes: bool = False) -> int:
     failed = 0
     started = time.monotonic()
     for number in range(runs):
         seed = first + number
-        result = run_schedule(seed)
+        result = run_schedule(seed, wipes=wipes)
         if result.failed:
             failed += 1
-            report(result, shrink(seed, result.faults) if shrinking else None)
+            report(result, shrink(seed, result.faults) if shrinking else None, wipes)
         if (number + 1) % 10 == 0 or number + 1 == runs:
             rate = (number + 1) / (time.monotonic() - started)
             print(f"{number + 1}/{runs} schedules, {failed} failed, {rate:.2f}/s", file=sys.stderr)
@@ -104,14 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", type=int, metavar="SEED", help="rerun one schedule with its trace")
     parser.add_argument("--keep", help="with --replay: only these faults of it (indices, e.g. 0,3)")
     parser.add_argument("--no-shrink", action="store_true", help="report failures without shrinking them")
+    parser.add_argument(
+        "--wipes",
+        action="store_true",
+        help="also draw wipes (a follower restarted on an empty disk): beyond the fault model on top of "
+        "another fault, so only for searches that look for what a wipe shows",
+    )
     options = parser.parse_args(argv)
     if options.replay is not None:
-        return replay(options.replay, _keep(options.keep))
+        return replay(options.replay, _keep(options.keep), options.wipes)
     seed = options.seed
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
         print(f"seed {seed}", file=sys.stderr)
-    return search(seed, options.runs, not options.no_shrink)
+    return search(seed, options.runs, not options.no_shrink, options.wipes)
 
 
 def _fixed_hashes() -> None:

@@ -77,12 +77,15 @@ class Result:
         return bool(self.problems)
 
 
-def schedule_of(seed: int) -> list[Fault]:
+def schedule_of(seed: int, wipes: bool = False) -> list[Fault]:
+    """The faults of ``seed``; with ``wipes``, perhaps a wipe too (``bazar.sim.faults``): a disk
+    lost on top of another fault is beyond what three replicas can survive, so wipes are for
+    searches that look for them (``--wipes``), not the default."""
     from bazar.sim.cluster import sim_config
 
     names = [FRONTEND, *(r.name for r in (*sim_config().catalog, *sim_config().order))]
     faults, extra = random.Random(f"{seed}:faults"), random.Random(f"{seed}:extra")
-    return draw_schedule(faults, names, FAULTS_FROM, FAULTS_FOR, extra)
+    return draw_schedule(faults, names, FAULTS_FROM, FAULTS_FOR, extra if wipes else None)
 
 
 @contextmanager
@@ -127,9 +130,11 @@ def _logged(cluster: SimCluster, errors: list[str], trace: list[str] | None) -> 
         globalLogPublisher.removeObserver(observe)
 
 
-def run_schedule(seed: int, faults: list[Fault] | None = None, verbose: bool = False) -> Result:
+def run_schedule(
+    seed: int, faults: list[Fault] | None = None, verbose: bool = False, wipes: bool = False
+) -> Result:
     """Run the schedule of ``seed`` (or ``faults`` instead of its own) and check everything."""
-    faults = schedule_of(seed) if faults is None else faults
+    faults = schedule_of(seed, wipes) if faults is None else faults
     knobs = Knobs.draw(random.Random(f"{seed}:knobs"))
     result = Result(seed, faults, knobs)
     cluster = SimCluster(random.Random(f"{seed}:network"), disk_latency=knobs.disk_latency)

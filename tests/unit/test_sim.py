@@ -199,6 +199,17 @@ class WipeTests(SynchronousTestCase):
             wiped += len(wipes)
         self.assertGreater(wiped, 0)
 
+    def test_wipes_only_when_asked_for(self) -> None:
+        """A disk lost on top of another fault is more than three replicas survive (a wiped
+        replica votes with an empty log): default schedules have no wipe, ``--wipes`` ones may."""
+        seeds = range(1, 41)
+        self.assertEqual([f for seed in seeds for f in schedule_of(seed) if f.kind == "wipe"], [])
+        self.assertTrue(any(f.kind == "wipe" for seed in seeds for f in schedule_of(seed, wipes=True)))
+        for seed in seeds:
+            self.assertEqual(
+                schedule_of(seed), [f for f in schedule_of(seed, wipes=True) if f.kind != "wipe"]
+            )
+
 
 def _op(kind: str, book: int, value: Any, start: float, end: float, seen: list[Any] | None = None) -> Op:
     return Op("c", kind, book, start, end, True, value, seen=seen or [])

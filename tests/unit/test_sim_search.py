@@ -25,9 +25,7 @@ from bazar.sim.run import run_schedule
 # 148: a read went back in time behind a listing that showed a write whose push was lost
 # (LostPushTests, ObservedWriteTests).
 # 2 found the stock leak with the orphan-take resolution disabled, 11 the sequencer-hang bug
-# with its fix reverted (docs/simulator.md).
-# Since the wipe fault (drawn from a generator of its own), 4 and 15 also wipe a follower
-# (4: ~order at t=2.039, 15: ~catalog at t=6.885); their other faults are as they were.
+# with its fix reverted (with --wipes: docs/simulator.md). The search here draws no wipes.
 FIXED: list[int] = [0, 1, 2, 3, 4, 5, 11, 15, 30, 50, 148]
 
 
