@@ -88,9 +88,8 @@ class ReadThroughCache(Generic[K, V]):
 
     def get(self, key: K, fetch: Callable[[], Deferred[V]]) -> tuple[V | None, Deferred[V] | None]:
         """``(value, None)`` on a hit; ``(None, deferred)`` on a miss, fetching once per key."""
-        value = self.lru.peek(key)
-        if value is not None and self.fresh(value):
-            self.lru.get(key)  # counts the hit, marks it recently used
+        value = self.hit(key)
+        if value is not None:
             return value, None
         self.lru.stats.misses += 1
         fill = self._inflight.get(key)
@@ -103,6 +102,15 @@ class ReadThroughCache(Generic[K, V]):
         waiting = fill.wait()  # before fetching: a fetch may complete synchronously
         fetch().addBoth(self._filled, key, fill)
         return None, waiting
+
+    def hit(self, key: K) -> V | None:
+        """The cached value of ``key`` if it may be served (``fresh``), counted as a hit and
+        marked recently used; else None, counting nothing (the caller's miss path counts it)."""
+        value = self.lru.peek(key)
+        if value is None or not self.fresh(value):
+            return None
+        self.lru.get(key)
+        return value
 
     def fresh(self, value: V) -> bool:
         """Whether a cached ``value`` may be served: no answer has shown a write newer than it

@@ -85,7 +85,7 @@ class CachedReads:
 
     def shortcut(self, inner: IResource) -> IResource:
         """``inner`` behind the lean path for reads of known URIs."""
-        return ReadShortcut(inner, self.cache.lru, self.uri_keys, self.cache.fresh)
+        return ReadShortcut(inner, self.cache.hit, self.uri_keys)
 
     def book(self, request: IRequest, key: str, book: int) -> Any:
         """One book, read with the other misses of this turn of the reactor."""

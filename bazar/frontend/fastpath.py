@@ -63,25 +63,21 @@ class ReadShortcut(Resource):
     def __init__(
         self,
         inner: IResource,
-        cache: LRUCache[str, ReplicaResponse],
+        hit: Callable[[str], ReplicaResponse | None],
         uri_keys: UriKeys,
-        fresh: Callable[[ReplicaResponse], bool] = lambda response: True,
     ) -> None:
-        """``fresh``: whether a cached answer may be served (``ReadThroughCache.fresh``)."""
+        """``hit``: the cache's answer for a key, if it may be served (``ReadThroughCache.hit``)."""
         super().__init__()
         self.inner = inner
-        self.cache = cache
+        self.hit = hit
         self.uri_keys = uri_keys
-        self.fresh = fresh
 
     def render(self, request: Request) -> Any:
         if request.method == b"GET":
             route = self.uri_keys.route(request.uri)
             if route is not None:
-                key = route.key
-                peeked = self.cache.peek(key)
-                cached = self.cache.get(key) if peeked is not None and self.fresh(peeked) else None
-                if cached is not None:  # get() counted the hit and marked the entry recently used
+                cached = self.hit(route.key)
+                if cached is not None:  # hit() counted it and marked the entry recently used
                     return send_hit(request, cached)
                 if route.read is not None:
                     try:

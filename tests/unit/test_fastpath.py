@@ -17,6 +17,7 @@ from bazar.client import ReplicaResponse
 from bazar.errors import Unavailable
 from bazar.frontend.fastpath import ReadShortcut, UriKeys
 from bazar.lru import LRUCache
+from bazar.readthrough import ReadThroughCache
 from tests.unit.memcluster import MemCluster
 
 
@@ -41,7 +42,7 @@ class ShortcutTestCase(SynchronousTestCase):
         self.cache: LRUCache[str, ReplicaResponse] = LRUCache(5)
         self.uri_keys = UriKeys(8)
         self.routed = _Routed()
-        self.shortcut = ReadShortcut(self.routed, self.cache, self.uri_keys)
+        self.shortcut = ReadShortcut(self.routed, ReadThroughCache(self.cache).hit, self.uri_keys)
 
     def render(self, uri: bytes, method: bytes = b"GET") -> tuple[DummyRequest, Any]:
         request = DummyRequest(uri.split(b"/")[1:])
