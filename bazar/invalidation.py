@@ -149,7 +149,7 @@ class FrontendNotifier:
         epoch = self.epoch() if self.epoch is not None else None
         role, number = epoch if epoch is not None else (None, None)
         message = Invalidate(keys, seq, lagging=lagging, role=role, epoch=number)
-        d = self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body(), timeout=PUSH_TIMEOUT)
+        d = self._send(message)
 
         def told(result: Any) -> Any:
             self._told_epoch = epoch
@@ -157,16 +157,20 @@ class FrontendNotifier:
 
         return d.addCallback(told)
 
+    def _send(self, message: Invalidate) -> Deferred[Any]:
+        """Every push goes to the front end with PUSH_TIMEOUT as its deadline."""
+        return self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body(), timeout=PUSH_TIMEOUT)
+
     def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
         message = Invalidate([], seq, caught_up=[follower])
-        return self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body(), timeout=PUSH_TIMEOUT)
+        return self._send(message)
 
     def announce(self, sequencer: str, seq: int) -> Deferred[Any]:
         """A replica just elected: the front end sends writes straight to it from now on (and
         stops reading from replicas of older epochs), without waiting for its next probe."""
         role, epoch = self.epoch() if self.epoch is not None else (None, None)
         message = Invalidate([], seq, role=role, epoch=epoch, sequencer=sequencer)
-        return self.client.call("POST", self.frontend, INVALIDATE_PATH, message.body(), timeout=PUSH_TIMEOUT)
+        return self._send(message)
 
 
 def book_keys(entry: Entry) -> list[str]:
