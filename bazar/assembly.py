@@ -32,7 +32,7 @@ from bazar.failover import Role, Watchdog
 from bazar.frontend.app import FrontendApp
 from bazar.health import HealthProbe
 from bazar.invalidation import FrontendNotifier, book_keys
-from bazar.metrics import MeasuredResource, Metrics, gauge
+from bazar.metrics import MeasuredResource, Metrics, gauge, histogram
 from bazar.order.app import OrderApp
 from bazar.order.store import OrderStore
 from bazar.replica import ReplicaApp
@@ -82,6 +82,11 @@ def build_replica(
     role = Role(replica, replicas, store, client, notifier, clock)
     app = replica_app(config, replica, store, client, role)
     resource = measured(app.resource(), replica, store, lambda: role.writer, config.secret)
+    if isinstance(app, OrderApp):
+        takes = app.takes.sizes
+        resource.metrics.collect_with(
+            lambda: [histogram("bazar_take_batch_takes", "Purchases' takes per call to the catalog", takes)]
+        )
     channel = ChannelServer(app.channel_handlers(), config.secret, app.stamp, resource.metrics.observe_call)
     services = [RoleService(role), Watchdog(role, clock, random), *app.services(clock)]
     return ReplicaProcess(app, role, resource, channel, services)
@@ -152,11 +157,15 @@ def measured(
 
 
 def replication_metrics(store: ReplicatedStore, writer: Sequencer | None) -> list[Metric]:
-    """This replica's last sequence number; on the sequencer, each follower's and its lag."""
+    """This replica's last sequence number and how many writes its transactions held (group
+    commit, while it sequenced); on the sequencer, each follower's sequence number and its lag."""
     out = [
         gauge(
             "bazar_replication_last_seq", "Last sequence number committed here", [], [([], store.applied_seq)]
-        )
+        ),
+        histogram(
+            "bazar_group_commit_writes", "Sequenced writes per committed transaction", store.commits.sizes
+        ),
     ]
     if writer is not None:
         links = writer.links

@@ -30,6 +30,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from bazar.metrics import Sizes
+
 T = TypeVar("T")
 Cursor = Any  # an adbapi Transaction or a sqlite3.Cursor
 
@@ -89,8 +91,8 @@ class _Write(Generic[T]):
 class GroupCommit:
     """Runs writes through ``runner`` (adbapi's ``runInteraction``), many to a transaction.
 
-    ``weigh(result)``: a write's size in bytes, for MAX_BYTES (its log entry). ``batches``
-    counts the transactions committed (tests and metrics)."""
+    ``weigh(result)``: a write's size in bytes, for MAX_BYTES (its log entry). ``sizes``: how
+    many writes each committed transaction held (``bazar_group_commit_writes`` on /metrics)."""
 
     def __init__(
         self,
@@ -104,10 +106,15 @@ class GroupCommit:
         self.max_writes = max_writes
         self.max_bytes = max_bytes
         self.delivery = Burst()
-        self.batches = 0
+        self.sizes = Sizes()
         self._queue: list[_Write[Any]] = []
         self._committing = False
         self._gathering = 0
+
+    @property
+    def batches(self) -> int:
+        """Transactions committed."""
+        return self.sizes.count
 
     @contextmanager
     def together(self) -> Iterator[None]:
@@ -170,7 +177,7 @@ class GroupCommit:
         if isinstance(outcomes, Failure):
             outcomes = [outcomes] * len(writes)  # the transaction failed: none of them was written
         else:
-            self.batches += 1
+            self.sizes.record(len(outcomes))
             self._queue[:0] = writes[len(outcomes) :]  # past MAX_BYTES: first in the next batch
         with self.delivery.held():
             for write, outcome in zip(writes, outcomes, strict=False):

@@ -13,11 +13,12 @@ bounded whatever clients send.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from twisted.web.iweb import IRequest
@@ -128,6 +129,44 @@ def gauge(
     for label_values, value in samples:
         family.add_metric(label_values, value)
     return family
+
+
+# Batch sizes: 1 (a write or take that went alone) up to the largest batches allowed
+# (``bazar.group_commit.MAX_WRITES``, ``bazar.protocol.messages.MAX_BUYS``).
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Sizes:
+    """How many items each batch held: counts per bucket, their number and sum.
+
+    Kept by the batching code itself (one bisect per batch, not per item) and read only
+    when scraped (``histogram``), so a batch costs no prometheus_client call."""
+
+    __slots__ = ("buckets", "count", "counts", "total")
+
+    def __init__(self, buckets: tuple[int, ...] = SIZE_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last: above every bucket
+        self.count = 0
+        self.total = 0
+
+    def record(self, size: int) -> None:
+        self.counts[bisect_left(self.buckets, size)] += 1
+        self.count += 1
+        self.total += size
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+def histogram(name: str, documentation: str, sizes: Sizes) -> HistogramMetricFamily:
+    """``sizes`` as a Prometheus histogram (cumulative buckets, ``_count`` and ``_sum``)."""
+    cumulative, running = [], 0
+    for bound, count in zip((*map(str, sizes.buckets), "+Inf"), sizes.counts, strict=True):
+        running += count
+        cumulative.append((bound, running))
+    return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=sizes.total)
 
 
 class MeasuredResource(Resource):

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from bazar.errors import ReplicaError
+from bazar.metrics import Sizes
 from bazar.protocol.messages import MAX_BUYS, Buys, Purchase
 
 Book = dict[str, Any]
@@ -45,9 +46,14 @@ class TakeBatcher:
         self.take_many = take_many
         self.deliver_within = deliver_within
         self.max_takes = max_takes
-        self.calls = 0  # calls made (tests and metrics)
+        self.sizes = Sizes()  # takes per call made (``bazar_take_batch_takes`` on /metrics)
         self._queue: list[tuple[int, dict[str, Any], Deferred[Book]]] = []
         self._calling = False
+
+    @property
+    def calls(self) -> int:
+        """Calls made to the catalog."""
+        return self.sizes.count
 
     def take(self, book: int, body: dict[str, Any]) -> Deferred[Book]:
         d: Deferred[Book] = Deferred()
@@ -63,7 +69,7 @@ class TakeBatcher:
             return
         self._calling = True
         del self._queue[: len(batch)]
-        self.calls += 1
+        self.sizes.record(len(batch))
         if len(batch) == 1:
             book, body, _ = batch[0]
             call: Deferred[Any] = self.take_one(book, body).addCallback(lambda found: [{"book": found}])

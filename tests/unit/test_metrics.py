@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from bazar.metrics import route_label
+from bazar.metrics import Sizes, histogram, route_label
 from tests.unit.memcluster import SECRET, MemCluster
 
 
@@ -34,6 +34,65 @@ class RouteLabelTests(SynchronousTestCase):
         }
         for path, label in table.items():
             self.assertEqual(route_label(path), label, path)
+
+
+class SizesTests(SynchronousTestCase):
+    def test_counts_per_bucket_count_and_sum(self) -> None:
+        """Each batch lands in the first bucket it fits; the histogram's buckets are cumulative,
+        with +Inf for what is above them, and its count and sum are the batches' and items'."""
+        sizes = Sizes((1, 4, 16))
+        for size in (1, 1, 3, 4, 5, 17):
+            sizes.record(size)
+        self.assertEqual(sizes.counts, [2, 2, 1, 1])
+        self.assertEqual((sizes.count, sizes.total), (6, 31))
+        self.assertAlmostEqual(sizes.mean, 31 / 6)
+        [*buckets, count, total] = histogram("x", "doc", sizes).samples
+        self.assertEqual(
+            [(b.labels["le"], b.value) for b in buckets], [("1", 2), ("4", 4), ("16", 5), ("+Inf", 6)]
+        )
+        self.assertEqual((count.name, count.value, total.name, total.value), ("x_count", 6, "x_sum", 31))
+
+    def test_nothing_recorded(self) -> None:
+        """Before any batch: every bucket 0 and a mean of 0, not a division by zero."""
+        sizes = Sizes()
+        self.assertEqual((sizes.count, sizes.mean), (0, 0.0))
+        self.assertEqual({s.value for s in histogram("x", "doc", sizes).samples}, {0})
+
+
+class BatchSizeMetricsTests(SynchronousTestCase):
+    """Purchases that arrive together: the order sequencer's takes go in one call, and both
+    sequencers commit them in one transaction; /metrics shows the batches' sizes."""
+
+    def setUp(self) -> None:
+        self.cluster = MemCluster(self, queued=True)
+        self.addCleanup(self.cluster.close)
+
+    def scrape(self, name: str) -> str:
+        reply = self.cluster.wait(
+            self.cluster.send("GET", "/metrics", to=name, headers={"X-Bazar-Secret": SECRET})
+        )
+        return str(reply.json)
+
+    def test_batches_of_purchases(self) -> None:
+        """Six purchases at once: one take alone, then five in one call; each sequencer commits
+        one write, then five together."""
+        sent = [self.cluster.send("POST", "/bazar/purchase/3", {}) for _ in range(6)]
+        self.assertEqual([self.cluster.wait(d).code for d in sent], [200] * 6)
+        order = self.scrape("order-1")
+        takes = samples(order, "bazar_take_batch_takes_bucket")
+        self.assertEqual((takes['{le="1"}'], takes['{le="4"}'], takes['{le="8"}']), (1, 1, 2))
+        self.assertEqual(samples(order, "bazar_take_batch_takes_sum")[""], 6)
+        for name in ("order-1", "catalog-1"):
+            text = self.scrape(name)
+            commits = samples(text, "bazar_group_commit_writes_bucket")
+            self.assertEqual((commits['{le="1"}'], commits['{le="8"}']), (1, 2), name)
+            self.assertEqual(samples(text, "bazar_group_commit_writes_count")[""], 2, name)
+            self.assertEqual(samples(text, "bazar_group_commit_writes_sum")[""], 6, name)
+        catalog = self.scrape("catalog-2")
+        self.assertEqual(
+            samples(catalog, "bazar_group_commit_writes_count")[""], 0
+        )  # a follower sequences none
+        self.assertNotIn("bazar_take_batch_takes", catalog)
 
 
 class MetricsEndpointTests(SynchronousTestCase):
