@@ -152,6 +152,14 @@ class Api:
         headers = {SECRET_HEADER: secret} if secret is not None else {}
         return await request(self.http, "GET", self.cluster.url(replica) + path, headers=headers)
 
+    async def metrics(self, replica: str) -> str:
+        """``replica``'s /metrics, the Prometheus text."""
+        headers = {SECRET_HEADER: self.cluster.secret}
+        url = self.cluster.url(replica) + "/metrics"
+        reply = await request(self.http, "GET", url, headers=headers, raw=True)
+        assert reply.code == 200, (replica, reply)
+        return str(reply.body)
+
     async def internal_write(self, replica: str, path: str, body: Any) -> Reply:
         """PUT ``body`` to ``path`` on one replica, with the cluster's secret."""
         headers = {SECRET_HEADER: self.cluster.secret}

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import Counter
 from typing import Any
 
 import pytest
 import pytest_twisted
+from treq.client import HTTPClient
 from twisted.internet import defer
 
-from bazar.launch import CATALOGS, ORDERS
+from bazar.launch import CATALOGS, ORDERS, Cluster
 from tests.history import History
 from tests.integration.api import Api, Reply, assert_replicas_agree
+from tests.integration.batched import Buyers, batches_formed, buy, each_order_once, sequencer_of
+from tests.integration.test_failover import agreement, stock_conserved
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +119,53 @@ async def test_no_read_is_older_than_an_acknowledged_write(api: Api) -> None:
     assert {"hit", "miss"} <= {r.note for r in after_an_ack}
     assert (await api.info(book)).body["price"] == writes
     assert_replicas_agree(await api.status())
+
+
+@pytest.mark.parametrize(
+    ("members", "metric"), [(ORDERS, "bazar_take_batch_takes"), (CATALOGS, "bazar_group_commit_writes")]
+)
+@pytest_twisted.ensureDeferred
+async def test_a_sequencer_killed_mid_batch_oversells_nothing(
+    fresh_cluster: Cluster,
+    http: HTTPClient,
+    members: tuple[str, ...],
+    metric: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """200 keyed purchases at once of a book with 50 copies; the role's sequencer SIGKILLed as
+    soon as its /metrics shows a batch of more than one, with purchases still under way. Once
+    those left in doubt (the order sequencer's: the catalog's are retried by the order
+    sequencer, with their keys, and answered) are retried with their keys: exactly 50 orders, each on
+    every order replica once, no copy left on any catalog replica, and the stock conserved."""
+    api = Api(http, fresh_cluster)
+    book = 6
+    assert (await api.set_stock(book, STOCK))["quantity"] == STOCK
+    victim = await sequencer_of(api, members)
+    pid = fresh_cluster.pid_of(victim)
+    assert pid is not None
+    buyers = Buyers(book)
+    keys = [f"oversell-{n}" for n in range(BUYERS)]
+    sent = [defer.ensureDeferred(buy(api, book, key)) for key in keys]
+    try:
+        batches, items = await batches_formed(api, victim, metric)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    under_way = sum(1 for d in sent if not d.called)
+    assert under_way > 0, "the kill came after every purchase was answered"
+    replies = await defer.gatherResults(sent)
+    for key, reply in zip(keys, replies, strict=True):
+        buyers.record(key, reply)
+    in_doubt = len(buyers.in_doubt)
+    assert buyers.refused == [], buyers.refused[:5]
+    await agreement(api)
+    await buyers.settle_in_doubt(api)
+    assert (len(buyers.orders), len(buyers.sold_out)) == (STOCK, BUYERS - STOCK), (under_way, in_doubt)
+    await each_order_once(api, buyers)
+    stock = await api.on_each(CATALOGS, f"/catalog/books/{book}")
+    assert {name: b["quantity"] for name, b in stock.items()} == dict.fromkeys(CATALOGS, 0)
+    await stock_conserved(api)
+    with capsys.disabled():
+        print(
+            f"\n[oversell] {victim}: {items:.0f} in {batches:.0f} batches before SIGKILL; "
+            f"{under_way} purchases under way, {in_doubt} left in doubt and retried"
+        )

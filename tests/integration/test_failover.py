@@ -26,6 +26,7 @@ from bazar.launch import CATALOGS, ORDERS, Cluster
 from bazar.order.orphans import SCAN_INTERVAL
 from tests.history import History
 from tests.integration.api import TRANSPORT_ERRORS, Api, Reply, eventually, recorded, sleep
+from tests.integration.batched import Buyers, batches_formed, each_order_once, sequencer_of
 
 pytestmark = pytest.mark.integration
 
@@ -347,3 +348,41 @@ async def test_a_killed_sequencer_fails_no_read(
     assert load.failed_reads == [], f"{len(load.failed_reads)} failed reads: {load.failed_reads[:5]}"
     assert load.history.stale_reads() == []
     assert outage.reads_during > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_sequencers_killed_mid_batch(
+    fresh_cluster: Cluster, http: HTTPClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Twenty purchases at a time, so that they batch (asserted from each sequencer's
+    /metrics); the order sequencer, then the catalog sequencer, SIGKILLed as soon as it shows
+    batches of more than one, and restarted by the process monitor. Once purchases are
+    acknowledged again and those in doubt retried with their keys, every acknowledged order
+    is on every order replica exactly once and the stock is conserved on every catalog replica."""
+    api = Api(http, fresh_cluster)
+    assert (await api.set_stock(BUY_BOOK, STOCK))["quantity"] == STOCK
+    buyers = Buyers(BUY_BOOK)
+    tasks = buyers.start(api)
+    seen = []
+    try:
+        for members, metric in ((ORDERS, "bazar_take_batch_takes"), (CATALOGS, "bazar_group_commit_writes")):
+            victim = await sequencer_of(api, members)
+            pid = fresh_cluster.pid_of(victim)
+            assert pid is not None
+            batches, items = await batches_formed(api, victim, metric)
+            os.kill(pid, signal.SIGKILL)  # with batches under way: they batch all the time now
+            seen.append(f"{victim}: {items:.0f} in {batches:.0f} batches before SIGKILL")
+            await buyers.acknowledged_again(f"{victim} was killed")
+    finally:
+        buyers.stop = True
+        results = await defer.DeferredList(tasks, consumeErrors=True)
+    assert not [r for ok, r in results if not ok], results
+    assert buyers.refused == [] and not buyers.sold_out, buyers.refused[:5]
+    in_doubt = len(buyers.in_doubt)
+    await agreement(api)
+    await buyers.settle_in_doubt(api)
+    checked = await each_order_once(api, buyers)
+    await stock_conserved(api)
+    with capsys.disabled():
+        print(f"\n[batched] {'; '.join(seen)}")
+        print(f"[batched] {buyers.sent} purchases, {in_doubt} in doubt and retried; {checked} orders checked")
