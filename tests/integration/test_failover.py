@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -350,39 +351,60 @@ async def test_a_killed_sequencer_fails_no_read(
     assert outage.reads_during > 0
 
 
-@pytest_twisted.ensureDeferred
-async def test_sequencers_killed_mid_batch(
-    fresh_cluster: Cluster, http: HTTPClient, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Twenty purchases at a time, so that they batch (asserted from each sequencer's
-    /metrics); the order sequencer, then the catalog sequencer, SIGKILLed as soon as it shows
-    batches of more than one, and restarted by the process monitor. Once purchases are
-    acknowledged again and those in doubt retried with their keys, every acknowledged order
-    is on every order replica exactly once and the stock is conserved on every catalog replica."""
-    api = Api(http, fresh_cluster)
+# A fault of a role's sequencer: ``fault(buyers, sequencer, members, pid)``, once purchases batch
+# there, returns when purchases are acknowledged again, with what happened in words.
+SequencerFault = Callable[[Buyers, str, tuple[str, ...], int], Awaitable[str]]
+BATCH_METRICS = ((ORDERS, "bazar_take_batch_takes"), (CATALOGS, "bazar_group_commit_writes"))
+
+
+async def batched_buys_through(
+    api: Api, cluster: Cluster, fault: SequencerFault
+) -> tuple[dict[str, Any], list[str]]:
+    """BUYERS keyed purchases at a time (``tests.integration.batched``) while ``fault`` hits the
+    order sequencer, then the catalog sequencer, each as soon as it shows batches of more than
+    one. Then, those in doubt retried with their keys: every acknowledged order on every order
+    replica exactly once, and the stock conserved on every catalog replica. The cluster's
+    status once it agreed, and what happened, to print."""
     assert (await api.set_stock(BUY_BOOK, STOCK))["quantity"] == STOCK
     buyers = Buyers(BUY_BOOK)
     tasks = buyers.start(api)
     seen = []
     try:
-        for members, metric in ((ORDERS, "bazar_take_batch_takes"), (CATALOGS, "bazar_group_commit_writes")):
+        for members, metric in BATCH_METRICS:
             victim = await sequencer_of(api, members)
-            pid = fresh_cluster.pid_of(victim)
+            pid = cluster.pid_of(victim)
             assert pid is not None
             batches, items = await batches_formed(api, victim, metric)
-            os.kill(pid, signal.SIGKILL)  # with batches under way: they batch all the time now
-            seen.append(f"{victim}: {items:.0f} in {batches:.0f} batches before SIGKILL")
-            await buyers.acknowledged_again(f"{victim} was killed")
+            # With batches under way: under this load they batch all the time.
+            what = await fault(buyers, victim, members, pid)
+            seen.append(f"{victim}: {items:.0f} in {batches:.0f} batches, then {what}")
     finally:
         buyers.stop = True
         results = await defer.DeferredList(tasks, consumeErrors=True)
     assert not [r for ok, r in results if not ok], results
     assert buyers.refused == [] and not buyers.sold_out, buyers.refused[:5]
     in_doubt = len(buyers.in_doubt)
-    await agreement(api)
+    status = await agreement(api)
     await buyers.settle_in_doubt(api)
     checked = await each_order_once(api, buyers)
     await stock_conserved(api)
+    seen.append(f"{buyers.sent} purchases, {in_doubt} in doubt and retried; {checked} orders checked")
+    return status, seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_sequencers_killed_mid_batch(
+    fresh_cluster: Cluster, http: HTTPClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Batched purchases (``batched_buys_through``); the order sequencer, then the catalog
+    sequencer SIGKILLed mid-batch and restarted by the process monitor: no acknowledged order
+    lost or doubled, the stock conserved."""
+
+    async def kill(buyers: Buyers, victim: str, members: tuple[str, ...], pid: int) -> str:
+        os.kill(pid, signal.SIGKILL)
+        await buyers.acknowledged_again(f"{victim} was killed")
+        return "SIGKILL"
+
+    _, seen = await batched_buys_through(Api(http, fresh_cluster), fresh_cluster, kill)
     with capsys.disabled():
-        print(f"\n[batched] {'; '.join(seen)}")
-        print(f"[batched] {buyers.sent} purchases, {in_doubt} in doubt and retried; {checked} orders checked")
+        print("\n[batched] " + "; ".join(seen))

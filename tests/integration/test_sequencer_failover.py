@@ -24,7 +24,7 @@ from twisted.internet import defer
 from bazar.follower_link import REPLICATION_TIMEOUT
 from bazar.launch import CATALOGS, ORDERS, Cluster
 from tests.integration.api import Api, eventually, sleep
-from tests.integration.batched import Buyers, batches_formed, each_order_once
+from tests.integration.batched import Buyers
 from tests.integration.test_failover import (
     BUY_BOOK,
     CONVERGE_TIMEOUT,
@@ -32,6 +32,7 @@ from tests.integration.test_failover import (
     STOCK,
     Load,
     agreement,
+    batched_buys_through,
     buyer,
     converged,
     price_writer,
@@ -248,41 +249,22 @@ async def test_a_sequencer_hung_with_a_long_log_is_caught_up_while_writes_go_on(
 async def test_sequencers_stopped_mid_batch(
     fresh_cluster: Cluster, http: HTTPClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Twenty purchases at a time, so that they batch (asserted from each sequencer's
-    /metrics); the order sequencer, then the catalog sequencer, SIGSTOPped as soon as it shows
-    batches of more than one, and resumed once another replica sequences in its place and
-    purchases are acknowledged again. Then, those in doubt retried with their keys, every
-    acknowledged order is on every order replica exactly once and the stock is conserved on
-    every catalog replica: nothing of a batch the old sequencer held is lost or doubled."""
+    """Batched purchases (``test_failover.batched_buys_through``); the order sequencer, then
+    the catalog sequencer SIGSTOPped mid-batch, and resumed once another replica sequences in
+    its place and purchases are acknowledged again: nothing of a batch the old sequencer held
+    is lost or doubled, the stock is conserved, and there was one election per role."""
     api = Api(http, fresh_cluster)
-    assert (await api.set_stock(BUY_BOOK, STOCK))["quantity"] == STOCK
-    buyers = Buyers(BUY_BOOK)
-    tasks = buyers.start(api)
-    seen = []
-    try:
-        for members, metric in ((ORDERS, "bazar_take_batch_takes"), (CATALOGS, "bazar_group_commit_writes")):
-            old, _ = await elected(api, "", members)
-            pid = fresh_cluster.pid_of(old)
-            assert pid is not None
-            batches, items = await batches_formed(api, old, metric)
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                new, _ = await elected(api, old, members)
-                await buyers.acknowledged_again(f"{old} was stopped")
-            finally:
-                os.kill(pid, signal.SIGCONT)
-            seen.append(f"{old}: {items:.0f} in {batches:.0f} batches before SIGSTOP; {new} took over")
-    finally:
-        buyers.stop = True
-        results = await defer.DeferredList(tasks, consumeErrors=True)
-    assert not [r for ok, r in results if not ok], results
-    assert buyers.refused == [] and not buyers.sold_out, buyers.refused[:5]
-    in_doubt = len(buyers.in_doubt)
-    status = await agreement(api)
-    assert {r["epoch"] for r in status["replicas"]} == {2}, status["replicas"]  # one election per role
-    await buyers.settle_in_doubt(api)
-    checked = await each_order_once(api, buyers)
-    await stock_conserved(api)
+
+    async def stop(buyers: Buyers, old: str, members: tuple[str, ...], pid: int) -> str:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            new, _ = await elected(api, old, members)
+            await buyers.acknowledged_again(f"{old} was stopped")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        return f"SIGSTOP until {new} took over"
+
+    status, seen = await batched_buys_through(api, fresh_cluster, stop)
+    assert {r["epoch"] for r in status["replicas"]} == {2}, status["replicas"]
     with capsys.disabled():
-        print(f"\n[batched] {'; '.join(seen)}")
-        print(f"[batched] {buyers.sent} purchases, {in_doubt} in doubt and retried; {checked} orders checked")
+        print("\n[batched] " + "; ".join(seen))
