@@ -93,6 +93,13 @@ class OrderApp(ReplicaApp):
                 error = e
                 self.catalogs.failed(catalog)
                 continue
+            if response.code == Unavailable.code:
+                # A catalog sequencer cut off from its followers, but not from us, refuses every
+                # take (no majority) and names itself: asked first each time, it held up every
+                # purchase for as long as the cut lasted, though the others had elected another.
+                error = Unavailable(response.error_message())
+                self.catalogs.failed(catalog)
+                continue
             self.catalogs.heard(response.sequencer or catalog.name)
             return response.raise_for_error().json()
         log.warn(

@@ -152,11 +152,14 @@ class Api:
         headers = {SECRET_HEADER: secret} if secret is not None else {}
         return await request(self.http, "GET", self.cluster.url(replica) + path, headers=headers)
 
-    async def metrics(self, replica: str) -> str:
+    async def call(self, method: str, url: str, **kwargs: Any) -> Reply:
+        """Any request (``request``'s arguments), to loopback."""
+        return await request(self.http, method, url, **kwargs)
+
+    async def replica_metrics(self, replica: str) -> str:
         """``replica``'s /metrics, the Prometheus text."""
         headers = {SECRET_HEADER: self.cluster.secret}
-        url = self.cluster.url(replica) + "/metrics"
-        reply = await request(self.http, "GET", url, headers=headers, raw=True)
+        reply = await self.call("GET", self.cluster.url(replica) + "/metrics", headers=headers, raw=True)
         assert reply.code == 200, (replica, reply)
         return str(reply.body)
 

@@ -146,7 +146,7 @@ async def batches_formed(api: Api, replica: str, name: str) -> tuple[float, floa
     more than one item each on average: purchases are batching there."""
 
     async def batching() -> tuple[float, float] | None:
-        text = await api.metrics(replica)
+        text = await api.replica_metrics(replica)
         count, total = histogram(text, name)
         return (count, total) if count and total > count else None
 

@@ -351,32 +351,30 @@ async def test_a_killed_sequencer_fails_no_read(
     assert outage.reads_during > 0
 
 
-# A fault of a role's sequencer: ``fault(buyers, sequencer, members, pid)``, once purchases batch
+# A fault of a role's sequencer: ``fault(buyers, sequencer, members)``, once purchases batch
 # there, returns when purchases are acknowledged again, with what happened in words.
-SequencerFault = Callable[[Buyers, str, tuple[str, ...], int], Awaitable[str]]
+SequencerFault = Callable[[Buyers, str, tuple[str, ...]], Awaitable[str]]
 BATCH_METRICS = ((ORDERS, "bazar_take_batch_takes"), (CATALOGS, "bazar_group_commit_writes"))
 
 
 async def batched_buys_through(
-    api: Api, cluster: Cluster, fault: SequencerFault
+    api: Api, fault: SequencerFault, book: int = BUY_BOOK
 ) -> tuple[dict[str, Any], list[str]]:
-    """BUYERS keyed purchases at a time (``tests.integration.batched``) while ``fault`` hits the
+    """BUYERS keyed purchases of ``book`` at a time (``tests.integration.batched``) while ``fault`` hits the
     order sequencer, then the catalog sequencer, each as soon as it shows batches of more than
     one. Then, those in doubt retried with their keys: every acknowledged order on every order
     replica exactly once, and the stock conserved on every catalog replica. The cluster's
     status once it agreed, and what happened, to print."""
-    assert (await api.set_stock(BUY_BOOK, STOCK))["quantity"] == STOCK
-    buyers = Buyers(BUY_BOOK)
+    assert (await api.set_stock(book, STOCK))["quantity"] == STOCK
+    buyers = Buyers(book)
     tasks = buyers.start(api)
     seen = []
     try:
         for members, metric in BATCH_METRICS:
             victim = await sequencer_of(api, members)
-            pid = cluster.pid_of(victim)
-            assert pid is not None
             batches, items = await batches_formed(api, victim, metric)
             # With batches under way: under this load they batch all the time.
-            what = await fault(buyers, victim, members, pid)
+            what = await fault(buyers, victim, members)
             seen.append(f"{victim}: {items:.0f} in {batches:.0f} batches, then {what}")
     finally:
         buyers.stop = True
@@ -400,11 +398,13 @@ async def test_sequencers_killed_mid_batch(
     sequencer SIGKILLed mid-batch and restarted by the process monitor: no acknowledged order
     lost or doubled, the stock conserved."""
 
-    async def kill(buyers: Buyers, victim: str, members: tuple[str, ...], pid: int) -> str:
+    async def kill(buyers: Buyers, victim: str, members: tuple[str, ...]) -> str:
+        pid = fresh_cluster.pid_of(victim)
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         await buyers.acknowledged_again(f"{victim} was killed")
         return "SIGKILL"
 
-    _, seen = await batched_buys_through(Api(http, fresh_cluster), fresh_cluster, kill)
+    _, seen = await batched_buys_through(Api(http, fresh_cluster), kill)
     with capsys.disabled():
         print("\n[batched] " + "; ".join(seen))

@@ -52,7 +52,9 @@ from tests.integration.api import (
     recorded,
     sleep,
 )
-from tests.integration.test_failover import converged
+from tests.integration.batched import Buyers
+from tests.integration.test_failover import batched_buys_through, converged
+from tests.integration.test_sequencer_failover import elected
 from tests.integration.test_walkthrough import (
     BOOKS,
     CACHE,
@@ -730,3 +732,38 @@ async def test_a_sequencer_cut_off_from_its_followers(
     )
     assert in_window == [], f"{len(in_window)} reads showed the refused price, e.g. {in_window[:3]}"
     assert failed == [], f"{len(failed)} reads failed, e.g. {failed[:3]}"
+
+
+BATCHED_BOOK = 5  # bought by this test alone: each_order_once counts its orders
+
+
+@pytest_twisted.ensureDeferred
+async def test_sequencers_cut_off_mid_batch(
+    hosts: netns.HostCluster, api: netns.HostApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Batched purchases (``test_failover.batched_buys_through``); the order sequencer, then
+    the catalog sequencer, cut off from its followers (not from the front end) as soon as it
+    shows batches of more than one: its batches under way miss their majority, the followers
+    elect another, purchases are acknowledged again there, and the links come back. Once the
+    purchases in doubt are retried with their keys, every acknowledged order is on every order
+    replica exactly once and the stock is conserved on every catalog replica."""
+    network = hosts.network
+    await eventually(lambda: converged(api), CUT_SECONDS, "the replicas to agree first")
+
+    async def separate(buyers: Buyers, old: str, members: tuple[str, ...]) -> str:
+        separated = []
+        try:
+            for follower in members:
+                if follower != old:
+                    network.separate(old, follower)
+                    separated.append(follower)
+            new, epoch = await elected(api, old, members)
+            await buyers.acknowledged_again(f"{old} was cut off")
+        finally:
+            for follower in separated:
+                network.rejoin(old, follower)
+        return f"cut off until {new} took over in epoch {epoch}"
+
+    _, seen = await batched_buys_through(api, separate, BATCHED_BOOK)
+    with capsys.disabled():
+        print("\n[netns] " + "; ".join(seen))

@@ -255,7 +255,9 @@ async def test_sequencers_stopped_mid_batch(
     is lost or doubled, the stock is conserved, and there was one election per role."""
     api = Api(http, fresh_cluster)
 
-    async def stop(buyers: Buyers, old: str, members: tuple[str, ...], pid: int) -> str:
+    async def stop(buyers: Buyers, old: str, members: tuple[str, ...]) -> str:
+        pid = fresh_cluster.pid_of(old)
+        assert pid is not None
         os.kill(pid, signal.SIGSTOP)
         try:
             new, _ = await elected(api, old, members)
@@ -264,7 +266,7 @@ async def test_sequencers_stopped_mid_batch(
             os.kill(pid, signal.SIGCONT)
         return f"SIGSTOP until {new} took over"
 
-    status, seen = await batched_buys_through(api, fresh_cluster, stop)
+    status, seen = await batched_buys_through(api, stop)
     assert {r["epoch"] for r in status["replicas"]} == {2}, status["replicas"]
     with capsys.disabled():
         print("\n[batched] " + "; ".join(seen))

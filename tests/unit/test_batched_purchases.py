@@ -184,6 +184,42 @@ class SequencerDiesMidBatchTests(SynchronousTestCase):
         self.assertEqual(self.cluster.stock_problems(orders=("order-2", "order-3")), [])
 
 
+class CutOffCatalogSequencerTests(SynchronousTestCase):
+    """The catalog sequencer loses its followers but not the order sequencer, and the
+    followers elect another: the order sequencer's takes must not keep going to it."""
+
+    def setUp(self) -> None:
+        self.cluster = MemCluster(self, queued=True)
+        self.addCleanup(self.cluster.close)
+
+    def test_takes_go_on_at_the_new_sequencer(self) -> None:
+        """catalog-1 (heard of last as the sequencer) refuses every take: its followers are out
+        of sync and it does not know of the new epoch (the cut keeps that from it). A batch of
+        purchases is taken at catalog-2 instead: each answered 200, each order once, the stock
+        conserved. (Before, every purchase was asked of catalog-1 first and answered 503 for as
+        long as the cut lasted: test_netns's test_sequencers_cut_off_mid_batch.)"""
+        self.assertEqual(self.cluster.post(f"/bazar/purchase/{BOOK}").code, 200)  # heard: catalog-1
+        for link in self.cluster.sequencers["catalog"].links:
+            link._fall_behind("cut off")  # what the cut does at catalog-1
+        self.cluster.unreachable("catalog-1")  # the new sequencer's first calls do not reach it
+        self.cluster.take_over("catalog-2", "catalog-3")
+        self.cluster.flush()
+        self.cluster.unreachable("catalog-1", down=False)  # the order sequencer reaches it again
+        self.assertEqual(self.cluster.roles["catalog-1"].epoch, 1)
+        sent = [
+            self.cluster.send("POST", f"/bazar/purchase/{BOOK}", {}, headers={"Idempotency-Key": f"cut-{n}"})
+            for n in range(4)
+        ]
+        replies = [self.cluster.wait(d) for d in sent]
+        self.assertEqual([r.code for r in replies], [200] * 4, [r.json for r in replies])
+        self.assertGreaterEqual(self.cluster.apps["order-1"].takes.sizes.total, 5)
+        for name in ("catalog-2", "catalog-3"):
+            self.assertEqual(self.cluster.book(name, BOOK)["quantity"], 8 - 5)
+        for name in self.cluster.order_names:
+            self.assertEqual(len(self.cluster.orders(name)), 5)
+        self.assertEqual(self.cluster.stock_problems(catalogs=("catalog-2", "catalog-3")), [])
+
+
 class CatalogBuysTests(SynchronousTestCase):
     """The catalog's batch of takes (``BUYS_PATH``): each take answered on its own."""
 
