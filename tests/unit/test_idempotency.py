@@ -9,7 +9,7 @@ from bazar.errors import Conflict
 from bazar.order.store import OrderStore
 from bazar.runners import InlineRunner
 from bazar.storage import Replayed
-from tests.unit.memcluster import MemCluster
+from tests.unit.memcluster import MemCluster, Reply
 
 KEY = {"Idempotency-Key": "client-7f3a-0001"}
 
@@ -95,6 +95,52 @@ class ThroughTheFrontEndTests(SynchronousTestCase):
                 self.assertEqual(answer.code, 400)
                 self.assertIn("Idempotency-Key", answer.json["error"]["message"])
         self.assertEqual(self.stock(3), [65, 65, 65])
+
+
+class BatchedRetryTests(SynchronousTestCase):
+    """Keyed purchases and their retries, sent together so that their takes batch
+    (``bazar.order.takes``): each behaves as it would alone."""
+
+    def setUp(self) -> None:
+        self.cluster = MemCluster(self, queued=True)
+        self.addCleanup(self.cluster.close)
+
+    def together(self, purchases: list[tuple[str, int]]) -> list[Reply]:
+        """``(key, quantity)`` purchases of book 3 sent at once, and their replies."""
+        sent = [
+            self.cluster.send("POST", "/bazar/purchase/3", {"quantity": q}, headers={"Idempotency-Key": k})
+            for k, q in purchases
+        ]
+        return [self.cluster.wait(d) for d in sent]
+
+    def test_retries_in_a_batch(self) -> None:
+        """Six purchases; then, all at once, their six retries, two keys whose takes were done
+        by an order sequencer that died before recording them, two new keys and a key reused
+        for another quantity. The retries get their original orders, the two taken get their
+        orders without more stock, the new ones new orders, the reused key a 409; every order
+        is on every order replica once and the stock is conserved."""
+        takes = self.cluster.apps["order-1"].takes.sizes
+        first = self.together([(f"k{n}", 1) for n in range(6)])
+        self.assertEqual([r.code for r in first], [200] * 6)
+        for key in ("taken-0", "taken-1"):
+            body = {"quantity": 1, "idempotency_key": key}
+            self.assertEqual(
+                self.cluster.internal("POST", "catalog-2", "/catalog/books/3/buy", body).code, 200
+            )
+        batches = takes.count
+        keys = [f"k{n}" for n in range(6)] + ["taken-0", "taken-1", "new-0", "new-1"]
+        again = self.together([(k, 1) for k in keys] + [("k0", 2)])
+        self.assertGreater(takes.total - 6, takes.count - batches)  # the takes went in batches
+        self.assertEqual([r.code for r in again], [200] * 10 + [409])
+        self.assertEqual([r.json for r in again[:6]], [r.json for r in first])
+        self.assertIn("already used for another request", again[10].json["error"]["message"])
+        self.assertEqual(
+            {self.cluster.book(name, 3)["quantity"] for name in self.cluster.catalog_names}, {55}
+        )
+        ids = {r.json["order_id"] for r in again[:10]}
+        for name in self.cluster.order_names:
+            self.assertEqual(sorted(o["order_id"] for o in self.cluster.orders(name)), sorted(ids))
+        self.assertEqual(self.cluster.stock_problems(), [])
 
 
 class StoreTests(SynchronousTestCase):
