@@ -8,18 +8,21 @@ A purchase is a chain of messages between seven processes:
 
 On a small machine the chain has a cost of its own, whatever each process does: every hop
 wakes a Python process, parses a message and answers, and seven processes share the cores.
-This module runs the same chain over the same transports (HTTP from the front end, with treq
-and a persistent pool, to a ``twisted.web`` resource; AMP, with Bazar's ``Call`` command,
-everywhere else) with each process doing nothing else, or with ``--durable``, committing one
+This module runs the same chain over the same transports (the client's HTTP to a
+``twisted.web`` resource at the front end; AMP, with Bazar's ``Call`` command, on one persistent
+connection per peer, for every hop after it: the front end's purchase to the order sequencer
+too, as Bazar's front end sends its writes over the internal channel) with each process doing
+nothing else, or with ``--durable``, committing one
 SQLite row per write at every replica, in WAL mode with ``synchronous=FULL`` through a
 one-connection adbapi pool as Bazar's stores do: the least a write that must survive a crash
 costs. ``bazar-bench`` (experiment 7, ``floor``) times purchases through it next to Bazar's
 own: the difference is Bazar's work (routing, JSON, the stock check, the digest, the
 idempotency table, the log, metrics).
 
-Each role is told its peers' ports. A process connects to its AMP peers before it listens, so
-the chain is started from its ends: followers first, then the front end, the catalog
-sequencer, the order sequencer.
+Each role is told its peers' ports. The sequencers connect to their AMP peers before they
+listen, so the chain is started from its ends: followers first, then the front end, the catalog
+sequencer, the order sequencer. The front end connects to the order sequencer at its first
+purchase, as Bazar's channel connects at a peer's first call.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.protocols import amp
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -49,8 +51,8 @@ from bazar.reactors import IClientReactor, IServerReactor
 log = Logger()
 
 ROLES = ("follower", "catalog", "order", "front")
-JSON_HEADERS = Headers({b"Content-Type": [b"application/json"]})
 ANSWER = {"code": 200, "body": b"{}", "replica": "floor", "seq": 0, "sequencer": None, "epoch": 0}
+ORDER = {**ANSWER, "body": b'{"ok":true}'}  # the order sequencer's answer, passed on to the client
 
 
 class Durable:
@@ -80,14 +82,35 @@ class Peers:
     def __init__(self, reactor: IClientReactor) -> None:
         self.reactor = reactor
         self.connections: dict[int, amp.AMP] = {}
+        self._waiting: dict[int, list[Deferred[amp.AMP]]] = {}  # for a connection under way
 
     async def connect(self, ports: Sequence[int]) -> None:
         for port in ports:
-            endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
-            self.connections[port] = await connectProtocol(endpoint, amp.AMP())
+            self.connections[port] = await self._connect(port)
 
-    def call(self, port: int) -> Deferred[Any]:
-        return self.connections[port].callRemote(Call, secret="", method="POST", path="/", body=b"{}")
+    def _connect(self, port: int) -> Deferred[amp.AMP]:
+        return connectProtocol(TCP4ClientEndpoint(self.reactor, "127.0.0.1", port), amp.AMP())
+
+    def call(self, port: int, body: bytes = b"{}") -> Deferred[Any]:
+        """A ``Call`` to ``port``; the first connects, and the calls made meanwhile wait for it."""
+        connection = self.connections.get(port)
+        if connection is not None:
+            return connection.callRemote(Call, secret="", method="POST", path="/", body=body)
+        connected: Deferred[amp.AMP] = Deferred()
+        if port not in self._waiting:
+            self._waiting[port] = []
+            self._connect(port).addBoth(self._connected, port)
+        self._waiting[port].append(connected)
+        return connected.addCallback(lambda _: self.call(port, body))
+
+    def _connected(self, result: amp.AMP | Failure, port: int) -> None:
+        if not isinstance(result, Failure):
+            self.connections[port] = result
+        for waiter in self._waiting.pop(port):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
 
     def call_all(self, ports: Sequence[int]) -> Deferred[Any]:
         return gatherResults([self.call(port) for port in ports])
@@ -95,7 +118,7 @@ class Peers:
 
 class Responder(amp.AMP):
     """A follower, the catalog sequencer, or the front end's invalidation endpoint: one call in,
-    its writes and calls out, then the answer."""
+    its write and calls out (all at once), then the answer."""
 
     def __init__(self, durable: Durable, peers: Peers, downstream: Sequence[int]) -> None:
         super().__init__()
@@ -111,10 +134,8 @@ class Responder(amp.AMP):
         return d.addCallback(lambda _: ANSWER)
 
 
-class OrderSequencer(Resource):
-    """POST: the buy at the catalog sequencer, then its own write, then its two followers."""
-
-    isLeaf = True
+class OrderSequencer(amp.AMP):
+    """A purchase: the buy at the catalog sequencer, then its own write, then its two followers."""
 
     def __init__(self, durable: Durable, peers: Peers, catalog: int, followers: Sequence[int]) -> None:
         super().__init__()
@@ -123,31 +144,27 @@ class OrderSequencer(Resource):
         self.catalog = catalog
         self.followers = followers
 
-    def render_POST(self, request: Request) -> Any:
+    @Call.responder
+    def call(self, secret: str, method: str, path: str, body: bytes) -> Deferred[dict[str, Any]]:
         d = self.peers.call(self.catalog)
         d.addCallback(lambda _: self.durable.write())
         d.addCallback(lambda _: self.peers.call_all(self.followers))
-        return _respond(request, d.addCallback(lambda _: b'{"ok":true}'))
+        return d.addCallback(lambda _: ORDER)
 
 
 class FrontEnd(Resource):
-    """POST: forwarded with treq to the order sequencer, its answer passed back."""
+    """POST: sent on to the order sequencer over AMP, its answer's body passed back."""
 
     isLeaf = True
 
-    def __init__(self, reactor: IServerReactor, order: int) -> None:
+    def __init__(self, peers: Peers, order: int) -> None:
         super().__init__()
-        from treq.client import HTTPClient
-        from twisted.web.client import Agent, HTTPConnectionPool
-
-        pool = HTTPConnectionPool(reactor)
-        pool.maxPersistentPerHost = 16
-        self.http = HTTPClient(Agent(reactor, pool=pool))
-        self.url = f"http://127.0.0.1:{order}/"
+        self.peers = peers
+        self.order = order
 
     def render_POST(self, request: Request) -> Any:
-        d = self.http.post(self.url, data=b'{"quantity":1}', headers=JSON_HEADERS)
-        return _respond(request, d.addCallback(lambda response: response.content()))
+        d = self.peers.call(self.order, b'{"quantity":1}')
+        return _respond(request, d.addCallback(lambda answer: answer["body"]))
 
 
 def _respond(request: Request, body: Deferred[bytes]) -> object:
@@ -187,10 +204,11 @@ async def serve(reactor: IServerReactor, args: argparse.Namespace) -> None:
     await peers.connect(args.peer if args.role in ("catalog", "order") else [])
     if args.role == "order":
         catalog, *followers = args.peer
-        await listen(reactor, args.port, quiet_site(OrderSequencer(durable, peers, catalog, followers)))
+        sequencer = Factory.forProtocol(lambda: OrderSequencer(durable, peers, catalog, followers))
+        await listen(reactor, args.port, sequencer)
     elif args.role == "front":
         (order,) = args.peer
-        await listen(reactor, args.port, quiet_site(FrontEnd(reactor, order)))
+        await listen(reactor, args.port, quiet_site(FrontEnd(peers, order)))
         await listen(reactor, args.channel_port, Factory.forProtocol(lambda: Responder(durable, peers, [])))
     else:
         downstream = args.peer if args.role == "catalog" else []
@@ -201,7 +219,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bazar.bench.floor", description=__doc__)
     parser.add_argument("role", choices=ROLES)
     parser.add_argument(
-        "--port", type=int, required=True, help="port on 127.0.0.1: HTTP (front, order) or AMP (the rest)"
+        "--port", type=int, required=True, help="port on 127.0.0.1: HTTP (front) or AMP (the rest)"
     )
     parser.add_argument(
         "--peer",

@@ -16,7 +16,7 @@ import signal
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
@@ -892,7 +892,9 @@ class FloorTests(SynchronousTestCase):
         self.assertEqual(cells, ["Bazar, cache on", "10", "1", missing, "7.50", missing, "1.5x"])
         self.assertIn("floor", EXPERIMENTS)
 
-    def test_the_order_sequencer_answers_after_its_followers_and_500_if_a_peer_fails(self) -> None:
+    def test_the_order_sequencer_answers_after_its_followers(self) -> None:
+        """Over AMP, as Bazar's order sequencer takes the front end's purchases: the catalog
+        sequencer, its own write, its followers, then the answer; a peer's failure fails it."""
         calls: list[Any] = []
 
         class Peers:
@@ -908,19 +910,69 @@ class FloorTests(SynchronousTestCase):
                 return succeed(None)
 
         peers: Any = Peers(succeed(None))
+        order = floor.OrderSequencer(floor.Durable(None), peers, 7, [8, 9])
+        self.assertEqual(self.successResultOf(order.call("", "POST", "/", b"{}")), floor.ORDER)
+        self.assertEqual(calls, [7, [8, 9]])
+        peers.answer = fail(ConnectionDone("the catalog sequencer went away"))
+        self.failureResultOf(order.call("", "POST", "/", b"{}"), ConnectionDone)
+
+    def test_the_front_end_passes_the_answer_on_and_500_if_the_call_fails(self) -> None:
+        """The client's POST goes to the order sequencer over AMP (``Peers.call``), as Bazar's
+        front end sends its writes over the internal channel; its answer's body comes back."""
+        sent: list[tuple[int, bytes]] = []
+        answer: Deferred[Any] = succeed(floor.ORDER)
+
+        class Peers:
+            def call(self, port: int, body: bytes) -> Deferred[Any]:
+                sent.append((port, body))
+                return answer
+
+        front = floor.FrontEnd(cast(Any, Peers()), 5)
         request = DummyRequest([b""])
         request.method = b"POST"
-        order = floor.OrderSequencer(floor.Durable(None), peers, 7, [8, 9])
-        self.assertEqual(order.render(request), NOT_DONE_YET)
-        self.assertEqual((calls, request.finished), ([7, [8, 9]], 1))
+        self.assertEqual(front.render(request), NOT_DONE_YET)
+        self.assertEqual((sent, request.finished), ([(5, b'{"quantity":1}')], 1))
         self.assertEqual(b"".join(request.written), b'{"ok":true}')
 
-        peers.answer = fail(ConnectionDone("the catalog sequencer went away"))
+        answer = fail(ConnectionDone("the order sequencer went away"))
         request = DummyRequest([b""])
         request.method = b"POST"
-        order.render(request)
+        front.render(request)
         self.assertEqual((request.responseCode, request.finished), (500, 1))
         self.assertEqual(len(self.flushLoggedErrors(ConnectionDone)), 1)
+
+    def test_peers_connect_at_the_first_call(self) -> None:
+        """Calls made while the first connection is under way wait for it and go on it; one
+        connection per port; a connection that fails fails the calls that waited for it."""
+        connecting: list[Deferred[Any]] = []
+
+        class Connection:
+            def __init__(self) -> None:
+                self.bodies: list[bytes] = []
+
+            def callRemote(self, command: Any, **arguments: Any) -> Deferred[Any]:
+                self.bodies.append(arguments["body"])
+                return succeed(floor.ANSWER)
+
+        class Lazy(floor.Peers):
+            def _connect(self, port: int) -> Deferred[Any]:
+                connecting.append(Deferred())
+                return connecting[-1]
+
+        peers = Lazy(cast(Any, None))
+        first, second = peers.call(5, b"1"), peers.call(5, b"2")
+        self.assertEqual(len(connecting), 1)
+        self.assertNoResult(first)
+        connection = Connection()
+        connecting[0].callback(connection)
+        self.assertEqual([self.successResultOf(d) for d in (first, second)], [floor.ANSWER] * 2)
+        self.successResultOf(peers.call(5, b"3"))
+        self.assertEqual((connection.bodies, len(connecting)), ([b"1", b"2", b"3"], 1))
+
+        lost = peers.call(6)
+        connecting[1].errback(ConnectionDone("refused"))
+        self.failureResultOf(lost, ConnectionDone)
+        self.assertNotIn(6, peers.connections)
 
 
 class ElectionsNoteTests(SynchronousTestCase):

@@ -117,9 +117,9 @@ def floor_caption(samples: int) -> str:
     return (
         f"{samples:,} sequential POSTs per row from one client, after {FLOOR_WARM_UP} untimed. A floor "
         "is seven processes passing a purchase's messages as Bazar does (client → front end over HTTP, "
-        "treq → order sequencer → catalog sequencer → its 2 followers and the front end, then the order "
-        "sequencer → its 2 followers, over AMP) and doing nothing else; the durable floor also commits "
-        "one SQLite row per write at each of the six replicas (WAL, synchronous=FULL, through a "
-        "one-connection adbapi pool). Bazar: POST /bazar/purchase/<id> on the cluster, right after. "
-        "Of floor = p50 / the durable floor's p50."
+        "then over AMP, one connection per peer: front end → order sequencer → catalog sequencer → its 2 "
+        "followers and the front end, then the order sequencer → its 2 followers) and doing nothing else; "
+        "the durable floor also commits one SQLite row per write at each of the six replicas (WAL, "
+        "synchronous=FULL, through a one-connection adbapi pool). Bazar: POST /bazar/purchase/<id> on "
+        "the cluster, right after. Of floor = p50 / the durable floor's p50."
     )
