@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from twisted.internet import task
+from twisted.internet.defer import ensureDeferred
 
 from bazar.launch import (
     CATALOGS,
@@ -27,6 +31,7 @@ from bazar.launch import (
 )
 from bazar.launch import start_cluster as launch_cluster
 from bazar.protocol import SECRET_HEADER
+from bazar.reactors import IBenchReactor
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,32 @@ class ClusterInfo:
     process_urls: tuple[tuple[str, str], ...] = ()
     process: Process | None = None
     directory: Path | None = None
+
+
+def react_in_tempdir(
+    prefix: str,
+    run: Callable[[IBenchReactor, Processes, Path], Awaitable[int]],
+    before_stop: Callable[[Processes], None] = lambda processes: None,
+) -> int:
+    """``run(reactor, processes, directory)`` under ``task.react``, in a temporary directory
+    made for it; every process it started is stopped afterwards (``before_stop`` first),
+    however it ended. Its exit code, or 130 if it was interrupted."""
+    codes: list[int] = []
+    processes = Processes()
+
+    async def main_task(reactor: IBenchReactor) -> None:
+        codes.append(await run(reactor, processes, Path(workdir)))
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
+        try:
+            task.react(lambda reactor: ensureDeferred(main_task(reactor)))
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise
+        finally:
+            before_stop(processes)
+            processes.stop_all()
+    return codes[0] if codes else 130
 
 
 def start_cluster(

@@ -27,7 +27,6 @@ import random
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from bazar.bench.cluster import ClusterInfo, start_cluster
+from bazar.bench.cluster import ClusterInfo, react_in_tempdir, start_cluster
 from bazar.follower_link import REPLICATION_TIMEOUT
 from bazar.launch import Processes, listening_pid
 from bazar.protocol import SECRET_HEADER, STATUS_PATH
@@ -251,25 +250,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0, help="a write's client timeout (10)")
     parser.add_argument("--seed", type=int, default=None, help="for the resume offsets (default: random)")
     args = parser.parse_args(argv)
-    codes: list[int] = []
-    processes = Processes()
 
-    async def main_task(reactor: IBenchReactor) -> None:
-        codes.append(await run(reactor, args, processes, Path(workdir)))
+    def resume(processes: Processes) -> None:
+        # Interrupted (Ctrl-C stops the reactor mid-trial), a sequencer may still be stopped.
+        for process in processes.started:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGCONT)
 
-    with tempfile.TemporaryDirectory(prefix="bazar-hang-") as workdir:
-        try:
-            task.react(lambda reactor: ensureDeferred(main_task(reactor)))
-        except SystemExit as e:
-            if e.code not in (0, None):
-                raise
-        finally:
-            # Interrupted (Ctrl-C stops the reactor mid-trial), a sequencer may still be stopped.
-            for process in processes.started:
-                with contextlib.suppress(OSError):
-                    os.killpg(process.pid, signal.SIGCONT)
-            processes.stop_all()
-    return codes[0] if codes else 130
+    return react_in_tempdir(
+        "bazar-hang-", lambda reactor, processes, directory: run(reactor, args, processes, directory), resume
+    )
 
 
 if __name__ == "__main__":

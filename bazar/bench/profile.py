@@ -9,7 +9,7 @@ purchase answered 200 in the first window (``process_cpu_seconds_total`` from it
 every thread: SQLite's too; the profiler, which slows a process down several times, is off
 then), and from the second where its main thread's busy time went, by area (JSON, logging,
 metrics, AMP, HTTP, Deferreds, Bazar's own code, the reactor) and by function (own time,
-``tottime``). ``--json FILE`` keeps every figure.
+``tottime``). ``--json FILE`` keeps every figure, ``--keep DIR`` the profiles.
 
 ``--code DIR``: the cluster's processes import Bazar from ``DIR`` (another checkout, e.g. the
 code before a change) while this tool runs from its own: the same measurement of both.
@@ -23,9 +23,9 @@ import json
 import os
 import pstats
 import re
+import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,10 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.internet import task
-from twisted.internet.defer import ensureDeferred
-
-from bazar.bench.cluster import ClusterInfo, cpu_seconds, start_cluster
+from bazar.bench.cluster import ClusterInfo, cpu_seconds, react_in_tempdir, start_cluster
 from bazar.bench.load import Call, Target, closed_loop
 from bazar.launch import NAMES, Processes, listening_pid, poll
 from bazar.reactors import IBenchReactor
@@ -61,6 +58,13 @@ class Hop:
 # The reactor's wait for events, by the name cProfile gives it.
 IDLE = re.compile(r"<method '(poll|select)' of 'select\.(epoll|poll)' objects>|<built-in method select\.")
 
+# Where a process hands the core to another: its send to a peer on loopback, or the lock
+# release that wakes a thread (adbapi's), wakes the receiver, which on a machine with fewer
+# cores than busy processes often runs at once. On the profile's clock (wall time) that
+# wait looks like the call's own time: counted apart, so that it does not swell its callers.
+HANDOFF = re.compile(r"<method '(send|sendmsg|release)' of '(_socket\.socket|_thread\.lock)' objects>")
+HANDOFFS = "send, wake-ups"
+
 # What code is, by where it lives: the first match names a function's area.
 AREAS = (
     ("json", ("/json/",)),
@@ -82,11 +86,14 @@ def area_of(filename: str) -> str:
 
 
 def areas(entries: Mapping[Any, Any]) -> dict[str, float]:
-    """Seconds of own time by area. A builtin (``isinstance``, a socket's ``send``) counts in
-    its callers' areas, in proportion to the time it spent called by each."""
+    """Seconds of own time by area. A builtin (``isinstance``, ``len``) counts in its callers'
+    areas, in proportion to the time it spent called by each; a send or a lock release in an
+    area of its own (``HANDOFF``)."""
     seconds: dict[str, float] = {}
-    for (filename, _, _), (_, _, own, _, callers) in entries.items():
-        if filename != "~" or not callers:
+    for (filename, _, name), (_, _, own, _, callers) in entries.items():
+        if HANDOFF.match(name):
+            where = {HANDOFFS: own}
+        elif filename != "~" or not callers:
             where = {area_of(filename): own}
         else:
             called = sum(row[2] for row in callers.values()) or 1.0
@@ -194,6 +201,9 @@ async def run(reactor: IBenchReactor, args: argparse.Namespace, processes: Proce
             cpu_ms = (after[name] - before[name]) * 1000 / purchases
         stats = pstats.Stats(str(files[name])) if files[name].exists() else None
         hops.append(hop_figures(name, stats, cpu_ms))
+        if args.keep and stats is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(files[name], args.keep / f"{name}.pstats")
     failed = len(result.samples) - purchases + sum(1 for sample in profiled.samples if sample.status != 200)
     load = os.getloadavg()[0]
     total = sum(h.cpu_ms for h in hops if h.cpu_ms is not None)
@@ -228,24 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="of purchases profiled (10)")
     parser.add_argument("--code", type=Path, help="a checkout of Bazar for the cluster's processes")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--keep", type=Path, help="copy each process's profile here (<name>.pstats)")
     args = parser.parse_args(argv)
-    codes: list[int] = []
-    processes = Processes()
-
-    async def main_task(reactor: IBenchReactor) -> None:
-        codes.append(await run(reactor, args, processes, Path(workdir)))
-
-    with tempfile.TemporaryDirectory(prefix="bazar-profile-") as workdir:
-        started = time.monotonic()
-        try:
-            task.react(lambda reactor: ensureDeferred(main_task(reactor)))
-        except SystemExit as e:
-            if e.code not in (0, None):
-                raise
-        finally:
-            processes.stop_all()
-            say(f"done in {time.monotonic() - started:.0f} s")
-    return codes[0] if codes else 130
+    started = time.monotonic()
+    try:
+        return react_in_tempdir(
+            "bazar-profile-", lambda reactor, processes, directory: run(reactor, args, processes, directory)
+        )
+    finally:
+        say(f"done in {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ ROUTE = ("/work/bazar/order/app.py", 120, "purchase_call")
 JSON = ("/usr/lib/python3.11/json/encoder.py", 200, "encode")
 ISINSTANCE = ("~", 0, "<built-in method builtins.isinstance>")
 POLL = ("~", 0, "<method 'poll' of 'select.epoll' objects>")
+SEND = ("~", 0, "<method 'send' of '_socket.socket' objects>")
 ENTRIES = {
     POLL: entry(5.0),  # the reactor waiting: not counted
     AMP: entry(0.3),
@@ -84,8 +85,9 @@ ENTRIES = {
 class FiguresTests(SynchronousTestCase):
     def test_areas(self) -> None:
         """Own time by where the code lives; a builtin's in its callers' areas, in proportion."""
-        seconds = profile.areas(profile.busy(ENTRIES))
-        self.assertEqual(set(seconds), {"AMP", "Bazar", "json"})
+        seconds = profile.areas(profile.busy({**ENTRIES, SEND: entry(0.25, {AMP: 0.25})}))
+        self.assertEqual(set(seconds), {"AMP", "Bazar", "json", profile.HANDOFFS})
+        self.assertAlmostEqual(seconds[profile.HANDOFFS], 0.25)
         self.assertAlmostEqual(seconds["AMP"], 0.3 + 0.4)
         self.assertAlmostEqual(seconds["Bazar"], 0.1 + 0.1)
         self.assertAlmostEqual(seconds["json"], 0.1)
