@@ -150,7 +150,9 @@ async def batches_formed(api: Api, replica: str, name: str) -> tuple[float, floa
         count, total = histogram(text, name)
         return (count, total) if count and total > count else None
 
-    return await eventually(batching, RESUME_TIMEOUT, f"batches of more than one {name} on {replica}")
+    # Polled often: a test that faults the replica once they form wants purchases still under way.
+    what = f"batches of more than one {name} on {replica}"
+    return await eventually(batching, RESUME_TIMEOUT, what, interval=0.02)
 
 
 async def each_order_once(api: Api, buyers: Buyers) -> int:
