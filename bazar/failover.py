@@ -84,6 +84,10 @@ class Role:
         self.heard_once = False  # whether a sequencer (perhaps this one) has run since start-up
         # The newest epoch whose sequencer's log this replica's log is known to be part of.
         self.verified_epoch = self.epoch
+        # From the moment a replaced sequencer steps down until it has forgotten its writes:
+        # it may hold writes no majority has, and is no follower (whose writes a majority
+        # has), so it serves no read (``ReplicaApp.check_readable``) and is not ready.
+        self.forgetting = False
         self.electing = False
         self._lock = DeferredLock()  # one change of role at a time
         # Held while applying a sequencer's entries and while voting: a vote reports what we
@@ -148,7 +152,9 @@ class Role:
     def _adopt(self, epoch: int, sequencer: str, voters: frozenset[str] | None = None) -> Any:
         if epoch <= self.epoch:
             return
-        was_leading = self.writer is not None
+        replaced = self.writer is not None and sequencer != self.replica.name
+        if replaced:
+            self.forgetting = True  # before its writer is gone: no read in between
         self._stop_leading()
         self.epoch, self.sequencer = epoch, self._named(sequencer)
         self.last_heard = self.clock.seconds()
@@ -159,11 +165,12 @@ class Role:
             epoch=epoch,
             sequencer=sequencer,
         )
-        if was_leading and sequencer != self.replica.name:
+        if replaced:
             # We may hold writes that no majority ever had: forget them all and be sent
             # everything by the new sequencer.
             log.warn("{replica} was replaced as sequencer: resynchronizing", replica=self.replica.name)
             yield self.store.wipe()
+            self.forgetting = False
             self.verified_epoch = epoch
         if sequencer == self.replica.name:
             self.verified_epoch = epoch
