@@ -111,7 +111,8 @@ class Role:
         """Start sequencing writes. With ``voters`` (we were just elected), the followers that
         did not vote are presumed out of sync: the old sequencer, silent, is the usual one, and
         writes must not wait out a deadline for it. The heartbeats bring each back, and until
-        then every write names it lagging to the front end."""
+        then every write names it lagging to the front end. Without (we lead because our disk
+        says so), no read is served until a majority has every write we hold."""
         links = [
             FollowerLink(r, self.client, self.store, self.clock) for r in self.replicas if r != self.replica
         ]
@@ -119,7 +120,8 @@ class Role:
             link.epoch = (self.epoch, self.replica.name)
             link.on_stale_epoch = self.superseded
             link.in_sync = voters is None or link.follower.name in voters
-        self.writer = Sequencer(self.store, links, self.notice, quorum=majority(len(self.replicas)))
+        quorum = majority(len(self.replicas))
+        self.writer = Sequencer(self.store, links, self.notice, quorum=quorum, from_disk=voters is None)
         self.heard_once = True  # it has been a sequencer: its followers are up
         self.heartbeats = Heartbeats(self.writer, self.clock)
         self.heartbeats.startService()

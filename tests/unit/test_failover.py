@@ -1163,6 +1163,46 @@ class ReadAtAReplacedSequencerTests(FailoverTestCase):
         self.assertEqual(trio.call("GET", C1, "/catalog/takes?after=0").json()["takes"], [])
 
 
+class ReadAtARestartedSequencerTests(FailoverTestCase):
+    """A sequencer that starts from its disk leads in the epoch recorded there until a
+    follower tells it of a newer one, and its newest writes may be ones no follower ever got
+    (it stopped before sending them): a replica elected meanwhile never has them. Until a
+    majority has them it serves no read."""
+
+    def test_no_read_before_a_follower_has_its_writes(self) -> None:
+        """Its take, read there, would be lost: the others elect a sequencer without it."""
+        trio = Trio(self)
+        # On catalog-1's disk: a take it committed just before it stopped, sent to nobody.
+        self.successResultOf(trio.stores[C1].buy(3, 1, "k"))
+        trio.block(C1, C2, REPLICATE_PATH)  # its heartbeats (which would send the take) are late
+        trio.block(C1, C3, REPLICATE_PATH)
+        trio.start()
+        self.assertEqual(trio.leaders(), [C1])
+        takes = trio.call("GET", C1, "/catalog/takes?after=0")
+        self.assertEqual(takes.code, 503, takes.json())  # not take k: see below
+        self.assertFalse(trio.call("GET", C1, "/internal/status").json()["ready"])
+
+        trio.isolate(C1)  # the others replace it, and never hear of take k
+        trio.run(STARTUP_GRACE + 1)
+        self.assertEqual(trio.epochs()[C3], (2, C2))
+        trio.isolate(C1, cut=False)
+        trio.blocked.clear()
+        trio.run(1)
+        self.assertEqual(trio.leaders(), [C2])
+        for name in (C1, C2, C3):
+            self.assertEqual(trio.call("GET", name, "/catalog/takes?after=0").json()["takes"], [], name)
+
+    def test_reads_once_a_follower_has_its_writes(self) -> None:
+        """It reads as soon as one has (its heartbeats send them the writes they lack)."""
+        trio = Trio(self)
+        self.successResultOf(trio.stores[C1].buy(3, 1, "k"))
+        trio.block(C1, C2, REPLICATE_PATH)
+        trio.start()
+        takes = trio.call("GET", C1, "/catalog/takes?after=0")
+        self.assertEqual([take["key"] for take in takes.json()["takes"]], ["k"])  # C3 has it
+        self.assertTrue(trio.call("GET", C1, "/internal/status").json()["ready"])
+
+
 class UnansweredPushTests(FailoverTestCase):
     """A push to the front end that is never answered (lost to a partition that then heals)
     must not hold writes for long: pushes go one at a time, so every later write waits for it
