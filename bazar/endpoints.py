@@ -101,7 +101,7 @@ class ReplicaEndpoints:
         writer = self.role.writer
         if writer is not None:
             return writer.settled()
-        return self.synced
+        return self.synced and not self.role.forgetting
 
     @app.route(internal_route(REPLICATE_PATH), methods=["POST"])
     @runs_to_completion

@@ -84,6 +84,10 @@ class Role:
         self.heard_once = False  # whether a sequencer (perhaps this one) has run since start-up
         # The newest epoch whose sequencer's log this replica's log is known to be part of.
         self.verified_epoch = self.epoch
+        # From the moment a replaced sequencer steps down until it has forgotten its writes:
+        # it may hold writes no majority has, and is no follower (whose writes a majority
+        # has), so it serves no read (``ReplicaApp.check_readable``) and is not ready.
+        self.forgetting = False
         self.electing = False
         self._lock = DeferredLock()  # one change of role at a time
         # Held while applying a sequencer's entries and while voting: a vote reports what we
@@ -107,7 +111,8 @@ class Role:
         """Start sequencing writes. With ``voters`` (we were just elected), the followers that
         did not vote are presumed out of sync: the old sequencer, silent, is the usual one, and
         writes must not wait out a deadline for it. The heartbeats bring each back, and until
-        then every write names it lagging to the front end."""
+        then every write names it lagging to the front end. Without (we lead because our disk
+        says so), no read is served until a majority has every write we hold."""
         links = [
             FollowerLink(r, self.client, self.store, self.clock) for r in self.replicas if r != self.replica
         ]
@@ -115,7 +120,8 @@ class Role:
             link.epoch = (self.epoch, self.replica.name)
             link.on_stale_epoch = self.superseded
             link.in_sync = voters is None or link.follower.name in voters
-        self.writer = Sequencer(self.store, links, self.notice, quorum=majority(len(self.replicas)))
+        quorum = majority(len(self.replicas))
+        self.writer = Sequencer(self.store, links, self.notice, quorum=quorum, from_disk=voters is None)
         self.heard_once = True  # it has been a sequencer: its followers are up
         self.heartbeats = Heartbeats(self.writer, self.clock)
         self.heartbeats.startService()
@@ -148,7 +154,9 @@ class Role:
     def _adopt(self, epoch: int, sequencer: str, voters: frozenset[str] | None = None) -> Any:
         if epoch <= self.epoch:
             return
-        was_leading = self.writer is not None
+        replaced = self.writer is not None and sequencer != self.replica.name
+        if replaced:
+            self.forgetting = True  # before its writer is gone: no read in between
         self._stop_leading()
         self.epoch, self.sequencer = epoch, self._named(sequencer)
         self.last_heard = self.clock.seconds()
@@ -159,11 +167,12 @@ class Role:
             epoch=epoch,
             sequencer=sequencer,
         )
-        if was_leading and sequencer != self.replica.name:
+        if replaced:
             # We may hold writes that no majority ever had: forget them all and be sent
             # everything by the new sequencer.
             log.warn("{replica} was replaced as sequencer: resynchronizing", replica=self.replica.name)
             yield self.store.wipe()
+            self.forgetting = False
             self.verified_epoch = epoch
         if sequencer == self.replica.name:
             self.verified_epoch = epoch

@@ -67,9 +67,10 @@ class ReplicaApp:
 
     def check_readable(self) -> None:
         """A sequencer that holds a write no majority has refuses reads (see
-        ``Sequencer.settled``); the front end reads from another replica."""
+        ``Sequencer.settled``), and so does a replaced one until it has forgotten its writes
+        (``Role.forgetting``); the front end reads from another replica."""
         writer = self.writer
-        if writer is not None and not writer.settled():
+        if (writer is not None and not writer.settled()) or self.role.forgetting:
             raise Unavailable(
                 f"{self.replica.name} holds a write no majority has confirmed yet; read from another replica"
             )
@@ -82,11 +83,13 @@ class ReplicaApp:
         with no write running. A sequencer with writes running reads behind them in its
         database queue (``queued``, by default ``now`` for a read that always goes through
         the queue: their results and no later write's), and answers once they have
-        finished: 503 if one of them missed its majority (Raft's read index)."""
+        finished: 503 if one of them missed its majority (Raft's read index). A replaced
+        sequencer is no follower until it has forgotten its own writes (``Role.forgetting``):
+        until then it reads nothing."""
+        self.check_readable()
         writer = self.writer
         if writer is None:
             return now()
-        self.check_readable()
         running = writer.running()
         if running is None:
             return now()

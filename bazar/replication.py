@@ -62,9 +62,14 @@ class Sequencer:
         links: list[FollowerLink],
         notice: FrontendNotice | None = None,
         quorum: int = 1,
+        from_disk: bool = False,
     ) -> None:
         """``quorum``: how many replicas, this one included, must have a write before it is
-        acknowledged (a majority, so that a replaced sequencer cannot acknowledge one)."""
+        acknowledged (a majority, so that a replaced sequencer cannot acknowledge one).
+        ``from_disk``: this replica sequences because its disk says so (it restarted), not
+        because it was just elected; its newest writes may be ones it never sent (it stopped
+        first), which a replica elected meanwhile never had, so it serves no read until a
+        majority has them all (``settled``)."""
         self.store = store
         self.links = links
         self.notice = notice
@@ -74,7 +79,7 @@ class Sequencer:
         # far as anyone can tell, all this replica holds; then each acknowledged write.
         self.committed = store.applied_seq
         # The newest write that missed its majority here (0: none), until a majority has it.
-        self.unconfirmed = 0
+        self.unconfirmed = store.applied_seq if from_disk else 0
         # Writes of the batch being handed out (``bazar.group_commit``), to tell the front end
         # of in one push at its end: (seq, entry, fired when told).
         self._untold: list[tuple[int, Entry, Deferred[Any]]] = []

@@ -1127,6 +1127,82 @@ class ReadBehindARetiredSequencerTests(FailoverTestCase):
         self.assertNotEqual(trio.price(C1, 3), 42.0)  # wiped, to be caught up by C2
 
 
+class ReadAtAReplacedSequencerTests(FailoverTestCase):
+    """A replaced sequencer stops sequencing the moment it hears of the new epoch, but forgets
+    its writes (some never reached a majority) only once it has recorded that epoch on disk.
+    In between it is no follower whose writes a majority has: it must serve no read. (Found
+    by the simulator, seeds 1019 and 10023: catalog-1, resumed after a hang, was asked for its
+    takes by the order sequencer's orphan scan in that window, showed a take it then wiped, and
+    an order was recorded for it.)"""
+
+    def test_no_read_between_stepping_down_and_forgetting_the_writes(self) -> None:
+        trio = Trio(self)
+        trio.start()
+        self.assertEqual(trio.call("POST", C1, "/catalog/books/3/buy", {"idempotency_key": "j"}).code, 200)
+        trio.pause(C2)
+        trio.pause(C3)
+        buy = trio.outside.request("POST", trio.replica(C1), "/catalog/books/3/buy", {"idempotency_key": "k"})
+        trio.flush()
+        self.assertNoResult(buy)  # taken at C1 only: no follower has confirmed it
+        disk: Deferred[None] = Deferred()  # C1's disk is busy: the new epoch waits to be written
+        store = trio.stores[C1]
+        save_epoch = store.save_epoch
+        store.save_epoch = lambda *a: disk.addCallback(lambda _: save_epoch(*a))  # type: ignore[method-assign]
+        role = trio.roles[C1]
+        role.adopt(role.epoch + 1, C2)  # as when it hears of the epoch C2 and C3 elected C2 in
+        self.assertEqual(trio.leaders(), [])
+
+        takes = trio.call("GET", C1, "/catalog/takes?after=0")
+        self.assertEqual(takes.code, 503, takes.json())  # not take k, which nobody will keep
+        self.assertEqual(trio.call("GET", C1, "/catalog/books/3").code, 503)
+        self.assertFalse(trio.call("GET", C1, "/internal/status").json()["ready"])
+
+        disk.callback(None)
+        trio.flush()
+        self.assertEqual(trio.wipes[C1], 1)
+        self.assertEqual(trio.call("GET", C1, "/catalog/takes?after=0").json()["takes"], [])
+
+
+class ReadAtARestartedSequencerTests(FailoverTestCase):
+    """A sequencer that starts from its disk leads in the epoch recorded there until a
+    follower tells it of a newer one, and its newest writes may be ones no follower ever got
+    (it stopped before sending them): a replica elected meanwhile never has them. Until a
+    majority has them it serves no read."""
+
+    def test_no_read_before_a_follower_has_its_writes(self) -> None:
+        """Its take, read there, would be lost: the others elect a sequencer without it."""
+        trio = Trio(self)
+        # On catalog-1's disk: a take it committed just before it stopped, sent to nobody.
+        self.successResultOf(trio.stores[C1].buy(3, 1, "k"))
+        trio.block(C1, C2, REPLICATE_PATH)  # its heartbeats (which would send the take) are late
+        trio.block(C1, C3, REPLICATE_PATH)
+        trio.start()
+        self.assertEqual(trio.leaders(), [C1])
+        takes = trio.call("GET", C1, "/catalog/takes?after=0")
+        self.assertEqual(takes.code, 503, takes.json())  # not take k: see below
+        self.assertFalse(trio.call("GET", C1, "/internal/status").json()["ready"])
+
+        trio.isolate(C1)  # the others replace it, and never hear of take k
+        trio.run(STARTUP_GRACE + 1)
+        self.assertEqual(trio.epochs()[C3], (2, C2))
+        trio.isolate(C1, cut=False)
+        trio.blocked.clear()
+        trio.run(1)
+        self.assertEqual(trio.leaders(), [C2])
+        for name in (C1, C2, C3):
+            self.assertEqual(trio.call("GET", name, "/catalog/takes?after=0").json()["takes"], [], name)
+
+    def test_reads_once_a_follower_has_its_writes(self) -> None:
+        """It reads as soon as one has (its heartbeats send them the writes they lack)."""
+        trio = Trio(self)
+        self.successResultOf(trio.stores[C1].buy(3, 1, "k"))
+        trio.block(C1, C2, REPLICATE_PATH)
+        trio.start()
+        takes = trio.call("GET", C1, "/catalog/takes?after=0")
+        self.assertEqual([take["key"] for take in takes.json()["takes"]], ["k"])  # C3 has it
+        self.assertTrue(trio.call("GET", C1, "/internal/status").json()["ready"])
+
+
 class UnansweredPushTests(FailoverTestCase):
     """A push to the front end that is never answered (lost to a partition that then heals)
     must not hold writes for long: pushes go one at a time, so every later write waits for it
