@@ -58,12 +58,13 @@ class _Monitor(ProcessMonitor):
 
 
 def child_command(role: str, config_path: str | None, replica: str | None = None) -> list[str]:
-    """One child's command line: ``twistd -n --pidfile= bazar-<role> ...`` (no pidfile: one cwd for all)."""
+    """One child's command line: ``twistd -n --pidfile= bazar-<role> ...`` (no pidfile: one cwd
+    for all); ``replica``: its ``--replica`` name, or a front end's ``--name``."""
     command = [sys.executable, "-c", _TWISTD, "--nodaemon", "--pidfile=", f"bazar-{role}"]
     if config_path is not None:
         command += ["--config", str(Path(config_path).resolve())]
     if replica is not None:
-        command += ["--replica", replica]
+        command += ["--name" if role == "frontend" else "--replica", replica]
     return command
 
 
@@ -71,7 +72,11 @@ def children(config: Config, config_path: str | None) -> dict[str, list[str]]:
     out = {}
     for replica in (*config.catalog, *config.order):
         out[replica.name] = child_command(replica.role, config_path, replica.name)
-    out["frontend"] = child_command("frontend", config_path)
+    if len(config.frontends) == 1:
+        out[config.frontend.name] = child_command("frontend", config_path)
+    else:
+        for frontend in config.frontends:
+            out[frontend.name] = child_command("frontend", config_path, frontend.name)
     return out
 
 
@@ -79,7 +84,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     config = load_config(
         "cluster", options["config"]
     )  # also creates the secret file, before any child reads it
-    for replica in (config.frontend, *config.catalog, *config.order):
+    for replica in (*config.frontends, *config.catalog, *config.order):
         check_ports_free("cluster", replica)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if reactor is None:

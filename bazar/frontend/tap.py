@@ -1,18 +1,21 @@
-"""``twistd -n bazar-frontend [--config FILE]``: the front end."""
+"""``twistd -n bazar-frontend [--config FILE] [--name NAME]``: a front end."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, ClassVar
 
 from twisted.application.service import MultiService
 
 from bazar.assembly import build_frontend
+from bazar.config import ConfigError
 from bazar.http_limits import make_site
 from bazar.service import (
     CallOnStop,
     ConfigOptions,
     channel_service,
     check_ports_free,
+    fail,
     load_config,
     replica_client,
     role_service,
@@ -22,21 +25,37 @@ from bazar.service import (
 
 class Options(ConfigOptions):
     role = "frontend"
-    synopsis = "[--config FILE]"
-    longdesc = "Run Bazar's front end: the public API, the LRU cache, round robin over the replicas."
+    synopsis = "[--config FILE] [--name NAME]"
+    longdesc = (
+        "Run one of Bazar's front ends (by default the first in the config): the public API, "
+        "its LRU cache, round robin over the replicas."
+    )
+    optParameters: ClassVar[list[list[Any]]] = [
+        *ConfigOptions.optParameters,
+        ["name", None, None, "Which front end of the config to run (default: the first)."],
+    ]
+
+    def process_name(self) -> str:
+        name = self["name"]
+        return name if name and name != "frontend" else "frontend"
 
 
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     config = load_config("frontend", options["config"])
-    check_ports_free("frontend", config.frontend)
+    try:
+        me = config.frontend_named(options["name"]) if options["name"] else config.frontend
+    except ConfigError as e:
+        raise fail("frontend", str(e)) from None
+    check_ports_free("frontend", me)
     client, close_client = replica_client(reactor, config)  # treq only: no channel out
-    process = build_frontend(config, client, reactor)
-    # In: the sequencers' invalidation pushes, over the channel when it has one.
+    # Its cache leases are counted on the monotonic clock (bazar.leases).
+    process = build_frontend(config, client, reactor, me.name, now=time.monotonic)
+    # In: the sequencers' invalidation pushes and lease grants, over the channel when it has one.
     return role_service(
-        web_service(config.frontend.listen, make_site(process.resource), reactor),
-        *channel_service(config.frontend, process.channel, reactor),
+        web_service(me.listen, make_site(process.resource), reactor),
+        *channel_service(me, process.channel, reactor),
         *process.services,
         CallOnStop(close_client),
     )
