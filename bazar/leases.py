@@ -84,6 +84,7 @@ class _Lease:
     flush_from: int | None = 1  # grants numbered from here flush, until one is answered
     waiters: list[_Waiter] = field(default_factory=list)  # writes waiting for the lease to run out
     timer: IDelayedCall | None = None
+    timer_due: float = 0.0  # when ``timer`` fires, on ``Lessor.now``'s clock
 
 
 @dataclass
@@ -182,12 +183,15 @@ class Lessor:
 
     def _arm(self, holder: str) -> None:
         lease = self._leases[holder]
+        if not lease.waiters:
+            return
+        due = min(w.deadline if w.deadline is not None else lease.expiry for w in lease.waiters)
         if lease.timer is not None and lease.timer.active():
+            if lease.timer_due <= due:
+                return  # it fires first, and re-arms (one timer per front end, not per write)
             lease.timer.cancel()
-        lease.timer = None
-        if lease.waiters:
-            due = min(w.deadline if w.deadline is not None else lease.expiry for w in lease.waiters)
-            lease.timer = self.clock.callLater(max(0.0, due - self.now()), self._due, holder)
+        lease.timer_due = due
+        lease.timer = self.clock.callLater(max(0.0, due - self.now()), self._due, holder)
 
     def _due(self, holder: str) -> None:
         lease = self._leases[holder]
