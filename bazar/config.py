@@ -27,8 +27,8 @@ from bazar.validation import is_integer
 DEFAULT_CONFIG_PATH = Path("etc/bazar.toml")
 
 DEFAULT_FRONTEND_PORT = 5000
-# ``frontends = N`` in [cluster]: front end 1 is the default one (DEFAULT_FRONTEND_PORT), front
-# end i > 1 listens on FRONTEND_PORT_BASE + i and its channel on FRONTEND_CHANNEL_BASE + i.
+# ``frontends = N`` (N > 1) in [cluster]: front end i listens on FRONTEND_PORT_BASE + i and its
+# channel on FRONTEND_CHANNEL_BASE + i, and all of them on the public DEFAULT_FRONTEND_PORT, shared.
 FRONTEND_PORT_BASE = 5300
 FRONTEND_CHANNEL_BASE = 5400
 MAX_FRONTENDS = 64
@@ -56,6 +56,9 @@ class Replica:
     # endpoint string others connect to. Without them, internal calls to it go over HTTP.
     channel_listen: str | None = None
     channel: str | None = None
+    # A front end's public listener, which several front ends on one host may share
+    # (SO_REUSEPORT: bazar.shared_port); None: clients use ``listen``.
+    public: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ def _default_replicas(role: str) -> list[dict[str, Any]]:
 TABLES = ("cluster", "frontend", "catalog", "order")
 CLUSTER_KEYS = ("books", "cache_size", "data_dir", "frontends", "probe_interval", "secret", "secret_file")
 REPLICA_KEYS = ("name", "listen", "url", "channel_listen", "channel")
+FRONTEND_KEYS = (*REPLICA_KEYS, "public")
 
 
 def _known(keys: Collection[str], known: Collection[str], where: str, what: str = "key") -> None:
@@ -208,7 +212,7 @@ def _quoted(value: str) -> str:
 def _replica(table: Any, role: str, where: str) -> Replica:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
-    _known(table, REPLICA_KEYS, f"{where}: ")
+    _known(table, FRONTEND_KEYS if role == "frontend" else REPLICA_KEYS, f"{where}: ")
     name = _string(table, "name", where, role)
     listen = _server_endpoint(table, "listen", where)
     url = _url(table, where)
@@ -218,7 +222,12 @@ def _replica(table: Any, role: str, where: str) -> Replica:
     if "channel" in table:
         channel_listen = _server_endpoint(table, "channel_listen", where)
         channel = _client_endpoint(table, "channel", where)
-    return Replica(name, role, listen, url, channel_listen, channel)
+    public = None
+    if "public" in table:
+        public = _server_endpoint(table, "public", where)
+        if _tcp_port(public) is None:
+            raise ConfigError(f"{where}: 'public' = {_quoted(public)} must be a TCP endpoint with a port")
+    return Replica(name, role, listen, url, channel_listen, channel, public)
 
 
 def _replicas(raw: dict[str, Any], role: str) -> tuple[Replica, ...]:
@@ -233,14 +242,18 @@ def _replicas(raw: dict[str, Any], role: str) -> tuple[Replica, ...]:
 
 
 def _default_frontends(count: int) -> list[dict[str, Any]]:
-    """``frontends = count`` on one host: front end 1 where the lab's one is, the others above."""
+    """``frontends = count`` on one host: each on its own port, all sharing the lab's port 5000."""
     if count == 1:
         return [{"name": "frontend", **_loopback(DEFAULT_FRONTEND_PORT)}]
-    tables = [{"name": "frontend-1", **_loopback(DEFAULT_FRONTEND_PORT)}]
-    for number in range(2, count + 1):
-        ports = endpoints(FRONTEND_PORT_BASE + number, FRONTEND_CHANNEL_BASE + number)
-        tables.append({"name": f"frontend-{number}", **ports})
-    return tables
+    public = _loopback(DEFAULT_FRONTEND_PORT)["listen"]
+    return [
+        {
+            "name": f"frontend-{number}",
+            **endpoints(FRONTEND_PORT_BASE + number, FRONTEND_CHANNEL_BASE + number),
+            "public": public,
+        }
+        for number in range(1, count + 1)
+    ]
 
 
 def _frontends(raw: dict[str, Any], cluster: dict[str, Any]) -> tuple[Replica, ...]:
@@ -292,6 +305,10 @@ def _unique_ports(processes: tuple[Replica, ...]) -> None:
     """Refuses two listeners of the cluster on one port (a front end's copied table, say): the
     second process would fail to start, far from the mistake."""
     seen: dict[tuple[str, int], str] = {}
+    for public in {p.public for p in processes if p.public is not None}:  # shared by front ends
+        where = _tcp_port(public)
+        if where is not None:
+            seen[where] = "the front ends' public port"
     for process in processes:
         for what, endpoint in (("listen", process.listen), ("channel_listen", process.channel_listen)):
             where = _tcp_port(endpoint) if endpoint else None
@@ -427,7 +444,7 @@ def dump(raw: Mapping[str, Any]) -> str:
     _known(raw.get("cluster", {}), CLUSTER_KEYS, "[cluster]: ")
     frontends = raw.get("frontend", [])
     for i, table in enumerate(frontends if isinstance(frontends, list) else [frontends]):
-        _known(table, REPLICA_KEYS, f"[frontend] #{i + 1}: ")
+        _known(table, FRONTEND_KEYS, f"[frontend] #{i + 1}: ")
     for role in ("catalog", "order"):
         for i, table in enumerate(raw.get(role, [])):
             _known(table, REPLICA_KEYS, f"[[{role}]] #{i + 1}: ")

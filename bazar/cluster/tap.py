@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.runner.procmon import ProcessMonitor
 
 from bazar.config import Config
-from bazar.service import ConfigOptions, check_ports_free, load_config
+from bazar.service import ConfigOptions, check_port_free, check_ports_free, load_config, tcp_address
 
 log = Logger()
 
@@ -80,12 +80,25 @@ def children(config: Config, config_path: str | None) -> dict[str, list[str]]:
     return out
 
 
+def public_url(config: Config) -> str:
+    """Where clients reach the store: the front ends' shared port if they have one, else the
+    default front end."""
+    public = config.frontend.public
+    address = tcp_address(public) if public is not None else None
+    if address is None:
+        return config.frontend.url
+    host, port = address
+    return f"http://{host or '127.0.0.1'}:{port}"
+
+
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     config = load_config(
         "cluster", options["config"]
     )  # also creates the secret file, before any child reads it
     for replica in (*config.frontends, *config.catalog, *config.order):
         check_ports_free("cluster", replica)
+    for public in sorted({f.public for f in config.frontends if f.public is not None}):
+        check_port_free("cluster", public)  # the front ends share it (bazar.shared_port)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if reactor is None:
         from twisted.internet import reactor
@@ -96,7 +109,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         monitor.addProcess(name, command, env=dict(os.environ))
     log.info(
         "starting Bazar: front end at {url}, data in {data_dir}",
-        url=config.frontend.url,
+        url=public_url(config),
         data_dir=config.data_dir,
     )
     service = MultiService()

@@ -21,6 +21,7 @@ from bazar.service import (
     role_service,
     web_service,
 )
+from bazar.shared_port import SharedPortService
 
 
 class Options(ConfigOptions):
@@ -52,9 +53,13 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     client, close_client = replica_client(reactor, config)  # treq only: no channel out
     # Its cache leases are counted on the monotonic clock (bazar.leases).
     process = build_frontend(config, client, reactor, me.name, now=time.monotonic)
+    site = make_site(process.resource)
+    # The public port, shared with the other front ends on this host (bazar.shared_port).
+    public = [SharedPortService(me.public, site, reactor)] if me.public is not None else []
     # In: the sequencers' invalidation pushes and lease grants, over the channel when it has one.
     return role_service(
-        web_service(me.listen, make_site(process.resource), reactor),
+        web_service(me.listen, site, reactor),
+        *public,
         *channel_service(me, process.channel, reactor),
         *process.services,
         CallOnStop(close_client),

@@ -3,6 +3,8 @@ no read older than an acknowledged write (``tests.history``), whichever front en
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import defer
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from bazar.launch import Cluster
 from tests.history import History
@@ -96,3 +99,59 @@ async def test_no_stale_read_through_three_frontends(http: HTTPClient, three: Cl
 def test_config_names_three_frontends(three: Cluster) -> None:
     assert three.layout.frontends == FRONTENDS
     assert Path(three.layout.config).read_text().count("[[frontend]]") == 3
+
+
+@pytest.fixture
+def sharing(tmp_path: Path) -> Iterator[Cluster]:
+    """Three front ends that also share one public port."""
+    running = start_cluster(tmp_path, frontends=3, shared_port=True)
+    yield running
+    running.stop()
+
+
+async def names_on_the_shared_port(cluster: Cluster, count: int) -> list[str | None]:
+    """``count`` reads at the shared port, each on a new connection; which front end answered
+    each (a read that fails: None)."""
+    from twisted.internet import reactor
+
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    fresh = HTTPClient(Agent(reactor, pool=pool))
+    names: list[str | None] = []
+    try:
+        for _ in range(count):
+            try:
+                reply = await request(fresh, "GET", cluster.layout.public_url + "/bazar/info/1")
+            except Exception:
+                names.append(None)
+                continue
+            names.append(reply.header("X-Bazar-Frontend") if reply.code == 200 else None)
+    finally:
+        await pool.closeCachedConnections()
+    return names
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_public_port_spreads_over_the_frontends_and_outlives_one(sharing: Cluster) -> None:
+    """The kernel spreads new connections at the shared port over the three front ends; with
+    one of them killed the port still answers, and the killed one is restarted."""
+    names = await names_on_the_shared_port(sharing, 60)
+    assert None not in names, names
+    assert len(set(names)) >= 2, names  # all 60 at one of three: about 3 in 10^28
+
+    pid = sharing.pid_of("frontend-2")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+    async def answered_without_it() -> bool:
+        return sharing.pid_of("frontend-2") != pid
+
+    await eventually(answered_without_it, 10, "frontend-2 gone")
+    names = await names_on_the_shared_port(sharing, 30)
+    assert None not in names, names
+    assert set(names) <= set(FRONTENDS), names
+
+    async def restarted() -> bool:
+        new = sharing.pid_of("frontend-2")
+        return new is not None and new != pid
+
+    await eventually(restarted, 20, "frontend-2 restarted")

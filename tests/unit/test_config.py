@@ -539,16 +539,31 @@ class FrontendsTests(OneLineErrorMixin, SynchronousTestCase):
         self.assertEqual(config.frontend.name, "frontend")
 
     def test_shorthand(self) -> None:
-        """``frontends = 3``: frontend-1 where the lab's one is, the others on their own ports."""
+        """``frontends = 3``: each on its own ports, all sharing the lab's port 5000."""
         config = parse({"cluster": {**defaults()["cluster"], "frontends": 3}})
         self.assertEqual([f.name for f in config.frontends], ["frontend-1", "frontend-2", "frontend-3"])
         self.assertEqual(config.frontend, config.frontends[0])
-        self.assertEqual(config.frontend.url, "http://127.0.0.1:5000")
+        self.assertEqual({f.public for f in config.frontends}, {"tcp:port=5000:interface=127.0.0.1"})
         urls = {f.url for f in config.frontends}
         channels = {f.channel for f in config.frontends}
         self.assertEqual((len(urls), len(channels)), (3, 3))
+        self.assertNotIn("http://127.0.0.1:5000", urls)
+        self.assertIsNone(parse(defaults()).frontend.public)
         self.assertEqual(config.frontend_named("frontend-2"), config.frontends[1])
         self.assertRaises(ConfigError, config.frontend_named, "frontend-9")
+
+    def test_a_listener_on_the_shared_port(self) -> None:
+        """The front ends may share their public port; nothing else may listen there."""
+        public = "public = 'tcp:port=6000:interface=127.0.0.1'\n"
+        body = (
+            f"[[frontend]]\nlisten = 'tcp:port=6001'\nurl = 'http://127.0.0.1:6001'\n{public}"
+            f"[[frontend]]\nlisten = 'tcp:port=6002'\nurl = 'http://127.0.0.1:6002'\n{public}"
+        )
+        self.assertEqual(len(load(self.write_config(body)).frontends), 2)
+        clash = body.replace("tcp:port=6002'", "tcp:port=6000:interface=127.0.0.1'")
+        self.assertOneLineError(self.write_config(clash), "frontend-2's listen", "public port")
+        unix = "[frontend]\nlisten = 'tcp:port=6001'\nurl = 'http://127.0.0.1:6001'\npublic = 'unix:/tmp/x'\n"
+        self.assertOneLineError(self.write_config(unix), "'public'", "TCP endpoint with a port")
 
     def test_tables(self) -> None:
         """``[[frontend]]`` tables, named in order unless they say, the first the default."""
