@@ -217,7 +217,7 @@ class FrontendsNotifier:
             self._within_lease(lessor, name, notifier.written(seq, entry, lagging))
             for name, notifier in self.each.items()
         ]
-        return told[0] if len(told) == 1 else gatherResults(told, consumeErrors=True)
+        return _every(told)
 
     def _within_lease(self, lessor: Lessor, name: str, told: Deferred[Any]) -> Deferred[Any]:
         """``told``, or, if that fails or is late, the end of ``name``'s lease."""
@@ -250,10 +250,10 @@ class FrontendsNotifier:
         return done
 
     def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
-        return gatherResults([n.caught_up(follower, seq) for n in self.each.values()], consumeErrors=True)
+        return _every([n.caught_up(follower, seq) for n in self.each.values()])
 
     def announce(self, sequencer: str, seq: int) -> Deferred[Any]:
-        return gatherResults([n.announce(sequencer, seq) for n in self.each.values()], consumeErrors=True)
+        return _every([n.announce(sequencer, seq) for n in self.each.values()])
 
     def renew(self) -> None:
         """Send each front end whose previous grant was answered its next one."""
@@ -283,6 +283,11 @@ class FrontendsNotifier:
     def leases(self) -> dict[str, Any]:
         """Each front end's lease, as this sequencer counts it."""
         return {name: self.lessor.state(name) for name in self.each}
+
+
+def _every(told: list[Deferred[Any]]) -> Deferred[Any]:
+    """Fires when every one of ``told`` has (one front end: as that one does)."""
+    return told[0] if len(told) == 1 else gatherResults(told, consumeErrors=True)
 
 
 class LeaseRenewal(TimerService):

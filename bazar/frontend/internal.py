@@ -121,6 +121,12 @@ class Internal:
             ),
             gauge("bazar_cache_entries", "Entries in the cache", [], [([], len(self.cache.lru))]),
             gauge(
+                "bazar_cache_lease_valid",
+                "1 while this front end holds a cache lease from the role's sequencer (bazar.leases)",
+                ["role"],
+                [([role], float(holder.valid())) for role, holder in self.leases.holders.items()],
+            ),
+            gauge(
                 "bazar_replica_up",
                 "1 if the front end reads from the replica (it answers, is ready and not lagging)",
                 ["replica", "role"],

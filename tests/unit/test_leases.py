@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bazar.invalidation import LeaseRenewal
 from bazar.leases import HOLDER_TERM, LEASE_TERM, RENEW_INTERVAL, Grant, LeaseHolder, Lessor
-from bazar.protocol import IDEMPOTENCY_HEADER
+from bazar.protocol import IDEMPOTENCY_HEADER, INVALIDATE_PATH
 from tests.unit.memcluster import MemCluster, Reply
 
 FRONTENDS = ("frontend-1", "frontend-2", "frontend-3")
@@ -218,3 +218,31 @@ class ThreeFrontendsTests(SynchronousTestCase):
         self.assertEqual(self.cluster.stock_problems(), [])
         quantities = {self.read(frontend).json["quantity"] for frontend in FRONTENDS}
         self.assertEqual(len(quantities), 1)
+
+
+class GrantMessageTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cluster = MemCluster()
+        self.addCleanup(self.cluster.close)
+
+    def test_a_malformed_grant_is_refused_and_changes_nothing(self) -> None:
+        before = self.cluster.frontend.leases.state()
+        body = {"keys": [], "seq": 1, "role": "catalog", "epoch": 1, "lease": {"lessor": "x", "grant": "2"}}
+        reply = self.cluster.internal("POST", "frontend", INVALIDATE_PATH, body)
+        self.assertEqual(reply.code, 400)
+        self.assertIn("'lease'", reply.json["error"]["message"])
+        self.assertEqual(self.cluster.frontend.leases.state(), before)
+
+    def test_a_grant_from_an_old_epoch_is_not_trusted(self) -> None:
+        self.cluster.frontend.health.current_epoch("catalog", 5)
+        lease = {"lessor": "old", "grant": 2, "based_on": 1, "flush": False, "sequencer": "catalog-1"}
+        for grant in (1, 2):
+            body = {"keys": [], "seq": 1, "role": "catalog", "epoch": 4, "lease": {**lease, "grant": grant}}
+            reply = self.cluster.internal("POST", "frontend", INVALIDATE_PATH, body)
+            self.assertEqual((reply.code, reply.json["lease"]), (200, False))
+        self.assertFalse(self.cluster.frontend.leases.valid("catalog"))
+
+    def test_the_lease_is_in_the_metrics(self) -> None:
+        self.cluster.run(RENEW_INTERVAL)
+        metrics = self.cluster.internal("GET", "frontend", "/metrics").json
+        self.assertIn('bazar_cache_lease_valid{role="catalog"} 1.0', metrics)
