@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from bazar.launch import Cluster
+from bazar.leases import LEASE_TERM
 from tests.history import History
 from tests.integration.api import Reply, eventually, request
 from tests.integration.cluster import start_cluster
@@ -155,3 +156,47 @@ async def test_one_public_port_spreads_over_the_frontends_and_outlives_one(shari
         return new is not None and new != pid
 
     await eventually(restarted, 20, "frontend-2 restarted")
+
+
+@pytest.fixture
+def trio_of_frontends(tmp_path: Path) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path, frontends=3)
+    yield running
+    running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopped_frontend_delays_writes_at_most_a_lease_and_serves_nothing_stale(
+    http: HTTPClient, trio_of_frontends: Cluster
+) -> None:
+    """frontend-2 is SIGSTOPped for 5 s while prices are written through frontend-1: no
+    write waits longer than the lease term (plus 0.5 s); after SIGCONT its reads show the
+    latest acknowledged price, though it had the old one cached."""
+    cluster, book = trio_of_frontends, 3
+    await eventually(lambda: leases_held(http, cluster), 20, "every front end's leases")
+    stopped = cluster.url("frontend-2") + f"/bazar/info/{book}"
+
+    async def cached() -> bool:
+        return (await request(http, "GET", stopped)).header("X-Bazar-Cache") == "hit"
+
+    await eventually(cached, 10, f"a hit for book {book} at frontend-2")
+
+    pid = cluster.pid_of("frontend-2")
+    assert pid is not None
+    price, waits = 0, []
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        until = time.monotonic() + 5
+        while time.monotonic() < until:
+            price += 1
+            started = time.monotonic()
+            url = cluster.url("frontend-1") + f"/bazar/update_price/{book}"
+            reply = await request(http, "PUT", url, body={"price": price})
+            waits.append(time.monotonic() - started)
+            assert reply.code == 200, reply
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert max(waits) <= LEASE_TERM + 0.5, waits
+    assert len(waits) >= 3, waits
+    reads = [await request(http, "GET", stopped) for _ in range(20)]
+    assert [r.body["price"] for r in reads] == [price] * 20, [(r.body, r.headers) for r in reads]
