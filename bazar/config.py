@@ -302,22 +302,27 @@ def _tcp_port(endpoint: str) -> tuple[str, int] | None:
 
 
 def _unique_ports(processes: tuple[Replica, ...]) -> None:
-    """Refuses two listeners of the cluster on one port (a front end's copied table, say): the
-    second process would fail to start, far from the mistake."""
+    """Refuses two listeners of the cluster on one port of one host (a front end's copied table,
+    say): the second process would fail to start, far from the mistake. Processes whose urls
+    name different hosts may use the same port (one replica per host, or per container)."""
     seen: dict[tuple[str, int], str] = {}
-    for public in {p.public for p in processes if p.public is not None}:  # shared by front ends
-        where = _tcp_port(public)
+
+    def host(process: Replica) -> str:
+        return urlsplit(process.url).hostname or ""
+
+    for process in processes:  # the front ends' shared port, first: they may all use it
+        where = _tcp_port(process.public) if process.public is not None else None
         if where is not None:
-            seen[where] = "the front ends' public port"
+            seen[(host(process), where[1])] = "the front ends' public port"
     for process in processes:
         for what, endpoint in (("listen", process.listen), ("channel_listen", process.channel_listen)):
             where = _tcp_port(endpoint) if endpoint else None
             if where is None:
                 continue
-            mine = f"{process.name}'s {what}"
-            if where in seen:
-                raise ConfigError(f"{mine} and {seen[where]} both use port {where[1]}: each needs its own")
-            seen[where] = mine
+            key, mine = (host(process), where[1]), f"{process.name}'s {what}"
+            if key in seen:
+                raise ConfigError(f"{mine} and {seen[key]} both use port {where[1]}: each needs its own")
+            seen[key] = mine
 
 
 def _secret(cluster: dict[str, Any], data_dir: Path) -> str:

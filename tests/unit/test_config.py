@@ -606,6 +606,14 @@ class FrontendsTests(OneLineErrorMixin, SynchronousTestCase):
         body = "[[frontend]]\nlisten = 'tcp:port=5111:interface=127.0.0.1'\nurl = 'http://127.0.0.1:5111'\n"
         self.assertOneLineError(self.write_config(body), "port 5111", "catalog-1's channel_listen")
 
+    def test_the_same_port_on_two_hosts_is_fine(self) -> None:
+        """One process per host (or container): the same port everywhere."""
+        body = "".join(
+            f"[[catalog]]\nname = 'catalog-{n}'\nlisten = 'tcp:port=5101'\nurl = 'http://host-{n}:5101'\n"
+            for n in (1, 2, 3)
+        )
+        self.assertEqual(len(load(self.write_config(body)).catalog), 3)
+
     def test_the_same_port_on_two_interfaces_is_fine(self) -> None:
         body = (
             "[[frontend]]\nlisten = 'tcp:port=6000:interface=10.0.0.1'\nurl = 'http://10.0.0.1:6000'\n"
