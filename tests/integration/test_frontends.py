@@ -19,7 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from bazar.launch import Cluster
 from bazar.leases import LEASE_TERM
 from tests.history import History
-from tests.integration.api import Reply, eventually, request
+from tests.integration.api import Reply, eventually, request, sleep
 from tests.integration.cluster import start_cluster
 
 pytestmark = pytest.mark.integration
@@ -200,3 +200,71 @@ async def test_a_stopped_frontend_delays_writes_at_most_a_lease_and_serves_nothi
     assert len(waits) >= 3, waits
     reads = [await request(http, "GET", stopped) for _ in range(20)]
     assert [r.body["price"] for r in reads] == [price] * 20, [(r.body, r.headers) for r in reads]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_killed_frontend_is_restarted_and_nothing_is_lost_or_stale(
+    http: HTTPClient, trio_of_frontends: Cluster
+) -> None:
+    """Under reads and price updates, frontend-2 is SIGKILLed: the others go on serving, it is
+    restarted, no acknowledged write is lost, and no read anywhere (its own after the
+    restart included) is older than an acknowledged write."""
+    cluster, book = trio_of_frontends, 6
+    await eventually(lambda: leases_held(http, cluster), 20, "every front end's leases")
+    history, writing, acknowledged = History(), True, 0
+
+    async def writer() -> None:
+        nonlocal acknowledged
+        price = 0
+        while writing:
+            price += 1
+            started = History.now()
+            url = cluster.url(("frontend-1", "frontend-3")[price % 2]) + f"/bazar/update_price/{book}"
+            reply = await request(http, "PUT", url, body={"price": price})
+            assert reply.code == 200, reply
+            history.write("price", price, started)
+            acknowledged = price
+
+    async def reader(frontend: str) -> None:
+        while writing:
+            started = History.now()
+            try:
+                reply = await request(http, "GET", cluster.url(frontend) + f"/bazar/info/{book}")
+            except Exception:  # the killed one, until it is back
+                await sleep(0.05)
+                continue
+            assert reply.code == 200, reply
+            history.read("price", reply.body["price"], started, note=frontend)
+
+    started = History.now()
+    first = await request(
+        http, "PUT", cluster.url("frontend-1") + f"/bazar/update_price/{book}", body={"price": 0}
+    )
+    assert first.code == 200, first
+    history.write("price", 0, started)  # acknowledged before any reader starts
+    running = [defer.ensureDeferred(writer())]
+    running += [defer.ensureDeferred(reader(f)) for f in FRONTENDS for _ in range(2)]
+    try:
+        await sleep(1)
+        pid = cluster.pid_of("frontend-2")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+
+        async def restarted() -> bool:
+            new = cluster.pid_of("frontend-2")
+            return new is not None and new != pid
+
+        await eventually(restarted, 30, "frontend-2 restarted")
+        back = History.now()
+        await sleep(3)
+    finally:
+        writing = False
+        await defer.gatherResults(running, consumeErrors=True)
+
+    stale = history.stale_reads()
+    assert not stale, f"{len(stale)} reads older than an acknowledged write: {history.describe(stale)}"
+    after = [r for r in history.of("read") if r.note == "frontend-2" and r.start > back]
+    assert after, "frontend-2 served no read after its restart"
+    for frontend in FRONTENDS:
+        reply = await request(http, "GET", cluster.url(frontend) + f"/bazar/info/{book}")
+        assert reply.body["price"] == acknowledged, (frontend, reply)
