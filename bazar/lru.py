@@ -75,6 +75,10 @@ class LRUCache(Generic[K, V]):
         self.stats.hits += 1
         return value
 
+    def miss(self) -> None:
+        """Count a read the cache was not asked to answer (its lease had lapsed) as a miss."""
+        self.stats.misses += 1
+
     def put(self, key: K, value: V) -> None:
         if self.capacity == 0:
             return

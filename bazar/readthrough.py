@@ -70,9 +70,13 @@ class ReadThroughCache(Generic[K, V]):
         lru: LRUCache[K, V],
         cacheable: Callable[[V], bool] = lambda value: True,
         version: Callable[[V], int] = lambda value: 0,
+        trusted: Callable[[], bool] = lambda: True,
     ) -> None:
-        """``version(value)``: the sequence number of the newest write a fetched value reflects."""
+        """``version(value)``: the sequence number of the newest write a fetched value reflects;
+        ``trusted()``: whether cached values may be answered now (a cache lease is held:
+        ``bazar.leases``); if not, every read is a miss."""
         self.lru = lru
+        self.trusted = trusted
         self._cacheable = cacheable
         self._version = version
         self.floor = 0  # the newest write any invalidation was for
@@ -81,7 +85,7 @@ class ReadThroughCache(Generic[K, V]):
 
     def get(self, key: K, fetch: Callable[[], Deferred[V]]) -> tuple[V | None, Deferred[V] | None]:
         """``(value, None)`` on a hit; ``(None, deferred)`` on a miss, fetching once per key."""
-        value = self.lru.get(key)
+        value = self.lru.get(key) if self.trusted() else self.lru.miss()  # type: ignore[func-returns-value]
         if value is not None:
             return value, None
         fill = self._inflight.get(key)

@@ -25,6 +25,7 @@ from bazar.client import ReplicaResponse
 from bazar.frontend.answers import send_hit
 from bazar.json_errors import failure_response
 from bazar.lru import LRUCache
+from bazar.protocol import FRONTEND_HEADER
 
 log = Logger()
 
@@ -60,18 +61,31 @@ class ReadShortcut(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: IResource, cache: LRUCache[str, ReplicaResponse], uri_keys: UriKeys) -> None:
+    def __init__(
+        self,
+        inner: IResource,
+        cache: LRUCache[str, ReplicaResponse],
+        uri_keys: UriKeys,
+        trusted: Callable[[], bool] = lambda: True,
+        frontend: bytes | None = None,
+    ) -> None:
+        """``trusted()``: whether the cache may answer now (a lease is held); ``frontend``:
+        this front end's name, sent with every answer (``FRONTEND_HEADER``)."""
         super().__init__()
         self.inner = inner
         self.cache = cache
         self.uri_keys = uri_keys
+        self.trusted = trusted
+        self.stamp = [frontend] if frontend is not None else None
 
     def render(self, request: Request) -> Any:
+        if self.stamp is not None:
+            request.responseHeaders.setRawHeaders(FRONTEND_HEADER, self.stamp)
         if request.method == b"GET":
             route = self.uri_keys.route(request.uri)
             if route is not None:
                 key = route.key
-                cached = self.cache.get(key) if self.cache.peek(key) is not None else None
+                cached = self.cache.get(key) if self.cache.peek(key) is not None and self.trusted() else None
                 if cached is not None:  # get() counted the hit and marked the entry recently used
                     return send_hit(request, cached)
                 if route.read is not None:

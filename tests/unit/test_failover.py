@@ -39,6 +39,7 @@ from bazar.config import Config, Replica
 from bazar.errors import NotSent, Unavailable
 from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role, Watchdog, majority
 from bazar.follower_link import REPLICATION_TIMEOUT, FollowerLink
+from bazar.leases import LEASE_TERM
 from bazar.order.store import OrderStore
 from bazar.protocol import REPLICATE_PATH
 from bazar.replication import HEARTBEAT_INTERVAL, Sequencer
@@ -1179,8 +1180,12 @@ class FencingTests(FailoverTestCase):
         trio.isolate(C1)
         writer = trio.roles[C1].writer
         assert writer is not None
-        # Unavailable: no follower confirms it (only 1 of 3), nor can the front end be told.
-        self.failureResultOf(writer.write(trio.stores[C1].set_price(0, 99.0)), Unavailable)
+        # Unavailable: no follower confirms it (only 1 of 3), nor can the front end be told:
+        # once the front end's cache lease has surely run out (bazar.leases).
+        written = writer.write(trio.stores[C1].set_price(0, 99.0))
+        self.assertNoResult(written)
+        trio.clock.advance(LEASE_TERM)
+        self.failureResultOf(written, Unavailable)
         self.assertEqual(trio.price(C1, 0), 99.0)  # sequenced here, never acknowledged
         self.replace_c1()
         self.assertEqual(trio.write_price(C3, 0, 20.0).code, 200)
@@ -1299,7 +1304,9 @@ class FollowerLogTests(FailoverTestCase):
         if unacknowledged:
             writer = trio.roles[C1].writer
             assert writer is not None
-            self.failureResultOf(writer.write(trio.stores[C1].set_price(0, 99.0)), Unavailable)
+            written = writer.write(trio.stores[C1].set_price(0, 99.0))
+            trio.clock.advance(LEASE_TERM)  # the front end's lease has run out (bazar.leases)
+            self.failureResultOf(written, Unavailable)
         trio.roles[C1].stop()
         trio.run(ELECTION_TIMEOUT + ELECTION_CHECK)
         self.assertEqual(trio.leaders(), [C2])
