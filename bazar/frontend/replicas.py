@@ -7,6 +7,7 @@ in ``Health`` (its probe says when it may be used again) and the call goes on to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -33,6 +34,9 @@ class Replicas:
         self.catalogs = SequencerFirst(config.catalog)
         self.orders = SequencerFirst(config.order)
         self.health = Health(self.all)
+        # Without a cache lease from a role's sequencer (``bazar.leases``), this front end may
+        # have missed that a follower fell behind: it reads from that sequencer alone.
+        self.lapsed_reader: Callable[[str], str | None] = lambda role: None
 
     def call(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
@@ -73,7 +77,11 @@ class Replicas:
         sequencer itself is used."""
         error: Unavailable | None = None
         rotation = replicas.rotation()
+        role = rotation[0].role
+        sequencer = self.lapsed_reader(role)
         for replica in rotation:
+            if sequencer is not None and replica.name != sequencer:
+                continue
             if not self.health.readable(replica) and not self.health.unreported(replica):
                 continue
             try:
