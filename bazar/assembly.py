@@ -90,7 +90,9 @@ def build_replica(
         followers=lambda: role.writer.followers() if role.writer is not None else {},
         now=now,
     )
-    role = Role(replica, replicas, store, client, notifier, clock)
+    role = Role(replica, replicas, store, client, notifier, clock, now)
+    # Front-end leases only while no other sequencer can have been elected (bazar.leases).
+    notifier.may_grant = lambda: role.writer is not None and role.writer.leads()
     app = replica_app(config, replica, store, client, role)
     resource = measured(app.resource(), replica, store, lambda: role.writer, config.secret)
     channel = ChannelServer(app.channel_handlers(), config.secret, app.stamp, resource.metrics.observe_call)

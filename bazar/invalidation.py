@@ -214,6 +214,9 @@ class FrontendsNotifier:
         self.followers = followers
         self.lessor = Lessor(self.each, clock, now)
         self._lessor_epoch: tuple[str, int] | None = None  # the epoch ``lessor`` grants in
+        # Whether this sequencer may grant now: no other can have been elected yet
+        # (``Sequencer.leads``, set by ``bazar.assembly``).
+        self.may_grant: Callable[[], bool] = lambda: True
 
     def _current(self) -> Lessor:
         """The lessor of this sequencer's current term: a new one (every lease presumed held,
@@ -283,6 +286,8 @@ class FrontendsNotifier:
             self._grant(frontend)
 
     def _grant(self, frontend: Replica) -> None:
+        if not self.may_grant():
+            return
         lessor = self._current()
         grant = lessor.grant(frontend.name)
         if grant is None:

@@ -33,8 +33,30 @@ processes:
 * A sequencer that starts (at start-up, or elected) presumes every front end holds a lease
   (from its predecessor) for one term, and its first grant to each flushes.
 
-A front end whose lease has lapsed answers reads as misses, never errors (and reads only
-from its role's sequencer: it may have missed that a follower fell behind).
+A front end whose lease has lapsed answers reads as misses, never errors, from any replica
+that will answer: followers serve reads only under read leases of their own (below), so
+none can show a write older than one acknowledged.
+
+Two more leases close what the front ends' leases leave open (docs/frontends.md):
+
+* **Follower read leases** (``FollowerLease``, the sequencer's side, one per follower; the
+  follower holds a ``LeaseHolder``). Every replication call and heartbeat is a grant, counted
+  as above: the follower serves reads only until ``HOLDER_TERM`` after it received the call
+  whose answer the sequencer had when it sent this one. A follower that does not confirm a
+  write in time is *revoked* (no later call extends its lease), and dropped out of sync, so
+  that writes stop waiting for it, only once the lease it may hold has run out. So a front
+  end may read from any follower that answers: none whose lease counts lacks an
+  acknowledged write. A new sequencer presumes every follower that did not vote for it
+  holds a lease from its predecessor for one term (all but that predecessor, which granted
+  leases and held none).
+* **The sequencer's own lease** (``leader_lease``): a replica refuses to vote for a new
+  epoch within ``VOTE_GUARD`` of last hearing from its sequencer (``bazar.endpoints``), so
+  no other sequencer can be elected until ``LEADER_TERM`` after the send time of the latest
+  call that enough followers answered (enough that every majority holds one of them). A
+  sequencer grants front-end leases, and answers reads itself, only within that time: one
+  that was replaced without knowing it (paused, or cut off from its followers) renews
+  nothing, and the leases it granted before had run out by the time its successor started
+  plus a term, which its successor waits for.
 """
 
 from __future__ import annotations
@@ -52,6 +74,13 @@ CLOCK_DRIFT = 0.05  # the largest difference in clock rate allowed for: 5 %
 HOLDER_TERM = LEASE_TERM * (1 - CLOCK_DRIFT)  # what the front end counts, from an earlier receipt
 RENEW_INTERVAL = 0.5  # seconds between grants to each front end
 KEPT_RECEIPTS = 16  # the front end remembers when it received its latest grants
+# A replica refuses to vote for a new epoch for this long after it last heard from its
+# sequencer: half of bazar.failover.ELECTION_TIMEOUT, so that a follower that heard the last
+# heartbeat just after the candidate did still votes.
+VOTE_GUARD = 0.3
+# How long after sending a call that enough followers answered a sequencer may count on not
+# having been replaced: VOTE_GUARD less twice the drift allowed (both clocks may err).
+LEADER_TERM = VOTE_GUARD * (1 - 2 * CLOCK_DRIFT)
 
 Now = Callable[[], float]
 
@@ -213,6 +242,76 @@ class Lessor:
         return {"left": round(self.left(holder), 3), "revoked": lease.flush_from is not None}
 
 
+class FollowerLease:
+    """The sequencer's side of one follower's read lease: every call to the follower is a
+    grant, based on the newest call it answered, unless the lease is revoked."""
+
+    def __init__(self, token: str, now: Now, term: float = LEASE_TERM) -> None:
+        self.token = token  # the sequencer's run: call numbers count per run
+        self.now = now
+        self.term = term
+        self.sent = 0
+        self.answered = 0
+        self._sent_at = float("-inf")  # when the call in flight was sent (one at a time)
+        self.heard_at = float("-inf")  # when the newest call it answered was sent
+        self._short = False  # whether the call in flight grants little or nothing (``renew_now``)
+        # Until when the follower may serve reads, as far as we know: at the start, a lease
+        # from a predecessor (or this replica's previous run) may run for a term.
+        self.expiry = now() + term
+        self.revoked_until: float | None = None  # set while revoked: it runs out then
+
+    def call(self, granting: bool, sequencer: str) -> dict[str, Any]:
+        """The ``lease`` of the next call: a grant if ``granting`` and not revoked."""
+        self.sent += 1
+        now = self._sent_at = self.now()
+        granting = granting and self.revoked_until is None
+        based_on = self.answered if granting else 0
+        # Based on nothing, or on a call sent long ago: the lease it gives is short or none.
+        self._short = granting and now - self.heard_at > self.term / 2
+        return {**Grant(self.token, self.sent, based_on, False).body(), "sequencer": sequencer}
+
+    def heard(self, number: int) -> None:
+        """The follower answered call ``number`` (the latest sent): it received the call
+        before now, so a grant based on it ends before a term from now."""
+        if number == self.sent:
+            self.heard_at = self._sent_at
+        self.answered = max(self.answered, number)
+        self.expiry = max(self.expiry, self.now() + self.term)
+
+    def renew_now(self) -> bool:
+        """Whether the call just answered gave little or no lease: the next one, based on it,
+        should go at once rather than with the next heartbeat (at start-up, or after a pause)."""
+        return self._short and self.revoked_until is None
+
+    def revoke(self) -> None:
+        """Grant nothing more: the follower's lease runs out by ``revoked_until``."""
+        if self.revoked_until is None:
+            self.revoked_until = self.expiry
+
+    def restore(self) -> None:
+        self.revoked_until = None
+
+    def left(self) -> float:
+        """Seconds until a revoked lease has surely run out (0: it has, or is not revoked)."""
+        return 0.0 if self.revoked_until is None else max(0.0, self.revoked_until - self.now())
+
+    def none(self) -> None:
+        """The follower holds no lease of ours or a predecessor's (it was that predecessor)."""
+        self.expiry = float("-inf")
+
+
+def leader_lease(heard_at: Iterable[float], replicas: int, quorum: int) -> float:
+    """Until when (on the sequencer's clock) no other sequencer can have been elected: every
+    majority holds one of the ``replicas - quorum`` followers heard from last (``heard_at``:
+    when each sent the call it answered last), and each refuses to vote until VOTE_GUARD
+    after it received that call."""
+    needed = replicas - quorum
+    if needed <= 0:
+        return float("inf")  # a new epoch needs this replica's own vote
+    latest = sorted(heard_at, reverse=True)
+    return latest[needed - 1] + LEADER_TERM if len(latest) >= needed else float("-inf")
+
+
 class LeaseHolder:
     """The front end's side, for one role: whether it may answer from its cache now."""
 
@@ -261,13 +360,6 @@ class Leases:
 
     def valid(self, role: str) -> bool:
         return self.holders[role].valid()
-
-    def reader(self, role: str) -> str | None:
-        """None while the lease of ``role`` is valid; else the sequencer that granted it, the
-        one replica of the role safe to read from (it may have missed that a follower fell
-        behind), if one ever did."""
-        holder = self.holders[role]
-        return None if holder.valid() else holder.sequencer or None
 
     def state(self) -> dict[str, Any]:
         return {role: holder.state() for role, holder in self.holders.items()}

@@ -66,13 +66,21 @@ class ReplicaApp:
         return self.role.writer
 
     def check_readable(self) -> None:
-        """A sequencer that holds a write no majority has refuses reads (see
-        ``Sequencer.settled``); the front end reads from another replica."""
+        """A follower serves reads only under a read lease from its sequencer (which waits for
+        it, or for the lease to run out, before acknowledging a write); a sequencer only while
+        no other can have been elected (``Sequencer.leads``) and a majority has every write it
+        holds (``Sequencer.settled``). Else the front end reads from another replica."""
         writer = self.writer
-        if writer is not None and not writer.settled():
+        name = self.replica.name
+        if writer is None:
+            if not self.role.read_lease.valid():
+                raise Unavailable(f"{name} holds no read lease from its sequencer; read from another replica")
+        elif not writer.settled():
             raise Unavailable(
-                f"{self.replica.name} holds a write no majority has confirmed yet; read from another replica"
+                f"{name} holds a write no majority has confirmed yet; read from another replica"
             )
+        elif not writer.leads():
+            raise Unavailable(f"{name} has not heard from a majority lately; read from another replica")
 
     def read_committed(self, now: Callable[[], Any], queued: Callable[[], Deferred[T]] | None = None) -> Any:
         """Every data read goes through here, so that none shows a write no majority has.
@@ -83,10 +91,10 @@ class ReplicaApp:
         database queue (``queued``, by default ``now`` for a read that always goes through
         the queue: their results and no later write's), and answers once they have
         finished: 503 if one of them missed its majority (Raft's read index)."""
+        self.check_readable()
         writer = self.writer
         if writer is None:
             return now()
-        self.check_readable()
         running = writer.running()
         if running is None:
             return now()

@@ -21,6 +21,7 @@ every acknowledged one, so the front end may go on reading from it (``readable``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.application.internet import TimerService
@@ -31,6 +32,7 @@ from twisted.python.failure import Failure
 
 from bazar.errors import Unavailable
 from bazar.follower_link import FollowerLink
+from bazar.leases import leader_lease
 from bazar.storage import Entry, Replayed, ReplicatedStore
 
 HEARTBEAT_INTERVAL = 0.1  # seconds between heartbeats to each follower (see failover.ELECTION_TIMEOUT)
@@ -62,14 +64,17 @@ class Sequencer:
         links: list[FollowerLink],
         notice: FrontendNotice | None = None,
         quorum: int = 1,
+        now: Callable[[], float] | None = None,
     ) -> None:
         """``quorum``: how many replicas, this one included, must have a write before it is
-        acknowledged (a majority, so that a replaced sequencer cannot acknowledge one)."""
+        acknowledged (a majority, so that a replaced sequencer cannot acknowledge one);
+        ``now``: the monotonic clock the followers' leases are counted on (``leads``)."""
         self.store = store
         self.links = links
         self.notice = notice
         self.quorum = quorum
         self.retired = False  # set when another replica took over: start no new write
+        self.now = now if now is not None else (lambda: float("-inf"))  # no Role: always leads
         # The newest write a majority is known to have (Raft's commit index): at the start, as
         # far as anyone can tell, all this replica holds; then each acknowledged write.
         self.committed = store.applied_seq
@@ -81,6 +86,14 @@ class Sequencer:
         self._running: list[Deferred[None]] = []  # one per write not finished yet, fired when it is
         for link in links:
             link.on_caught_up = self._caught_up
+            # A follower is granted a read lease only while it has every acknowledged write.
+            link.grantable = lambda confirmed: confirmed >= self.committed
+
+    def leads(self) -> bool:
+        """Whether no other sequencer can have been elected yet (``bazar.leases.leader_lease``):
+        only then may this one answer reads or grant the front ends cache leases."""
+        heard = [link.lease.heard_at for link in self.links]
+        return self.now() < leader_lease(heard, len(self.links) + 1, self.quorum)
 
     def write(self, sequenced: Deferred[tuple[int, Entry]]) -> Deferred[Entry]:
         """``sequenced`` is the store's write, just submitted; the entry, once every follower

@@ -74,7 +74,6 @@ class FrontendApp:
         self.replicas = Replicas(config, client)
         self.health = self.replicas.health
         self.leases = Leases(now if now is not None else client.clock.seconds)
-        self.replicas.lapsed_reader = self.leases.reader
         self.reads = CachedReads(config, self.replicas, lambda: self.leases.valid("catalog"), self.me.name)
         self.cache = self.reads.cache
         self.uri_keys = self.reads.uri_keys

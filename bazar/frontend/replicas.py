@@ -7,7 +7,6 @@ in ``Health`` (its probe says when it may be used again) and the call goes on to
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -34,9 +33,6 @@ class Replicas:
         self.catalogs = SequencerFirst(config.catalog)
         self.orders = SequencerFirst(config.order)
         self.health = Health(self.all)
-        # Without a cache lease from a role's sequencer (``bazar.leases``), this front end may
-        # have missed that a follower fell behind: it reads from that sequencer alone.
-        self.lapsed_reader: Callable[[str], str | None] = lambda role: None
 
     def call(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
@@ -74,14 +70,11 @@ class Replicas:
         has), or answers from an older epoch than the newest one known (it may lack writes
         acknowledged since the takeover). Its probe says when it may be read again. Just after
         a takeover, before the new sequencer has reported on anyone, only an answer from the
-        sequencer itself is used."""
+        sequencer itself is used. (A replica answers reads only under a lease,
+        ``bazar.leases``: whichever answers has every acknowledged write.)"""
         error: Unavailable | None = None
         rotation = replicas.rotation()
-        role = rotation[0].role
-        sequencer = self.lapsed_reader(role)
         for replica in rotation:
-            if sequencer is not None and replica.name != sequencer:
-                continue
             if not self.health.readable(replica) and not self.health.unreported(replica):
                 continue
             try:
@@ -102,7 +95,9 @@ class Replicas:
                 return response
             else:
                 # A follower of a new epoch, which may have voted while behind
-                # (``Health.current_epoch``): not used until its sequencer reports on it.
+                # (``Health.current_epoch``): not used until its sequencer reports on it. (It
+                # answers only under a read lease, granted only with every acknowledged
+                # write: this is the front end's own check of the same.)
                 error = Unavailable(
                     f"{replica.name} is in epoch {response.epoch}, not yet known to be in sync"
                 )

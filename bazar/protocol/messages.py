@@ -95,6 +95,9 @@ class Replicate:
     # and a follower applies such a message without checking an epoch.
     epoch: int | None = None
     sequencer: str | None = None
+    # A follower's read lease (``bazar.leases.FollowerLease``: a ``Grant.body`` and the
+    # sequencer); only with ``epoch``.
+    lease: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> Replicate:
@@ -108,12 +111,16 @@ class Replicate:
         if "epoch" not in body:
             return cls([(seq, entry) for seq, entry in entries], last_seq)
         epoch = integer_field(body, "epoch")
-        return cls([(seq, entry) for seq, entry in entries], last_seq, epoch, name_field(body, "sequencer"))
+        lease = _lease(body["lease"]) if "lease" in body else None
+        sequencer = name_field(body, "sequencer")
+        return cls([(seq, entry) for seq, entry in entries], last_seq, epoch, sequencer, lease)
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"entries": self.entries, "last_seq": self.last_seq}
         if self.epoch is not None:
             out["epoch"], out["sequencer"] = self.epoch, self.sequencer
+        if self.lease is not None:
+            out["lease"] = self.lease
         return out
 
 

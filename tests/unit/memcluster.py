@@ -39,6 +39,7 @@ from bazar.client import ReplicaClient
 from bazar.config import Config
 from bazar.failover import Role
 from bazar.frontend.app import FrontendApp
+from bazar.leases import LEASE_TERM
 from bazar.order.store import OrderStore
 from bazar.protocol import SECRET_HEADER
 from bazar.replication import Sequencer
@@ -50,6 +51,8 @@ from tests.unit.queuedrunner import QueuedRunner
 
 SECRET = "unit-test-secret"
 MAX_FLUSHES = 50
+LEASE_STEP = 0.05  # seconds the clock moves at a time while a reply waits out a lease
+LEASE_RENEWAL = 0.5  # seconds of a jump of the clock left for after the heartbeats renewed leases
 
 
 class Reply(NamedTuple):
@@ -147,8 +150,14 @@ class MemCluster:
 
     def scan_orders(self, after: float = 0) -> None:
         """Advance the clock ``after`` seconds and tick every order replica's scan for takes
-        without orders (``bazar.order.orphans``), as its timer would; then flush."""
-        self.clock.advance(after)
+        without orders (``bazar.order.orphans``), as its timer would; then flush. The
+        clock jumps in two: the heartbeats that the first jump fired are answered (they renew
+        the replicas' read leases, which ran out in the jump, as they would not in time that
+        flows) before the last LEASE_RENEWAL seconds, in which a scan falls due."""
+        first = max(0.0, after - LEASE_RENEWAL)
+        self.clock.advance(first)
+        self.flush()
+        self.clock.advance(after - first)
         for name in self.order_names:
             app = self.apps[name]
             app.orphans.tick(app.writer)
@@ -210,7 +219,10 @@ class MemCluster:
         return treq.content(response).addCallback(decode)
 
     def wait(self, d: Deferred[Reply]) -> Reply:
-        """Flush until ``d`` fires; its Reply (the test fails if it failed or is still in flight)."""
+        """Flush until ``d`` fires; its Reply (the test fails if it failed or is still in flight).
+        If flushing is not enough, the clock moves on too, a LEASE_STEP at a time, for at most
+        a lease term: a write waits out the read lease of a follower it cannot reach
+        (``bazar.leases``)."""
         fired: list[bool] = []
 
         def seen(result: Any) -> Any:
@@ -222,6 +234,11 @@ class MemCluster:
             if fired:
                 break
             self._turn()
+        for _ in range(round((LEASE_TERM + LEASE_STEP) / LEASE_STEP)):
+            if fired:
+                break
+            self.clock.advance(LEASE_STEP)
+            self.flush()
         return self.test.successResultOf(d)
 
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
