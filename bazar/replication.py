@@ -15,8 +15,11 @@ read from it again. So catch-up happens whenever a gap is seen, not only at star
 A write that misses its majority (the sequencer is cut off from its followers) is not
 acknowledged. Until a majority has it, the sequencer serves no reads (``Sequencer.settled``):
 a replica that takes over may never have had it. A follower that lacks only such writes has
-every acknowledged one, so the front end may go on reading from it (``readable`` in
-``Sequencer.followers``).
+every acknowledged one (``readable`` in ``Sequencer.followers``).
+
+Reads are served under leases (``bazar.leases``): a follower only while its read lease, renewed
+by every call of its ``FollowerLink``, runs (one drops out of sync only once it has run out),
+and the sequencer only while no other can have been elected (``Sequencer.leads``).
 """
 
 from __future__ import annotations
