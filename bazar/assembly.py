@@ -31,7 +31,8 @@ from bazar.config import Config, ConfigError, Replica
 from bazar.failover import Role, Watchdog
 from bazar.frontend.app import FrontendApp
 from bazar.health import HealthProbe
-from bazar.invalidation import FrontendNotifier, book_keys
+from bazar.invalidation import FrontendsNotifier, LeaseRenewal, book_keys
+from bazar.leases import Now
 from bazar.metrics import MeasuredResource, Metrics, gauge, histogram
 from bazar.order.app import OrderApp
 from bazar.order.store import OrderStore
@@ -68,18 +69,30 @@ def build_replica(
     client: ReplicaClient,
     clock: IReactorTime,
     random: Random | None = None,
+    now: Now | None = None,
 ) -> ReplicaProcess:
     """Replica ``name`` of ``config`` on ``store``, calling the others through ``client``.
-    ``random``: the watchdog's draw of election timeouts (a seeded one in tests).
+    ``random``: the watchdog's draw of election timeouts (a seeded one in tests); ``now``:
+    the monotonic clock the front ends' cache leases are counted on (by default ``clock``'s).
 
     On a new store the first replica of the role sequences writes once its ``RoleService``
     starts; on a used one, the sequencer its store recorded (``Role.start``)."""
     replica = replica_named(config, name)
     replicas = config.catalog if replica.role == "catalog" else config.order
-    notifier = FrontendNotifier(
-        client, config.frontend, cache_keys(replica.role), epoch=lambda: (replica.role, role.epoch)
+    notifier = FrontendsNotifier(
+        client,
+        config.frontends,
+        cache_keys(replica.role),
+        epoch=lambda: (replica.role, role.epoch),
+        clock=clock,
+        sequencer=replica.name,
+        applied=lambda: store.applied_seq,
+        followers=lambda: role.writer.followers() if role.writer is not None else {},
+        now=now,
     )
-    role = Role(replica, replicas, store, client, notifier, clock)
+    role = Role(replica, replicas, store, client, notifier, clock, now)
+    # Front-end leases only while no other sequencer can have been elected (bazar.leases).
+    notifier.may_grant = lambda: role.writer is not None and role.writer.leads()
     app = replica_app(config, replica, store, client, role)
     resource = measured(app.resource(), replica, store, lambda: role.writer, config.secret)
     if isinstance(app, OrderApp):
@@ -88,17 +101,25 @@ def build_replica(
             lambda: [histogram("bazar_take_batch_takes", "Purchases' takes per call to the catalog", takes)]
         )
     channel = ChannelServer(app.channel_handlers(), config.secret, app.stamp, resource.metrics.observe_call)
-    services = [RoleService(role), Watchdog(role, clock, random), *app.services(clock)]
+    renewal = LeaseRenewal(notifier, lambda: role.writer is not None, clock)
+    services = [RoleService(role), Watchdog(role, clock, random), renewal, *app.services(clock)]
     return ReplicaProcess(app, role, resource, channel, services)
 
 
-def build_frontend(config: Config, client: ReplicaClient, clock: IReactorTime) -> FrontendProcess:
-    """The front end of ``config``, calling the replicas through ``client``; its health probe
-    runs on ``clock``."""
-    app = FrontendApp(config, client)
+def build_frontend(
+    config: Config,
+    client: ReplicaClient,
+    clock: IReactorTime,
+    name: str | None = None,
+    now: Now | None = None,
+) -> FrontendProcess:
+    """Front end ``name`` of ``config`` (by default the default one), calling the replicas
+    through ``client``; its health probe runs on ``clock``, its cache leases are counted on
+    ``now`` (by default ``clock``'s)."""
+    app = FrontendApp(config, client, name=name, now=now if now is not None else clock.seconds)
     resource = MeasuredResource(app.resource(), app.metrics, config.secret)
     probe = HealthProbe(app.health, [*config.catalog, *config.order], client, clock, config.probe_interval)
-    stamp = Stamp(config.frontend.name)
+    stamp = Stamp(app.me.name)
     channel = ChannelServer(app.channel_handlers(), config.secret, lambda: stamp, app.metrics.observe_call)
     return FrontendProcess(app, resource, channel, [probe])
 

@@ -27,6 +27,11 @@ from bazar.validation import is_integer
 DEFAULT_CONFIG_PATH = Path("etc/bazar.toml")
 
 DEFAULT_FRONTEND_PORT = 5000
+# ``frontends = N`` (N > 1) in [cluster]: front end i listens on FRONTEND_PORT_BASE + i and its
+# channel on FRONTEND_CHANNEL_BASE + i, and all of them on the public DEFAULT_FRONTEND_PORT, shared.
+FRONTEND_PORT_BASE = 5300
+FRONTEND_CHANNEL_BASE = 5400
+MAX_FRONTENDS = 64
 # The report's seven books; a larger catalog adds generated books after them.
 DEFAULT_BOOKS = 7
 # Far beyond any test or benchmark, but a typo (an extra zero or two) still fails fast
@@ -51,6 +56,9 @@ class Replica:
     # endpoint string others connect to. Without them, internal calls to it go over HTTP.
     channel_listen: str | None = None
     channel: str | None = None
+    # A front end's public listener, which several front ends on one host may share
+    # (SO_REUSEPORT: bazar.shared_port); None: clients use ``listen``.
+    public: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,20 @@ class Config:
     # Seconds between the front end's health probes of each replica.
     probe_interval: float = 1.0
     source: str = field(default="embedded defaults", compare=False)
+    # Every front end, the default one (``frontend``) first; () for just ``frontend``.
+    frontends: tuple[Replica, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.frontends:
+            object.__setattr__(self, "frontends", (self.frontend,))
+
+    def frontend_named(self, name: str) -> Replica:
+        """The front end called ``name``, or a ConfigError naming the known ones."""
+        for frontend in self.frontends:
+            if frontend.name == name:
+                return frontend
+        known = ", ".join(f.name for f in self.frontends)
+        raise ConfigError(f"unknown front end {name!r} in {self.source}; known: {known}")
 
     def replica(self, role: str, name: str) -> Replica:
         """The replica of ``role`` called ``name``, or a ConfigError naming the known ones."""
@@ -111,8 +133,9 @@ def _default_replicas(role: str) -> list[dict[str, Any]]:
 
 # Every key each table may have: anything else is a typo that would silently leave a default.
 TABLES = ("cluster", "frontend", "catalog", "order")
-CLUSTER_KEYS = ("books", "cache_size", "data_dir", "probe_interval", "secret", "secret_file")
+CLUSTER_KEYS = ("books", "cache_size", "data_dir", "frontends", "probe_interval", "secret", "secret_file")
 REPLICA_KEYS = ("name", "listen", "url", "channel_listen", "channel")
+FRONTEND_KEYS = (*REPLICA_KEYS, "public")
 
 
 def _known(keys: Collection[str], known: Collection[str], where: str, what: str = "key") -> None:
@@ -189,7 +212,7 @@ def _quoted(value: str) -> str:
 def _replica(table: Any, role: str, where: str) -> Replica:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
-    _known(table, REPLICA_KEYS, f"{where}: ")
+    _known(table, FRONTEND_KEYS if role == "frontend" else REPLICA_KEYS, f"{where}: ")
     name = _string(table, "name", where, role)
     listen = _server_endpoint(table, "listen", where)
     url = _url(table, where)
@@ -199,7 +222,12 @@ def _replica(table: Any, role: str, where: str) -> Replica:
     if "channel" in table:
         channel_listen = _server_endpoint(table, "channel_listen", where)
         channel = _client_endpoint(table, "channel", where)
-    return Replica(name, role, listen, url, channel_listen, channel)
+    public = None
+    if "public" in table:
+        public = _server_endpoint(table, "public", where)
+        if _tcp_port(public) is None:
+            raise ConfigError(f"{where}: 'public' = {_quoted(public)} must be a TCP endpoint with a port")
+    return Replica(name, role, listen, url, channel_listen, channel, public)
 
 
 def _replicas(raw: dict[str, Any], role: str) -> tuple[Replica, ...]:
@@ -211,6 +239,90 @@ def _replicas(raw: dict[str, Any], role: str) -> tuple[Replica, ...]:
     if len(set(names)) != len(names):
         raise ConfigError(f"[[{role}]] replica names must be unique, got {names}")
     return replicas
+
+
+def _default_frontends(count: int) -> list[dict[str, Any]]:
+    """``frontends = count`` on one host: each on its own port, all sharing the lab's port 5000."""
+    if count == 1:
+        return [{"name": "frontend", **_loopback(DEFAULT_FRONTEND_PORT)}]
+    public = _loopback(DEFAULT_FRONTEND_PORT)["listen"]
+    return [
+        {
+            "name": f"frontend-{number}",
+            **endpoints(FRONTEND_PORT_BASE + number, FRONTEND_CHANNEL_BASE + number),
+            "public": public,
+        }
+        for number in range(1, count + 1)
+    ]
+
+
+def _frontends(raw: dict[str, Any], cluster: dict[str, Any]) -> tuple[Replica, ...]:
+    """The front ends: one ``[frontend]`` table, several ``[[frontend]]`` tables (named
+    ``frontend-1``, ... unless they say), or ``frontends = N`` in [cluster] for N on this host.
+    The first is the default one (the lab's)."""
+    count = cluster.get("frontends")
+    if count is not None and (not is_integer(count) or not 1 <= count <= MAX_FRONTENDS):
+        raise ConfigError(
+            f"[cluster]: 'frontends' must be an integer from 1 to {MAX_FRONTENDS}, not {count!r}"
+        )
+    tables = raw.get("frontend")
+    if tables is None:
+        tables = _default_frontends(count or 1)
+    elif isinstance(tables, list):
+        if not tables:
+            raise ConfigError("[[frontend]] must list at least one front end")
+        tables = [
+            t if not isinstance(t, dict) or "name" in t else {"name": f"frontend-{i + 1}", **t}
+            for i, t in enumerate(tables)
+        ]
+    else:
+        tables = [tables]
+    if count is not None and count != len(tables):
+        raise ConfigError(
+            f"[cluster]: 'frontends' = {count} but the config has {len(tables)} front-end table(s)"
+        )
+    where = "[frontend]" if len(tables) == 1 else "[[frontend]] #{}"
+    frontends = tuple(_replica(t, "frontend", where.format(i + 1)) for i, t in enumerate(tables))
+    names = [f.name for f in frontends]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"front-end names must be unique: {', '.join(map(repr, duplicated))} given twice")
+    return frontends
+
+
+def _tcp_port(endpoint: str) -> tuple[str, int] | None:
+    """(interface, port) of a TCP server endpoint string with a fixed port; None otherwise."""
+    try:
+        kind, args, kwargs = _parseServer(endpoint, None)
+    except Exception:
+        return None
+    if kind != "TCP" or not args or not args[0]:
+        return None
+    return str(kwargs.get("interface", "")), int(args[0])
+
+
+def _unique_ports(processes: tuple[Replica, ...]) -> None:
+    """Refuses two listeners of the cluster on one port of one host (a front end's copied table,
+    say): the second process would fail to start, far from the mistake. Processes whose urls
+    name different hosts may use the same port (one replica per host, or per container)."""
+    seen: dict[tuple[str, int], str] = {}
+
+    def host(process: Replica) -> str:
+        return urlsplit(process.url).hostname or ""
+
+    for process in processes:  # the front ends' shared port, first: they may all use it
+        where = _tcp_port(process.public) if process.public is not None else None
+        if where is not None:
+            seen[(host(process), where[1])] = "the front ends' public port"
+    for process in processes:
+        for what, endpoint in (("listen", process.listen), ("channel_listen", process.channel_listen)):
+            where = _tcp_port(endpoint) if endpoint else None
+            if where is None:
+                continue
+            key, mine = (host(process), where[1]), f"{process.name}'s {what}"
+            if key in seen:
+                raise ConfigError(f"{mine} and {seen[key]} both use port {where[1]}: each needs its own")
+            seen[key] = mine
 
 
 def _secret(cluster: dict[str, Any], data_dir: Path) -> str:
@@ -277,11 +389,14 @@ def _parse(raw: dict[str, Any], source: str) -> Config:
             f"[cluster]: 'probe_interval' must be a number of seconds from 0.05 to 60, not {probe_interval!r}"
         )
     data_dir = Path(_string(cluster, "data_dir", "[cluster]", "bazar-data"))
-    frontend = _replica(raw.get("frontend", _loopback(DEFAULT_FRONTEND_PORT)), "frontend", "[frontend]")
+    frontends = _frontends(raw, cluster)
+    catalog, order = _replicas(raw, "catalog"), _replicas(raw, "order")
+    _unique_ports((*frontends, *catalog, *order))
     return Config(
-        frontend=frontend,
-        catalog=_replicas(raw, "catalog"),
-        order=_replicas(raw, "order"),
+        frontend=frontends[0],
+        frontends=frontends,
+        catalog=catalog,
+        order=order,
         cache_size=cache_size,
         data_dir=data_dir,
         secret=_secret(cluster, data_dir),
@@ -320,6 +435,8 @@ def document(cluster: Mapping[str, Any], processes: Mapping[str, Mapping[str, st
     for name, table in processes.items():
         if name == "frontend":
             raw["frontend"] = dict(table)
+        elif name.startswith("frontend-"):  # several: [[frontend]] tables
+            raw.setdefault("frontend", []).append({"name": name, **table})
         else:
             raw.setdefault(name.split("-")[0], []).append({"name": name, **table})
     return raw
@@ -330,8 +447,9 @@ def dump(raw: Mapping[str, Any]) -> str:
     (checked here, so a typo in a writer fails where it is made, not in the process reading it)."""
     _known(raw, TABLES, "", "table")
     _known(raw.get("cluster", {}), CLUSTER_KEYS, "[cluster]: ")
-    if "frontend" in raw:
-        _known(raw["frontend"], REPLICA_KEYS, "[frontend]: ")
+    frontends = raw.get("frontend", [])
+    for i, table in enumerate(frontends if isinstance(frontends, list) else [frontends]):
+        _known(table, FRONTEND_KEYS, f"[frontend] #{i + 1}: ")
     for role in ("catalog", "order"):
         for i, table in enumerate(raw.get(role, [])):
             _known(table, REPLICA_KEYS, f"[[{role}]] #{i + 1}: ")

@@ -24,6 +24,7 @@ from bazar.errors import BazarError, Conflict
 from bazar.failover import Role
 from bazar.json_errors import install_json_errors
 from bazar.jsonio import json_reply, parse_json, read_body, read_json, respond, respond_json, respond_reply
+from bazar.leases import VOTE_GUARD, Grant
 from bazar.protocol import (
     ELECT_PATH,
     EPOCH_HEADER,
@@ -129,6 +130,10 @@ class ReplicaEndpoints:
                 stale = yield self._check_epoch(epoch, sequencer)
                 if stale is not None:
                     return stale, 409
+        if message.lease is not None and epoch is not None and sequencer == role.sequencer.name:
+            lease = message.lease
+            grant = Grant(lease["lessor"], lease["grant"], lease["based_on"], False)
+            role.read_lease.received(grant, epoch, sequencer)
         try:
             last_seq = yield self.store.apply(message.entries)
         except SequenceGap as gap:
@@ -169,9 +174,12 @@ class ReplicaEndpoints:
         role = self.role
         if epoch <= role.epoch:
             raise Conflict(f"epoch {epoch} is not newer than {role.epoch}")
+        if role.heard_lately():
+            raise Conflict(f"{role.sequencer.name} was heard from less than {VOTE_GUARD:g} s ago")
         if last_seq < self.store.applied_seq:
             raise Conflict(f"{sequencer} holds writes up to {last_seq}, we hold {self.store.applied_seq}")
         yield role.adopt(epoch, sequencer)
+        role.heard()  # no vote for another epoch within VOTE_GUARD (the candidate counts on it)
         return {"last_seq": self.store.applied_seq, "epoch": role.epoch}
 
     @app.route(internal_route(LOG_PATH), methods=["GET"])

@@ -21,6 +21,7 @@ also the new sequencer's; if not, it forgets its writes and is sent them again.
 from __future__ import annotations
 
 import json
+import uuid
 from random import Random
 from typing import Any
 
@@ -32,6 +33,7 @@ from twisted.logger import Logger
 from bazar.client import ReplicaClient
 from bazar.config import Replica
 from bazar.follower_link import FollowerLink
+from bazar.leases import VOTE_GUARD, FollowerLease, LeaseHolder, Now
 from bazar.protocol import ELECT_PATH, STATUS_PATH, log_path
 from bazar.protocol.messages import Elect
 from bazar.replication import FrontendNotice, Heartbeats, Sequencer
@@ -69,7 +71,10 @@ class Role:
         client: ReplicaClient,
         notice: FrontendNotice | None,
         clock: IReactorTime,
+        now: Now | None = None,
     ) -> None:
+        """``now``: the monotonic clock leases are counted on (``bazar.leases``; by default
+        ``clock``'s)."""
         self.replica = replica
         self.replicas = replicas
         self.store = store
@@ -80,7 +85,13 @@ class Role:
         self.sequencer = self._named(store.epoch_sequencer or replicas[0].name)
         self.writer: Sequencer | None = None
         self.heartbeats: Heartbeats | None = None
+        self.now = now if now is not None else clock.seconds
         self.last_heard = clock.seconds()
+        # When it last heard from its sequencer, on ``now``: it votes for no new epoch within
+        # VOTE_GUARD of that (a restart takes longer).
+        self.heard_at = float("-inf")
+        # This replica's read lease, as a follower, from its sequencer (``bazar.leases``).
+        self.read_lease = LeaseHolder(self.now)
         self.heard_once = False  # whether a sequencer (perhaps this one) has run since start-up
         # The newest epoch whose sequencer's log this replica's log is known to be part of.
         self.verified_epoch = self.epoch
@@ -107,21 +118,42 @@ class Role:
     def stop(self) -> None:
         self._stop_leading()
 
-    def _lead(self, voters: frozenset[str] | None = None) -> None:
+    def _lead(
+        self,
+        voters: frozenset[str] | None = None,
+        previous: str | None = None,
+        asked_at: float = float("-inf"),
+    ) -> None:
         """Start sequencing writes. With ``voters`` (we were just elected), the followers that
         did not vote are presumed out of sync: the old sequencer, silent, is the usual one, and
         writes must not wait out a deadline for it. The heartbeats bring each back, and until
-        then every write names it lagging to the front end. Without (we lead because our disk
-        says so), no read is served until a majority has every write we hold."""
+        then every write names it lagging to the front end. Each other non-voter may hold a
+        read lease from the ``previous`` sequencer, which writes wait out (one term at most).
+        A voter refuses other votes as if it had heard from us when we asked (``asked_at``):
+        this sequencer's own lease runs from then (``Sequencer.leads``). Without ``voters`` (we
+        lead because our disk says so), no read is served until a majority has every write we
+        hold."""
+        self.read_lease.lapse()  # a sequencer answers reads under its own lease (``Sequencer.leads``)
+        token = uuid.uuid4().hex[:16]
         links = [
-            FollowerLink(r, self.client, self.store, self.clock) for r in self.replicas if r != self.replica
+            FollowerLink(r, self.client, self.store, self.clock, FollowerLease(token, self.now))
+            for r in self.replicas
+            if r != self.replica
         ]
         for link in links:
             link.epoch = (self.epoch, self.replica.name)
             link.on_stale_epoch = self.superseded
             link.in_sync = voters is None or link.follower.name in voters
+            if voters is not None and link.in_sync:
+                link.lease.heard_at = asked_at
+            if not link.in_sync:
+                if link.follower.name == previous:
+                    link.lease.none()  # it granted leases, and held none
+                link.lease.revoke()
         quorum = majority(len(self.replicas))
-        self.writer = Sequencer(self.store, links, self.notice, quorum=quorum, from_disk=voters is None)
+        self.writer = Sequencer(
+            self.store, links, self.notice, quorum=quorum, now=self.now, from_disk=voters is None
+        )
         self.heard_once = True  # it has been a sequencer: its followers are up
         self.heartbeats = Heartbeats(self.writer, self.clock)
         self.heartbeats.startService()
@@ -145,19 +177,32 @@ class Role:
     def superseded(self, epoch: int, sequencer: str) -> Deferred[None]:
         return self.adopt(epoch, sequencer)
 
-    def adopt(self, epoch: int, sequencer: str, voters: frozenset[str] | None = None) -> Deferred[None]:
-        """Join ``epoch``, whose sequencer is ``sequencer`` (perhaps us, elected by ``voters``),
-        if it is newer."""
-        return self._lock.run(self._adopt, epoch, sequencer, voters)
+    def adopt(
+        self,
+        epoch: int,
+        sequencer: str,
+        voters: frozenset[str] | None = None,
+        asked_at: float = float("-inf"),
+    ) -> Deferred[None]:
+        """Join ``epoch``, whose sequencer is ``sequencer`` (perhaps us, elected by ``voters``,
+        asked for their votes at ``asked_at``), if it is newer."""
+        return self._lock.run(self._adopt, epoch, sequencer, voters, asked_at)
 
     @inlineCallbacks
-    def _adopt(self, epoch: int, sequencer: str, voters: frozenset[str] | None = None) -> Any:
+    def _adopt(
+        self,
+        epoch: int,
+        sequencer: str,
+        voters: frozenset[str] | None = None,
+        asked_at: float = float("-inf"),
+    ) -> Any:
         if epoch <= self.epoch:
             return
         replaced = self.writer is not None and sequencer != self.replica.name
         if replaced:
             self.forgetting = True  # before its writer is gone: no read in between
         self._stop_leading()
+        previous = self.sequencer.name
         self.epoch, self.sequencer = epoch, self._named(sequencer)
         self.last_heard = self.clock.seconds()
         yield self.store.save_epoch(epoch, sequencer)
@@ -171,12 +216,13 @@ class Role:
             # We may hold writes that no majority ever had: forget them all and be sent
             # everything by the new sequencer.
             log.warn("{replica} was replaced as sequencer: resynchronizing", replica=self.replica.name)
+            self.read_lease.lapse()
             yield self.store.wipe()
             self.forgetting = False
             self.verified_epoch = epoch
         if sequencer == self.replica.name:
             self.verified_epoch = epoch
-            self._lead(voters)
+            self._lead(voters, previous, asked_at)
 
     @inlineCallbacks
     def verify(self, epoch: int) -> Any:
@@ -198,12 +244,19 @@ class Role:
                     "{replica}'s log diverged from the sequencer's: resynchronizing",
                     replica=self.replica.name,
                 )
+                self.read_lease.lapse()
                 yield self.store.wipe()
         self.verified_epoch = epoch
 
     def heard(self) -> None:
         self.last_heard = self.clock.seconds()
+        self.heard_at = self.now()
         self.heard_once = True
+
+    def heard_lately(self) -> bool:
+        """Whether this replica heard from its sequencer within VOTE_GUARD: then it votes for
+        no new epoch, nor stands in one (``bazar.leases.leader_lease`` counts on it)."""
+        return self.writer is None and self.now() - self.heard_at < VOTE_GUARD
 
     # -- replacing a silent sequencer --------------------------------------------------------
 
@@ -253,8 +306,11 @@ class Role:
         best = max(candidates, key=lambda c: (c[0], -order[c[1]]))[1]
         if best != self.replica.name:
             return  # the best candidate takes over; we follow when it tells us
+        if self.heard_lately():
+            return
         epoch = self.epoch + 1
         voters = [p for p in peers if p.name in alive]
+        asked_at = self.now()
         votes = yield DeferredList(
             [
                 self.client.request(
@@ -274,7 +330,7 @@ class Role:
         if len(granted) + 1 < majority(len(self.replicas)):
             log.info("{replica} was not elected for epoch {epoch}", replica=self.replica.name, epoch=epoch)
             return
-        yield self.adopt(epoch, self.replica.name, granted)
+        yield self.adopt(epoch, self.replica.name, granted, asked_at)
 
 
 class Watchdog(TimerService):

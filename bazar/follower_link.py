@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from bazar.client import ReplicaClient
 from bazar.config import Replica
 from bazar.errors import BazarError, Unavailable
+from bazar.leases import FollowerLease
 from bazar.protocol import REPLICATE_PATH
 from bazar.protocol.messages import Replicate
 from bazar.storage import Entry, ReplicatedStore
@@ -39,20 +40,38 @@ class FollowerLink:
     MAX_BATCH and MAX_BATCH_BYTES. A follower refuses a batch with a gap, so a batch with one
     would be refused, and resent, forever.
 
-    Liveness: a write waits for a follower at most REPLICATION_TIMEOUT. If the follower has
+    Liveness: a write waits for a follower at most REPLICATION_TIMEOUT, and then for the
+    follower's read lease to run out (``lease``, ``bazar.leases.FollowerLease``: every request
+    grants one, to a follower in sync that has every write acknowledged). If the follower has
     not confirmed it by then, whatever it answered meanwhile (nothing, errors, or refusals that
-    leave its position where it was), it drops out of sync and the write stops waiting. A
-    request that moved nothing forward is not sent again before the next heartbeat, so a
-    follower that keeps refusing costs one request per heartbeat, not a loop.
+    leave its position where it was), its lease is revoked, and once it has run out (at most
+    LEASE_TERM after the follower last answered) it drops out of sync and the write stops
+    waiting. A request that moved nothing forward is not sent again before the next heartbeat,
+    so a follower that keeps refusing costs one request per heartbeat, not a loop.
     """
 
     def __init__(
-        self, follower: Replica, client: ReplicaClient, store: ReplicatedStore, clock: IReactorTime
+        self,
+        follower: Replica,
+        client: ReplicaClient,
+        store: ReplicatedStore,
+        clock: IReactorTime,
+        lease: FollowerLease | None = None,
     ) -> None:
+        """``lease``: the follower's read lease, counted on a monotonic clock (``Role`` gives
+        one; a link built alone grants none)."""
         self.follower = follower
         self.client = client
         self.store = store
         self.clock = clock
+        if lease is None:  # alone, it sends no epoch, so grants no lease
+            lease = FollowerLease("", clock.seconds)
+            lease.none()
+        self.lease = lease
+        # Whether a follower in sync that confirmed up to a sequence number may be granted a
+        # read lease: it has every acknowledged write (``Sequencer`` sets it).
+        self.grantable: Callable[[int], bool] = lambda confirmed: True
+        self._lease_out: IDelayedCall | None = None  # when a revoked lease has run out
         self.confirmed = 0  # the follower's last_seq, as far as we know
         self.in_sync = True  # presumed until it fails to confirm a write
         self.on_caught_up: Callable[[str, int], object] = lambda follower, seq: None
@@ -67,9 +86,10 @@ class FollowerLink:
 
     def ship(self, seq: int, entry: Entry) -> Deferred[bool]:
         """True once the follower has applied ``seq`` (and so everything before it); False
-        at once for a follower out of sync, or as soon as it drops out (the write does not wait)."""
+        for a follower out of sync (once a lease it may hold has run out: ``after_lease``),
+        or as soon as it drops out (the write does not wait)."""
         if not self.in_sync:
-            return succeed(False)
+            return self.after_lease()
         if seq <= self.confirmed:
             return succeed(True)  # a catch-up read it from the log and sent it already
         self._queue.append((seq, entry))
@@ -86,7 +106,8 @@ class FollowerLink:
         if self.confirmed >= seq:
             return succeed(True)
         if not self.in_sync:
-            return self.heartbeat().addCallback(lambda _: self.confirmed >= seq)
+            d = self.heartbeat().addCallback(lambda _: self.confirmed >= seq)
+            return d.addCallback(lambda has: True if has else self.after_lease())
         d = self._wait(seq)
         self.heartbeat()  # or, if a call is in flight, its answer (and any catch-up) decides
         return d
@@ -97,6 +118,16 @@ class FollowerLink:
         if self._sending:
             return succeed(self.in_sync)
         return self._start(heartbeat=True).addCallback(lambda _: self.in_sync)
+
+    def after_lease(self) -> Deferred[bool]:
+        """False, once a read lease this follower may hold has run out: at once, but just
+        after an election for a follower that did not vote (its predecessor's lease)."""
+        left = self.lease.left()
+        if not left:
+            return succeed(False)
+        d: Deferred[bool] = Deferred()
+        self.clock.callLater(left, d.callback, False)
+        return d
 
     def _wait(self, seq: int) -> Deferred[bool]:
         d: Deferred[bool] = Deferred()
@@ -118,12 +149,31 @@ class FollowerLink:
         self._fall_behind(f"write {seq} not confirmed within {REPLICATION_TIMEOUT:g} s")
 
     def _fall_behind(self, message: str) -> None:
-        """Out of sync: writes stop waiting for it; the entries stay in the log for when it is back."""
+        """Out of sync: writes stop waiting for it, once its read lease has run out (till then
+        it is granted no more); the entries stay in the log for when it is back."""
+        self.lease.revoke()
+        left = self.lease.left()
+        if self.in_sync and left:
+            if self._lease_out is None:
+                self._lease_out = self.clock.callLater(left, self._lease_ran_out, message)
+            return
         if self.in_sync:
             log.warn("{follower} is out of sync: {message}", follower=self.follower.name, message=message)
         self.in_sync = False
         self._queue.clear()
         self._settle(lambda seq: False)
+
+    def _lease_ran_out(self, message: str) -> None:
+        self._lease_out = None
+        if self.lease.revoked_until is not None:
+            self._fall_behind(message)
+
+    def _restore(self) -> None:
+        """Answered in time after all: its lease is renewed again."""
+        self.lease.restore()
+        if self._lease_out is not None:
+            self._lease_out.cancel()
+            self._lease_out = None
 
     def _settle(self, has: Callable[[int], bool | None]) -> None:
         """Fire every waiter whose write is settled: True if confirmed, False if it is given up
@@ -173,19 +223,27 @@ class FollowerLink:
         batch = yield self._next_batch(heartbeat)
         before = self.confirmed
         epoch, sequencer = self.epoch if self.epoch is not None else (None, None)
-        message = Replicate(batch, self.store.applied_seq, epoch, sequencer)
+        lease = None
+        if sequencer is not None:
+            lease = self.lease.call(self.in_sync and self.grantable(self.confirmed), sequencer)
+        message = Replicate(batch, self.store.applied_seq, epoch, sequencer, lease)
         response = yield self.client.request(
             "POST", self.follower, REPLICATE_PATH, message.body(), timeout=REPLICATION_TIMEOUT
         )
         answer = response.json() if response.code in (200, 409) else {}
         if "stale_epoch" in answer:
-            # The follower knows a newer epoch: another replica sequences writes now.
+            # The follower knows a newer epoch: another replica sequences writes now. No write
+            # here can be acknowledged: none waits for its lease.
+            self.lease.none()
+            self.lease.revoke()
             self.on_stale_epoch(answer["stale_epoch"], answer["sequencer"])
             raise Unavailable(
                 f"{self.follower.name} follows epoch {answer['stale_epoch']}: this sequencer was replaced"
             )
         if "last_seq" not in answer:
             response.raise_for_error()
+        if lease is not None:
+            self.lease.heard(lease["grant"])
         self.confirmed = answer["last_seq"]
         self._queue = [e for e in self._queue if e[0] > self.confirmed]
         more = bool(self._queue) or self.confirmed < self.store.applied_seq
@@ -198,12 +256,21 @@ class FollowerLink:
             self._fall_behind(error.message if error else result.getErrorMessage())
             return
         self._settle(lambda seq: True if seq <= self.confirmed else None)
+        renew = self.lease.renew_now()
+        if self.in_sync and self.lease.revoked_until is not None and not self._overdue():
+            self._restore()
         if not self.in_sync and not self._queue and self.confirmed >= self.store.applied_seq:
             log.info("{follower} is back in sync at {seq}", follower=self.follower.name, seq=self.confirmed)
             self.in_sync = True
+            self._restore()
+            renew = self.epoch is not None  # its read lease, at once (a Role's link grants one)
             self.on_caught_up(self.follower.name, self.confirmed)
-        if result:
+        if result or renew:
             self._start(heartbeat=False)
+
+    def _overdue(self) -> bool:
+        """Whether a write has waited for this follower past its deadline."""
+        return bool(self._waiters) and self._waiters[0][1] <= self.clock.seconds()
 
 
 def _run_from(start: int, entries: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:

@@ -16,14 +16,18 @@ pages, but every one of them would have to be right; dropping the listing always
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.application.internet import TimerService
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bazar.client import ReplicaClient
 from bazar.config import Replica
+from bazar.leases import RENEW_INTERVAL, Grant, Lessor, Now
 from bazar.paging import Page
 from bazar.protocol import INVALIDATE_PATH
 from bazar.protocol.messages import Invalidate
@@ -34,6 +38,8 @@ ALL_BOOKS_KEY = "info/all"
 # go one at a time, so one lost to a partition holds every later write until it times out; the
 # front end answers a push in milliseconds. As long as a follower may take (REPLICATION_TIMEOUT).
 PUSH_TIMEOUT = 2.0
+
+log = Logger()
 
 
 class PageKey(str):
@@ -171,6 +177,157 @@ class FrontendNotifier:
         role, epoch = self.epoch() if self.epoch is not None else (None, None)
         message = Invalidate([], seq, role=role, epoch=epoch, sequencer=sequencer)
         return self._send(message)
+
+
+class FrontendsNotifier:
+    """A sequencer's pushes to every front end, each held to its cache lease (``bazar.leases``).
+
+    A write waits, for each front end, until it has dropped the write's keys, or, for one
+    that cannot be told (its push failed, or is not answered in time), until its lease has
+    run out: then it answers reads as misses until a grant that flushes its cache. ``renew``
+    (every ``RENEW_INTERVAL``, while this replica sequences: ``LeaseRenewal``) sends the
+    grants."""
+
+    def __init__(
+        self,
+        client: ReplicaClient,
+        frontends: Sequence[Replica],
+        keys: Callable[[Entry], list[str]],
+        epoch: Callable[[], tuple[str, int]],
+        clock: IReactorTime,
+        sequencer: str,
+        applied: Callable[[], int] = lambda: 0,
+        followers: Callable[[], dict[str, dict[str, Any]]] = dict,
+        now: Now | None = None,
+    ) -> None:
+        """``applied()``: the newest write here (a flush grant's floor); ``followers()``: the
+        sequencer's followers (``Sequencer.followers``), so that a flushed front end also
+        learns which it may read from."""
+        self.client = client
+        self.frontends = list(frontends)
+        self.each = {f.name: FrontendNotifier(client, f, keys, epoch) for f in self.frontends}
+        self.epoch = epoch
+        self.clock = clock
+        self.now = now
+        self.sequencer = sequencer
+        self.applied = applied
+        self.followers = followers
+        self.lessor = Lessor(self.each, clock, now)
+        self._lessor_epoch: tuple[str, int] | None = None  # the epoch ``lessor`` grants in
+        # Whether this sequencer may grant now: no other can have been elected yet
+        # (``Sequencer.leads``, set by ``bazar.assembly``).
+        self.may_grant: Callable[[], bool] = lambda: True
+
+    def _current(self) -> Lessor:
+        """The lessor of this sequencer's current term: a new one (every lease presumed held,
+        every first grant a flush) whenever this replica starts sequencing in a new epoch."""
+        epoch = self.epoch()
+        if self._lessor_epoch is not None and epoch != self._lessor_epoch:
+            self.lessor = Lessor(self.each, self.clock, self.now)
+        self._lessor_epoch = epoch
+        return self.lessor
+
+    def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
+        lessor = self._current()
+        told = [
+            self._within_lease(lessor, name, notifier.written(seq, entry, lagging))
+            for name, notifier in self.each.items()
+        ]
+        return _every(told)
+
+    def written_many(self, writes: list[tuple[int, Entry]]) -> Deferred[Any]:
+        """``written`` for one group commit's batch (none lagging): one push per front end."""
+        lessor = self._current()
+        told = [
+            self._within_lease(lessor, name, notifier.written_many(writes))
+            for name, notifier in self.each.items()
+        ]
+        return _every(told)
+
+    def _within_lease(self, lessor: Lessor, name: str, told: Deferred[Any]) -> Deferred[Any]:
+        """``told``, or, if that fails or is late, the end of ``name``'s lease."""
+        if told.called and not isinstance(told.result, Failure):
+            return told
+        done: Deferred[Any] = Deferred()
+        run_out = lessor.run_out(name)
+
+        def answered(result: Any) -> None:
+            if done.called:
+                return
+            if isinstance(result, Failure):
+                lessor.revoke(name)
+                log.warn(
+                    "could not tell {frontend}: waiting {left:.2f} s for its lease to run out: {error}",
+                    frontend=name,
+                    left=lessor.left(name),
+                    error=result.getErrorMessage(),
+                )
+                return
+            run_out.cancel()
+            done.callback(result)
+
+        def ran_out(result: Any) -> None:
+            if not done.called:
+                done.callback(None)
+
+        run_out.addCallbacks(ran_out, lambda f: f.trap(CancelledError))
+        told.addBoth(answered)
+        return done
+
+    def caught_up(self, follower: str, seq: int) -> Deferred[Any]:
+        return _every([n.caught_up(follower, seq) for n in self.each.values()])
+
+    def announce(self, sequencer: str, seq: int) -> Deferred[Any]:
+        return _every([n.announce(sequencer, seq) for n in self.each.values()])
+
+    def renew(self) -> None:
+        """Send each front end whose previous grant was answered its next one."""
+        for frontend in self.frontends:
+            self._grant(frontend)
+
+    def _grant(self, frontend: Replica) -> None:
+        if not self.may_grant():
+            return
+        lessor = self._current()
+        grant = lessor.grant(frontend.name)
+        if grant is None:
+            return
+        role, epoch = self.epoch()
+        lagging = caught_up = None
+        if grant.flush:
+            followers = self.followers()
+            lagging = [name for name, f in followers.items() if not f["readable"]]
+            caught_up = [name for name, f in followers.items() if f["readable"]]
+        lease = {**grant.body(), "sequencer": self.sequencer}
+        message = Invalidate([], self.applied(), lagging, caught_up, role, epoch, lease=lease)
+        d = self.client.call("POST", frontend, INVALIDATE_PATH, message.body(), timeout=RENEW_INTERVAL * 2)
+        d.addCallbacks(lambda _: True, lambda _: False).addCallback(self._answered, lessor, frontend, grant)
+
+    def _answered(self, ok: bool, lessor: Lessor, frontend: Replica, grant: Grant) -> None:
+        if lessor.answered(frontend.name, grant, ok) and lessor is self.lessor:
+            self._grant(frontend)
+
+    def leases(self) -> dict[str, Any]:
+        """Each front end's lease, as this sequencer counts it."""
+        return {name: self.lessor.state(name) for name in self.each}
+
+
+def _every(told: list[Deferred[Any]]) -> Deferred[Any]:
+    """Fires when every one of ``told`` has (one front end: as that one does)."""
+    return told[0] if len(told) == 1 else gatherResults(told, consumeErrors=True)
+
+
+class LeaseRenewal(TimerService):
+    """Renews the front ends' leases every ``RENEW_INTERVAL`` while ``leading()``."""
+
+    def __init__(self, notifier: FrontendsNotifier, leading: Callable[[], bool], clock: IReactorTime) -> None:
+        super().__init__(RENEW_INTERVAL, self._beat, notifier, leading)
+        self.clock = clock
+
+    @staticmethod
+    def _beat(notifier: FrontendsNotifier, leading: Callable[[], bool]) -> None:
+        if leading():
+            notifier.renew()
 
 
 def book_keys(entry: Entry) -> list[str]:

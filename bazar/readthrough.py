@@ -76,9 +76,13 @@ class ReadThroughCache(Generic[K, V]):
         lru: LRUCache[K, V],
         cacheable: Callable[[V], bool] = lambda value: True,
         version: Callable[[V], int] = lambda value: 0,
+        trusted: Callable[[], bool] = lambda: True,
     ) -> None:
-        """``version(value)``: the sequence number of the newest write a fetched value reflects."""
+        """``version(value)``: the sequence number of the newest write a fetched value reflects;
+        ``trusted()``: whether cached values may be answered now (a cache lease is held:
+        ``bazar.leases``); if not, every read is a miss."""
         self.lru = lru
+        self.trusted = trusted
         self._cacheable = cacheable
         self._version = version
         self.floor = 0  # the newest write any invalidation was for
@@ -104,10 +108,11 @@ class ReadThroughCache(Generic[K, V]):
         return None, waiting
 
     def hit(self, key: K) -> V | None:
-        """The cached value of ``key`` if it may be served (``fresh``), counted as a hit and
-        marked recently used; else None, counting nothing (the caller's miss path counts it)."""
+        """The cached value of ``key`` if it may be served (a lease is held: ``trusted``, and
+        ``fresh``), counted as a hit and marked recently used; else None, counting nothing (the
+        caller's miss path counts it)."""
         value = self.lru.peek(key)
-        if value is None or not self.fresh(value):
+        if value is None or not self.trusted() or not self.fresh(value):
             return None
         self.lru.get(key)
         return value

@@ -66,14 +66,26 @@ class ReplicaApp:
         return self.role.writer
 
     def check_readable(self) -> None:
-        """A sequencer that holds a write no majority has refuses reads (see
-        ``Sequencer.settled``), and so does a replaced one until it has forgotten its writes
-        (``Role.forgetting``); the front end reads from another replica."""
+        """A follower serves reads only under a read lease from its sequencer (which waits for
+        it, or for the lease to run out, before acknowledging a write); a sequencer only while
+        no other can have been elected (``Sequencer.leads``) and a majority has every write it
+        holds (``Sequencer.settled``); a replaced sequencer not until it has forgotten its writes
+        (``Role.forgetting``). Else the front end reads from another replica."""
         writer = self.writer
-        if (writer is not None and not writer.settled()) or self.role.forgetting:
+        name = self.replica.name
+        if self.role.forgetting:
             raise Unavailable(
-                f"{self.replica.name} holds a write no majority has confirmed yet; read from another replica"
+                f"{name} was replaced as sequencer and is forgetting its writes; read from another replica"
             )
+        if writer is None:
+            if not self.role.read_lease.valid():
+                raise Unavailable(f"{name} holds no read lease from its sequencer; read from another replica")
+        elif not writer.settled():
+            raise Unavailable(
+                f"{name} holds a write no majority has confirmed yet; read from another replica"
+            )
+        elif not writer.leads():
+            raise Unavailable(f"{name} has not heard from a majority lately; read from another replica")
 
     def read_committed(self, now: Callable[[], Any], queued: Callable[[], Deferred[T]] | None = None) -> Any:
         """Every data read goes through here, so that none shows a write no majority has.

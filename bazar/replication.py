@@ -15,12 +15,16 @@ read from it again. So catch-up happens whenever a gap is seen, not only at star
 A write that misses its majority (the sequencer is cut off from its followers) is not
 acknowledged. Until a majority has it, the sequencer serves no reads (``Sequencer.settled``):
 a replica that takes over may never have had it. A follower that lacks only such writes has
-every acknowledged one, so the front end may go on reading from it (``readable`` in
-``Sequencer.followers``).
+every acknowledged one (``readable`` in ``Sequencer.followers``).
+
+Reads are served under leases (``bazar.leases``): a follower only while its read lease, renewed
+by every call of its ``FollowerLink``, runs (one drops out of sync only once it has run out),
+and the sequencer only while no other can have been elected (``Sequencer.leads``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.application.internet import TimerService
@@ -31,6 +35,7 @@ from twisted.python.failure import Failure
 
 from bazar.errors import Unavailable
 from bazar.follower_link import FollowerLink
+from bazar.leases import leader_lease
 from bazar.storage import Entry, Replayed, ReplicatedStore
 
 HEARTBEAT_INTERVAL = 0.1  # seconds between heartbeats to each follower (see failover.ELECTION_TIMEOUT)
@@ -62,10 +67,12 @@ class Sequencer:
         links: list[FollowerLink],
         notice: FrontendNotice | None = None,
         quorum: int = 1,
+        now: Callable[[], float] | None = None,
         from_disk: bool = False,
     ) -> None:
         """``quorum``: how many replicas, this one included, must have a write before it is
-        acknowledged (a majority, so that a replaced sequencer cannot acknowledge one).
+        acknowledged (a majority, so that a replaced sequencer cannot acknowledge one);
+        ``now``: the monotonic clock the followers' leases are counted on (``leads``).
         ``from_disk``: this replica sequences because its disk says so (it restarted), not
         because it was just elected; its newest writes may be ones it never sent (it stopped
         first), which a replica elected meanwhile never had, so it serves no read until a
@@ -75,6 +82,7 @@ class Sequencer:
         self.notice = notice
         self.quorum = quorum
         self.retired = False  # set when another replica took over: start no new write
+        self.now = now if now is not None else (lambda: float("-inf"))  # no Role: always leads
         # The newest write a majority is known to have (Raft's commit index): at the start, as
         # far as anyone can tell, all this replica holds; then each acknowledged write.
         self.committed = store.applied_seq
@@ -86,6 +94,14 @@ class Sequencer:
         self._running: list[Deferred[None]] = []  # one per write not finished yet, fired when it is
         for link in links:
             link.on_caught_up = self._caught_up
+            # A follower is granted a read lease only while it has every acknowledged write.
+            link.grantable = lambda confirmed: confirmed >= self.committed
+
+    def leads(self) -> bool:
+        """Whether no other sequencer can have been elected yet (``bazar.leases.leader_lease``):
+        only then may this one answer reads or grant the front ends cache leases."""
+        heard = [link.lease.heard_at for link in self.links]
+        return self.now() < leader_lease(heard, len(self.links) + 1, self.quorum)
 
     def write(self, sequenced: Deferred[tuple[int, Entry]]) -> Deferred[Entry]:
         """``sequenced`` is the store's write, just submitted; the entry, once every follower

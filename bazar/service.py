@@ -11,6 +11,7 @@ import errno
 import gc
 import socket
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -221,7 +222,8 @@ def replica_service(
     except (OSError, sqlite3.Error) as e:
         raise fail(role, f"cannot open {path}: {e}") from None
     client, close_client = replica_client(reactor, config, channel=True)
-    process = build_replica(config, replica.name, store, client, reactor)
+    # The front ends' cache leases are counted on the monotonic clock (bazar.leases).
+    process = build_replica(config, replica.name, store, client, reactor, now=time.monotonic)
     return role_service(
         web_service(replica.listen, make_site(process.resource), reactor),
         *channel_service(replica, process.channel, reactor),

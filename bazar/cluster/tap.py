@@ -19,7 +19,7 @@ from twisted.runner.procmon import ProcessMonitor
 
 from bazar.config import Config
 from bazar.reactors import ISupervisorReactor, running_reactor
-from bazar.service import ConfigOptions, check_ports_free, load_config
+from bazar.service import ConfigOptions, check_port_free, check_ports_free, load_config, tcp_address
 
 log = Logger()
 
@@ -58,12 +58,13 @@ class _Monitor(ProcessMonitor):
 
 
 def child_command(role: str, config_path: str | None, replica: str | None = None) -> list[str]:
-    """One child's command line: ``twistd -n --pidfile= bazar-<role> ...`` (no pidfile: one cwd for all)."""
+    """One child's command line: ``twistd -n --pidfile= bazar-<role> ...`` (no pidfile: one cwd
+    for all); ``replica``: its ``--replica`` name, or a front end's ``--name``."""
     command = [sys.executable, "-c", _TWISTD, "--nodaemon", "--pidfile=", f"bazar-{role}"]
     if config_path is not None:
         command += ["--config", str(Path(config_path).resolve())]
     if replica is not None:
-        command += ["--replica", replica]
+        command += ["--name" if role == "frontend" else "--replica", replica]
     return command
 
 
@@ -71,16 +72,33 @@ def children(config: Config, config_path: str | None) -> dict[str, list[str]]:
     out = {}
     for replica in (*config.catalog, *config.order):
         out[replica.name] = child_command(replica.role, config_path, replica.name)
-    out["frontend"] = child_command("frontend", config_path)
+    if len(config.frontends) == 1:
+        out[config.frontend.name] = child_command("frontend", config_path)
+    else:
+        for frontend in config.frontends:
+            out[frontend.name] = child_command("frontend", config_path, frontend.name)
     return out
+
+
+def public_url(config: Config) -> str:
+    """Where clients reach the store: the front ends' shared port if they have one, else the
+    default front end."""
+    public = config.frontend.public
+    address = tcp_address(public) if public is not None else None
+    if address is None:
+        return config.frontend.url
+    host, port = address
+    return f"http://{host or '127.0.0.1'}:{port}"
 
 
 def makeService(options: Options, reactor: ISupervisorReactor | None = None) -> MultiService:
     config = load_config(
         "cluster", options["config"]
     )  # also creates the secret file, before any child reads it
-    for replica in (config.frontend, *config.catalog, *config.order):
+    for replica in (*config.frontends, *config.catalog, *config.order):
         check_ports_free("cluster", replica)
+    for public in sorted({f.public for f in config.frontends if f.public is not None}):
+        check_port_free("cluster", public)  # the front ends share it (bazar.shared_port)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if reactor is None:
         reactor = running_reactor(ISupervisorReactor)
@@ -91,7 +109,7 @@ def makeService(options: Options, reactor: ISupervisorReactor | None = None) -> 
         monitor.addProcess(name, command, env=dict(os.environ))
     log.info(
         "starting Bazar: front end at {url}, data in {data_dir}",
-        url=config.frontend.url,
+        url=public_url(config),
         data_dir=config.data_dir,
     )
     service = MultiService()

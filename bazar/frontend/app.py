@@ -32,10 +32,12 @@ from bazar.frontend.status_page import cluster_view
 from bazar.invalidation import all_books_page_key, info_key, search_page_key
 from bazar.json_errors import install_json_errors
 from bazar.jsonio import raw_header, read_json, respond, respond_json
+from bazar.leases import Leases, Now
 from bazar.metrics import Metrics
 from bazar.paging import parse_page, search_path
 from bazar.protocol import (
     BOOKS_PATH,
+    FRONTEND_STATUS_PATH,
     IDEMPOTENCY_HEADER,
     INVALIDATE_PATH,
     ORDER_ROUTE,
@@ -48,6 +50,7 @@ from bazar.protocol import (
 )
 from bazar.protocol.messages import Purchase
 from bazar.roundrobin import SequencerFirst
+from bazar.secret import check_secret
 
 
 class FrontendApp:
@@ -56,15 +59,27 @@ class FrontendApp:
     # A path with "//" in it (e.g. a topic that starts with %2F) is no path (404), not a redirect.
     app.url_map.merge_slashes = False
 
-    def __init__(self, config: Config, client: ReplicaClient, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        client: ReplicaClient,
+        metrics: Metrics | None = None,
+        name: str | None = None,
+        now: Now | None = None,
+    ) -> None:
+        """Front end ``name`` of ``config`` (by default the default one); ``now``: the clock
+        its cache leases are counted on (``bazar.leases``; by default the client's)."""
         self.config = config
+        self.me = config.frontend_named(name) if name is not None else config.frontend
         self.replicas = Replicas(config, client)
         self.health = self.replicas.health
-        self.reads = CachedReads(config, self.replicas)
+        self.leases = Leases(now if now is not None else client.clock.seconds)
+        self.reads = CachedReads(config, self.replicas, lambda: self.leases.valid("catalog"), self.me.name)
         self.cache = self.reads.cache
         self.uri_keys = self.reads.uri_keys
-        self.metrics = metrics if metrics is not None else Metrics("frontend", "frontend")
-        self.internal = Internal(config.secret, self.replicas, self.cache, self.metrics)
+        self.metrics = metrics if metrics is not None else Metrics("frontend", self.me.name)
+        self.internal = Internal(config.secret, self.replicas, self.cache, self.metrics, self.leases)
+        self.peers = [f for f in config.frontends if f.name != self.me.name]
 
     def resource(self) -> IResource:
         """The app behind its lean path for cache hits (see ``bazar.frontend.fastpath``)."""
@@ -157,7 +172,7 @@ class FrontendApp:
     @app.route("/bazar/cluster", methods=["GET"])
     def cluster(self, request: IRequest) -> Any:
         """Every replica's name, role, URL, health and data digest: equal digests mean equal data."""
-        view = cluster_view(self.replicas, self.cache.lru)
+        view = cluster_view(self.replicas, self.cache.lru, self.internal.status(self.me.name), self.peers)
         return view.addCallback(lambda answer: respond_json(request, answer))
 
     @app.route("/openapi.json", methods=["GET"])
@@ -180,3 +195,9 @@ class FrontendApp:
     @app.route(INVALIDATE_PATH, methods=["POST"])
     def invalidate(self, request: IRequest) -> Any:
         return self.internal.invalidate(request)
+
+    @app.route(FRONTEND_STATUS_PATH, methods=["GET"])
+    def frontend_status(self, request: IRequest) -> Any:
+        """This front end's cache figures and leases, for another front end's ``/bazar/cluster``."""
+        check_secret(request, self.config.secret)
+        return respond_json(request, self.internal.status(self.me.name))

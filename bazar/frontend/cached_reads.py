@@ -60,10 +60,22 @@ def split_lookup(response: ReplicaResponse, book_ids: list[int]) -> dict[int, Re
 class CachedReads:
     """The cache, the URIs it answers, and the reads that fill it."""
 
-    def __init__(self, config: Config, replicas: Replicas) -> None:
+    def __init__(
+        self,
+        config: Config,
+        replicas: Replicas,
+        trusted: Callable[[], bool] = lambda: True,
+        frontend: str | None = None,
+    ) -> None:
+        """``trusted()``: whether the cache may answer now (``bazar.leases``)."""
         self.replicas = replicas
+        self.trusted = trusted
+        self.frontend = frontend
         self.cache: ReadThroughCache[str, ReplicaResponse] = ReadThroughCache(
-            LRUCache(config.cache_size), cacheable=_cacheable, version=lambda response: response.seq
+            LRUCache(config.cache_size),
+            cacheable=_cacheable,
+            version=lambda response: response.seq,
+            trusted=trusted,
         )
         self.uri_keys = UriKeys(max(64, 4 * config.cache_size))
         # Misses for different books in one turn of the reactor share one read.
@@ -85,7 +97,8 @@ class CachedReads:
 
     def shortcut(self, inner: IResource) -> IResource:
         """``inner`` behind the lean path for reads of known URIs."""
-        return ReadShortcut(inner, self.cache.hit, self.uri_keys)
+        stamp = self.frontend.encode() if self.frontend is not None else None
+        return ReadShortcut(inner, self.cache.hit, self.uri_keys, stamp)
 
     def book(self, request: IRequest, key: str, book: int) -> Any:
         """One book, read with the other misses of this turn of the reactor."""

@@ -25,6 +25,7 @@ from bazar.client import ReplicaResponse
 from bazar.frontend.answers import send_hit
 from bazar.json_errors import failure_response
 from bazar.lru import LRUCache
+from bazar.protocol import FRONTEND_HEADER
 
 log = Logger()
 
@@ -65,14 +66,20 @@ class ReadShortcut(Resource):
         inner: IResource,
         hit: Callable[[str], ReplicaResponse | None],
         uri_keys: UriKeys,
+        frontend: bytes | None = None,
     ) -> None:
-        """``hit``: the cache's answer for a key, if it may be served (``ReadThroughCache.hit``)."""
+        """``hit``: the cache's answer for a key, if it may be served (``ReadThroughCache.hit``:
+        a lease is held and the entry is fresh); ``frontend``: this front end's name, sent with
+        every answer (``FRONTEND_HEADER``)."""
         super().__init__()
         self.inner = inner
         self.hit = hit
         self.uri_keys = uri_keys
+        self.stamp = [frontend] if frontend is not None else None
 
     def render(self, request: Request) -> Any:
+        if self.stamp is not None:
+            request.responseHeaders.setRawHeaders(FRONTEND_HEADER, self.stamp)
         if request.method == b"GET":
             route = self.uri_keys.route(request.uri)
             if route is not None:

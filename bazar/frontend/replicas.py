@@ -70,7 +70,8 @@ class Replicas:
         has), or answers from an older epoch than the newest one known (it may lack writes
         acknowledged since the takeover). Its probe says when it may be read again. Just after
         a takeover, before the new sequencer has reported on anyone, only an answer from the
-        sequencer itself is used."""
+        sequencer itself is used. (A replica answers reads only under a lease,
+        ``bazar.leases``: whichever answers has every acknowledged write.)"""
         error: Unavailable | None = None
         rotation = replicas.rotation()
         for replica in rotation:
@@ -94,7 +95,9 @@ class Replicas:
                 return response
             else:
                 # A follower of a new epoch, which may have voted while behind
-                # (``Health.current_epoch``): not used until its sequencer reports on it.
+                # (``Health.current_epoch``): not used until its sequencer reports on it. (It
+                # answers only under a read lease, granted only with every acknowledged
+                # write: this is the front end's own check of the same.)
                 error = Unavailable(
                     f"{replica.name} is in epoch {response.epoch}, not yet known to be in sync"
                 )

@@ -32,6 +32,13 @@ class Layout:
     channel_ports: dict[str, int]  # the internal channel (bazar.channel)
     secret: str | None
     data_dir: Path
+    frontends: tuple[str, ...] = ("frontend",)  # their names, the default one first
+    public: int | None = None  # the port the front ends share, if they do
+
+    @property
+    def public_url(self) -> str:
+        """Where clients reach the store: the shared port, else the default front end."""
+        return f"http://127.0.0.1:{self.public}" if self.public is not None else self.frontend
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -41,11 +48,13 @@ class Layout:
         return self.ports[name], self.channel_ports[name]
 
     def all_ports(self) -> list[int]:
-        return [*self.ports.values(), *self.channel_ports.values()]
+        public = [self.public] if self.public is not None else []
+        return [*self.ports.values(), *self.channel_ports.values(), *public]
 
     @property
     def frontend(self) -> str:
-        return self.url("frontend")
+        """The default front end's URL."""
+        return self.url(self.frontends[0])
 
 
 def loopback_ports(names: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -63,19 +72,32 @@ def write_config(
     cache_size: int = 5,
     books: int | None = None,
     name: str = "bazar.toml",
+    frontends: int = 1,
+    shared_port: bool = False,
 ) -> Layout:
-    """A config for 1 + 3 + 3 processes on free loopback ports, data under ``directory``.
+    """A config for ``frontends`` + 3 + 3 processes on free loopback ports, data under ``directory``.
 
     ``secret=None`` leaves the secret out, so the processes read (or create) ``data/secret``;
-    ``books=None`` leaves the catalog at its default size (the report's seven books).
+    ``books=None`` leaves the catalog at its default size (the report's seven books);
+    ``frontends``: one called ``frontend``, or ``frontend-1``, ... (the first the default);
+    ``shared_port``: they all listen on one more port too, shared (``bazar.shared_port``).
     """
-    ports, channel_ports = loopback_ports(NAMES)
+    names = ("frontend",) if frontends == 1 else tuple(f"frontend-{n}" for n in range(1, frontends + 1))
+    processes = (*names, *REPLICAS)
+    ports, channel_ports = loopback_ports((*processes, "public"))  # all free at once
+    public: int | None = ports.pop("public")
+    del channel_ports["public"]
+    if not shared_port:
+        public = None
+    tables = {process: config.endpoints(ports[process], channel_ports[process]) for process in processes}
+    if public is not None:
+        for frontend in names:
+            tables[frontend]["public"] = f"tcp:port={public}:interface=127.0.0.1"
     raw = config.document(
-        {"data_dir": "data", "cache_size": cache_size, "secret": secret, "books": books},
-        {process: config.endpoints(ports[process], channel_ports[process]) for process in NAMES},
+        {"data_dir": "data", "cache_size": cache_size, "secret": secret, "books": books}, tables
     )
     path = config.write(directory / name, raw)
-    return Layout(directory, path, ports, channel_ports, secret, directory / "data")
+    return Layout(directory, path, ports, channel_ports, secret, directory / "data", names, public)
 
 
 def cluster_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:

@@ -66,6 +66,11 @@ EPOCH_HEADER = "X-Bazar-Epoch"
 NEXT_AFTER_HEADER = "X-Bazar-Next-After"
 # Public: how many books a whole listing has (a replica's, passed on by the front end).
 TOTAL_HEADER = "X-Bazar-Total"
+# Public: which front end answered (its name in the config), on every answer.
+FRONTEND_HEADER = "X-Bazar-Frontend"
+# Served by every front end: its cache figures and leases, for another front end's
+# ``/bazar/cluster``.
+FRONTEND_STATUS_PATH = "/internal/frontend"
 # Public: whether the front end answered a read from its cache (``hit``) or not (``miss``).
 CACHE_HEADER = "X-Bazar-Cache"
 # Public, and passed on to the order replicas in the body: a purchase's retry-safe key.

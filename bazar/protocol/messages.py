@@ -95,6 +95,9 @@ class Replicate:
     # and a follower applies such a message without checking an epoch.
     epoch: int | None = None
     sequencer: str | None = None
+    # A follower's read lease (``bazar.leases.FollowerLease``: a ``Grant.body`` and the
+    # sequencer); only with ``epoch``.
+    lease: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> Replicate:
@@ -108,12 +111,16 @@ class Replicate:
         if "epoch" not in body:
             return cls([(seq, entry) for seq, entry in entries], last_seq)
         epoch = integer_field(body, "epoch")
-        return cls([(seq, entry) for seq, entry in entries], last_seq, epoch, name_field(body, "sequencer"))
+        lease = _lease(body["lease"]) if "lease" in body else None
+        sequencer = name_field(body, "sequencer")
+        return cls([(seq, entry) for seq, entry in entries], last_seq, epoch, sequencer, lease)
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"entries": self.entries, "last_seq": self.last_seq}
         if self.epoch is not None:
             out["epoch"], out["sequencer"] = self.epoch, self.sequencer
+        if self.lease is not None:
+            out["lease"] = self.lease
         return out
 
 
@@ -148,6 +155,8 @@ class Invalidate:
     role: str | None = None  # with ``epoch``, or neither
     epoch: int | None = None
     sequencer: str | None = None
+    # A cache lease (``bazar.leases.Grant.body``); only with ``role`` and ``epoch``.
+    lease: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> Invalidate:
@@ -162,7 +171,8 @@ class Invalidate:
             raise BadRequest("'epoch' must be an integer and 'role' catalog or order")
         sequencer = body.get("sequencer")  # only in an announcement; anything else is no name
         named = sequencer if isinstance(sequencer, str) else None
-        return cls(keys, seq, lagging, caught_up, role, epoch, named)
+        lease = _lease(body["lease"]) if "lease" in body else None
+        return cls(keys, seq, lagging, caught_up, role, epoch, named, lease)
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"keys": self.keys, "seq": self.seq}
@@ -174,4 +184,23 @@ class Invalidate:
             out["role"], out["epoch"] = self.role, self.epoch
         if self.sequencer is not None:
             out["sequencer"] = self.sequencer
+        if self.lease is not None:
+            out["lease"] = self.lease
         return out
+
+
+def _lease(lease: Any) -> dict[str, Any]:
+    """A grant: ``lessor`` (a token), ``grant`` and ``based_on`` (numbers), ``flush``, and the
+    ``sequencer`` that sent it."""
+    if (
+        not isinstance(lease, dict)
+        or not isinstance(lease.get("lessor"), str)
+        or not is_integer(lease.get("grant"))
+        or not is_integer(lease.get("based_on"))
+        or not isinstance(lease.get("flush"), bool)
+        or not isinstance(lease.get("sequencer"), str)
+    ):
+        raise BadRequest(
+            "'lease' must have a 'lessor' token, 'grant' and 'based_on' integers, 'flush' and 'sequencer'"
+        )
+    return {k: lease[k] for k in ("lessor", "grant", "based_on", "flush", "sequencer")}

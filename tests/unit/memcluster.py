@@ -38,6 +38,8 @@ from bazar.catalog.store import CatalogStore, seed_books
 from bazar.client import ReplicaClient
 from bazar.config import Config
 from bazar.failover import Role
+from bazar.frontend.app import FrontendApp
+from bazar.leases import LEASE_TERM
 from bazar.order.store import OrderStore
 from bazar.protocol import SECRET_HEADER
 from bazar.replication import Sequencer
@@ -49,6 +51,8 @@ from tests.unit.queuedrunner import QueuedRunner
 
 SECRET = "unit-test-secret"
 MAX_FLUSHES = 50
+LEASE_STEP = 0.05  # seconds the clock moves at a time while a reply waits out a lease
+LEASE_RENEWAL = 0.5  # seconds of a jump of the clock left for after the heartbeats renewed leases
 
 
 class Reply(NamedTuple):
@@ -64,16 +68,23 @@ class MemCluster:
     """Seven processes on one in-memory network; see the module docstring."""
 
     def __init__(
-        self, test: SynchronousTestCase, cache_size: int = 5, books: int = 7, queued: bool = False
+        self,
+        test: SynchronousTestCase,
+        cache_size: int = 5,
+        books: int = 7,
+        queued: bool = False,
+        frontends: int = 1,
     ) -> None:
         """``queued``: each store's transactions run at the end of the turn (``QueuedRunner``),
-        as on adbapi's thread, so writes form batches (``bazar.group_commit``)."""
+        as on adbapi's thread, so writes form batches (``bazar.group_commit``). ``frontends``:
+        how many front ends (``frontend-1``, ... for more than one; the first is ``frontend``,
+        the default one)."""
         self.test = test  # whose successResultOf reads the stores' Deferreds, fired in memory
         self._tmp = tempfile.mkdtemp(prefix="bazar-unit-")
-        self.config: Config = bazar_config.parse(
-            {"cluster": {"secret": SECRET, "data_dir": self._tmp, "cache_size": cache_size, "books": books}},
-            source="memcluster",
-        )
+        cluster = {"secret": SECRET, "data_dir": self._tmp, "cache_size": cache_size, "books": books}
+        if frontends > 1:
+            cluster["frontends"] = frontends
+        self.config: Config = bazar_config.parse({"cluster": cluster}, source="memcluster")
         self.clock = Clock()
         self.net = MemNetwork()
         self.dispatch = self.net.dispatch
@@ -82,9 +93,14 @@ class MemCluster:
         self.processes: dict[str, ReplicaProcess] = {}
         self.service = MultiService()
 
-        frontend = build_frontend(self.config, self.client(), self.clock)
+        self.frontends: dict[str, FrontendApp] = {}
+        for replica in self.config.frontends:
+            built = build_frontend(self.config, self.client(), self.clock, replica.name)
+            self.frontends[replica.name] = built.app
+            self.net.add(replica, built.resource)
+            if replica == self.config.frontend:
+                frontend = built
         self.frontend = frontend.app
-        self.net.add(self.config.frontend, frontend.resource)
         for replica in (*self.config.catalog, *self.config.order):
             store_type = CatalogStore if replica.role == "catalog" else OrderStore
             runner = QueuedRunner(self.clock) if queued else InlineRunner()
@@ -134,8 +150,14 @@ class MemCluster:
 
     def scan_orders(self, after: float = 0) -> None:
         """Advance the clock ``after`` seconds and tick every order replica's scan for takes
-        without orders (``bazar.order.orphans``), as its timer would; then flush."""
-        self.clock.advance(after)
+        without orders (``bazar.order.orphans``), as its timer would; then flush. The
+        clock jumps in two: the heartbeats that the first jump fired are answered (they renew
+        the replicas' read leases, which ran out in the jump, as they would not in time that
+        flows) before the last LEASE_RENEWAL seconds, in which a scan falls due."""
+        first = max(0.0, after - LEASE_RENEWAL)
+        self.clock.advance(first)
+        self.flush()
+        self.clock.advance(after - first)
         for name in self.order_names:
             app = self.apps[name]
             app.orphans.tick(app.writer)
@@ -197,7 +219,10 @@ class MemCluster:
         return treq.content(response).addCallback(decode)
 
     def wait(self, d: Deferred[Reply]) -> Reply:
-        """Flush until ``d`` fires; its Reply (the test fails if it failed or is still in flight)."""
+        """Flush until ``d`` fires; its Reply (the test fails if it failed or is still in flight).
+        If flushing is not enough, the clock moves on too, a LEASE_STEP at a time, for at most
+        a lease term: a write waits out the read lease of a follower it cannot reach
+        (``bazar.leases``)."""
         fired: list[bool] = []
 
         def seen(result: Any) -> Any:
@@ -209,6 +234,11 @@ class MemCluster:
             if fired:
                 break
             self._turn()
+        for _ in range(round((LEASE_TERM + LEASE_STEP) / LEASE_STEP)):
+            if fired:
+                break
+            self.clock.advance(LEASE_STEP)
+            self.flush()
         return self.test.successResultOf(d)
 
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
@@ -252,7 +282,7 @@ class MemCluster:
     def url(self, name: str) -> str:
         if name == "frontend":
             return self.config.frontend.url
-        for replica in (*self.config.catalog, *self.config.order):
+        for replica in (*self.config.frontends, *self.config.catalog, *self.config.order):
             if replica.name == name:
                 return replica.url
         raise KeyError(name)
@@ -307,9 +337,25 @@ class MemCluster:
                 problems += [f"{catalog} with {order}'s orders: {problem}" for problem in found]
         return problems
 
-    def cached_keys(self) -> list[str]:
-        """The front end's cache keys, least recently used first."""
-        return self.frontend.cache.lru.keys()
+    def cached_keys(self, frontend: str | None = None) -> list[str]:
+        """The cache keys of ``frontend`` (by default the default one), least recently used first."""
+        app = self.frontend if frontend is None else self.frontends[frontend]
+        return app.cache.lru.keys()
+
+    def pause(self, name: str) -> None:
+        """As SIGSTOP: what reaches ``name`` waits, unread, until ``resume``."""
+        self.dispatch.paused[name] = []
+
+    def resume(self, name: str) -> None:
+        self.dispatch.resume(name)
+        self.flush()
+
+    def run(self, seconds: float, step: float = 0.05) -> None:
+        """Advance the clock ``seconds``, a ``step`` at a time, moving every byte in between
+        (the sequencers' lease grants, heartbeats, ...)."""
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+            self.flush()
 
     def served(self, name: str) -> list[Seen]:
         """The requests that reached ``name``, in order."""

@@ -15,6 +15,7 @@ from bazar.config import ConfigError
 from bazar.endpoints import RequireSecret
 from bazar.failover import Watchdog
 from bazar.health import HealthProbe
+from bazar.invalidation import LeaseRenewal
 from bazar.metrics import MeasuredResource
 from bazar.order.app import OrderApp
 from bazar.order.store import OrderStore
@@ -43,7 +44,7 @@ class BuildReplicaTests(SynchronousTestCase):
         self.assertIsInstance(process.resource, MeasuredResource)
         self.assertIsInstance(process.resource.inner, RequireSecret)
         self.assertEqual(process.app.stamp().replica, "catalog-2")
-        self.assertEqual([type(s) for s in process.services], [RoleService, Watchdog])
+        self.assertEqual([type(s) for s in process.services], [RoleService, Watchdog, LeaseRenewal])
         self.assertFalse(any(isinstance(s, StreamServerEndpointService) for s in process.services))
         self.assertFalse(any(s.running for s in process.services))
         self.assertEqual(self.clock.getDelayedCalls(), [])

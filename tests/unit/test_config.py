@@ -457,7 +457,7 @@ class UnknownKeyTests(OneLineErrorMixin, SynchronousTestCase):
         self.assertOneLineError(
             path,
             "[cluster]: unknown key 'colour'",
-            "known keys: books, cache_size, data_dir, probe_interval, secret, secret_file",
+            "known keys: books, cache_size, data_dir, frontends, probe_interval, secret, secret_file",
         )
 
     def test_cluster_key_in_the_wrong_table(self) -> None:
@@ -528,3 +528,108 @@ class WriterTests(TempDirMixin, SynchronousTestCase):
         raw = self.cluster_document(directory)
         raw["catalogue"] = []
         self.assertIn("unknown table 'catalogue'", str(self.assertRaises(ConfigError, dump, raw)))
+
+
+class FrontendsTests(OneLineErrorMixin, SynchronousTestCase):
+    """Several named front ends: ``[[frontend]]`` tables or ``frontends = N``; the first is the default."""
+
+    def test_one_frontend_by_default(self) -> None:
+        config = parse(defaults())
+        self.assertEqual(config.frontends, (config.frontend,))
+        self.assertEqual(config.frontend.name, "frontend")
+
+    def test_shorthand(self) -> None:
+        """``frontends = 3``: each on its own ports, all sharing the lab's port 5000."""
+        config = parse({"cluster": {**defaults()["cluster"], "frontends": 3}})
+        self.assertEqual([f.name for f in config.frontends], ["frontend-1", "frontend-2", "frontend-3"])
+        self.assertEqual(config.frontend, config.frontends[0])
+        self.assertEqual({f.public for f in config.frontends}, {"tcp:port=5000:interface=127.0.0.1"})
+        urls = {f.url for f in config.frontends}
+        channels = {f.channel for f in config.frontends}
+        self.assertEqual((len(urls), len(channels)), (3, 3))
+        self.assertNotIn("http://127.0.0.1:5000", urls)
+        self.assertIsNone(parse(defaults()).frontend.public)
+        self.assertEqual(config.frontend_named("frontend-2"), config.frontends[1])
+        self.assertRaises(ConfigError, config.frontend_named, "frontend-9")
+
+    def test_a_listener_on_the_shared_port(self) -> None:
+        """The front ends may share their public port; nothing else may listen there."""
+        public = "public = 'tcp:port=6000:interface=127.0.0.1'\n"
+        body = (
+            f"[[frontend]]\nlisten = 'tcp:port=6001'\nurl = 'http://127.0.0.1:6001'\n{public}"
+            f"[[frontend]]\nlisten = 'tcp:port=6002'\nurl = 'http://127.0.0.1:6002'\n{public}"
+        )
+        self.assertEqual(len(load(self.write_config(body)).frontends), 2)
+        clash = body.replace("tcp:port=6002'", "tcp:port=6000:interface=127.0.0.1'")
+        self.assertOneLineError(self.write_config(clash), "frontend-2's listen", "public port")
+        unix = "[frontend]\nlisten = 'tcp:port=6001'\nurl = 'http://127.0.0.1:6001'\npublic = 'unix:/tmp/x'\n"
+        self.assertOneLineError(self.write_config(unix), "'public'", "TCP endpoint with a port")
+
+    def test_tables(self) -> None:
+        """``[[frontend]]`` tables, named in order unless they say, the first the default."""
+        body = (
+            "[[frontend]]\nlisten = 'tcp:port=6000'\nurl = 'http://127.0.0.1:6000'\n"
+            "[[frontend]]\nname = 'edge'\nlisten = 'tcp:port=6001'\nurl = 'http://127.0.0.1:6001'\n"
+        )
+        config = load(self.write_config(body))
+        self.assertEqual([f.name for f in config.frontends], ["frontend-1", "edge"])
+        self.assertEqual(config.frontend.url, "http://127.0.0.1:6000")
+
+    def test_written_and_read_back(self) -> None:
+        """``document`` writes several front ends as [[frontend]] tables, read back the same."""
+        raw = document(
+            defaults()["cluster"],
+            {"frontend-1": endpoints(6100), "frontend-2": endpoints(6200), "catalog-1": endpoints(6300)},
+        )
+        path = write(self.tempdir() / "bazar.toml", raw)
+        config = load(path)
+        self.assertEqual(
+            [f.url for f in config.frontends], ["http://127.0.0.1:6100", "http://127.0.0.1:6200"]
+        )
+
+    def test_duplicate_names(self) -> None:
+        body = (
+            "[[frontend]]\nname = 'a'\nlisten = 'tcp:port=6000'\nurl = 'http://127.0.0.1:6000'\n"
+            "[[frontend]]\nname = 'a'\nlisten = 'tcp:port=6001'\nurl = 'http://127.0.0.1:6001'\n"
+        )
+        self.assertOneLineError(self.write_config(body), "front-end names must be unique", "'a'")
+
+    def test_duplicate_ports(self) -> None:
+        """A second front end on the first one's port (a copied table) is refused where it is written."""
+        body = (
+            "[[frontend]]\nlisten = 'tcp:port=6000:interface=127.0.0.1'\nurl = 'http://127.0.0.1:6000'\n"
+            "[[frontend]]\nlisten = 'tcp:port=6000:interface=127.0.0.1'\nurl = 'http://127.0.0.1:6001'\n"
+        )
+        self.assertOneLineError(self.write_config(body), "frontend-2's listen", "frontend-1's listen", "6000")
+
+    def test_a_frontend_on_a_replicas_channel_port(self) -> None:
+        body = "[[frontend]]\nlisten = 'tcp:port=5111:interface=127.0.0.1'\nurl = 'http://127.0.0.1:5111'\n"
+        self.assertOneLineError(self.write_config(body), "port 5111", "catalog-1's channel_listen")
+
+    def test_the_same_port_on_two_hosts_is_fine(self) -> None:
+        """One process per host (or container): the same port everywhere."""
+        body = "".join(
+            f"[[catalog]]\nname = 'catalog-{n}'\nlisten = 'tcp:port=5101'\nurl = 'http://host-{n}:5101'\n"
+            for n in (1, 2, 3)
+        )
+        self.assertEqual(len(load(self.write_config(body)).catalog), 3)
+
+    def test_the_same_port_on_two_interfaces_is_fine(self) -> None:
+        body = (
+            "[[frontend]]\nlisten = 'tcp:port=6000:interface=10.0.0.1'\nurl = 'http://10.0.0.1:6000'\n"
+            "[[frontend]]\nlisten = 'tcp:port=6000:interface=10.0.0.2'\nurl = 'http://10.0.0.2:6000'\n"
+        )
+        self.assertEqual(len(load(self.write_config(body)).frontends), 2)
+
+    def test_count_that_disagrees_with_the_tables(self) -> None:
+        body = "[frontend]\nlisten = 'tcp:port=6000'\nurl = 'http://127.0.0.1:6000'\n"
+        self.assertOneLineError(
+            self.write_config(body, cluster="frontends = 2"), "'frontends' = 2", "1 front-end"
+        )
+
+    def test_bad_count(self) -> None:
+        for bad in ("0", "true", "'2'", "65"):
+            with self.subTest(bad=bad):
+                self.assertOneLineError(
+                    self.write_config("", cluster=f"frontends = {bad}"), "'frontends' must be"
+                )

@@ -326,6 +326,34 @@ class ClusterCommandTests(TapTestCase):
             else:
                 self.assertEqual(command[command.index("--replica") + 1], name)
 
+    def test_a_child_per_frontend(self) -> None:
+        """With several front ends, one child each, told its name."""
+        tables = {f"frontend-{n}": endpoints(6000 + 20 * n) for n in (1, 2, 3)}
+        tables["catalog-1"], tables["order-1"] = endpoints(6101), endpoints(6201)
+        path = self.write(
+            "three.toml", dump(document({"secret": "s", "data_dir": str(self.data_dir)}, tables))
+        )
+        children = cluster_tap.children(load(path), path)
+        for n in (1, 2, 3):
+            command = children[f"frontend-{n}"]
+            self.assertIn("bazar-frontend", command)
+            self.assertEqual(command[command.index("--name") + 1], f"frontend-{n}")
+            self.assertNotIn("--replica", command)
+
+    def test_frontend_by_name(self) -> None:
+        """``bazar-frontend --name`` runs that front end of the config; an unknown one is one line."""
+        tables = {
+            f"frontend-{n}": {"listen": "tcp:port=0:interface=127.0.0.1", "url": f"http://127.0.0.1:600{n}"}
+            for n in (1, 2)
+        }
+        tables["catalog-1"], tables["order-1"] = endpoints(6101), endpoints(6201)
+        path = self.write("two.toml", dump(document({"secret": "s", "data_dir": str(self.data_dir)}, tables)))
+        service = self.make("frontend", "--config", path, "--name", "frontend-2")
+        self.assertTrue(any(isinstance(child, StreamServerEndpointService) for child in service))
+        self.assertFails(
+            "frontend", ["--config", path, "--name", "frontend-9"], "unknown front end 'frontend-9'"
+        )
+
     def test_child_command_without_config(self) -> None:
         """Without a config path the child gets no --config (it finds the default itself)."""
         command = cluster_tap.child_command("order", None, "order-2")
