@@ -16,6 +16,7 @@ from pathlib import Path
 from bazar.launch import (
     CATALOGS,
     NAMES,
+    REPLICAS,
     START_TIMEOUT,
     Process,
     Processes,
@@ -44,19 +45,26 @@ class ClusterInfo:
 
 
 def start_cluster(
-    processes: Processes, directory: Path, label: str, cache_size: int, timeout: float = START_TIMEOUT
+    processes: Processes,
+    directory: Path,
+    label: str,
+    cache_size: int,
+    timeout: float = START_TIMEOUT,
+    frontends: int | None = None,
 ) -> ClusterInfo:
-    """``twistd -n bazar-cluster`` on a fresh config in ``directory``, healthy; StartError if not."""
+    """``twistd -n bazar-cluster`` on a fresh config in ``directory``, healthy; StartError if
+    not. ``frontends``: that many front ends, sharing one public port (its URL is the cluster's)."""
     secret = secrets.token_urlsafe(24)
+    shared = {} if frontends is None else {"frontends": frontends, "shared_port": True}
     cluster = launch_cluster(
-        directory, processes, label=label, secret=secret, cache_size=cache_size, timeout=timeout
+        directory, processes, label=label, secret=secret, cache_size=cache_size, timeout=timeout, **shared
     )
     return ClusterInfo(
         label=label,
-        url=cluster.frontend,
+        url=cluster.layout.public_url,
         cache_size=cache_size,
         secret=secret,
-        process_urls=tuple((name, cluster.url(name)) for name in NAMES),
+        process_urls=tuple((name, cluster.url(name)) for name in (*cluster.layout.frontends, *REPLICAS)),
         process=cluster.process,
         directory=directory,
     )
@@ -66,18 +74,34 @@ def start_ceiling(
     processes: Processes, directory: Path, size: int, timeout: float = 15.0
 ) -> tuple[Process, int]:
     """``python -m bazar.bench.ceiling`` on a free port, serving ``size`` bytes; (process, port)."""
+    (started, port) = start_ceilings(processes, directory, size, 1, timeout)
+    return started[0], port
+
+
+def start_ceilings(
+    processes: Processes, directory: Path, size: int, count: int, timeout: float = 15.0
+) -> tuple[list[Process], int]:
+    """``count`` ceilings (``python -m bazar.bench.ceiling``) serving ``size`` bytes, all on one
+    free port (shared, ``--reuse-port``, when more than one); (processes, port). StartError,
+    with every one of them stopped, if one does not start."""
     (port,) = free_ports(1)
-    process = processes.start(
-        "ceiling",
-        [sys.executable, "-m", "bazar.bench.ceiling", "--port", str(port), "--size", str(size)],
-        directory,
-    )
+    command = [sys.executable, "-m", "bazar.bench.ceiling", "--port", str(port), "--size", str(size)]
+    if count > 1:
+        command.append("--reuse-port")
+    started: list[Process] = []
     try:
-        _wait_until_listening(process, port, timeout)
+        for number in range(1, count + 1):
+            name = "ceiling" if count == 1 else f"ceiling-{number}"
+            started.append(processes.start(name, command, directory))
+            # Its own log line: on a shared port, the others' sockets accept connections already.
+            poll(lambda: not started[-1].running() or "ceiling: " in started[-1].log_tail(5), timeout)
+            _wait_until_listening(started[-1], port, timeout)
     except StartError:
-        process.stop()
+        for process in started:
+            process.stop()
+            processes.started.remove(process)
         raise
-    return process, port
+    return started, port
 
 
 def start_floor(
