@@ -7,6 +7,7 @@ stopped by pid (then by process group) also on errors and interrupts.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from collections.abc import Iterable, Sequence
@@ -196,10 +197,11 @@ def count_reads(expositions: Iterable[str]) -> int | None:
     return int(total)
 
 
-def cpu_seconds(cluster: ClusterInfo) -> dict[str, float] | None:
-    """Each process's CPU time so far (``process_cpu_seconds_total`` from its /metrics), by name;
-    None if unknown. Taken before and after a run, it says where the run's CPU time went."""
-    texts = _metrics(cluster, NAMES)
+def cpu_seconds(cluster: ClusterInfo, names: Sequence[str] = NAMES) -> dict[str, float] | None:
+    """Each process's CPU time so far (``process_cpu_seconds_total`` from its /metrics), by name
+    (of ``names``); None if unknown. Taken before and after a run, it says where the run's CPU
+    time went."""
+    texts = _metrics(cluster, names)
     if texts is None:
         return None
     seconds = {}
@@ -210,4 +212,23 @@ def cpu_seconds(cluster: ClusterInfo) -> dict[str, float] | None:
                     seconds[name] = float(line.split()[1])
     except (ValueError, IndexError):
         return None
-    return seconds if len(seconds) == len(NAMES) else None
+    return seconds if len(seconds) == len(names) else None
+
+
+def frontends_cpu(cluster: ClusterInfo) -> float | None:
+    """The CPU seconds all of ``cluster``'s front ends have used so far; None if unknown."""
+    names = [name for name, _ in cluster.process_urls if name.startswith("frontend")]
+    seconds = cpu_seconds(cluster, names) if names else None
+    return None if seconds is None else sum(seconds.values())
+
+
+def processes_cpu(processes: Iterable[Process]) -> float | None:
+    """The CPU seconds (user + system, /proc) these running processes have used; None if unknown."""
+    total = 0.0
+    try:
+        for process in processes:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return total

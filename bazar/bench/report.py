@@ -47,6 +47,10 @@ def fmt_percent(value: float | None) -> str:
     return MISSING if value is None else f"{100 * value:.1f} %"
 
 
+def fmt_cores(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.2f}"
+
+
 def fmt_count(value: float | None) -> str:
     if value is None:
         return MISSING
@@ -315,7 +319,19 @@ def frontends_table(result: Mapping[str, Any]) -> str:
                 ("misses speed-up", "misses_speedup", fmt_ratio),
                 ("ceiling speed-up", "ceiling_speedup", fmt_ratio),
             ],
-        )
+        ),
+        columns_table(
+            result["rows"],
+            ("front ends: CPU", "frontends", fmt_count),
+            [
+                ("ceiling cores", "ceiling_cores", fmt_cores),
+                ("ceiling req per CPU s", "ceiling_per_cpu_second", fmt_count),
+                ("hits cores", "hits_cores", fmt_cores),
+                ("hits per CPU s", "hits_per_cpu_second", fmt_count),
+                ("misses cores", "misses_cores", fmt_cores),
+                ("misses per CPU s", "misses_per_cpu_second", fmt_count),
+            ],
+        ),
     ]
     if result.get("prices"):
         parts.append(

@@ -387,6 +387,19 @@ class FrontendsTests(SynchronousTestCase):
         self.assertEqual(two["ceiling_speedup"], 2.0)
         self.assertEqual(frontends.frontends_rows({}), [])
 
+    def test_cpu(self) -> None:
+        """Requests per CPU second and cores, from the serving processes' CPU over the run."""
+        row: dict[str, Any] = {"requests": 3000, "seconds": 2.0}
+        frontends.cpu(row, 10.0, 11.5)
+        self.assertEqual((row["cores"], row["per_cpu_second"]), (0.75, 2000.0))
+        unknown: dict[str, Any] = {"requests": 3000, "seconds": 2.0}
+        frontends.cpu(unknown, None, 11.5)
+        frontends.cpu(unknown, 11.5, 11.5)  # no CPU counted: nothing to divide by
+        self.assertEqual(unknown, {"requests": 3000, "seconds": 2.0})
+        runs = {k: {"rps": v, "per_cpu_second": v * 2, "cores": 0.5} for k, v in FRONTEND_RUNS.items()}
+        one = frontends.frontends_rows(runs)[0]
+        self.assertEqual((one["hits_per_cpu_second"], one["hits_cores"]), (1400.0, 0.5))
+
     def test_notes(self) -> None:
         rows = frontends.frontends_rows({k: {"rps": v} for k, v in FRONTEND_RUNS.items()})
         prices = [

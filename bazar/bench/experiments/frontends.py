@@ -22,7 +22,7 @@ from typing import Any
 from twisted.internet.task import deferLater
 
 from bazar.bench import wrk
-from bazar.bench.cluster import ClusterInfo, start_ceilings, start_cluster
+from bazar.bench.cluster import ClusterInfo, frontends_cpu, processes_cpu, start_ceilings, start_cluster
 from bazar.bench.experiments.context import Context, summary_row
 from bazar.bench.experiments.throughput import lower_median
 from bazar.bench.experiments.writes import PRICE, restore_prices, write_plan
@@ -104,31 +104,58 @@ async def _rounds(ctx: Context, stage: str, cluster: ClusterInfo, count: int, me
             measured.problems.append(f"no ceiling ({tag}): {e}")
         else:
             try:
-                row = await run_wrk(
-                    f"ceiling x{count} ({tag})", f"http://127.0.0.1:{port}/", wrk.get_script()
-                )
+                cpu_before = processes_cpu(ceilings)
+                url = f"http://127.0.0.1:{port}/"
+                row = await run_wrk(f"ceiling x{count} ({tag})", url, wrk.get_script())
+                cpu(row, cpu_before, processes_cpu(ceilings))
             finally:
                 for process in ceilings:
                     process.stop()
                     ctx.processes.started.remove(process)
             if row:
                 measured.wrk[count, number, CEILING] = row
-        before = await served(ctx, cluster)
+        before, cpu_before = await served(ctx, cluster), frontends_cpu(cluster)
         if row := await run_wrk(f"hits ({tag})", cluster.url + "/bazar/info/0", wrk.get_script()):
             after = await served(ctx, cluster)
-            hits, misses = (after[0] - before[0]), (after[1] - before[1])
+            cpu(row, cpu_before, frontends_cpu(cluster))
+            served_each = {
+                name: [a - b for a, b in zip(after[name], before.get(name, (0, 0)), strict=True)]
+                for name in after
+            }
+            hits = sum(h for h, _ in served_each.values())
+            misses = sum(m for _, m in served_each.values())
             row["hit_fraction"] = hits / (hits + misses) if hits + misses else None
+            # How the kernel spread the connections: each front end's share of what was served.
+            total = hits + misses
+            row["shares"] = [round((h + m) / total, 3) for h, m in served_each.values()] if total else []
             measured.wrk[count, number, HITS] = row
         script = wrk.unique_get_script(f"/bazar/search/bench-{count}-{number}-")
+        cpu_before = frontends_cpu(cluster)
         if row := await run_wrk(f"misses ({tag})", cluster.url + "/bazar/search/bench", script):
+            cpu(row, cpu_before, frontends_cpu(cluster))
             measured.wrk[count, number, MISSES] = row
 
 
-async def served(ctx: Context, cluster: ClusterInfo) -> tuple[int, int]:
-    """(hits, misses) the cluster's front ends have served so far, all of them together."""
+def cpu(row: dict[str, Any] | None, before: float | None, after: float | None) -> None:
+    """The CPU the serving processes (front ends, or ceilings) used over a run, on its row:
+    ``cores`` (CPU seconds per second) and ``per_cpu_second`` (requests per CPU second). On a
+    machine others load too, req/s says how much CPU the processes got; these say what they
+    did with it."""
+    if row is None or before is None or after is None or after <= before:
+        return
+    used = after - before
+    row["cores"] = used / row["seconds"] if row.get("seconds") else None
+    row["per_cpu_second"] = row["requests"] / used
+
+
+async def served(ctx: Context, cluster: ClusterInfo) -> dict[str, tuple[int, int]]:
+    """(hits, misses) each of the cluster's front ends has served so far, by name."""
     status = await ctx.json(cluster, "GET", "/bazar/cluster")
-    caches = [f["cache"] for f in status.get("frontends", []) if f.get("healthy")]
-    return sum(c["hits"] for c in caches), sum(c["misses"] for c in caches)
+    return {
+        f["name"]: (f["cache"]["hits"], f["cache"]["misses"])
+        for f in status.get("frontends", [])
+        if f.get("healthy")
+    }
 
 
 async def _prices(ctx: Context, stage: str, cluster: ClusterInfo, count: int) -> dict[str, Any]:
@@ -185,6 +212,14 @@ def frontends_rows(runs: Mapping[tuple[int, int, str], Mapping[str, Any]]) -> li
                 if (x := ratio(_rps(runs, count, r, workload), _rps(runs, count, r, CEILING))) is not None
             ]
             row[f"{workload}_of_ceiling"] = lower_median(shares) if shares else None
+        for workload in WORKLOADS:
+            runs_of = [runs[count, r, workload] for r in rounds if (count, r, workload) in runs]
+            per = [x["per_cpu_second"] for x in runs_of if x.get("per_cpu_second")]
+            row[f"{workload}_per_cpu_second"] = lower_median(per) if per else None
+            cores = [x["cores"] for x in runs_of if x.get("cores")]
+            row[f"{workload}_cores"] = lower_median(cores) if cores else None
+        first = runs.get((count, rounds[0], HITS), {}) if rounds else {}
+        row["hits_shares"] = list(first.get("shares", []))
         fractions = [
             f for r in rounds if (f := runs.get((count, r, HITS), {}).get("hit_fraction")) is not None
         ]
@@ -214,8 +249,11 @@ def frontends_caption(wrk_args: str, size: int, samples: int) -> str:
         f"and answering the same {size} bytes (the ceiling). Hits: GET /bazar/info/0; misses: a search "
         f"for a topic no other request names (each one a read at a catalog replica). The ceiling, "
         f"hits and misses ran in turn, {FRONTENDS_ROUNDS} rounds per N: each figure is the median "
-        f"round, its share of the ceiling the median of each round's share. Then {samples} price "
-        "updates from one client, one at a time, with the fewest and the most front ends."
+        f"round, its share of the ceiling the median of each round's share. CPU: what the serving "
+        "processes (the front ends, or the bare ones) used over each run, as cores (CPU seconds per "
+        "second) and requests per CPU second (medians of the rounds): on a machine others load too, "
+        f"req/s is how much CPU they got, requests per CPU second what they did with it. Then {samples} "
+        "price updates from one client, one at a time, with the fewest and the most front ends."
     )
 
 
@@ -228,6 +266,11 @@ def frontends_notes(
             f"{w} " + " / ".join(f"{x:,.0f}" for x in row[f"{w}_rps_rounds"]) for w in WORKLOADS
         )
         notes.append(f"{row['frontends']} front end(s), each round's req/s: {rounds}")
+        if row.get("hits_shares") and len(row["hits_shares"]) > 1:
+            shares = " / ".join(f"{100 * x:.0f} %" for x in row["hits_shares"])
+            notes.append(
+                f"{row['frontends']} front ends: each one's share of the hits' run (round 1): {shares}"
+            )
     if len(prices) == 2 and prices[0].get("p50_ms") and prices[1].get("p50_ms"):
         few, many = prices
         notes.append(
