@@ -64,7 +64,11 @@ async def _drive(ctx: Context, stage: str) -> Runs:
             measured.problems.append(f"{count} front ends: no cluster: {e}")
             continue
         try:
-            await _frontends_ready(ctx, cluster, count)
+            try:
+                await _frontends_ready(ctx, cluster, count)
+            except StartError as e:
+                measured.problems.append(f"{count} front ends: {e}")
+                continue
             await _rounds(ctx, stage, cluster, count, measured)
             if count in priced:
                 measured.prices[count] = await _prices(ctx, stage, cluster, count)
