@@ -58,6 +58,15 @@ class History:
     def count(self, kind: str) -> int:
         return len(self.of(kind))
 
+    def reads_after(self, value: Any) -> list[Operation]:
+        """The reads that began after the (first) write of ``value`` was acknowledged."""
+        acked = min(w.end for w in self.of("write") if w.value == value)
+        return [r for r in self.of("read") if r.start > acked]
+
+    def assert_no_stale_reads(self) -> None:
+        stale = self.stale_reads()
+        assert not stale, f"{len(stale)} reads older than an acknowledged write: {self.describe(stale)}"
+
     def stale_reads(self) -> list[tuple[Operation, Operation]]:
         """Each read that returned a value older than the newest write acknowledged before it
         began, with that write. Writes are ordered by when they were acknowledged."""

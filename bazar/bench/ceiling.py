@@ -3,7 +3,9 @@
 A cache hit at the front end is "send bytes we already have", so the best it could ever do
 on this machine is a bare ``twisted.web`` resource sending the same number of bytes, on the
 same reactor, with the same per-request work left out (no routing, no access log). The
-benchmark reports hit throughput as a fraction of this server's.
+benchmark reports hit throughput as a fraction of this server's. With ``--reuse-port``, several
+of them share one port as several front ends do (``bazar.shared_port``): the ceiling of N front
+ends is N of these.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from bazar.reactors import IServerReactor
+from bazar.shared_port import SharedPortService
 
 log = Logger()
 
@@ -62,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bazar.bench.ceiling", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 to listen on")
     parser.add_argument("--size", type=int, default=128, help="bytes of JSON to answer with (default 128)")
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="share the port with other processes (SO_REUSEPORT)"
+    )
     args = parser.parse_args(argv)
     from twisted.internet import task
 
@@ -69,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     site = make_site(body_of_size(args.size))
 
     async def serve(reactor: IServerReactor) -> None:
-        await serverFromString(reactor, f"tcp:{args.port}:interface=127.0.0.1").listen(site)
+        endpoint = f"tcp:{args.port}:interface=127.0.0.1"
+        if args.reuse_port:
+            SharedPortService(endpoint, site, reactor).startService()
+        else:
+            await serverFromString(reactor, endpoint).listen(site)
         log.info("ceiling: {size} bytes at http://127.0.0.1:{port}/", size=args.size, port=args.port)
         await Deferred()  # serve until stopped (SIGTERM)
 

@@ -37,7 +37,8 @@ from bazar.launch import Processes, StartError, cluster_status
 from bazar.reactors import IBenchReactor
 
 BUSY_SHARE = 0.05  # others' CPU share above which the results carry a warning
-PLOTS = {"latency", "consistency", "sweep", "lru", "throughput", "memory"}
+PLOTS = {"latency", "consistency", "sweep", "lru", "throughput", "memory", "frontends"}
+WITH_WRK = ("throughput", "frontends")
 
 
 # -- clusters --------------------------------------------------------------------------------------
@@ -154,6 +155,8 @@ def write_outputs(
                     plots.plot_throughput(plt, result, path)
                 elif name == "memory":
                     plots.plot_memory(plt, result, path)
+                elif name == "frontends" and result["rows"]:
+                    plots.plot_frontends(plt, result, path)
             except Exception as e:  # a plot must never cost the measurements
                 progress.say(f"plot {path.name} failed: {e}")
             if path.exists():
@@ -266,9 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress.say(
                 f"matplotlib is not installed: no plots (CSV and JSON are written). {plots.MATPLOTLIB_HINT}"
             )
-    wrk_path = wrk.find() if "throughput" in args.experiments else None
-    if "throughput" in args.experiments and wrk_path is None:
-        progress.say(f"note: {wrk.INSTALL_HINT}; that experiment will be skipped")
+    with_wrk = [name for name in WITH_WRK if name in args.experiments]
+    wrk_path = wrk.find() if with_wrk else None
+    if with_wrk and wrk_path is None:
+        progress.say(f"note: {wrk.INSTALL_HINT}; {' and '.join(with_wrk)} will be skipped")
     began = time.monotonic()
     watch = CpuWatch()
     notes: list[str] = []

@@ -7,6 +7,7 @@ stopped by pid (then by process group) also on errors and interrupts.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from twisted.internet.defer import ensureDeferred
 from bazar.launch import (
     CATALOGS,
     NAMES,
+    REPLICAS,
     START_TIMEOUT,
     Process,
     Processes,
@@ -75,19 +77,26 @@ def react_in_tempdir(
 
 
 def start_cluster(
-    processes: Processes, directory: Path, label: str, cache_size: int, timeout: float = START_TIMEOUT
+    processes: Processes,
+    directory: Path,
+    label: str,
+    cache_size: int,
+    timeout: float = START_TIMEOUT,
+    frontends: int | None = None,
 ) -> ClusterInfo:
-    """``twistd -n bazar-cluster`` on a fresh config in ``directory``, healthy; StartError if not."""
+    """``twistd -n bazar-cluster`` on a fresh config in ``directory``, healthy; StartError if
+    not. ``frontends``: that many front ends, sharing one public port (its URL is the cluster's)."""
     secret = secrets.token_urlsafe(24)
+    shared = {} if frontends is None else {"frontends": frontends, "shared_port": True}
     cluster = launch_cluster(
-        directory, processes, label=label, secret=secret, cache_size=cache_size, timeout=timeout
+        directory, processes, label=label, secret=secret, cache_size=cache_size, timeout=timeout, **shared
     )
     return ClusterInfo(
         label=label,
-        url=cluster.frontend,
+        url=cluster.layout.public_url,
         cache_size=cache_size,
         secret=secret,
-        process_urls=tuple((name, cluster.url(name)) for name in NAMES),
+        process_urls=tuple((name, cluster.url(name)) for name in (*cluster.layout.frontends, *REPLICAS)),
         process=cluster.process,
         directory=directory,
     )
@@ -97,18 +106,34 @@ def start_ceiling(
     processes: Processes, directory: Path, size: int, timeout: float = 15.0
 ) -> tuple[Process, int]:
     """``python -m bazar.bench.ceiling`` on a free port, serving ``size`` bytes; (process, port)."""
+    (started, port) = start_ceilings(processes, directory, size, 1, timeout)
+    return started[0], port
+
+
+def start_ceilings(
+    processes: Processes, directory: Path, size: int, count: int, timeout: float = 15.0
+) -> tuple[list[Process], int]:
+    """``count`` ceilings (``python -m bazar.bench.ceiling``) serving ``size`` bytes, all on one
+    free port (shared, ``--reuse-port``, when more than one); (processes, port). StartError,
+    with every one of them stopped, if one does not start."""
     (port,) = free_ports(1)
-    process = processes.start(
-        "ceiling",
-        [sys.executable, "-m", "bazar.bench.ceiling", "--port", str(port), "--size", str(size)],
-        directory,
-    )
+    command = [sys.executable, "-m", "bazar.bench.ceiling", "--port", str(port), "--size", str(size)]
+    if count > 1:
+        command.append("--reuse-port")
+    started: list[Process] = []
     try:
-        _wait_until_listening(process, port, timeout)
+        for number in range(1, count + 1):
+            name = "ceiling" if count == 1 else f"ceiling-{number}"
+            started.append(processes.start(name, command, directory))
+            # Its own log line: on a shared port, the others' sockets accept connections already.
+            poll(lambda: not started[-1].running() or "ceiling: " in started[-1].log_tail(5), timeout)
+            _wait_until_listening(started[-1], port, timeout)
     except StartError:
-        process.stop()
+        for process in started:
+            process.stop()
+            processes.started.remove(process)
         raise
-    return process, port
+    return started, port
 
 
 def start_floor(
@@ -203,10 +228,11 @@ def count_reads(expositions: Iterable[str]) -> int | None:
     return int(total)
 
 
-def cpu_seconds(cluster: ClusterInfo) -> dict[str, float] | None:
-    """Each process's CPU time so far (``process_cpu_seconds_total`` from its /metrics), by name;
-    None if unknown. Taken before and after a run, it says where the run's CPU time went."""
-    texts = _metrics(cluster, NAMES)
+def cpu_seconds(cluster: ClusterInfo, names: Sequence[str] = NAMES) -> dict[str, float] | None:
+    """Each process's CPU time so far (``process_cpu_seconds_total`` from its /metrics), by name
+    (of ``names``); None if unknown. Taken before and after a run, it says where the run's CPU
+    time went."""
+    texts = _metrics(cluster, names)
     if texts is None:
         return None
     seconds = {}
@@ -217,4 +243,23 @@ def cpu_seconds(cluster: ClusterInfo) -> dict[str, float] | None:
                     seconds[name] = float(line.split()[1])
     except (ValueError, IndexError):
         return None
-    return seconds if len(seconds) == len(NAMES) else None
+    return seconds if len(seconds) == len(names) else None
+
+
+def frontends_cpu(cluster: ClusterInfo) -> float | None:
+    """The CPU seconds all of ``cluster``'s front ends have used so far; None if unknown."""
+    names = [name for name, _ in cluster.process_urls if name.startswith("frontend")]
+    seconds = cpu_seconds(cluster, names) if names else None
+    return None if seconds is None else sum(seconds.values())
+
+
+def processes_cpu(processes: Iterable[Process]) -> float | None:
+    """The CPU seconds (user + system, /proc) these running processes have used; None if unknown."""
+    total = 0.0
+    try:
+        for process in processes:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return total

@@ -12,6 +12,7 @@ from bazar.bench.experiments import (
     Settings,
 )
 from bazar.bench.load import Target
+from bazar.config import MAX_FRONTENDS
 
 DEFAULT_OUT = "bench-results"
 
@@ -47,6 +48,16 @@ def _probabilities(text: str) -> tuple[float, ...]:
     return values
 
 
+def _frontend_counts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(n) for n in text.split(",") if n.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not values or not all(1 <= n <= MAX_FRONTENDS for n in values):
+        raise argparse.ArgumentTypeError(f"front-end counts must be within 1..{MAX_FRONTENDS}: {text!r}")
+    return values
+
+
 def _experiments(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -74,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
             "response time with and without the cache, cache consistency under writes, a purchase-"
             "probability sweep, the LRU over time, throughput (with wrk), the front end's memory "
             "over a long run, a purchase's floor on this machine (its messages without Bazar's "
-            "work), and writes under load (their CPU time per write). Without --url it starts "
+            "work), writes under load (their CPU time per write), and 1, 2 and 4 front ends on one "
+            "port. Without --url it starts "
             "its own clusters on free loopback ports and stops them afterwards."
         ),
         epilog=(
@@ -121,7 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration",
         type=_positive_float,
         default=defaults.duration,
-        help="seconds per wrk run in the throughput experiment (default %(default)s)",
+        help="seconds per wrk run in the throughput and frontends experiments (default %(default)s)",
+    )
+    parser.add_argument(
+        "--frontends",
+        type=_frontend_counts,
+        default=defaults.frontends,
+        help="front-end counts of the frontends experiment (default 1,2,4)",
     )
     parser.add_argument(
         "--wrk-threads", type=_positive_int, default=defaults.wrk_threads, help="wrk -t (default %(default)s)"
@@ -207,4 +225,5 @@ def settings_from(args: argparse.Namespace) -> Settings:
         memory_requests=args.memory_requests,
         memory_seconds=args.memory_seconds,
         seed=args.seed,
+        frontends=args.frontends,
     )

@@ -194,6 +194,36 @@ def plot_throughput(plt: Any, result: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_frontends(plt: Any, result: Mapping[str, Any], path: Path) -> None:
+    """Req/s by front-end count: the ceiling (as many bare processes), hits and misses."""
+    rows = result["rows"]
+    counts = [row["frontends"] for row in rows]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    styles = {"ceiling": ("#999999", "--"), "hits": ("#4c72b0", "-"), "misses": ("#dd8452", "-")}
+    for workload, (color, line) in styles.items():
+        points = [
+            (n, row[f"{workload}_rps"]) for n, row in zip(counts, rows, strict=True) if row[f"{workload}_rps"]
+        ]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, line, marker="o", color=color, label=workload)
+            for x, y in points:
+                ax.annotate(f"{y:,.0f}", (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xticks(counts)
+    ax.set_xlabel("front ends on one port (and bare twisted.web processes, for the ceiling)")
+    ax.set_ylabel("requests per second")
+    ax.set_ylim(bottom=0)
+    ax.set_title(
+        "Several front ends on one port\n"
+        f"({result.get('wrk_args', 'wrk')}; median of {result.get('rounds', '?')} rounds)"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_memory(plt: Any, result: Mapping[str, Any], path: Path) -> None:
     """RSS over time (warm-up shaded, the flat allowance drawn), and requests served and cache entries."""
     samples = [x for x in result["samples"] if x.get("rss_bytes") is not None]

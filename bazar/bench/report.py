@@ -47,6 +47,10 @@ def fmt_percent(value: float | None) -> str:
     return MISSING if value is None else f"{100 * value:.1f} %"
 
 
+def fmt_cores(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.2f}"
+
+
 def fmt_count(value: float | None) -> str:
     if value is None:
         return MISSING
@@ -299,6 +303,52 @@ def memory_table(result: Mapping[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def frontends_table(result: Mapping[str, Any]) -> str:
+    parts = [
+        columns_table(
+            result["rows"],
+            ("front ends", "frontends", fmt_count),
+            [
+                ("ceiling req/s", "ceiling_rps", fmt_count),
+                ("hits req/s", "hits_rps", fmt_count),
+                ("hits of ceiling", "hits_of_ceiling", fmt_percent),
+                ("of them hits", "hit_fraction", fmt_percent),
+                ("hits speed-up", "hits_speedup", fmt_ratio),
+                ("misses req/s", "misses_rps", fmt_count),
+                ("misses of ceiling", "misses_of_ceiling", fmt_percent),
+                ("misses speed-up", "misses_speedup", fmt_ratio),
+                ("ceiling speed-up", "ceiling_speedup", fmt_ratio),
+            ],
+        ),
+        columns_table(
+            result["rows"],
+            ("front ends: CPU", "frontends", fmt_count),
+            [
+                ("ceiling cores", "ceiling_cores", fmt_cores),
+                ("ceiling req per CPU s", "ceiling_per_cpu_second", fmt_count),
+                ("hits cores", "hits_cores", fmt_cores),
+                ("hits per CPU s", "hits_per_cpu_second", fmt_count),
+                ("misses cores", "misses_cores", fmt_cores),
+                ("misses per CPU s", "misses_per_cpu_second", fmt_count),
+            ],
+        ),
+    ]
+    if result.get("prices"):
+        parts.append(
+            columns_table(
+                result["prices"],
+                ("price updates, front ends", "frontends", fmt_count),
+                [
+                    ("n", "n", fmt_count),
+                    ("not 2xx", "errors", fmt_count),
+                    ("p50 (ms)", "p50_ms", fmt_ms),
+                    ("p99 (ms)", "p99_ms", fmt_ms),
+                ],
+            )
+        )
+    return "\n\n".join(parts)
+
+
 _TITLES = {
     "latency": "1. Response time with and without the cache (ms)",
     "consistency": "2. Writes that invalidate the cache (ms)",
@@ -308,6 +358,7 @@ _TITLES = {
     "memory": "6. The front end's memory under a long run",
     "floor": "7. A purchase's floor: its messages without Bazar's work",
     "writes": "8. Writes under load: throughput and CPU time per write",
+    "frontends": "9. Several front ends on one port",
 }
 _TABLES = {
     "latency": latency_table,
@@ -318,6 +369,7 @@ _TABLES = {
     "memory": memory_table,
     "floor": floor_table,
     "writes": writes_table,
+    "frontends": frontends_table,
 }
 
 

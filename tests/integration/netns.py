@@ -39,6 +39,8 @@ import random
 import secrets
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,16 @@ HOSTS = {
     "order-2": ("o2", 22, 5202),
     "order-3": ("o3", 23, 5203),
 }
+# Two front ends on two hosts, and a host for the load balancer (HAProxy) in front of them;
+# each front end on the lab's port, on its own address.
+REPLICA_HOSTS = {name: HOSTS[name] for name in NAMES if name != "frontend"}
+TWO_FRONTENDS = {
+    "frontend-1": ("f1", 31, 5000),
+    "frontend-2": ("f2", 32, 5000),
+    **REPLICA_HOSTS,
+}
+BALANCER = "balancer"
+BALANCED_HOSTS = {**TWO_FRONTENDS, BALANCER: ("lb", 40, 5000)}
 TEST_HOST = 1  # the root namespace's address on the switch: .1
 SWITCH = "sw"
 BRIDGE = "br0"
@@ -149,6 +161,8 @@ def inode(path: str) -> int:
 class Network:
     """The namespaces, veths and bridge of one test: created by ``create``, removed by ``destroy``."""
 
+    # Each host: its namespace suffix, its host number in the /24, its port.
+    hosts: dict[str, tuple[str, int, int]] = field(default_factory=lambda: dict(HOSTS))
     tag: str = field(default_factory=lambda: f"bz{secrets.token_hex(3)}")
     subnet: ipaddress.IPv4Network = field(default_factory=choose_subnet)
     created: list[str] = field(default_factory=list)  # namespaces created so far, in order
@@ -164,14 +178,14 @@ class Network:
 
     def namespace(self, name: str) -> str:
         """The namespace of process ``name`` (frontend, catalog-2, ...)."""
-        return f"{self.tag}-{HOSTS[name][0]}"
+        return f"{self.tag}-{self.hosts[name][0]}"
 
     def port_of(self, name: str) -> str:
         """Process ``name``'s port on the switch (the veth end in the switch namespace)."""
-        return HOSTS[name][0]
+        return self.hosts[name][0]
 
     def address(self, name: str) -> str:
-        return str(self.subnet.network_address + HOSTS[name][1])
+        return str(self.subnet.network_address + self.hosts[name][1])
 
     @property
     def test_address(self) -> str:
@@ -179,7 +193,7 @@ class Network:
 
     def addresses(self) -> set[str]:
         """Every address this test created, and so the only ones it may send anything to."""
-        return {self.address(name) for name in HOSTS} | {self.test_address}
+        return {self.address(name) for name in self.hosts} | {self.test_address}
 
     def create(self) -> None:
         """Build the whole topology. On failure, whatever was created stays recorded in
@@ -206,7 +220,7 @@ class Network:
         ip("link", "set", SWITCH_HOST_PORT, "master", BRIDGE, "up", namespace=self.switch)
         ip("addr", "add", f"{self.test_address}/{prefix}", "dev", self.host_port)
         ip("link", "set", self.host_port, "up")
-        for name in HOSTS:
+        for name in self.hosts:
             ns, port = self.namespace(name), self.port_of(name)
             self._add_namespace(ns)
             ip("link", "set", "lo", "up", namespace=ns)
@@ -278,11 +292,11 @@ class Network:
 # -- the processes, one per namespace --------------------------------------------------------
 
 
-def write_config(directory: Path, network: Network, secret: str) -> Path:
-    """One config for every process: each listens on its own address, on its default port."""
+def write_config(directory: Path, network: Network, secret: str, names: Sequence[str] = NAMES) -> Path:
+    """One config for the processes ``names``: each listens on its own address, on its port."""
     raw = config.document(
         {"data_dir": str(directory / "data"), "secret": secret},
-        {name: config.endpoints(HOSTS[name][2], address=network.address(name)) for name in NAMES},
+        {name: config.endpoints(network.hosts[name][2], address=network.address(name)) for name in names},
     )
     return config.write(directory / "bazar.toml", raw)
 
@@ -290,41 +304,54 @@ def write_config(directory: Path, network: Network, secret: str) -> Path:
 def role_command(network: Network, config: Path, name: str) -> list[str]:
     """``ip netns exec <ns> python -c '...twistd...' -n --pidfile= bazar-<role> ...``
     (`ip netns exec` execs the command: the pid started is twistd's own)."""
-    role = "frontend" if name == "frontend" else name.split("-")[0]
+    role = name.split("-")[0]
     args = [f"bazar-{role}", "--config", str(config)]
-    if name != "frontend":
+    if role == "frontend":
+        args += ["--name", name] if name != "frontend" else []
+    else:
         args += ["--replica", name]
     return ["ip", "netns", "exec", network.namespace(name), *twistd(*args)]
 
 
 class HostCluster:
-    """The front end and six replicas, each in its namespace, as ``Api`` and the tests need them."""
+    """The front end (or front ends) and six replicas, each in its namespace, as ``Api`` and
+    the tests need them."""
 
-    def __init__(self, network: Network, directory: Path, secret: str = "netns-secret") -> None:
+    def __init__(
+        self, network: Network, directory: Path, secret: str = "netns-secret", names: Sequence[str] = NAMES
+    ) -> None:
         self.network = network
         self.directory = directory
         self.secret = secret
-        self.config = write_config(directory, network, secret)
+        self.names = tuple(names)
+        self.frontends = tuple(n for n in self.names if n.startswith("frontend"))
+        self.config = write_config(directory, network, secret, self.names)
         self.started = Processes(directory)
         self.processes: dict[str, Process] = {}
 
     def url(self, name: str) -> str:
-        return f"http://{self.network.address(name)}:{HOSTS[name][2]}"
+        return f"http://{self.network.address(name)}:{self.network.hosts[name][2]}"
 
     @property
     def frontend(self) -> str:
-        return self.url("frontend")
+        return self.url(self.frontends[0])
 
     def allows(self, url: str) -> bool:
         """Whether ``url`` is on one of this test's namespaces (no other address is ever asked)."""
-        return urlsplit(url).hostname in {self.network.address(name) for name in HOSTS}
+        return urlsplit(url).hostname in {self.network.address(name) for name in self.network.hosts}
 
     def guard(self, url: str) -> None:
         assert self.allows(url), f"{url}: not the address of a namespace this test created"
 
     def start(self) -> None:
-        for name in NAMES:
-            self.processes[name] = self.started.start(name, role_command(self.network, self.config, name))
+        for name in self.names:
+            self.start_one(name)
+
+    def start_one(self, name: str, log_name: str | None = None) -> Process:
+        """Start process ``name`` in its namespace (its log: ``log_name``.log, by default its name's)."""
+        command = role_command(self.network, self.config, name)
+        self.processes[name] = self.started.start(log_name or name, command)
+        return self.processes[name]
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> dict[str, Any]:
         """The cluster's status once every replica is healthy; StartError (with every log's
@@ -345,6 +372,35 @@ class HostCluster:
         except Unclean as e:
             return [str(e)]
         return []
+
+
+@contextmanager
+def running(cluster: HostCluster, then: Callable[[], None] = lambda: None) -> Iterator[HostCluster]:
+    """The network created, ``cluster`` started and healthy, then ``then()``; afterwards every
+    process stopped by pid and the network deleted, whatever happened (also if the set-up
+    fails half-way: its error then notes any problem cleaning up; else such problems fail)."""
+
+    def clean_up() -> list[str]:
+        return cluster.stop() + cluster.network.destroy()
+
+    try:
+        cluster.network.create()
+        cluster.start()
+        cluster.wait_healthy()
+        then()
+    except BaseException as e:
+        problems = clean_up()
+        if problems:
+            e.add_note("while cleaning up the hosts:\n" + "\n".join(problems))
+        raise
+    try:
+        yield cluster
+    except BaseException:
+        cluster.stop()
+        cluster.network.destroy()
+        raise
+    problems = clean_up()
+    assert not problems, "cleaning up the hosts:\n" + "\n".join(problems)
 
 
 # -- HTTP to the namespaces ------------------------------------------------------------------

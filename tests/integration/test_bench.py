@@ -32,7 +32,9 @@ from tests.integration.cluster import kill_processes_under
 pytestmark = pytest.mark.integration
 
 RUN_TIMEOUT = 90.0
-TINY_RUN_TIMEOUT = 150.0  # every experiment with --samples 20 --duration 1 (the default run: 3-8 min)
+# Every experiment with --samples 20 --duration 1, the frontends experiment with 1 and 2 front
+# ends (the default run: 5-10 min).
+TINY_RUN_TIMEOUT = 240.0
 
 
 def bench_command() -> list[str]:
@@ -109,7 +111,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_bench_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "results"
     process = start(
-        tmp_path, "--samples", "20", "--duration", "1", "--wrk-connections", "10", "--out", str(out)
+        tmp_path,
+        *("--samples", "20", "--duration", "1", "--wrk-connections", "10", "--frontends", "1,2"),
+        *("--out", str(out)),
     )
     # Within TINY_RUN_TIMEOUT, or the sample counts were not honoured (the defaults take minutes):
     # about 50 s alone on 2 cores, over a minute with other test runs on the machine.
@@ -138,6 +142,7 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         "memory",
         "floor",
         "writes",
+        "frontends",
     ]
 
     latency = experiments["latency"]
@@ -217,6 +222,24 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         assert row["cpu_ms"] > 0, row  # the seven processes' CPU time per 2xx write
     assert not floor_processes(), "a process of the floor outlived the benchmark"
 
+    frontends = experiments["frontends"]
+    if shutil.which("wrk"):
+        # 1 and 2 front ends on one port, each beside as many bare processes: three rounds each.
+        rows = {row["frontends"]: row for row in frontends["rows"]}
+        assert sorted(rows) == [1, 2], frontends["rows"]
+        for row in rows.values():
+            for workload in ("ceiling", "hits", "misses"):
+                assert len(row[f"{workload}_rps_rounds"]) == 3 and row[f"{workload}_rps"] > 0, row
+            assert 0 < row["hits_of_ceiling"] and 0 < row["misses_of_ceiling"], row
+            assert row["hit_fraction"] > 0.9, row  # the hits' run was served from the caches
+        assert rows[1]["hits_speedup"] == 1.0
+        prices = [(p["frontends"], p["n"], p["errors"]) for p in frontends["prices"]]
+        assert prices == [(1, 20, 0), (2, 20, 0)], frontends["prices"]
+        assert "#### 9. Several front ends on one port" in stdout
+        assert len(read_csv(out / "frontends_samples.csv")) == 2 * 3 * 3
+    else:
+        assert "apt-get install -y wrk" in frontends["skipped"]
+
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -228,6 +251,7 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
             assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if shutil.which("wrk"):
             assert (out / "throughput.png").exists()
+            assert (out / "frontends.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "results.md").read_text().startswith("Machine:")
 
 

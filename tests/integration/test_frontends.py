@@ -83,11 +83,9 @@ async def test_no_stale_read_through_three_frontends(http: HTTPClient, three: Cl
         writing = False
         await defer.gatherResults(reading, consumeErrors=True)
 
-    stale = history.stale_reads()
-    assert not stale, f"{len(stale)} reads older than an acknowledged write: {history.describe(stale)}"
+    history.assert_no_stale_reads()
     # Not vacuous: every front end served hits and misses after the first acknowledged write.
-    first_ack = min(w.end for w in history.of("write") if w.value == 1)
-    later = [r for r in history.of("read") if r.start > first_ack]
+    later = history.reads_after(1)
     for frontend in FRONTENDS:
         seen = {r.note.split()[1] for r in later if r.note.startswith(frontend + " ")}
         assert seen == {"hit", "miss"}, (frontend, seen)
@@ -261,8 +259,7 @@ async def test_a_killed_frontend_is_restarted_and_nothing_is_lost_or_stale(
         writing = False
         await defer.gatherResults(running, consumeErrors=True)
 
-    stale = history.stale_reads()
-    assert not stale, f"{len(stale)} reads older than an acknowledged write: {history.describe(stale)}"
+    history.assert_no_stale_reads()
     after = [r for r in history.of("read") if r.note == "frontend-2" and r.start > back]
     assert after, "frontend-2 served no read after its restart"
     for frontend in FRONTENDS:

@@ -99,24 +99,8 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.HostCluste
     reason = netns.unavailable()
     if reason is not None:
         pytest.skip(reason)
-    network = netns.Network()
-    cluster = netns.HostCluster(network, tmp_path_factory.mktemp("netns"))
-
-    def clean_up() -> list[str]:
-        return cluster.stop() + network.destroy()
-
-    try:
-        network.create()
-        cluster.start()
-        cluster.wait_healthy()
+    with netns.running(netns.HostCluster(netns.Network(), tmp_path_factory.mktemp("netns"))) as cluster:
         yield cluster
-    except BaseException as e:  # the set-up failed: clean up, and say so with its error
-        problems = clean_up()
-        if problems:
-            e.add_note("while cleaning up the hosts:\n" + "\n".join(problems))
-        raise
-    problems = clean_up()
-    assert not problems, "cleaning up the hosts:\n" + "\n".join(problems)
 
 
 @pytest.fixture

@@ -413,3 +413,20 @@ def test_the_book_list_loads_once_catalog_replicas_come_back(
         start(name)
     wait_for(browser, lambda d: len(book_cards(d)) == 7, "7 books listed, without a reload", timeout=45)
     assert attr(browser, "books-caption", "data-count") == "7"
+
+
+# -- which front end served ----------------------------------------------------------------
+
+
+def test_the_page_names_the_frontend_that_served_it(tmp_path: Path, browser: WebDriver) -> None:
+    """With two front ends, the page opened at each names that one (from X-Bazar-Frontend)."""
+    cluster = start_cluster(tmp_path, frontends=2, timeout=STARTUP_DEADLINE)
+    try:
+        for name in cluster.layout.frontends[::-1]:
+            browser.get(f"{cluster.url(name)}/")
+            wait_for(browser, lambda d: len(book_cards(d)) == 7, f"7 books listed at {name}")
+            wait_for(browser, lambda d, n=name: attr(d, "frontend-name", "data-frontend") == n, name)
+            assert text_of(by_testid(browser, "frontend-name")) == name
+            assert layout_problems(browser) == {"phone": [], "desktop": []}
+    finally:
+        cluster.stop()

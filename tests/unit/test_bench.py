@@ -482,6 +482,14 @@ class ArgumentTests(SynchronousTestCase):
         self.assertIn("needs --url", self.parse_error("--secret-file", "secret"))
         self.assertIn("more than 0", self.parse_error("--memory-seconds", "0"))
 
+    def test_frontend_counts(self) -> None:
+        """The frontends experiment's counts: 1, 2, 4 unless told; sorted, each once, 1..64."""
+        self.assertEqual(options.settings_from(options.parse_args([])).frontends, (1, 2, 4))
+        args = options.parse_args(["--frontends", "4,1,1"])
+        self.assertEqual(options.settings_from(args).frontends, (1, 4))
+        self.assertIn("within 1..64", self.parse_error("--frontends", "0,2"))
+        self.assertIn("integers", self.parse_error("--frontends", "two"))
+
     def test_memory_options(self) -> None:
         """The memory experiment is part of "all"; its run is bounded by requests and by seconds."""
         self.assertIn("memory", EXPERIMENTS)

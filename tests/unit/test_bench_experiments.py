@@ -9,7 +9,17 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.bench.experiments import consistency, floor, latency, lru, memory, sweep, throughput, writes
+from bazar.bench.experiments import (
+    consistency,
+    floor,
+    frontends,
+    latency,
+    lru,
+    memory,
+    sweep,
+    throughput,
+    writes,
+)
 from bazar.bench.experiments.context import Run, Settings
 from bazar.bench.load import LoopResult, Response, Sample
 
@@ -334,3 +344,70 @@ class WritesTests(SynchronousTestCase):
         self.assertEqual((price(1).method, price(1).path), ("PUT", "/bazar/update_price/5"))
         prices = [json.loads(price(i).body or b"") for i in range(2)]
         self.assertEqual(prices, [{"price": 10.0}, {"price": 10.25}])
+
+
+# (front ends, round, workload): req/s; round 2 of 2 front ends lost its ceiling
+FRONTEND_RUNS = {
+    (1, 1, "ceiling"): 1000.0,
+    (1, 1, "hits"): 700.0,
+    (1, 1, "misses"): 100.0,
+    (1, 2, "ceiling"): 800.0,
+    (1, 2, "hits"): 600.0,
+    (1, 2, "misses"): 90.0,
+    (1, 3, "ceiling"): 1200.0,
+    (1, 3, "hits"): 720.0,
+    (1, 3, "misses"): 110.0,
+    (2, 1, "ceiling"): 2000.0,
+    (2, 1, "hits"): 1500.0,
+    (2, 1, "misses"): 150.0,
+    (2, 2, "hits"): 1300.0,
+    (2, 2, "misses"): 140.0,
+}
+
+
+class FrontendsTests(SynchronousTestCase):
+    def test_rows(self) -> None:
+        """Per count: each workload's median round, hits and misses as the median of their
+        own round's share of the ceiling (a round without one left out), speed-up over the fewest."""
+        runs: dict[tuple[int, int, str], dict[str, Any]] = {k: {"rps": v} for k, v in FRONTEND_RUNS.items()}
+        runs[1, 1, "hits"]["hit_fraction"] = 0.999
+        runs[1, 2, "hits"]["hit_fraction"] = 0.99
+        rows = frontends.frontends_rows(runs)
+        one, two = rows
+        self.assertEqual((one["hit_fraction"], two["hit_fraction"]), (0.99, None))  # the lowest round's
+        self.assertEqual((one["frontends"], two["frontends"]), (1, 2))
+        self.assertEqual(one["hits_rps_rounds"], [700.0, 600.0, 720.0])
+        self.assertEqual((one["ceiling_rps"], one["hits_rps"], one["misses_rps"]), (1000.0, 700.0, 100.0))
+        self.assertEqual(one["hits_of_ceiling"], 0.7)  # 0.7, 0.75, 0.6: the median
+        self.assertEqual(two["hits_rps"], 1300.0)  # the lower of two
+        self.assertEqual(two["hits_of_ceiling"], 0.75)  # round 1 only: round 2 had no ceiling
+        self.assertEqual(two["ceiling_rps_rounds"], [2000.0])
+        self.assertEqual(one["hits_speedup"], 1.0)
+        self.assertAlmostEqual(two["hits_speedup"], 1300 / 700)
+        self.assertEqual(two["ceiling_speedup"], 2.0)
+        self.assertEqual(frontends.frontends_rows({}), [])
+
+    def test_cpu(self) -> None:
+        """Requests per CPU second and cores, from the serving processes' CPU over the run."""
+        row: dict[str, Any] = {"requests": 3000, "seconds": 2.0}
+        frontends.cpu(row, 10.0, 11.5)
+        self.assertEqual((row["cores"], row["per_cpu_second"]), (0.75, 2000.0))
+        unknown: dict[str, Any] = {"requests": 3000, "seconds": 2.0}
+        frontends.cpu(unknown, None, 11.5)
+        frontends.cpu(unknown, 11.5, 11.5)  # no CPU counted: nothing to divide by
+        self.assertEqual(unknown, {"requests": 3000, "seconds": 2.0})
+        runs = {k: {"rps": v, "per_cpu_second": v * 2, "cores": 0.5} for k, v in FRONTEND_RUNS.items()}
+        one = frontends.frontends_rows(runs)[0]
+        self.assertEqual((one["hits_per_cpu_second"], one["hits_cores"]), (1400.0, 0.5))
+
+    def test_notes(self) -> None:
+        rows = frontends.frontends_rows({k: {"rps": v} for k, v in FRONTEND_RUNS.items()})
+        prices = [
+            {"frontends": 1, "p50_ms": 2.0, "errors": 0},
+            {"frontends": 4, "p50_ms": 3.0, "errors": 2},
+        ]
+        notes = frontends.frontends_notes(rows, prices, ["no ceiling (2 front end(s), round 2/3): x"])
+        self.assertEqual(notes[0], "no ceiling (2 front end(s), round 2/3): x")
+        self.assertIn("2 front end(s), each round's req/s: ceiling 2,000, hits 1,500 / 1,300", notes[2])
+        self.assertIn("a price update's p50: 2.00 ms with 1 front end(s), 3.00 ms with 4 (1.50x)", notes[3])
+        self.assertEqual(notes[4], "price updates, 4 front end(s): 2 not 2xx")

@@ -15,6 +15,9 @@
    Bazar's own purchases in the same minutes: the least a purchase could take here.
 8. ``writes``: purchases and price updates at 1, 10 and 50 clients: writes per second,
    latency, and the CPU time one write costs all seven processes.
+9. ``frontends``: 1, 2 and 4 front ends on one shared port, each beside as many bare
+   twisted.web processes sharing a port: hits and misses per second; a price update's p50
+   with the fewest and the most front ends.
 
 Each returns a JSON-able dict: ``rows`` (what the table and CSV show), a ``caption``,
 ``notes`` (anything the numbers alone would hide) and, under ``raw``, per-request samples
@@ -23,7 +26,17 @@ for the ``*_samples.csv`` files.
 
 from __future__ import annotations
 
-from bazar.bench.experiments import consistency, floor, latency, lru, memory, sweep, throughput, writes
+from bazar.bench.experiments import (
+    consistency,
+    floor,
+    frontends,
+    latency,
+    lru,
+    memory,
+    sweep,
+    throughput,
+    writes,
+)
 from bazar.bench.experiments.context import (
     EXPERIMENTS,
     LAB_BOOKS,
@@ -51,6 +64,7 @@ RUNNERS = {
     "memory": memory.memory,
     "floor": floor.floor,
     "writes": writes.writes,
+    "frontends": frontends.frontends,
 }
 assert tuple(RUNNERS) == EXPERIMENTS
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bazar.bench import wrk
 from bazar.bench.cluster import ClusterInfo
 from bazar.bench.load import Call, HTTPClient, LoopResult, RequestError, Response, Sample, Target, closed_loop
 from bazar.bench.progress import Progress
@@ -16,7 +17,17 @@ from bazar.bench.stats import summarize
 from bazar.launch import Processes
 from bazar.reactors import IBenchReactor
 
-EXPERIMENTS = ("latency", "consistency", "sweep", "lru", "throughput", "memory", "floor", "writes")
+EXPERIMENTS = (
+    "latency",
+    "consistency",
+    "sweep",
+    "lru",
+    "throughput",
+    "memory",
+    "floor",
+    "writes",
+    "frontends",
+)
 CPU_PREFIX = "cpu_ms_"  # a latency row's CPU time per request of one process: cpu_ms_<name>
 LAB_BOOKS = 7  # the report's catalogue: every experiment uses these books (ids 0-6) only
 STOCK = 1_000_000
@@ -40,6 +51,12 @@ class Settings:
     memory_seconds: float = 30.0
     memory_interval: float = 0.25
     seed: int = 1
+    frontends: tuple[int, ...] = (1, 2, 4)  # the front-end counts of the frontends experiment
+
+    @property
+    def wrk_args(self) -> str:
+        """The wrk command line of a run, as the reports show it."""
+        return f"wrk -t{self.wrk_threads} -c{self.wrk_connections} -d{max(1, round(self.duration))}s"
 
 
 @dataclass
@@ -76,6 +93,37 @@ class Context:
                 self.reactor, Target.from_url(cluster.url), self.settings.timeout
             )
         return self._clients[cluster.url]
+
+    async def wrk(
+        self, stage: str, label: str, url: str, script: str, problems: list[str]
+    ) -> dict[str, Any] | None:
+        """One wrk run (``Settings``' threads, connections, duration) at ``url``: its figures,
+        or None with why in ``problems``."""
+        s = self.settings
+        self.progress.say(f"{stage} {label}: {s.wrk_args} {url} ...")
+        try:
+            result = await wrk.run(
+                self.reactor,
+                self.wrk_path or "wrk",
+                url,
+                script,
+                self.workdir,
+                threads=s.wrk_threads,
+                connections=s.wrk_connections,
+                duration=s.duration,
+            )
+        except RuntimeError as e:
+            problems.append(f"{label}: {e}")
+            self.progress.say(f"{stage} {label}: failed: {e}")
+            return None
+        self.progress.say(f"{stage} {label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.1f} ms")
+        return result.as_dict()
+
+    def forget(self, cluster: ClusterInfo) -> None:
+        """Close the control connection to ``cluster`` (stopped, or about to be)."""
+        client = self._clients.pop(cluster.url, None)
+        if client is not None:
+            client.close()
 
     def close(self) -> None:
         for client in self._clients.values():

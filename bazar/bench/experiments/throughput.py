@@ -66,28 +66,12 @@ async def _drive(ctx: Context, stage: str) -> ThroughputRuns:
     s = ctx.settings
     assert ctx.cache is not None
     cluster = ctx.cache
-    wrk_args = f"wrk -t{s.wrk_threads} -c{s.wrk_connections} -d{max(1, round(s.duration))}s"
+    wrk_args = s.wrk_args
     problems: list[str] = []
 
     async def run_wrk(label: str, url: str, script: str) -> dict[str, Any] | None:
-        ctx.progress.say(f"{stage} {label}: {wrk_args} {url} ...")
-        try:
-            result = await wrk.run(
-                ctx.reactor,
-                ctx.wrk_path or "wrk",
-                url,
-                script,
-                ctx.workdir,
-                threads=s.wrk_threads,
-                connections=s.wrk_connections,
-                duration=s.duration,
-            )
-        except RuntimeError as e:
-            problems.append(f"{label}: {e}")
-            ctx.progress.say(f"{stage} {label}: failed: {e}")
-            return None
-        ctx.progress.say(f"{stage} {label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.1f} ms")
-        return {"workload": label, **result.as_dict()}
+        row = await ctx.wrk(stage, label, url, script, problems)
+        return None if row is None else {"workload": label, **row}
 
     sample = await ctx.request(cluster, "GET", "/bazar/info/0")
     measured = ThroughputRuns(wrk_args, len(sample.body), ctx.nocache is not None)

@@ -1,8 +1,8 @@
 /* Bazar storefront: plain JavaScript over the public JSON API (no framework, no build step).
  *
- * Every request goes through api(), which records the status, the X-Bazar-Cache and
- * X-Bazar-Replica headers and the {"error": {"code", "message"}} shape, so each view can say
- * where its data came from. Data is only ever put into the page with textContent, never as HTML.
+ * Every request goes through api(), which records the status, the X-Bazar-Cache,
+ * X-Bazar-Replica and X-Bazar-Frontend headers and the {"error": {"code", "message"}} shape, so
+ * each view can say where its data came from (and the header, which front end served it). Data is only ever put into the page with textContent, never as HTML.
  */
 "use strict";
 
@@ -57,7 +57,7 @@
 
   /**
    * One request to the front end. Never throws: the answer always has
-   * {ok, status, statusText, cache, replica, data, error, ms, method, path}.
+   * {ok, status, statusText, cache, replica, frontend, data, error, ms, method, path}.
    */
   async function api(method, path, body, { log = true, timeout = REQUEST_TIMEOUT_MS } = {}) {
     const started = performance.now();
@@ -69,7 +69,8 @@
       init.body = JSON.stringify(body);
     }
     const answer = {
-      method, path, ok: false, status: 0, statusText: "", cache: null, replica: null, data: null, error: null, ms: 0,
+      method, path, ok: false, status: 0, statusText: "", cache: null, replica: null, frontend: null, data: null,
+      error: null, ms: 0,
     };
     try {
       const response = await fetch(path, init);
@@ -77,6 +78,8 @@
       answer.statusText = response.statusText;
       answer.cache = response.headers.get("X-Bazar-Cache");
       answer.replica = response.headers.get("X-Bazar-Replica");
+      answer.frontend = response.headers.get("X-Bazar-Frontend");
+      if (answer.frontend) showFrontend(answer.frontend);
       const text = await response.text();
       try {
         answer.data = text ? JSON.parse(text) : null;
@@ -102,6 +105,15 @@
   }
 
   // -- how an answer is described ---------------------------------------------------
+
+  /** The header's label: which front end served the last answer (several may share one
+   * address, behind a load balancer or one port; each names itself in X-Bazar-Frontend). */
+  function showFrontend(name) {
+    const node = $("frontend-name");
+    if (!node || node.dataset.frontend === name) return;
+    node.dataset.frontend = name;
+    node.textContent = name;
+  }
 
   function statusBadge(answer) {
     const kind = answer.status === 0 ? "down" : answer.ok ? "ok" : "error";
