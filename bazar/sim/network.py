@@ -42,8 +42,7 @@ class Host:
 
     Every event of the process (a timer of its ``clock``, a message reaching it) runs through
     ``event``: not while it is paused (held, and run late on ``resume``), never for an
-    incarnation that crashed. After each event, the in-memory HTTP connections of its
-    endpoint move whatever bytes can move."""
+    incarnation that crashed."""
 
     def __init__(self, name: str, sim: SimClock) -> None:
         self.name = name
@@ -93,8 +92,6 @@ class Host:
             call.func(*call.args, **call.kw)
         except Exception as e:
             self.sim.on_error(e)
-        if self.endpoint is not None:
-            self.endpoint.flush()
 
     def start(self) -> None:
         self.alive = True
