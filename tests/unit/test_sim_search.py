@@ -13,8 +13,8 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bazar.sim.__main__ import replay_command
 from bazar.sim.run import run_schedule
+from bazar.sim.search import replay_command
 
 # Seeds kept as regression cases: 30 (a read at a sequencer that stepped down while the read
 # waited for its writes: see ReadBehindARetiredSequencerTests) and 50 (a stale read, before
