@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"seed {seed} (this search again: {again})", file=sys.stderr)
     signal.signal(signal.SIGTERM, _terminated)  # so that the workers are stopped on the way out
-    return search(seed, options.runs, not options.no_shrink, options.wipes, max(1, options.jobs))
+    try:
+        return search(seed, options.runs, not options.no_shrink, options.wipes, max(1, options.jobs))
+    except KeyboardInterrupt:  # the workers are stopped already
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def _terminated(signum: int, frame: Any) -> NoReturn:
