@@ -216,7 +216,9 @@ class Network:
     def call(self, caller: Host, target: str, kind: str, serve: Serve, timeout: float) -> Deferred[Any]:
         """``serve(endpoint)`` at ``target``'s endpoint, its answer back to ``caller``."""
         callee = self.hosts[target]
-        conn = self._conns.setdefault((caller.name, target, kind), _Conn())
+        conn = self._conns.get((caller.name, target, kind))
+        if conn is None:
+            conn = self._conns[caller.name, target, kind] = _Conn()
         d: Deferred[Any] = Deferred()
         call = _Call(d, caller, caller.incarnation, conn, conn.generation, conn.open, target)
         call.timer = caller.clock.callLater(timeout, self._expire, call, timeout)
