@@ -28,6 +28,7 @@ from twisted.web.client import (
     ResponseFailed,
     _HTTP11ClientFactory,
 )
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -145,6 +146,28 @@ class ReplicaResponse:
         raise ReplicaError(self.code, self.error_message())
 
 
+def replica_response(replica: Replica, code: int, headers: Headers, content: bytes) -> ReplicaResponse:
+    """A replica's HTTP answer as its caller sees it (the simulator reads its answers so too)."""
+    name = headers.getRawHeaders(REPLICA_HEADER, [replica.name])[0]
+    kept = {}
+    for header in KEPT_HEADERS:
+        values = headers.getRawHeaders(header)
+        if values:
+            kept[header] = values[0]
+    seq = headers.getRawHeaders(SEQ_HEADER, ["0"])[0]
+    sequencer = headers.getRawHeaders(SEQUENCER_HEADER, [None])[0]
+    epoch = headers.getRawHeaders(EPOCH_HEADER, ["0"])[0]
+    return ReplicaResponse(
+        code,
+        content,
+        name,
+        kept,
+        int(seq) if seq.isdigit() else 0,
+        sequencer,
+        int(epoch) if epoch.isdigit() else 0,
+    )
+
+
 class Carrier(Protocol):
     """What ``ReplicaClient`` needs of the internal channel (``bazar.channel.Channel``),
     named here so that the channel, which answers with ``ReplicaResponse``, is not imported."""
@@ -185,9 +208,7 @@ class ReplicaClient:
 
     @inlineCallbacks
     def _over_http(self, method: str, replica: Replica, path: str, data: bytes | None, timeout: float) -> Any:
-        headers: dict[str | bytes, str | bytes] = {SECRET_HEADER: self.secret, "Accept": JSON}
-        if data is not None:
-            headers["Content-Type"] = JSON
+        headers = self.http_headers(data)
         # No redirects (a replica never sends one) and no buffering layer (the body is read
         # once, just below): each would cost every call a wrapper.
         d = self.http.request(
@@ -201,24 +222,14 @@ class ReplicaClient:
             raise NotSent(f"{replica.name} is unreachable: {type(e).__name__}") from None
         except TRANSPORT_ERRORS as e:
             raise Unavailable(f"{replica.name} is unreachable: {type(e).__name__}") from None
-        name = response.headers.getRawHeaders(REPLICA_HEADER, [replica.name])[0]
-        kept = {}
-        for header in KEPT_HEADERS:
-            values = response.headers.getRawHeaders(header)
-            if values:
-                kept[header] = values[0]
-        seq = response.headers.getRawHeaders(SEQ_HEADER, ["0"])[0]
-        sequencer = response.headers.getRawHeaders(SEQUENCER_HEADER, [None])[0]
-        epoch = response.headers.getRawHeaders(EPOCH_HEADER, ["0"])[0]
-        return ReplicaResponse(
-            response.code,
-            content,
-            name,
-            kept,
-            int(seq) if seq.isdigit() else 0,
-            sequencer,
-            int(epoch) if epoch.isdigit() else 0,
-        )
+        return replica_response(replica, response.code, response.headers, content)
+
+    def http_headers(self, data: bytes | None) -> dict[str | bytes, str | bytes]:
+        """The headers of a call over HTTP with body ``data`` (the simulator sends them too)."""
+        headers: dict[str | bytes, str | bytes] = {SECRET_HEADER: self.secret, "Accept": JSON}
+        if data is not None:
+            headers["Content-Type"] = JSON
+        return headers
 
     def call(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None

@@ -1,7 +1,8 @@
-"""``python -m bazar.sim --runs N [--seed S]`` searches N schedules; ``--replay SEED`` shows one.
+"""``python -m bazar.sim --runs N [--seed S] [--jobs J]`` searches N schedules (on J worker
+processes: ``bazar.sim.search``); ``--replay SEED`` shows one.
 
-A failing schedule is shrunk (``shrink``: faults dropped one at a time while it still
-fails) and printed with its seed and the one line that replays it.
+A failing schedule is printed with its seed and the one line that replays it, and shrunk
+(``shrink``: faults dropped one at a time while it still fails).
 """
 
 from __future__ import annotations
@@ -9,39 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
-import time
+from typing import Any, NoReturn
 
-from bazar.sim.faults import Fault
-from bazar.sim.run import Result, run_schedule, schedule_of
-
-MAX_SHRINK_RUNS = 40
-
-
-def shrink(seed: int, faults: list[Fault]) -> list[int]:
-    """Indices of a shorter sub-schedule of ``faults`` that still fails (greedy: drop each
-    fault in turn, keep the drop if the run still fails)."""
-    kept = list(range(len(faults)))
-    runs = 0
-    changed = True
-    while changed and runs < MAX_SHRINK_RUNS:
-        changed = False
-        for index in list(kept):
-            trial = [i for i in kept if i != index]
-            runs += 1
-            if run_schedule(seed, [faults[i] for i in trial]).failed:
-                kept = trial
-                changed = True
-            if runs >= MAX_SHRINK_RUNS:
-                break
-    return kept
-
-
-def replay_command(seed: int, keep: list[int] | None = None, wipes: bool = False) -> str:
-    command = f"python -m bazar.sim --replay {seed}" + (" --wipes" if wipes else "")
-    if keep is not None:
-        command += f" --keep {','.join(map(str, keep)) or 'none'}"
-    return command
+from bazar.sim.run import run_schedule, schedule_of
+from bazar.sim.search import search
 
 
 def _keep(text: str | None) -> list[int] | None:
@@ -71,32 +45,6 @@ def replay(seed: int, keep: list[int] | None, wipes: bool = False) -> int:
     return 0
 
 
-def report(result: Result, shrunk: list[int] | None, wipes: bool = False) -> None:
-    print(f"FAILED schedule {result.seed}: {result.problems[0]}", file=sys.stderr)
-    print(f"  replay: {replay_command(result.seed, wipes=wipes)}", file=sys.stderr)
-    if shrunk is not None and len(shrunk) < len(result.faults):
-        print(f"  shrunk to {len(shrunk)} of {len(result.faults)} faults:", file=sys.stderr)
-        for index in shrunk:
-            print(f"    {result.faults[index].describe()}", file=sys.stderr)
-        print(f"  replay shrunk: {replay_command(result.seed, shrunk, wipes)}", file=sys.stderr)
-
-
-def search(first: int, runs: int, shrinking: bool, wipes: bool = False) -> int:
-    failed = 0
-    started = time.monotonic()
-    for number in range(runs):
-        seed = first + number
-        result = run_schedule(seed, wipes=wipes)
-        if result.failed:
-            failed += 1
-            report(result, shrink(seed, result.faults) if shrinking else None, wipes)
-        if (number + 1) % 10 == 0 or number + 1 == runs:
-            rate = (number + 1) / (time.monotonic() - started)
-            print(f"{number + 1}/{runs} schedules, {failed} failed, {rate:.2f}/s", file=sys.stderr)
-    print(f"{runs} schedules, {failed} failed")
-    return 1 if failed else 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bazar.sim", description=__doc__)
     parser.add_argument("--runs", type=int, default=100, help="how many schedules to search")
@@ -110,14 +58,32 @@ def main(argv: list[str] | None = None) -> int:
         help="also draw wipes (a follower restarted on an empty disk): beyond the fault model on top of "
         "another fault, so only for searches that look for what a wipe shows",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes to split the schedules over (default: one per CPU; 1: this process)",
+    )
     options = parser.parse_args(argv)
     if options.replay is not None:
         return replay(options.replay, _keep(options.keep), options.wipes)
     seed = options.seed
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
-        print(f"seed {seed}", file=sys.stderr)
-    return search(seed, options.runs, not options.no_shrink, options.wipes)
+        again = f"python -m bazar.sim --runs {options.runs} --seed {seed}" + (
+            " --wipes" if options.wipes else ""
+        )
+        print(f"seed {seed} (this search again: {again})", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _terminated)  # so that the workers are stopped on the way out
+    try:
+        return search(seed, options.runs, not options.no_shrink, options.wipes, max(1, options.jobs))
+    except KeyboardInterrupt:  # the workers are stopped already
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _terminated(signum: int, frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
 
 
 def _fixed_hashes() -> None:

@@ -40,9 +40,10 @@ class SimClient(ReplicaClient):
 
         else:
             kind = "http"
+            headers = self.http_headers(data).items()
 
             def serve(endpoint: Endpoint) -> Deferred[Any]:
-                return endpoint.serve_http(method, path, data)
+                return endpoint.serve_http(method, path, headers, data)
 
         return self.network.call(self.host, replica.name, kind, serve, deadline)
 

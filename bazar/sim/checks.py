@@ -48,9 +48,12 @@ def linearizability_problems(ops: list[Op], versions: dict[tuple[int, float], in
     for op in writes:
         if (op.book, op.value) not in versions:
             problems.append(f"acknowledged write lost: {op.describe()}")
+    by_book: dict[int, list[Op]] = {}  # each book's acknowledged writes, in the order they ended
+    for w in writes:
+        by_book.setdefault(w.book, []).append(w)  # type: ignore[arg-type]
     for a in writes:
-        for b in writes:
-            if a.book == b.book and a.end is not None and a.end < b.start:
+        for b in by_book[a.book]:  # type: ignore[index]
+            if a.end is not None and a.end < b.start:
                 sa, sb = versions.get((a.book, a.value)), versions.get((b.book, b.value))  # type: ignore[arg-type]
                 if sa is not None and sb is not None and sa > sb:
                     problems.append(f"writes out of order: {a.describe()} came after {b.describe()}")
@@ -68,9 +71,6 @@ def linearizability_problems(ops: list[Op], versions: dict[tuple[int, float], in
                 )
                 continue
             reads.append((op, book["id"], version))
-    by_book: dict[int, list[Op]] = {}
-    for w in writes:
-        by_book.setdefault(w.book, []).append(w)  # type: ignore[arg-type]
     for read, book_id, seen in reads:
         for w in by_book.get(book_id, []):
             version = versions.get((book_id, w.value))
@@ -81,14 +81,14 @@ def linearizability_problems(ops: list[Op], versions: dict[tuple[int, float], in
                 )
                 break
     reads.sort(key=lambda r: r[0].start)
+    reads_of: dict[int, list[tuple[Op, int]]] = {}  # each book's reads (and what they saw), by start
     for read, book_id, seen in reads:
-        for other, other_book, other_seen in reads:
-            if (
-                other_book == book_id
-                and other.end is not None
-                and other.end < read.start
-                and other_seen > seen
-            ):
+        reads_of.setdefault(book_id, []).append((read, seen))
+    for read, book_id, seen in reads:
+        for other, other_seen in reads_of[book_id]:
+            if other.start >= read.start:
+                break  # the rest began after it: none ended before it began
+            if other.end is not None and other.end < read.start and other_seen > seen:
                 problems.append(
                     f"read went back in time: {read.describe()} saw write {seen} of book {book_id},"
                     f" after {other.describe()} saw write {other_seen}"

@@ -28,11 +28,46 @@ class Host(Protocol):
 
     sim: SimClock
 
-    def event(self, call: DelayedCall) -> None: ...
+    def event(self, call: DelayedCall | Event) -> None: ...
 
     def local_time(self) -> float: ...
 
     def sim_time_at(self, local: float) -> float: ...
+
+
+def _never(call: DelayedCall) -> None:
+    """A DelayedCall's canceller: a cancelled call is skipped when it comes up."""
+
+
+class Event:
+    """A call the simulator makes of its own (a message reaching a process, a client's next
+    step): never cancelled or moved, so lighter than a ``DelayedCall``, which a process's
+    own ``callLater`` still gets."""
+
+    __slots__ = ("args", "called", "func", "host", "incarnation", "kw", "time")
+    cancelled = 0
+    kw: dict[str, Any]
+
+    def __init__(
+        self, time: float, func: Callable[..., Any], args: Any, host: Host, incarnation: int
+    ) -> None:
+        self.time = time
+        self.func = func
+        self.args = args
+        self.kw = _NO_KW
+        self.host = host
+        self.incarnation = incarnation
+        self.called = 0
+
+    def getTime(self) -> float:
+        return self.time
+
+    def active(self) -> bool:
+        return not self.called
+
+
+_NO_KW: dict[str, Any] = {}
+Call = DelayedCall | Event
 
 
 @implementer(IReactorTime)
@@ -41,7 +76,7 @@ class SimClock:
 
     def __init__(self) -> None:
         self.now = 0.0
-        self._heap: list[tuple[float, int, DelayedCall]] = []
+        self._heap: list[tuple[float, int, Call]] = []
         self._order = itertools.count()
         # Called with each exception a call raised (a reactor would log it and go on).
         self.on_error: Callable[[BaseException], object] = lambda error: None
@@ -56,42 +91,52 @@ class SimClock:
         self, when: float, host: Host | None, f: Callable[..., Any], args: Any = (), kw: Any = None
     ) -> DelayedCall:
         """A call at simulated time ``when``; with ``host``, one of that process's events."""
-        call = DelayedCall(when, f, args, kw or {}, lambda c: None, self._reset, self.seconds)
+        call = DelayedCall(when, f, args, kw or {}, _never, self._push, self.seconds)
         call.host = host  # type: ignore[attr-defined]
         self._push(call)
         return call
 
-    def _push(self, call: DelayedCall) -> None:
+    def event(self, when: float, host: Host, incarnation: int, f: Callable[..., Any], args: Any) -> Event:
+        """One of ``host``'s events, of its incarnation ``incarnation``, at ``when``."""
+        call = Event(when, f, args, host, incarnation)
+        heapq.heappush(self._heap, (when, next(self._order), call))
+        return call
+
+    def _push(self, call: Call) -> None:
+        # A call reset to another time is pushed again: its entry at the old time is skipped.
         heapq.heappush(self._heap, (call.getTime(), next(self._order), call))
 
-    def _reset(self, call: DelayedCall) -> None:
-        self._push(call)  # the entry at its old time is skipped when it comes up
-
-    def requeue(self, call: DelayedCall) -> None:
+    def requeue(self, call: Call) -> None:
         """Put back a call that came due while its process was paused (it keeps its time)."""
         self._push(call)
 
     def getDelayedCalls(self) -> list[DelayedCall]:
-        return [c for _, _, c in self._heap if c.active()]
+        return [c for _, _, c in self._heap if isinstance(c, DelayedCall) and c.active()]
 
     def next_time(self) -> float | None:
-        while self._heap:
-            when, _, call = self._heap[0]
+        heap = self._heap
+        while heap:
+            when, _, call = heap[0]
             if call.cancelled or call.called or call.getTime() != when:
-                heapq.heappop(self._heap)
+                heapq.heappop(heap)
                 continue
             return when
         return None
 
     def run_until(self, end: float) -> None:
         """Run every call due up to ``end``, then stand at ``end``."""
-        while True:
-            when = self.next_time()
-            if when is None or when > end:
+        heap, pop = self._heap, heapq.heappop
+        while heap:
+            when, _, call = heap[0]
+            if call.cancelled or call.called or call.getTime() != when:
+                pop(heap)
+                continue
+            if when > end:
                 break
-            _, _, call = heapq.heappop(self._heap)
-            self.now = max(self.now, when)
-            host = call.host  # type: ignore[attr-defined]
+            pop(heap)
+            if when > self.now:
+                self.now = when
+            host = call.host  # type: ignore[union-attr]
             if host is not None:
                 host.event(call)
             else:
@@ -100,7 +145,8 @@ class SimClock:
                     call.func(*call.args, **call.kw)
                 except Exception as e:
                     self.on_error(e)
-        self.now = max(self.now, end)
+        if end > self.now:
+            self.now = end
 
 
 @implementer(IReactorTime)

@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from bazar.errors import NotSent, Unavailable
-from bazar.sim.clock import ProcessClock, SimClock
+from bazar.sim.clock import Event, ProcessClock, SimClock
 from bazar.sim.serving import Endpoint
 
 LATENCY = (0.0002, 0.002)  # seconds one message takes on a healthy link, drawn uniformly
@@ -42,8 +42,7 @@ class Host:
 
     Every event of the process (a timer of its ``clock``, a message reaching it) runs through
     ``event``: not while it is paused (held, and run late on ``resume``), never for an
-    incarnation that crashed. After each event, the in-memory HTTP connections of its
-    endpoint move whatever bytes can move."""
+    incarnation that crashed."""
 
     def __init__(self, name: str, sim: SimClock) -> None:
         self.name = name
@@ -56,7 +55,7 @@ class Host:
         self.clock = ProcessClock(self, 0)
         self.endpoint: Endpoint | None = None
         self.process: Any = None  # what was built for this incarnation
-        self._held: list[DelayedCall] = []
+        self._held: list[DelayedCall | Event] = []
 
     def local_time(self) -> float:
         sim_then, local_then = self._anchor
@@ -76,13 +75,11 @@ class Host:
         self._anchor = (self.sim.now, self.local_time())
         self.rate = rate
 
-    def schedule(self, when: float, f: Callable[..., Any], *args: Any) -> DelayedCall:
-        call = self.sim.schedule(when, self, f, args)
-        call.incarnation = self.incarnation  # type: ignore[attr-defined]
-        return call
+    def schedule(self, when: float, f: Callable[..., Any], *args: Any) -> Event:
+        return self.sim.event(when, self, self.incarnation, f, args)
 
-    def event(self, call: DelayedCall) -> None:
-        if not self.alive or getattr(call, "incarnation", self.incarnation) != self.incarnation:
+    def event(self, call: DelayedCall | Event) -> None:
+        if not self.alive or call.incarnation != self.incarnation:  # type: ignore[union-attr]
             call.called = 1
             return
         if self.paused:
@@ -93,8 +90,6 @@ class Host:
             call.func(*call.args, **call.kw)
         except Exception as e:
             self.sim.on_error(e)
-        if self.endpoint is not None:
-            self.endpoint.flush()
 
     def start(self) -> None:
         self.alive = True
@@ -211,16 +206,19 @@ class Network:
     # -- calls -------------------------------------------------------------------------------
 
     def _latency(self, a: str, b: str) -> float:
-        delay = self.rng.uniform(*LATENCY)
-        extra = self.slow.get((a, b)) or self.slow.get((b, a))
-        if extra:
-            delay += self.rng.uniform(0, extra)
+        delay = LATENCY[0] + (LATENCY[1] - LATENCY[0]) * self.rng.random()  # rng.uniform(*LATENCY)
+        if self.slow:
+            extra = self.slow.get((a, b)) or self.slow.get((b, a))
+            if extra:
+                delay += self.rng.uniform(0, extra)
         return delay
 
     def call(self, caller: Host, target: str, kind: str, serve: Serve, timeout: float) -> Deferred[Any]:
         """``serve(endpoint)`` at ``target``'s endpoint, its answer back to ``caller``."""
         callee = self.hosts[target]
-        conn = self._conns.setdefault((caller.name, target, kind), _Conn())
+        conn = self._conns.get((caller.name, target, kind))
+        if conn is None:
+            conn = self._conns[caller.name, target, kind] = _Conn()
         d: Deferred[Any] = Deferred()
         call = _Call(d, caller, caller.incarnation, conn, conn.generation, conn.open, target)
         call.timer = caller.clock.callLater(timeout, self._expire, call, timeout)
@@ -265,8 +263,7 @@ class Network:
         conn.backward = arrival
         caller = call.caller
         if caller.alive and caller.incarnation == call.incarnation:
-            delivery = self.sim.schedule(arrival, caller, self._answer, (call, result))
-            delivery.incarnation = call.incarnation  # type: ignore[attr-defined]
+            self.sim.event(arrival, caller, call.incarnation, self._answer, (call, result))
 
     def _answer(self, call: _Call, result: Any) -> None:
         if call.generation != call.conn.generation:
