@@ -159,7 +159,11 @@ def http(project: Project, method: str, path: str, body: Any = None) -> Reply:
             code, content, headers = response.status, response.read(), response.headers
     except urllib.error.HTTPError as e:
         code, content, headers = e.code, e.read(), e.headers
-    return Reply(code, json.loads(content) if content else None, {k.lower(): v for k, v in headers.items()})
+    try:
+        parsed = json.loads(content) if content else None
+    except ValueError:  # not Bazar's answer (HAProxy's own 503 page, say): kept as text for the report
+        parsed = content.decode(errors="replace")
+    return Reply(code, parsed, {k.lower(): v for k, v in headers.items()})
 
 
 def poll(what: str, check: Callable[[], T], deadline: float = 60.0) -> T:
