@@ -46,7 +46,7 @@ def project() -> Iterator[Project]:
     compose = compose_cli(docker)
     with phase("base image"):
         log.info("%s: %s", "debian:bookworm-slim", ensure_base_image(docker))
-    with phase("three images built"):
+    with phase("four images built"):
         build_images(docker)
     running = Project(docker, compose, f"bazar-test-{os.getpid()}-{secrets.token_hex(3)}")
     try:

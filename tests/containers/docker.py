@@ -2,7 +2,7 @@
 
 Everything goes through the ``docker`` and compose command lines, as a user would type them;
 the only traffic is to the engine's socket, to the containers' own network (the engine's) and
-to the front end's port published on 127.0.0.1.
+to HAProxy's port published on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = ("frontend", "catalog", "order")
+# One image per Bazar role, and HAProxy's (docker/<name>.Dockerfile, tagged bazar-<name>:local).
+IMAGES = ("frontend", "catalog", "order", "haproxy")
 BASE_IMAGE = "debian:bookworm-slim"  # the Dockerfiles' default BASE
 # Where the host trusts a TLS-intercepting proxy, pip in the build must trust it too.
 HOST_CA_BUNDLE = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
@@ -92,10 +93,10 @@ def _sbin_path() -> str:
 
 
 def build_images(docker: str) -> None:
-    """The three role images, tagged as compose.yaml names them, with BuildKit."""
+    """The role images and HAProxy's, tagged as compose.yaml names them, with BuildKit."""
     secret = [f"--secret=id=pip-cert,src={HOST_CA_BUNDLE}"] if HOST_CA_BUNDLE.is_file() else []
-    for role in ROLES:
-        dockerfile, tag = f"docker/{role}.Dockerfile", f"bazar-{role}:local"
+    for name in IMAGES:
+        dockerfile, tag = f"docker/{name}.Dockerfile", f"bazar-{name}:local"
         build = [docker, "build", "-q", *secret, "-f", dockerfile, "-t", tag, str(ROOT)]
         run(build, timeout=900, env={"DOCKER_BUILDKIT": "1"})
 
@@ -109,7 +110,7 @@ def free_port() -> int:
 @dataclass
 class Project:
     """One compose project of compose.yaml: its own name, so its containers, network and volumes
-    are its own; its front end published on a free loopback port."""
+    are its own; HAProxy published on a free loopback port."""
 
     docker: str
     compose: list[str]
@@ -150,7 +151,7 @@ class Reply:
 
 
 def http(project: Project, method: str, path: str, body: Any = None) -> Reply:
-    """A JSON request to the front end, through its published loopback port."""
+    """A JSON request through HAProxy's published loopback port, to whichever front end it picks."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(project.url(path), data=data, method=method)
     try:
@@ -158,7 +159,11 @@ def http(project: Project, method: str, path: str, body: Any = None) -> Reply:
             code, content, headers = response.status, response.read(), response.headers
     except urllib.error.HTTPError as e:
         code, content, headers = e.code, e.read(), e.headers
-    return Reply(code, json.loads(content) if content else None, {k.lower(): v for k, v in headers.items()})
+    try:
+        parsed = json.loads(content) if content else None
+    except ValueError:  # not Bazar's answer (HAProxy's own 503 page, say): kept as text for the report
+        parsed = content.decode(errors="replace")
+    return Reply(code, parsed, {k.lower(): v for k, v in headers.items()})
 
 
 def poll(what: str, check: Callable[[], T], deadline: float = 60.0) -> T:

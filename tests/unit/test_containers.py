@@ -1,5 +1,6 @@
-"""Checks of the container files that need no Docker engine: compose.yaml, the Dockerfiles and
-etc/bazar.compose.toml must agree on replicas, URLs, ports, volumes, the secret and plugins.
+"""Checks of the container files that need no Docker engine: compose.yaml, the Dockerfiles,
+etc/bazar.compose.toml and etc/haproxy.compose.cfg must agree on front ends, replicas, URLs,
+ports, volumes, the secret and plugins.
 
 PyYAML is no dependency of Bazar, so compose.yaml is read with ``read_yaml`` below: a reader for
 the block-style subset the file is written in, which refuses anything outside that subset rather
@@ -29,6 +30,9 @@ CONFIG_IN_CONTAINER = "/etc/bazar/bazar.toml"
 CONFIG_MOUNT = f"./etc/bazar.compose.toml:{CONFIG_IN_CONTAINER}:ro"
 ROLES = ("frontend", "catalog", "order")
 INIT_SERVICE = "secret-init"
+BALANCER = "haproxy"
+HAPROXY_COMPOSE_CONFIG = ROOT / "etc" / "haproxy.compose.cfg"
+HAPROXY_CONFIG_IN_CONTAINER = "/etc/bazar/haproxy.cfg"
 
 
 # --- a reader for the YAML subset compose.yaml is written in -------------------------------
@@ -201,6 +205,7 @@ class ComposeConfigTests(SynchronousTestCase):
         self.services: dict[str, dict[str, Any]] = self.compose["services"]
         self.config = self.load_config()
         self.replicas = {r.name: r for r in (*self.config.catalog, *self.config.order)}
+        self.frontends = {f.name: f for f in self.config.frontends}
 
     def load_config(self) -> Config:
         """``etc/bazar.compose.toml`` through ``bazar.config.load``, its secret file moved to a temp
@@ -227,10 +232,12 @@ class ComposeConfigTests(SynchronousTestCase):
         self.assertIn("COMPOSE_PROJECT_NAME=bazar", env)
 
     def test_every_config_replica_has_a_service_and_vice_versa(self) -> None:
-        """The services are exactly the front end, the secret initialiser and the config's replicas."""
+        """The services are exactly the config's front ends and replicas, the secret initialiser
+        and HAProxy."""
+        self.assertEqual(list(self.frontends), ["frontend-1", "frontend-2"])
         self.assertEqual(len(self.config.catalog), 3)
         self.assertEqual(len(self.config.order), 3)
-        self.assertEqual(set(self.services), {"frontend", INIT_SERVICE, *self.replicas})
+        self.assertEqual(set(self.services), {*self.frontends, INIT_SERVICE, BALANCER, *self.replicas})
 
     def test_each_replica_service_runs_that_replica(self) -> None:
         """catalog-N runs the catalog image with --replica catalog-N; likewise for orders."""
@@ -239,13 +246,16 @@ class ComposeConfigTests(SynchronousTestCase):
             self.assertEqual(service["command"], ["--replica", name])
             self.assertEqual(service["build"]["dockerfile"], f"docker/{replica.role}.Dockerfile")
             self.assertEqual(service["image"], f"bazar-{replica.role}:local")
-        self.assertEqual(self.services["frontend"]["build"]["dockerfile"], "docker/frontend.Dockerfile")
-        self.assertNotIn("command", self.services["frontend"])
+        for name in self.frontends:  # the front-end image, told which front end of the config it is
+            service = self.services[name]
+            self.assertEqual(service["command"], ["--name", name])
+            self.assertEqual(service["build"]["dockerfile"], "docker/frontend.Dockerfile")
+            self.assertEqual(service["image"], "bazar-frontend:local")
 
     def test_urls_name_the_service_and_its_listening_port(self) -> None:
         """Each URL's host is the service name and its port the one the process listens on;
         so is each channel address's (a client endpoint string)."""
-        for name, replica in {"frontend": self.config.frontend, **self.replicas}.items():
+        for name, replica in {**self.frontends, **self.replicas}.items():
             url = urlsplit(replica.url)
             self.assertEqual(url.hostname, name)
             self.assertEqual(tcp_address(replica.listen), ("0.0.0.0", url.port))
@@ -255,15 +265,37 @@ class ComposeConfigTests(SynchronousTestCase):
             self.assertEqual(address[0], "0.0.0.0")
             self.assertEqual(replica.channel, f"tcp:host={name}:port={address[1]}")
 
-    def test_only_the_front_end_is_published_and_only_on_loopback(self) -> None:
+    def test_only_haproxy_is_published_and_only_on_loopback(self) -> None:
         """127.0.0.1:5000 on the host (or $BAZAR_PORT: the container test takes a free one)
-        reaches the front end's port; nothing else is published."""
-        port = tcp_address(self.config.frontend.listen)
-        assert port is not None
-        self.assertEqual(self.services["frontend"]["ports"], [f"127.0.0.1:${{BAZAR_PORT:-5000}}:{port[1]}"])
+        reaches the port HAProxy binds; nothing else is published."""
+        (bind,) = haproxy_directives("bind")
+        self.assertRegex(bind[0], r"^:\d+$")  # every address of its container
+        self.assertEqual(self.services[BALANCER]["ports"], [f"127.0.0.1:${{BAZAR_PORT:-5000}}{bind[0]}"])
         for name, service in self.services.items():
-            if name != "frontend":
+            if name != BALANCER:
                 self.assertNotIn("ports", service, name)
+
+    def test_haproxy_balances_the_config_front_ends(self) -> None:
+        """Its servers are the config's front ends, by name and `url`, each health-checked; it
+        starts once both are healthy, and reads its config and nothing of Bazar's (no secret)."""
+        servers = {words[0]: words[1] for words in haproxy_directives("server")}
+        expected = {name: f.url.removeprefix("http://") for name, f in self.frontends.items()}
+        self.assertEqual(servers, expected)
+        self.assertTrue(all("check" in words for words in haproxy_directives("server")))
+        service = self.services[BALANCER]
+        self.assertEqual(service["build"]["dockerfile"], "docker/haproxy.Dockerfile")
+        self.assertEqual(
+            service["depends_on"], {name: {"condition": "service_healthy"} for name in self.frontends}
+        )
+        self.assertEqual(service["volumes"], [f"./etc/haproxy.compose.cfg:{HAPROXY_CONFIG_IN_CONTAINER}:ro"])
+        self.assertEqual(entrypoint("haproxy")[-2:], ["-f", HAPROXY_CONFIG_IN_CONTAINER])
+
+    def test_every_container_is_confined(self) -> None:
+        """A read-only root, no capabilities, no new privileges, for every service alike."""
+        for name, service in self.services.items():
+            self.assertIs(service["read_only"], True, name)
+            self.assertEqual(service["cap_drop"], ["ALL"], name)
+            self.assertEqual(service["security_opt"], ["no-new-privileges:true"], name)
 
     def test_each_replica_has_its_own_named_data_volume(self) -> None:
         """A distinct named volume, declared at the top level, at data_dir in each replica."""
@@ -283,6 +315,8 @@ class ComposeConfigTests(SynchronousTestCase):
         secret_dir = str(PurePosixPath(self.secret_file[0]).parent)
         self.assertIn("secret", self.compose["volumes"])
         for name, service in self.services.items():
+            if name == BALANCER:
+                continue  # checked above: its own config only
             volumes = service["volumes"]
             self.assertIn(CONFIG_MOUNT, volumes, name)
             expected = f"secret:{secret_dir}" + ("" if name == INIT_SERVICE else ":ro")
@@ -295,14 +329,21 @@ class ComposeConfigTests(SynchronousTestCase):
         self.assertIn("bazar.config import load", init["entrypoint"][2])
         self.assertEqual(init["restart"], "no")
 
-    def test_the_front_end_waits_for_healthy_replicas(self) -> None:
-        """Every replica has a health check on its own port, and the front end starts after them."""
-        depends = self.services["frontend"]["depends_on"]
+    def test_the_front_ends_wait_for_healthy_replicas(self) -> None:
+        """Every replica has a health check on its own port, and each front end starts after them."""
         for name, replica in self.replicas.items():
-            self.assertEqual(depends[name], {"condition": "service_healthy"})
+            for frontend in self.frontends:
+                depends = self.services[frontend]["depends_on"]
+                self.assertEqual(depends[name], {"condition": "service_healthy"}, frontend)
             port = tcp_address(replica.listen)
             assert port is not None
             self.assertIn(f"'127.0.0.1', {port[1]}", self.services[name]["healthcheck"]["test"][-1])
+
+
+def haproxy_directives(name: str) -> list[list[str]]:
+    """The lines of etc/haproxy.compose.cfg that start with ``name`` (no comments), in words."""
+    lines = (line.split("#", 1)[0].split() for line in HAPROXY_COMPOSE_CONFIG.read_text().splitlines())
+    return [words[1:] for words in lines if words and words[0] == name]
 
 
 def entrypoint(role: str) -> list[str]:
@@ -329,7 +370,7 @@ class DockerfileTests(SynchronousTestCase):
         """docker/compose.json-logs.yaml gives every role its image's entrypoint plus --logger."""
         services = load_compose()["services"]
         override = load_compose(JSON_LOGS_OVERRIDE)["services"]
-        self.assertEqual(set(override), set(services) - {INIT_SERVICE})
+        self.assertEqual(set(override), set(services) - {INIT_SERVICE, BALANCER})
         for name, service in override.items():
             self.assertEqual(set(service), {"entrypoint"}, name)
             role = services[name]["build"]["dockerfile"].removeprefix("docker/").removesuffix(".Dockerfile")
@@ -372,6 +413,21 @@ class DockerfileTests(SynchronousTestCase):
             self.assertEqual(len(users), 1, role)
             uid = users[0].split(":")[0]
             self.assertTrue(uid.isdigit() and int(uid) != 0, users)
+
+    def test_haproxy_image(self) -> None:
+        """Debian's haproxy on the same base as the roles, run as a numeric uid other than root and
+        the roles' (it needs none of their files), in the foreground on the mounted config."""
+        steps = instructions(dockerfile("haproxy"))
+        self.assertEqual(steps[:2], [("ARG", "BASE=debian:bookworm-slim"), ("FROM", "${BASE}")])
+        (install,) = [args for name, args in steps if name == "RUN" and "apt-get install" in args]
+        self.assertIn("--no-install-recommends haproxy", install)
+        (user,) = [args for name, args in steps if name == "USER"]
+        uid, gid = user.split(":")
+        self.assertTrue(uid.isdigit() and int(uid) not in (0, 10001), user)
+        self.assertIn(f"--uid {uid} ", install)
+        self.assertIn(f"--gid {gid} ", install)
+        self.assertEqual(entrypoint("haproxy"), ["haproxy", "-db", "-f", HAPROXY_CONFIG_IN_CONTAINER])
+        self.assertNotIn("COPY", [name for name, _ in steps])  # its config is mounted, not built in
 
     def test_build_context_holds_what_the_image_copies(self) -> None:
         """.dockerignore excludes everything but what COPY needs, so no data or secret gets in."""

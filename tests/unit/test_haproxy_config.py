@@ -16,6 +16,17 @@ from bazar.config import DEFAULT_FRONTEND_PORT, parse
 from bazar.frontend.app import FrontendApp
 
 HAPROXY_CONFIG = Path(__file__).resolve().parents[2] / "etc" / "haproxy.cfg"
+# compose.yaml's; tests/unit/test_containers.py checks its servers against etc/bazar.compose.toml.
+HAPROXY_COMPOSE_CONFIG = HAPROXY_CONFIG.with_name("haproxy.compose.cfg")
+
+
+def settings(path: Path) -> list[str]:
+    """The file's lines without comments, blank lines and what differs between hosts: the address
+    HAProxy listens on, its servers, how their names are looked up."""
+    lines = [" ".join(line.split("#", 1)[0].split()) for line in path.read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("bind ", "server "))]
+    kept = lines[: lines.index("resolvers docker")] if "resolvers docker" in lines else lines
+    return [line.split(" resolvers ")[0] if line.startswith("default-server ") else line for line in kept]
 
 
 def directives(name: str) -> list[list[str]]:
@@ -49,10 +60,18 @@ class HaproxyConfigTests(SynchronousTestCase):
         self.assertIn(["balance", "roundrobin"], [["balance", *w] for w in directives("balance")])
         self.assertTrue(re.search(r"fall \d+ rise \d+", " ".join(directives("default-server")[0])))
 
+    def test_the_compose_config_differs_only_in_addresses(self) -> None:
+        """etc/haproxy.compose.cfg keeps this file's timeouts, retries and health checks: only
+        `bind`, the servers and their lookup in Docker's DNS differ."""
+        self.assertEqual(settings(HAPROXY_COMPOSE_CONFIG), settings(HAPROXY_CONFIG))
+        self.assertIn("option httpchk", settings(HAPROXY_CONFIG))
+
     def test_haproxy_accepts_it(self) -> None:
+        """Both files; the compose one's servers need not resolve here (`init-addr ... none`)."""
         haproxy = shutil.which("haproxy")
         if haproxy is None:
             raise SkipTest("HAProxy is not installed (Debian: apt-get install haproxy)")
-        command = [haproxy, "-c", "-f", str(HAPROXY_CONFIG)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        for path in (HAPROXY_CONFIG, HAPROXY_COMPOSE_CONFIG):
+            command = [haproxy, "-c", "-f", str(path)]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
