@@ -15,7 +15,9 @@ number, then by their order in the config: that is the deterministic choice, and
 winner acts. It proposes epoch + 1 to the others; once a majority (itself included)
 accepted, it is the sequencer. Having the highest sequence number of a majority, it has
 every acknowledged write. A follower that joins a new epoch checks that its last entry is
-also the new sequencer's; if not, it forgets its writes and is sent them again.
+also the new sequencer's; if not, it forgets its writes and is sent them again. A replica
+that forgot its writes votes as if it still held them, and stands for no epoch, until a
+sequencer has sent it everything again (``Role.holds``).
 """
 
 from __future__ import annotations
