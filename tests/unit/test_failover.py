@@ -1193,6 +1193,39 @@ class WipedVoterTests(FailoverTestCase):
         for name in (C1, C2, C3):
             self.assertEqual(trio.price(name, 3), 42.0, name)
         self.assertSameData(trio, C3, C1, C2)
+        self.assertEqual(trio.stores[C1].forgot_up_to, 0)  # caught up: it votes on its log again
+
+    def test_two_replicas_that_forgot_wait_for_the_third_then_elect_again(self) -> None:
+        """catalog-1 (replaced) and the other follower both forgot their writes and were not
+        sent them again; the new sequencer hangs: neither stands, nor votes for the other.
+        Once it is back it catches both up, and when it hangs again one of them takes over."""
+        trio = Trio(self)
+        trio.start()
+        self.assertEqual(trio.write_price(C1, 3, 42.0).code, 200)
+        trio.pause(C1)
+        for name in (C2, C3):  # catalog-1 learns of the new epoch from their refusals
+            trio.block(name, C1, REPLICATE_PATH)
+        new = trio.replaced(C1)
+        (other,) = {C2, C3} - {new}
+        trio.block(new, other, REPLICATE_PATH)
+        trio.resume(C1)
+        trio.run(1)
+        self.assertEqual(trio.wipes[C1], 1)
+        self.successResultOf(trio.stores[other].wipe())  # as Role.verify does with a diverged log
+        self.assertEqual([trio.stores[n].forgot_up_to for n in (C1, other)], [1, 1])
+        trio.pause(new)
+        trio.run(4 * ELECTION_TIMEOUT)
+        self.assertEqual(trio.leaders(), [new])  # paused, it still thinks it leads; nobody else does
+        self.assertEqual([trio.roles[n].epoch for n in (C1, other)], [2, 2])
+
+        trio.blocked.clear()
+        trio.resume(new)
+        trio.run(1)
+        self.assertEqual([trio.stores[n].forgot_up_to for n in (C1, other)], [0, 0])
+        self.assertSameData(trio, new, C1, other)
+        trio.pause(new)
+        self.assertIn(trio.replaced(new), (C1, other))
+        self.assertEqual(trio.price(C1, 3), 42.0)
 
 
 class ReadBehindARetiredSequencerTests(FailoverTestCase):
