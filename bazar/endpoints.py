@@ -102,7 +102,9 @@ class ReplicaEndpoints:
         writer = self.role.writer
         if writer is not None:
             return writer.settled()
-        return self.synced and not self.role.forgetting
+        # Not since it forgot its writes (a replaced sequencer, a diverged log), until its
+        # sequencer has sent it everything again: ``synced`` may date from before.
+        return self.synced and not self.role.forgetting and not self.store.forgot_up_to
 
     @app.route(internal_route(REPLICATE_PATH), methods=["POST"])
     @runs_to_completion

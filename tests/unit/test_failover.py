@@ -1213,6 +1213,8 @@ class WipedVoterTests(FailoverTestCase):
         self.assertEqual(trio.wipes[C1], 1)
         self.successResultOf(trio.stores[other].wipe())  # as Role.verify does with a diverged log
         self.assertEqual([trio.stores[n].forgot_up_to for n in (C1, other)], [1, 1])
+        for name in (C1, other):  # not ready (the other was, as a follower in sync, before)
+            self.assertFalse(trio.call("GET", name, "/internal/status").json()["ready"], name)
         trio.pause(new)
         trio.run(4 * ELECTION_TIMEOUT)
         self.assertEqual(trio.leaders(), [new])  # paused, it still thinks it leads; nobody else does
@@ -1223,6 +1225,8 @@ class WipedVoterTests(FailoverTestCase):
         trio.run(1)
         self.assertEqual([trio.stores[n].forgot_up_to for n in (C1, other)], [0, 0])
         self.assertSameData(trio, new, C1, other)
+        for name in (C1, other):
+            self.assertTrue(trio.call("GET", name, "/internal/status").json()["ready"], name)
         trio.pause(new)
         self.assertIn(trio.replaced(new), (C1, other))
         self.assertEqual(trio.price(C1, 3), 42.0)
