@@ -102,7 +102,9 @@ class ReplicaEndpoints:
         writer = self.role.writer
         if writer is not None:
             return writer.settled()
-        return self.synced and not self.role.forgetting
+        # Not since it forgot its writes (a replaced sequencer, a diverged log), until its
+        # sequencer has sent it everything again: ``synced`` may date from before.
+        return self.synced and not self.role.forgetting and not self.store.forgot_up_to
 
     @app.route(internal_route(REPLICATE_PATH), methods=["POST"])
     @runs_to_completion
@@ -140,6 +142,10 @@ class ReplicaEndpoints:
             self.synced = False
             return {"last_seq": gap.last_seq, "error": {"code": 409, "message": gap.message}}, 409
         self.synced = last_seq >= message.last_seq
+        ours = epoch == role.epoch and sequencer == role.sequencer.name
+        if self.synced and ours and self.store.forgot_up_to:
+            # Our log is now our sequencer's: it holds every acknowledged write, as that does.
+            yield self.store.caught_up()
         return {"last_seq": last_seq}, 200
 
     @inlineCallbacks
@@ -176,8 +182,8 @@ class ReplicaEndpoints:
             raise Conflict(f"epoch {epoch} is not newer than {role.epoch}")
         if role.heard_lately():
             raise Conflict(f"{role.sequencer.name} was heard from less than {VOTE_GUARD:g} s ago")
-        if last_seq < self.store.applied_seq:
-            raise Conflict(f"{sequencer} holds writes up to {last_seq}, we hold {self.store.applied_seq}")
+        if last_seq < role.holds():
+            raise Conflict(f"{sequencer} holds writes up to {last_seq}, we hold (or forgot) {role.holds()}")
         yield role.adopt(epoch, sequencer)
         role.heard()  # no vote for another epoch within VOTE_GUARD (the candidate counts on it)
         return {"last_seq": self.store.applied_seq, "epoch": role.epoch}
@@ -205,6 +211,7 @@ class ReplicaEndpoints:
                 "epoch": self.role.epoch,
                 "ready": self.ready(),
                 **state,
+                "forgot_up_to": self.store.forgot_up_to,
                 **({"followers": writer.followers()} if writer is not None else {}),
             },
         )

@@ -15,7 +15,9 @@ number, then by their order in the config: that is the deterministic choice, and
 winner acts. It proposes epoch + 1 to the others; once a majority (itself included)
 accepted, it is the sequencer. Having the highest sequence number of a majority, it has
 every acknowledged write. A follower that joins a new epoch checks that its last entry is
-also the new sequencer's; if not, it forgets its writes and is sent them again.
+also the new sequencer's; if not, it forgets its writes and is sent them again. A replica
+that forgot its writes votes as if it still held them, and stands for no epoch, until a
+sequencer has sent it everything again (``Role.holds``).
 """
 
 from __future__ import annotations
@@ -248,6 +250,14 @@ class Role:
                 yield self.store.wipe()
         self.verified_epoch = epoch
 
+    def holds(self) -> int:
+        """The last sequence number this replica counts as holding when it votes: the one it
+        held before it last forgot its writes (a replaced sequencer, a diverged log), until
+        a sequencer has caught it up again. Its empty log says nothing of what was
+        acknowledged, and it may have been one of the two replicas that held a write: voting
+        for a candidate that lacks it would lose the write (found by the simulator)."""
+        return max(self.store.applied_seq, self.store.forgot_up_to)
+
     def heard(self) -> None:
         self.last_heard = self.clock.seconds()
         self.heard_at = self.now()
@@ -298,11 +308,17 @@ class Role:
             self.heard()  # it is alive; we just did not hear from it
             return
         order = {r.name: i for i, r in enumerate(self.replicas)}
-        candidates = [(self.store.applied_seq, self.replica.name)] + [
-            (status["last_seq"], name) for name, status in alive.items() if name != self.sequencer.name
+        reachable = [(self.store.applied_seq, self.store.forgot_up_to, self.replica.name)] + [
+            (status["last_seq"], status.get("forgot_up_to", 0), name)
+            for name, status in alive.items()
+            if name != self.sequencer.name
         ]
-        if len(candidates) < majority(len(self.replicas)):
+        if len(reachable) < majority(len(self.replicas)):
             return  # no majority reachable: no writes until there is one
+        # A replica that forgot writes it was not sent again stands for no epoch (``holds``).
+        candidates = [(seq, name) for seq, forgot, name in reachable if seq >= forgot]
+        if not candidates:
+            return
         best = max(candidates, key=lambda c: (c[0], -order[c[1]]))[1]
         if best != self.replica.name:
             return  # the best candidate takes over; we follow when it tells us

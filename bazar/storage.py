@@ -95,6 +95,11 @@ class ReplicatedStore:
         # The epoch this replica last recorded and its sequencer (0 and None: never recorded).
         self.epoch = 0
         self.epoch_sequencer: str | None = None
+        # The last sequence number this replica held before it last forgot its writes
+        # (``wipe``), until a sequencer has caught it up again (``caught_up``); 0: none
+        # forgotten. Its empty log says nothing about which writes were acknowledged: it
+        # votes as if it still held them (``bazar.failover``).
+        self.forgot_up_to = 0
 
     @classmethod
     def options(cls, config: Config) -> dict[str, Any]:
@@ -129,6 +134,7 @@ class ReplicatedStore:
         self.applied_seq = self._last_seq(txn)
         self.epoch = int(self._meta(txn, "epoch") or 0)
         self.epoch_sequencer = self._meta(txn, "sequencer")
+        self.forgot_up_to = int(self._meta(txn, "forgot_up_to") or 0)
 
     # -- epochs: which replica sequences writes, and since when ------------------------
 
@@ -148,16 +154,35 @@ class ReplicatedStore:
 
     def wipe(self) -> Deferred[None]:
         """Forget every write (keeping the epoch) and seed anew: for a replica whose log may
-        hold writes that were never acknowledged, before the sequencer sends it everything."""
+        hold writes that were never acknowledged, before the sequencer sends it everything.
+        Records, in the same transaction, how far the log went (``forgot_up_to``): some of
+        those writes may have been acknowledged, with only one other replica holding them."""
         return self.runner.runInteraction(self._wipe)
 
     def _wipe(self, txn: Cursor) -> None:
+        forgot = max(self._last_seq(txn), int(self._meta(txn, "forgot_up_to") or 0))
         txn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
         for (table,) in txn.fetchall():
             if table != "meta":
                 txn.execute(f"DELETE FROM {table}")
         txn.execute("DELETE FROM meta WHERE key NOT IN ('epoch', 'sequencer')")
+        if forgot:
+            self._set_meta(txn, "forgot_up_to", forgot)
         self._setup(txn)
+
+    def caught_up(self) -> Deferred[None]:
+        """A sequencer sent this replica everything it holds: what it forgot is no longer
+        needed to vote (``forgot_up_to`` back to 0)."""
+
+        def clear(txn: Cursor) -> None:
+            txn.execute("DELETE FROM meta WHERE key = 'forgot_up_to'")
+
+        d = self.runner.runInteraction(clear)
+
+        def cleared(_: None) -> None:
+            self.forgot_up_to = 0
+
+        return d.addCallback(cleared)
 
     def entry_at(self, seq: int) -> Deferred[Entry | None]:
         def read(txn: Cursor) -> Entry | None:

@@ -40,7 +40,7 @@ from bazar.errors import NotSent, Unavailable
 from bazar.failover import ELECTION_CHECK, ELECTION_TIMEOUT, STARTUP_GRACE, Role, Watchdog, majority
 from bazar.follower_link import REPLICATION_TIMEOUT, FollowerLink
 from bazar.invalidation import PUSH_TIMEOUT
-from bazar.leases import LEASE_TERM
+from bazar.leases import LEASE_TERM, VOTE_GUARD
 from bazar.order.store import OrderStore
 from bazar.protocol import REPLICATE_PATH
 from bazar.replication import HEARTBEAT_INTERVAL, Sequencer
@@ -439,6 +439,26 @@ class EpochStorageTests(FailoverTestCase):
         self.assertEqual((again.epoch, again.epoch_sequencer), (4, C3))
         self.assertEqual(again.applied_seq, 0)
 
+    def test_wipe_records_how_far_the_log_went_until_caught_up(self) -> None:
+        """wipe records the last sequence number it forgot (the larger of two wipes before a
+        catch-up), in memory and in the file; caught_up clears it, in the file too."""
+        store = self.open()
+        self.assertEqual(store.forgot_up_to, 0)
+        for book in (0, 1, 2):
+            self.successResultOf(store.set_price(book, 1.0))
+        self.successResultOf(store.wipe())
+        self.assertEqual(store.forgot_up_to, 3)
+        self.successResultOf(store.set_price(0, 2.0))
+        self.successResultOf(store.wipe())  # caught up to 1 only, then forgot again
+        self.assertEqual(store.forgot_up_to, 3)
+        store.close()
+        again = self.open()
+        self.assertEqual((again.forgot_up_to, again.applied_seq), (3, 0))
+        self.successResultOf(again.caught_up())
+        self.assertEqual(again.forgot_up_to, 0)
+        again.close()
+        self.assertEqual(self.open().forgot_up_to, 0)
+
     def test_wipe_order_store(self) -> None:
         """An order store forgets its orders too and matches a fresh one."""
         store = OrderStore(InlineRunner())
@@ -665,6 +685,25 @@ class ElectionRuleTests(FailoverTestCase):
         self.successResultOf(role.elect())
         self.assertEqual(self.proposals(), [(C2, {"epoch": 2, "sequencer": C3})])
         self.assertIsNotNone(role.writer)
+
+    def test_a_replica_that_forgot_writes_does_not_stand(self) -> None:
+        """catalog-2 forgot writes up to 2 and was not sent them again: though it wins the
+        tie at last_seq 0 by config order, it proposes nothing."""
+        self.statuses[C3] = status(C3, 1, C1, 0)
+        role = self.role(C2, writes=2)
+        self.successResultOf(role.store.wipe())
+        self.successResultOf(role.elect())
+        self.assertEqual(self.proposals(), [])
+        self.assertEqual((role.epoch, role.writer), (1, None))
+
+    def test_a_peer_that_forgot_writes_is_not_ranked(self) -> None:
+        """catalog-2 reports it forgot writes up to 2: catalog-3, though later in the config,
+        is the best candidate and proposes (with five replicas, two others could elect it)."""
+        forgot = status(C2, 1, C1, 0)
+        self.statuses[C2] = answer(200, {**forgot.json(), "forgot_up_to": 2}, C2)
+        role = self.role(C3)
+        self.successResultOf(role.elect())
+        self.assertEqual(self.proposals(), [(C2, {"epoch": 2, "sequencer": C3})])
 
     def test_no_majority_reachable(self) -> None:
         """Both peers unreachable: no proposal, no change."""
@@ -1116,6 +1155,83 @@ class VoterBehindTests(FailoverTestCase):
         self.assertTrue(replicas.health.readable(trio.replica(C1)))
 
 
+class WipedVoterTests(FailoverTestCase):
+    """A replica that forgot its writes (a replaced sequencer, or a follower whose log
+    diverged) may have held acknowledged writes that only one other replica has: its empty
+    log must not vote a replica that lacks them into office. Found by the simulator (seed
+    489 before the leases merge): catalog-1 and catalog-3 acknowledge a write while
+    catalog-2 is down; catalog-3 replaces a hung catalog-1 with the vote of catalog-2,
+    back but behind, and is cut off before it caught catalog-2 up; catalog-1 resumes,
+    steps down and forgets its writes, then voted catalog-2 in (epoch 3) with its empty
+    log; after the heal catalog-3 stepped down and forgot the write too."""
+
+    def test_a_wiped_replica_votes_in_no_replica_lacking_its_writes(self) -> None:
+        trio = Trio(self)
+        trio.start()
+        trio.isolate(C2)  # down: catalog-1 and catalog-3 acknowledge the write alone
+        self.assertEqual(trio.write_price(C1, 3, 42.0).code, 200)
+        self.assertEqual([trio.price(n, 3) for n in (C1, C2, C3)], [42.0, SEED_BOOKS[3][3], 42.0])
+        trio.pause(C1)
+        trio.isolate(C2, False)  # back, behind
+        for name in (C1, C2):  # catalog-3 is cut off before it catches either up
+            trio.block(C3, name, REPLICATE_PATH)
+        self.assertEqual(trio.replaced(C1), C3)
+        self.assertEqual(trio.epochs()[C2], (2, C3))
+        self.assertEqual(trio.price(C2, 3), SEED_BOOKS[3][3])
+        trio.isolate(C3)
+        trio.blocked.clear()
+        trio.resume(C1)
+        trio.run(4 * ELECTION_TIMEOUT)
+        self.assertEqual(trio.wipes[C1], 1)  # it stepped down and forgot its writes
+        # No replica lacking the write was elected meanwhile: catalog-2 and catalog-1 wait.
+        self.assertEqual(trio.leaders(), [C3])
+        self.assertEqual([trio.roles[n].epoch for n in (C1, C2)], [2, 2])
+
+        trio.isolate(C3, False)
+        trio.run(2)
+        self.assertEqual(trio.leaders(), [C3])
+        for name in (C1, C2, C3):
+            self.assertEqual(trio.price(name, 3), 42.0, name)
+        self.assertSameData(trio, C3, C1, C2)
+        self.assertEqual(trio.stores[C1].forgot_up_to, 0)  # caught up: it votes on its log again
+
+    def test_two_replicas_that_forgot_wait_for_the_third_then_elect_again(self) -> None:
+        """catalog-1 (replaced) and the other follower both forgot their writes and were not
+        sent them again; the new sequencer hangs: neither stands, nor votes for the other.
+        Once it is back it catches both up, and when it hangs again one of them takes over."""
+        trio = Trio(self)
+        trio.start()
+        self.assertEqual(trio.write_price(C1, 3, 42.0).code, 200)
+        trio.pause(C1)
+        for name in (C2, C3):  # catalog-1 learns of the new epoch from their refusals
+            trio.block(name, C1, REPLICATE_PATH)
+        new = trio.replaced(C1)
+        (other,) = {C2, C3} - {new}
+        trio.block(new, other, REPLICATE_PATH)
+        trio.resume(C1)
+        trio.run(1)
+        self.assertEqual(trio.wipes[C1], 1)
+        self.successResultOf(trio.stores[other].wipe())  # as Role.verify does with a diverged log
+        self.assertEqual([trio.stores[n].forgot_up_to for n in (C1, other)], [1, 1])
+        for name in (C1, other):  # not ready (the other was, as a follower in sync, before)
+            self.assertFalse(trio.call("GET", name, "/internal/status").json()["ready"], name)
+        trio.pause(new)
+        trio.run(4 * ELECTION_TIMEOUT)
+        self.assertEqual(trio.leaders(), [new])  # paused, it still thinks it leads; nobody else does
+        self.assertEqual([trio.roles[n].epoch for n in (C1, other)], [2, 2])
+
+        trio.blocked.clear()
+        trio.resume(new)
+        trio.run(1)
+        self.assertEqual([trio.stores[n].forgot_up_to for n in (C1, other)], [0, 0])
+        self.assertSameData(trio, new, C1, other)
+        for name in (C1, other):
+            self.assertTrue(trio.call("GET", name, "/internal/status").json()["ready"], name)
+        trio.pause(new)
+        self.assertIn(trio.replaced(new), (C1, other))
+        self.assertEqual(trio.price(C1, 3), 42.0)
+
+
 class ReadBehindARetiredSequencerTests(FailoverTestCase):
     """A read at the sequencer while a write runs waits for the write (Raft's read index). If
     the sequencer steps down meanwhile, that write may never reach a majority (the replica
@@ -1560,6 +1676,24 @@ class EndpointTests(FailoverTestCase):
         self.assertEqual(self.trio.call("GET", C2, "/internal/status").json()["epoch"], 2)
         self.assertEqual(self.elect(C2, {"epoch": 2, "sequencer": C1}).code, 409)
         self.assertEqual(self.trio.epochs()[C2], (2, C3))
+
+    def test_elect_refuses_a_candidate_lacking_what_we_forgot(self) -> None:
+        """A replica that forgot its writes (up to 2 here) votes as if it still held them,
+        until its sequencer has sent it everything: then it votes on its log again."""
+        store = self.trio.stores[C2]
+        for book in (0, 1):
+            self.successResultOf(store.set_price(book, 3.0))
+        self.successResultOf(store.wipe())
+        self.assertEqual(self.trio.call("GET", C2, "/internal/status").json()["forgot_up_to"], 2)
+        behind = self.elect(C2, {"epoch": 2, "sequencer": C3, "last_seq": 1})
+        self.assertEqual(behind.code, 409, behind.body)
+        self.assertIn("forgot", behind.json()["error"]["message"])
+        self.trio.call(
+            "POST", C2, REPLICATE_PATH, {"entries": [], "last_seq": 0, "epoch": 1, "sequencer": C1}
+        )
+        self.assertEqual(store.forgot_up_to, 0)
+        self.trio.clock.advance(VOTE_GUARD)  # it heard from its sequencer: no vote before this
+        self.assertEqual(self.elect(C2, {"epoch": 2, "sequencer": C3, "last_seq": 1}).code, 200)
 
     def test_elect_validates(self) -> None:
         """A non-integer epoch or a missing sequencer: 400."""
