@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.cpu_count() or 1,
         help="worker processes to split the schedules over (default: one per CPU; 1: this process)",
     )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        help="stop the search once this many seconds have passed (it says how many schedules it ran)",
+    )
     options = parser.parse_args(argv)
     if options.replay is not None:
         return replay(options.replay, _keep(options.keep), options.wipes)
@@ -76,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed} (this search again: {again})", file=sys.stderr)
     signal.signal(signal.SIGTERM, _terminated)  # so that the workers are stopped on the way out
     try:
-        return search(seed, options.runs, not options.no_shrink, options.wipes, max(1, options.jobs))
+        jobs = max(1, options.jobs)
+        return search(
+            seed, options.runs, not options.no_shrink, options.wipes, jobs, max_seconds=options.max_seconds
+        )
     except KeyboardInterrupt:  # the workers are stopped already
         print("interrupted", file=sys.stderr)
         return 130

@@ -151,22 +151,33 @@ def search(
     start: Callable[[int], Pool] = start_pool,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    max_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Run schedules ``first`` to ``first + runs - 1`` on ``jobs`` processes; 1 if any failed."""
+    """Run schedules ``first`` to ``first + runs - 1`` on ``jobs`` processes; 1 if any failed.
+    With ``max_seconds``, no schedule is waited for once that time has passed: a search
+    bounded in time as well as in count (CI's), which says how many it ran."""
     out = out or sys.stdout
     err = err or sys.stderr
     failures: list[Outcome] = []
-    started = time.monotonic()
+    started = clock()
+    searched = 0
     with workers(jobs, start) as run:
         for number, found in enumerate(
             run(functools.partial(outcome, wipes=wipes), range(first, first + runs)), 1
         ):
+            searched = number
             if found.failed:
                 failures.append(found)
                 report(found, wipes, err)
-            if number % PROGRESS_EVERY == 0 or number == runs:
-                rate = number / (time.monotonic() - started)
+            elapsed = clock() - started
+            over = max_seconds is not None and elapsed >= max_seconds and number < runs
+            if number % PROGRESS_EVERY == 0 or number == runs or over:
+                rate = number / elapsed if elapsed > 0 else 0.0
                 print(f"{number}/{runs} schedules, {len(failures)} failed, {rate:.2f}/s", file=err)
+            if over:
+                print(f"time limit ({max_seconds:g} s) reached: stopped after {number} of {runs}", file=err)
+                break
         if shrinking and failures:
             chosen = failures[:MAX_SHRUNK]
             if len(failures) > len(chosen):
@@ -177,5 +188,5 @@ def search(
     if failures:
         print(f"failed: {' '.join(str(o.seed) for o in failures)}; replay one with", file=err)
         print(f"  {replay_command(failures[0].seed, wipes=wipes)}", file=err)
-    print(f"{runs} schedules, {len(failures)} failed", file=out)
+    print(f"{searched} schedules, {len(failures)} failed", file=out)
     return 1 if failures else 0

@@ -111,6 +111,35 @@ class MergeTests(SynchronousTestCase):
         self.assertRaises(RuntimeError, self._search, 2, pool)
         self.assertEqual(pool.stopped, ["terminate", "join"])
 
+    def test_time_limit(self) -> None:
+        """With ``max_seconds``, the search stops at the first schedule that ends past it and
+        says how many it ran; the workers are stopped; failures so far still count."""
+        pool = _Pool(3)
+        ticks = iter(range(100))  # one second per schedule (the first tick is the start)
+        out, err = io.StringIO(), io.StringIO()
+        code = search(
+            1,
+            12,
+            False,
+            jobs=3,
+            start=lambda n: pool,
+            out=out,
+            err=err,
+            max_seconds=4.5,
+            clock=lambda: next(ticks),
+        )
+        self.assertEqual((code, out.getvalue()), (1, "5 schedules, 2 failed\n"))  # seeds 1-5: 3 and 5 fail
+        self.assertIn("time limit (4.5 s) reached: stopped after 5 of 12", err.getvalue())
+        self.assertIn("5/12 schedules, 2 failed", err.getvalue())
+        self.assertEqual(pool.stopped, ["terminate", "join"])
+
+    def test_within_the_time_limit(self) -> None:
+        ticks = iter(range(100))
+        out, err = io.StringIO(), io.StringIO()
+        code = search(1, 2, False, out=out, err=err, max_seconds=60, clock=lambda: next(ticks))
+        self.assertEqual((code, out.getvalue()), (0, "2 schedules, 0 failed\n"))
+        self.assertNotIn("time limit", err.getvalue())
+
     def test_one_job_starts_no_pool(self) -> None:
         def start(jobs: int) -> _Pool:
             raise AssertionError("no pool for one job")

@@ -2,8 +2,8 @@
 worth keeping) plus fresh ones, printed so that a failure can be replayed.
 
 How many fresh schedules: ``BAZAR_SIM_RUNS`` (default 10, about 6 s of a quiet core: one
-schedule takes about 0.55 s). CI's big search is ``tox -e sim`` (700 fresh schedules on
-every core: docs/simulator.md); this one runs in-process, with the unit tests."""
+schedule takes about 0.55 s). CI's big search is ``tox -e sim`` (up to 1,000 fresh schedules
+in 5 minutes, on every core: docs/simulator.md); this one runs in-process, with the unit tests."""
 
 from __future__ import annotations
 
