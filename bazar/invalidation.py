@@ -17,6 +17,7 @@ pages, but every one of them would have to be right; dropping the listing always
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -113,6 +114,9 @@ class FrontendNotifier:
         self._keys: dict[str, None] = {}  # the next push's keys, in order, once each
         self._seq = 0
         self._waiters: list[Deferred[Any]] = []
+        # Whether the front end's cache lease is revoked now (``FrontendsNotifier`` sets it):
+        # then each push has it drop its whole cache (``Invalidate.flush``), not just its keys.
+        self.revoked: Callable[[], bool] = lambda: False
 
     def written(self, seq: int, entry: Entry, lagging: list[str]) -> Deferred[Any]:
         if lagging:
@@ -154,7 +158,11 @@ class FrontendNotifier:
     def _push(self, keys: list[str], seq: int, lagging: list[str]) -> Deferred[Any]:
         epoch = self.epoch() if self.epoch is not None else None
         role, number = epoch if epoch is not None else (None, None)
-        message = Invalidate(keys, seq, lagging=lagging, role=role, epoch=number)
+        # Flushing, not only dropping ``keys``, while revoked: an earlier push may have been
+        # lost, and this one, of a newer write, would raise the cache's floor past it, so that
+        # the entries that push named were served again (docs/frontends.md, "A lost push").
+        flush = self.revoked()
+        message = Invalidate(keys, seq, lagging=lagging, role=role, epoch=number, flush=flush)
         d = self._send(message)
 
         def told(result: Any) -> Any:
@@ -213,10 +221,15 @@ class FrontendsNotifier:
         self.applied = applied
         self.followers = followers
         self.lessor = Lessor(self.each, clock, now)
+        for name, notifier in self.each.items():
+            notifier.revoked = partial(self._revoked, name)
         self._lessor_epoch: tuple[str, int] | None = None  # the epoch ``lessor`` grants in
         # Whether this sequencer may grant now: no other can have been elected yet
         # (``Sequencer.leads``, set by ``bazar.assembly``).
         self.may_grant: Callable[[], bool] = lambda: True
+
+    def _revoked(self, name: str) -> bool:
+        return self.lessor.revoked(name)
 
     def _current(self) -> Lessor:
         """The lessor of this sequencer's current term: a new one (every lease presumed held,

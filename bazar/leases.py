@@ -29,7 +29,9 @@ processes:
   once the lease has run out, and every later grant carries ``flush``: the front end drops
   its whole cache and stores no answer older than the grant's sequence number before it
   trusts its cache again. A flush grant answered also ends the wait (the front end has
-  dropped the keys).
+  dropped the keys). Until then every push carries ``flush`` too: a later write's push,
+  reaching the front end while its lease still holds, would otherwise end the guard that
+  keeps it from serving an entry that the lost push named (``ReadThroughCache.fresh``).
 * A sequencer that starts (at start-up, or elected) presumes every front end holds a lease
   (from its predecessor) for one term, and its first grant to each flushes.
 

@@ -21,7 +21,9 @@ Two things the plain LRU cannot do alone:
   after a follower's answer has shown it (it is on its way; or it was lost and the write
   failed, though committed everywhere). Each answer's version raises ``observed``; while it
   is beyond ``floor``, an entry older than it is not served (``fresh``), but fetched again, so
-  no read goes back in time behind one that showed the write.
+  no read goes back in time behind one that showed the write. A newer write's invalidation
+  ends that; so after a lost push, the sequencer's next pushes flush the whole cache
+  (``invalidate_all``) until the front end's lease is renewed (``bazar.leases``).
 
 * **A new epoch drops everything**: when another replica takes over sequencing, nothing
   cached before the takeover is kept, nor stored by a fill that was then in flight

@@ -80,6 +80,8 @@ class Internal:
                 if not current:  # a replaced sequencer's grant: neither flush nor trust
                     return json_reply({"invalidated": [], "lease": False})
                 self._granted(message.role, message.epoch, message.lease, seq)
+        if message.flush and message.role == "catalog":
+            self._flush(seq, "a push (lease revoked)")  # before ``keys``: they raise the floor
         for name in message.lagging or ():
             health.report_lagging(name, True, seq, pushed=True)
         for name in message.caught_up or ():
@@ -93,10 +95,15 @@ class Internal:
         not told of) and stores none older than ``seq``; then the lease counts."""
         grant = Grant(lease["lessor"], lease["grant"], lease["based_on"], lease["flush"])
         if grant.flush and role == "catalog":
-            dropped = self.cache.invalidate_all()
-            self.cache.floor = max(self.cache.floor, seq)
-            log.info("lease flush at write {seq}: dropped {dropped} cached answers", seq=seq, dropped=dropped)
+            self._flush(seq, "a grant")
         self.leases.holders[role].received(grant, epoch, lease["sequencer"])
+
+    def _flush(self, seq: int, why: str) -> None:
+        """Drop every cached answer (it may show a write this front end was not told of) and
+        store none older than write ``seq``."""
+        dropped = self.cache.invalidate_all()
+        self.cache.floor = max(self.cache.floor, seq)
+        log.info("{why} flushed at write {seq}: dropped {n} cached answers", why=why, seq=seq, n=dropped)
 
     def status(self, name: str) -> dict[str, Any]:
         """This front end at a glance: its cache figures and leases (``/bazar/cluster``)."""

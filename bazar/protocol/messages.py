@@ -157,6 +157,9 @@ class Invalidate:
     sequencer: str | None = None
     # A cache lease (``bazar.leases.Grant.body``); only with ``role`` and ``epoch``.
     lease: dict[str, Any] | None = None
+    # Drop the whole cache first, and store no answer older than ``seq``: the sequencer
+    # revoked this front end's lease (it may have missed an earlier push: ``bazar.leases``).
+    flush: bool = False
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> Invalidate:
@@ -164,15 +167,18 @@ class Invalidate:
         seq = optional_integer(body, "seq", 0)
         lagging = names_field(body, "lagging") if "lagging" in body else None
         caught_up = names_field(body, "caught_up") if "caught_up" in body else None
+        flush = body.get("flush", False)
+        if not isinstance(flush, bool):
+            raise BadRequest("'flush' must be true or false")
         if "epoch" not in body:
-            return cls(keys, seq, lagging, caught_up)
+            return cls(keys, seq, lagging, caught_up, flush=flush)
         epoch, role = body["epoch"], body.get("role")
         if not is_integer(epoch) or role not in ROLES:
             raise BadRequest("'epoch' must be an integer and 'role' catalog or order")
         sequencer = body.get("sequencer")  # only in an announcement; anything else is no name
         named = sequencer if isinstance(sequencer, str) else None
         lease = _lease(body["lease"]) if "lease" in body else None
-        return cls(keys, seq, lagging, caught_up, role, epoch, named, lease)
+        return cls(keys, seq, lagging, caught_up, role, epoch, named, lease, flush)
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"keys": self.keys, "seq": self.seq}
@@ -186,6 +192,8 @@ class Invalidate:
             out["sequencer"] = self.sequencer
         if self.lease is not None:
             out["lease"] = self.lease
+        if self.flush:
+            out["flush"] = True
         return out
 
 

@@ -37,6 +37,7 @@ class MessageTests(SynchronousTestCase):
             Invalidate(["info/1", "info/all"], 9, lagging=["catalog-3"], role="catalog", epoch=2),
             Invalidate([], 9, caught_up=["catalog-3"]),
             Invalidate([], 12, role="order", epoch=5, sequencer="order-1"),
+            Invalidate(["info/2"], 13, role="catalog", epoch=5, flush=True),
             Purchase(2, "bazar-0123"),
             Purchase(1),
         ]
@@ -68,6 +69,7 @@ class MessageTests(SynchronousTestCase):
             (Invalidate, {"keys": [], "lagging": [1]}),
             (Invalidate, {"keys": [], "epoch": True, "role": "catalog"}),
             (Invalidate, {"keys": [], "epoch": 2, "role": "frontend"}),
+            (Invalidate, {"keys": [], "flush": 1}),
             (Purchase, {"quantity": 0}),
             (Purchase, {"quantity": True}),
             (Purchase, {"idempotency_key": 5}),
