@@ -35,11 +35,19 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 async def leases_held(http: HTTPClient, cluster: Cluster) -> dict[str, Any] | None:
-    """``/bazar/cluster`` at the last front end, once every front end holds its leases."""
+    """``/bazar/cluster`` at the last front end, once every front end holds its leases and
+    sees every replica up."""
     reply = await request(http, "GET", cluster.url(FRONTENDS[-1]) + "/bazar/cluster")
     frontends = reply.body.get("frontends", []) if reply.code == 200 else []
     held = [f for f in frontends if f.get("healthy") and all(x["valid"] for x in f["leases"].values())]
-    return reply.body if len(held) == len(FRONTENDS) else None
+    if len(held) < len(FRONTENDS):
+        return None
+    for frontend in FRONTENDS:  # and each sees every replica up (its first probes may not have)
+        seen = await request(http, "GET", cluster.url(frontend) + "/bazar/cluster")
+        replicas = seen.body.get("replicas", []) if seen.code == 200 else []
+        if not replicas or not all(r.get("healthy") for r in replicas):
+            return None
+    return reply.body
 
 
 @pytest_twisted.ensureDeferred

@@ -132,11 +132,19 @@ async def call(http: HTTPClient, balanced: Balanced, method: str, url: str, **kw
 
 
 async def leases_held(http: HTTPClient, balanced: Balanced) -> bool:
-    """Whether both front ends hold every lease (``/bazar/cluster`` at frontend-2)."""
+    """Whether both front ends hold every lease (``/bazar/cluster`` at frontend-2), and each
+    sees every replica up."""
     reply = await call(http, balanced, "GET", balanced.cluster.url(FRONTENDS[-1]) + "/bazar/cluster")
     frontends = reply.body.get("frontends", []) if reply.code == 200 else []
     held = [f for f in frontends if f.get("healthy") and all(x["valid"] for x in f["leases"].values())]
-    return len(held) == len(FRONTENDS)
+    if len(held) < len(FRONTENDS):
+        return False
+    for frontend in FRONTENDS:  # and each sees every replica up (its first probes may not have)
+        seen = await call(http, balanced, "GET", balanced.cluster.url(frontend) + "/bazar/cluster")
+        replicas = seen.body.get("replicas", []) if seen.code == 200 else []
+        if not replicas or not all(r.get("healthy") for r in replicas):
+            return False
+    return True
 
 
 async def served_by(http: HTTPClient, balanced: Balanced, count: int) -> list[str]:
