@@ -19,7 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from bazar.launch import Cluster
 from bazar.leases import LEASE_TERM
 from tests.history import History
-from tests.integration.api import Reply, eventually, request, sleep
+from tests.integration.api import Reply, eventually, every_replica_up, request, sleep
 from tests.integration.cluster import start_cluster
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,9 @@ async def leases_held(http: HTTPClient, cluster: Cluster) -> dict[str, Any] | No
     held = [f for f in frontends if f.get("healthy") and all(x["valid"] for x in f["leases"].values())]
     if len(held) < len(FRONTENDS):
         return None
-    for frontend in FRONTENDS:  # and each sees every replica up (its first probes may not have)
-        seen = await request(http, "GET", cluster.url(frontend) + "/bazar/cluster")
-        replicas = seen.body.get("replicas", []) if seen.code == 200 else []
-        if not replicas or not all(r.get("healthy") for r in replicas):
-            return None
-    return reply.body
+    urls = [cluster.url(f) for f in FRONTENDS]
+    up = await every_replica_up(lambda url: request(http, "GET", url), urls)
+    return reply.body if up else None
 
 
 @pytest_twisted.ensureDeferred

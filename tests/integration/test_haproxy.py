@@ -42,7 +42,7 @@ from bazar.leases import LEASE_TERM
 from bazar.protocol import SECRET_HEADER
 from tests.history import History
 from tests.integration import netns
-from tests.integration.api import TRANSPORT_ERRORS, Reply, eventually, request, sleep
+from tests.integration.api import TRANSPORT_ERRORS, Reply, eventually, every_replica_up, request, sleep
 
 pytestmark = pytest.mark.integration
 
@@ -139,12 +139,8 @@ async def leases_held(http: HTTPClient, balanced: Balanced) -> bool:
     held = [f for f in frontends if f.get("healthy") and all(x["valid"] for x in f["leases"].values())]
     if len(held) < len(FRONTENDS):
         return False
-    for frontend in FRONTENDS:  # and each sees every replica up (its first probes may not have)
-        seen = await call(http, balanced, "GET", balanced.cluster.url(frontend) + "/bazar/cluster")
-        replicas = seen.body.get("replicas", []) if seen.code == 200 else []
-        if not replicas or not all(r.get("healthy") for r in replicas):
-            return False
-    return True
+    urls = [balanced.cluster.url(f) for f in FRONTENDS]
+    return await every_replica_up(lambda url: call(http, balanced, "GET", url), urls)
 
 
 async def served_by(http: HTTPClient, balanced: Balanced, count: int) -> list[str]:
