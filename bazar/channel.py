@@ -1,11 +1,12 @@
-"""The internal channel: the calls on a write's path, over one persistent AMP connection per peer.
+"""The internal channel: the calls on a write's path, over one persistent connection per peer.
 
 Why: a purchase makes seven internal calls (the front end's to the order sequencer, the buy
 at the catalog sequencer, each sequencer's replication to its two followers, the push of the
 catalog write's cache keys to the front end), and waits for five of them in turn. Over HTTP
-each call cost its two ends 0.6-0.7 ms of CPU in treq and twisted.web; an AMP call costs
-about a third of that (measured; see the README). The front end's reads stay on HTTP with
-treq (round robin over the replicas): only writes take the channel.
+each call cost its two ends 0.6-0.7 ms of CPU in treq and twisted.web; an AMP call cost
+about a third of that, and a call in the channel's own frames (``bazar.wire``) less again
+(measured; see docs/benchmark.md). The front end's reads stay on HTTP with treq (round
+robin over the replicas): only writes take the channel.
 
 The channel keeps HTTP's shape, so that nothing above it changes: a call is a method, a
 path, a JSON body and the cluster secret; its answer a status, a JSON body and what the
@@ -35,7 +36,6 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -54,6 +54,7 @@ from bazar.protocol import (
     REPLICATE_PATH,
 )
 from bazar.secret import verify_secret
+from bazar.wire import MAX_BODY, Answer, Frames, Request
 
 log = Logger()
 
@@ -70,8 +71,7 @@ CARRIED_ROUTES = {
 }
 CARRIED_METHODS = frozenset(CARRIED_ROUTES.values())
 CARRIED = Map([Rule(route, endpoint=route, methods=[method]) for route, method in CARRIED_ROUTES.items()])
-# AMP's limit on one value: a larger body goes over HTTP, and no carried answer comes near it.
-MAX_CHANNEL_BODY = amp.MAX_VALUE_LENGTH
+MAX_CHANNEL_BODY = MAX_BODY  # a larger body goes over HTTP; no carried answer comes near it
 _ROUTES = CARRIED.bind("localhost")
 
 
@@ -85,6 +85,12 @@ def carried_route(method: str, path: str) -> tuple[str, tuple[tuple[str, str], .
     except HTTPException:
         return None
     return route, tuple(arguments.items())
+
+
+def channel_response(answer: Answer) -> ReplicaResponse:
+    """A channel call's answer, as ``ReplicaClient`` gives one over HTTP."""
+    a = answer
+    return ReplicaResponse(a.code, a.body, a.replica, {}, a.seq, a.sequencer, a.epoch)
 
 
 # A carried route's handler: the raw JSON body and the route's path arguments, to the answer.
@@ -101,30 +107,11 @@ class Stamp:
     epoch: int = 0
 
 
-class Call(amp.Command):
-    """One HTTP-shaped call: ``body`` is the JSON request body, then the JSON answer."""
-
-    arguments = [  # noqa: RUF012 (AMP's declarative API)
-        (b"secret", amp.Unicode()),
-        (b"method", amp.Unicode()),
-        (b"path", amp.Unicode()),
-        (b"body", amp.String()),
-    ]
-    response = [  # noqa: RUF012
-        (b"code", amp.Integer()),
-        (b"body", amp.String()),
-        (b"replica", amp.Unicode()),
-        (b"seq", amp.Integer()),
-        (b"sequencer", amp.Unicode(optional=True)),
-        (b"epoch", amp.Integer()),
-    ]
-
-
 # -- the serving side ----------------------------------------------------------------------
 
 
 class ChannelServer(Factory):
-    """Serves one process's carried routes (``handlers``, by route) over AMP."""
+    """Serves one process's carried routes (``handlers``, by route) over the channel's frames."""
 
     noisy = False
 
@@ -141,15 +128,17 @@ class ChannelServer(Factory):
         self.stamp = stamp
         self.observe = observe
 
-    def buildProtocol(self, addr: Any) -> amp.AMP:
+    def buildProtocol(self, addr: Any) -> Frames:
         return ChannelReceiver(self)
 
-    def answer(self, secret: str, method: str, path: str, body: bytes) -> Deferred[dict[str, Any]]:
+    def answer(self, request: Request) -> Deferred[Answer]:
         stamp = self.stamp()  # taken before the call runs, as over HTTP
         started = time.perf_counter()
-        d: Deferred[Reply] = maybeDeferred(self._dispatch, secret, method, path, body)
-        d.addErrback(self._failed, method, path)
-        return d.addCallback(self._encode, stamp, path, started)
+        d: Deferred[Reply] = maybeDeferred(
+            self._dispatch, request.secret, request.method, request.path, request.body
+        )
+        d.addErrback(self._failed, request.method, request.path)
+        return d.addCallback(self._encode, stamp, request.path, started)
 
     def _dispatch(self, secret: str, method: str, path: str, body: bytes) -> Any:
         verify_secret(secret, self.secret)
@@ -166,46 +155,33 @@ class ChannelServer(Factory):
         log.failure("unexpected error on channel call {method} {path}", failure, method=method, path=path)
         return Reply(500, error_body(500, "internal error; see the server's log"))
 
-    def _encode(self, reply: Reply, stamp: Stamp, path: str, started: float) -> dict[str, Any]:
+    def _encode(self, reply: Reply, stamp: Stamp, path: str, started: float) -> Answer:
         body = reply.body
         if len(body) > MAX_CHANNEL_BODY:  # no carried answer is near this; say so if one ever is
             log.error("answer to {path} too large for the channel: {size} bytes", path=path, size=len(body))
             reply = Reply(500, error_body(500, "answer too large for the internal channel"))
         self.observe(path, reply.code, time.perf_counter() - started)
-        return {
-            "code": reply.code,
-            "body": reply.body,
-            "replica": stamp.replica,
-            "seq": stamp.seq,
-            "sequencer": stamp.sequencer,
-            "epoch": stamp.epoch,
-        }
+        return Answer(reply.code, reply.body, stamp.replica, stamp.seq, stamp.sequencer, stamp.epoch)
 
 
-class ChannelReceiver(amp.AMP):
+class ChannelReceiver(Frames):
     def __init__(self, server: ChannelServer) -> None:
         super().__init__()
         self.server = server
 
-    @Call.responder
-    def call(self, secret: str, method: str, path: str, body: bytes) -> Deferred[dict[str, Any]]:
-        # AMP does not cancel a responder when its caller goes away: a write runs to its end.
-        return self.server.answer(secret, method, path, body)
+    def answer(self, request: Request) -> Deferred[Answer]:
+        # Nothing cancels a call when its caller goes away: a write runs to its end.
+        return self.server.answer(request)
 
 
 # -- the calling side ----------------------------------------------------------------------
 
 
-class ChannelCaller(amp.AMP):
+class ChannelCaller(Frames):
     def __init__(self, on_lost: Callable[[ChannelCaller], None]) -> None:
         super().__init__()
         self.on_lost = on_lost
         self.lost: Deferred[None] = Deferred()
-        self.received = 0  # how many times the peer sent anything: whether it is alive
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += 1
-        super().dataReceived(data)
 
     def tcp(self) -> ITCPTransport:
         return cast(ITCPTransport, self.transport)
@@ -227,7 +203,7 @@ class _CallerFactory(Factory):
 
 
 class Channel:
-    """The calling side: one AMP connection per peer, opened at the first call to it and
+    """The calling side: one connection per peer, opened at the first call to it and
     again after it drops. Calls share it, each waiting for its own answer."""
 
     def __init__(self, reactor: IReactorTCP, clock: IReactorTime | None = None) -> None:
@@ -258,23 +234,9 @@ class Channel:
         except Exception as e:
             raise NotSent(f"{replica.name} is unreachable: {type(e).__name__}") from None
         answer = yield self._call(
-            protocol,
-            replica,
-            deadline - self.clock.seconds(),
-            secret=secret,
-            method=method,
-            path=path,
-            body=body,
+            protocol, replica, deadline - self.clock.seconds(), Request(secret, method, path, body)
         )
-        return ReplicaResponse(
-            answer["code"],
-            answer["body"],
-            answer["replica"],
-            {},
-            answer["seq"],
-            answer["sequencer"],
-            answer["epoch"],
-        )
+        return channel_response(answer)
 
     def _connection(self, replica: Replica, timeout: float) -> Deferred[ChannelCaller]:
         address = replica.channel
@@ -307,9 +269,9 @@ class Channel:
             del self._connected[address]
 
     def _call(
-        self, protocol: ChannelCaller, replica: Replica, timeout: float, **arguments: Any
-    ) -> Deferred[Any]:
-        answer: Deferred[Any] = Deferred()
+        self, protocol: ChannelCaller, replica: Replica, timeout: float, request: Request
+    ) -> Deferred[Answer]:
+        answer: Deferred[Answer] = Deferred()
         received = protocol.received
 
         def expire() -> None:
@@ -327,7 +289,7 @@ class Channel:
             answer.callback(result)
 
         timer = self.clock.callLater(max(timeout, 0), expire)
-        maybeDeferred(protocol.callRemote, Call, **arguments).addBoth(settle)
+        maybeDeferred(protocol.call, request).addBoth(settle)
         return answer
 
     def close(self) -> Deferred[Any]:

@@ -9,8 +9,8 @@ A purchase is a chain of messages between seven processes:
 On a small machine the chain has a cost of its own, whatever each process does: every hop
 wakes a Python process, parses a message and answers, and seven processes share the cores.
 This module runs the same chain over the same transports (the client's HTTP to a
-``twisted.web`` resource at the front end; AMP, with Bazar's ``Call`` command, on one persistent
-connection per peer, for every hop after it: the front end's purchase to the order sequencer
+``twisted.web`` resource at the front end; the internal channel's frames (``bazar.wire``) on one
+persistent connection per peer, for every hop after it: the front end's purchase to the order sequencer
 too, as Bazar's front end sends its writes over the internal channel) with each process doing
 nothing else, or with ``--durable``, committing one
 SQLite row per write at every replica, in WAL mode with ``synchronous=FULL`` through a
@@ -19,7 +19,7 @@ costs. ``bazar-bench`` (experiment 7, ``floor``) times purchases through it next
 own: the difference is Bazar's work (routing, JSON, the stock check, the digest, the
 idempotency table, the log, metrics).
 
-Each role is told its peers' ports. The sequencers connect to their AMP peers before they
+Each role is told its peers' ports. The sequencers connect to their peers before they
 listen, so the chain is started from its ends: followers first, then the front end, the catalog
 sequencer, the order sequencer. The front end connects to the order sequencer at its first
 purchase, as Bazar's channel connects at a peer's first call.
@@ -40,19 +40,19 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serv
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from bazar.channel import Call
+from bazar import wire
 from bazar.reactors import IClientReactor, IServerReactor
+from bazar.wire import Answer, Frames
 
 log = Logger()
 
 ROLES = ("follower", "catalog", "order", "front")
-ANSWER = {"code": 200, "body": b"{}", "replica": "floor", "seq": 0, "sequencer": None, "epoch": 0}
-ORDER = {**ANSWER, "body": b'{"ok":true}'}  # the order sequencer's answer, passed on to the client
+ANSWER = Answer(200, b"{}", "floor")
+ORDER = Answer(200, b'{"ok":true}', "floor")  # the order sequencer's answer, passed on to the client
 
 
 class Durable:
@@ -77,33 +77,33 @@ class Durable:
 
 
 class Peers:
-    """One AMP connection per peer port, made before the process listens."""
+    """One channel connection per peer port, made before the process listens."""
 
     def __init__(self, reactor: IClientReactor) -> None:
         self.reactor = reactor
-        self.connections: dict[int, amp.AMP] = {}
-        self._waiting: dict[int, list[Deferred[amp.AMP]]] = {}  # for a connection under way
+        self.connections: dict[int, Frames] = {}
+        self._waiting: dict[int, list[Deferred[Frames]]] = {}  # for a connection under way
 
     async def connect(self, ports: Sequence[int]) -> None:
         for port in ports:
             self.connections[port] = await self._connect(port)
 
-    def _connect(self, port: int) -> Deferred[amp.AMP]:
-        return connectProtocol(TCP4ClientEndpoint(self.reactor, "127.0.0.1", port), amp.AMP())
+    def _connect(self, port: int) -> Deferred[Frames]:
+        return connectProtocol(TCP4ClientEndpoint(self.reactor, "127.0.0.1", port), Frames())
 
-    def call(self, port: int, body: bytes = b"{}") -> Deferred[Any]:
-        """A ``Call`` to ``port``; the first connects, and the calls made meanwhile wait for it."""
+    def call(self, port: int, body: bytes = b"{}") -> Deferred[Answer]:
+        """A call to ``port``; the first connects, and the calls made meanwhile wait for it."""
         connection = self.connections.get(port)
         if connection is not None:
-            return connection.callRemote(Call, secret="", method="POST", path="/", body=body)
-        connected: Deferred[amp.AMP] = Deferred()
+            return connection.call(wire.Request("", "POST", "/", body))
+        connected: Deferred[Frames] = Deferred()
         if port not in self._waiting:
             self._waiting[port] = []
             self._connect(port).addBoth(self._connected, port)
         self._waiting[port].append(connected)
         return connected.addCallback(lambda _: self.call(port, body))
 
-    def _connected(self, result: amp.AMP | Failure, port: int) -> None:
+    def _connected(self, result: Frames | Failure, port: int) -> None:
         if not isinstance(result, Failure):
             self.connections[port] = result
         for waiter in self._waiting.pop(port):
@@ -116,7 +116,7 @@ class Peers:
         return gatherResults([self.call(port) for port in ports])
 
 
-class Responder(amp.AMP):
+class Responder(Frames):
     """A follower, the catalog sequencer, or the front end's invalidation endpoint: one call in,
     its write and calls out (all at once), then the answer."""
 
@@ -126,15 +126,14 @@ class Responder(amp.AMP):
         self.peers = peers
         self.downstream = downstream
 
-    @Call.responder
-    def call(self, secret: str, method: str, path: str, body: bytes) -> Deferred[dict[str, Any]]:
+    def answer(self, request: wire.Request) -> Deferred[Answer]:
         d = self.durable.write()
         if self.downstream:
             d.addCallback(lambda _: self.peers.call_all(self.downstream))
         return d.addCallback(lambda _: ANSWER)
 
 
-class OrderSequencer(amp.AMP):
+class OrderSequencer(Frames):
     """A purchase: the buy at the catalog sequencer, then its own write, then its two followers."""
 
     def __init__(self, durable: Durable, peers: Peers, catalog: int, followers: Sequence[int]) -> None:
@@ -144,8 +143,7 @@ class OrderSequencer(amp.AMP):
         self.catalog = catalog
         self.followers = followers
 
-    @Call.responder
-    def call(self, secret: str, method: str, path: str, body: bytes) -> Deferred[dict[str, Any]]:
+    def answer(self, request: wire.Request) -> Deferred[Answer]:
         d = self.peers.call(self.catalog)
         d.addCallback(lambda _: self.durable.write())
         d.addCallback(lambda _: self.peers.call_all(self.followers))
@@ -153,7 +151,7 @@ class OrderSequencer(amp.AMP):
 
 
 class FrontEnd(Resource):
-    """POST: sent on to the order sequencer over AMP, its answer's body passed back."""
+    """POST: sent on to the order sequencer over the channel, its answer's body passed back."""
 
     isLeaf = True
 
@@ -164,7 +162,7 @@ class FrontEnd(Resource):
 
     def render_POST(self, request: Request) -> Any:
         d = self.peers.call(self.order, b'{"quantity":1}')
-        return _respond(request, d.addCallback(lambda answer: answer["body"]))
+        return _respond(request, d.addCallback(lambda answer: answer.body))
 
 
 def _respond(request: Request, body: Deferred[bytes]) -> object:
@@ -219,7 +217,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bazar.bench.floor", description=__doc__)
     parser.add_argument("role", choices=ROLES)
     parser.add_argument(
-        "--port", type=int, required=True, help="port on 127.0.0.1: HTTP (front) or AMP (the rest)"
+        "--port", type=int, required=True, help="port on 127.0.0.1: HTTP (front) or the channel (the rest)"
     )
     parser.add_argument(
         "--peer",
@@ -229,7 +227,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a peer's port, in order: catalog: its 2 followers and the front end's channel; "
         "order: the catalog sequencer, then its 2 followers; front: the order sequencer",
     )
-    parser.add_argument("--channel-port", type=int, help="front: the AMP port for invalidations")
+    parser.add_argument("--channel-port", type=int, help="front: the channel port for invalidations")
     parser.add_argument("--durable", type=Path, help="commit one SQLite row per write, in this directory")
     args = parser.parse_args(argv)
     wanted = {"follower": 0, "catalog": 3, "order": 3, "front": 1}[args.role]

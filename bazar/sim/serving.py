@@ -29,7 +29,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
-from bazar.channel import ChannelServer
+from bazar import wire
+from bazar.channel import ChannelServer, channel_response
 from bazar.client import ReplicaResponse, replica_response
 from bazar.config import Replica
 from bazar.errors import Unavailable
@@ -162,12 +163,8 @@ class Endpoint:
 
     def serve_channel(self, method: str, path: str, data: bytes) -> Deferred[ReplicaResponse]:
         assert self.channel is not None
-        answer = self.channel.answer(self.secret, method, path, data)
-        return answer.addCallback(
-            lambda a: ReplicaResponse(
-                a["code"], a["body"], a["replica"], {}, a["seq"], a["sequencer"], a["epoch"]
-            )
-        )
+        answer = self.channel.answer(wire.Request(self.secret, method, path, data))
+        return answer.addCallback(channel_response)
 
     def serve_public(
         self, method: str, path: str, data: bytes | None, headers: dict[str, str]

@@ -26,6 +26,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
+from bazar import wire
 from bazar.bench import cli, floor, hang, machine, memory, options, plots, report, stats, wrk
 from bazar.bench.ceiling import body_of_size
 from bazar.bench.cluster import ClusterInfo, catalog_reads, count_reads, cpu_seconds
@@ -833,6 +834,9 @@ class CpuTests(SynchronousTestCase):
         self.assertIsNone(catalog_reads(cluster))
 
 
+CALL = wire.Request("", "POST", "/", b"{}")
+
+
 class FloorTests(SynchronousTestCase):
     """The floor's processes (``bazar.bench.floor``): their arguments, what each does in what
     order, and its table. ``tests/integration/test_bench.py`` runs the chain for real."""
@@ -866,7 +870,7 @@ class FloorTests(SynchronousTestCase):
                 return calls
 
         recorder: Any = Recorder()
-        answer = floor.Responder(recorder, recorder, [2, 3, 4]).call("", "POST", "/", b"{}")
+        answer = floor.Responder(recorder, recorder, [2, 3, 4]).answer(CALL)
         answers: list[Any] = []
         answer.addCallback(answers.append)
         self.assertEqual(events, ["write"])
@@ -877,7 +881,7 @@ class FloorTests(SynchronousTestCase):
 
         events.clear()
         commit = Deferred()
-        follower = floor.Responder(recorder, recorder, []).call("", "POST", "/", b"{}")
+        follower = floor.Responder(recorder, recorder, []).answer(CALL)
         commit.callback(None)
         self.assertEqual((events, self.successResultOf(follower)), (["write"], floor.ANSWER))
 
@@ -901,7 +905,7 @@ class FloorTests(SynchronousTestCase):
         self.assertIn("floor", EXPERIMENTS)
 
     def test_the_order_sequencer_answers_after_its_followers(self) -> None:
-        """Over AMP, as Bazar's order sequencer takes the front end's purchases: the catalog
+        """Over the channel, as Bazar's order sequencer takes the front end's purchases: the catalog
         sequencer, its own write, its followers, then the answer; a peer's failure fails it."""
         calls: list[Any] = []
 
@@ -919,13 +923,13 @@ class FloorTests(SynchronousTestCase):
 
         peers: Any = Peers(succeed(None))
         order = floor.OrderSequencer(floor.Durable(None), peers, 7, [8, 9])
-        self.assertEqual(self.successResultOf(order.call("", "POST", "/", b"{}")), floor.ORDER)
+        self.assertEqual(self.successResultOf(order.answer(CALL)), floor.ORDER)
         self.assertEqual(calls, [7, [8, 9]])
         peers.answer = fail(ConnectionDone("the catalog sequencer went away"))
-        self.failureResultOf(order.call("", "POST", "/", b"{}"), ConnectionDone)
+        self.failureResultOf(order.answer(CALL), ConnectionDone)
 
     def test_the_front_end_passes_the_answer_on_and_500_if_the_call_fails(self) -> None:
-        """The client's POST goes to the order sequencer over AMP (``Peers.call``), as Bazar's
+        """The client's POST goes to the order sequencer over the channel (``Peers.call``), as Bazar's
         front end sends its writes over the internal channel; its answer's body comes back."""
         sent: list[tuple[int, bytes]] = []
         answer: Deferred[Any] = succeed(floor.ORDER)
@@ -958,8 +962,8 @@ class FloorTests(SynchronousTestCase):
             def __init__(self) -> None:
                 self.bodies: list[bytes] = []
 
-            def callRemote(self, command: Any, **arguments: Any) -> Deferred[Any]:
-                self.bodies.append(arguments["body"])
+            def call(self, request: wire.Request) -> Deferred[Any]:
+                self.bodies.append(request.body)
                 return succeed(floor.ANSWER)
 
         class Lazy(floor.Peers):
