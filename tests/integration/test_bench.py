@@ -379,3 +379,23 @@ def test_interrupt_stops_every_cluster(tmp_path: Path) -> None:
     pids = cluster_pids(stderr)
     assert len(pids) == 2, stderr
     assert_gone(pids)
+
+
+def test_the_channel_bench_measures_both_ends(tmp_path: Path) -> None:
+    """``python -m bazar.bench.channel``: two real processes on loopback, each end's CPU per
+    call and the rate in its table, and neither process left behind (``nothing_left_behind``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bazar.bench.channel", "--calls", "200", "--concurrency", "4"]
+        + ["--rounds", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| /")]
+    assert len(rows) == 1, done.stdout
+    both, caller, server, rate = (float(cell.split()[0]) for cell in rows[0].strip("|").split("|")[1:])
+    assert caller > 0 and server > 0 and rate > 0, rows
+    assert abs(both - (caller + server)) <= 1, rows
