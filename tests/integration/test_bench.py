@@ -384,9 +384,9 @@ def test_interrupt_stops_every_cluster(tmp_path: Path) -> None:
 def test_the_channel_bench_measures_both_ends(tmp_path: Path) -> None:
     """``python -m bazar.bench.channel``: two real processes on loopback, each end's CPU per
     call and the rate in its table, and neither process left behind (``nothing_left_behind``)."""
+    arguments = ["--calls", "200", "--concurrency", "4", "--rounds", "1"]
     done = subprocess.run(
-        [sys.executable, "-m", "bazar.bench.channel", "--calls", "200", "--concurrency", "4"]
-        + ["--rounds", "1"],
+        [sys.executable, "-m", "bazar.bench.channel", *arguments],
         cwd=tmp_path,
         capture_output=True,
         text=True,
