@@ -12,7 +12,8 @@ A schedule is a list of ``Fault``: at a simulated time, one of
 * ``cut`` one direction between two processes for a while;
 * ``drop`` every connection between two processes (once);
 * ``slow`` the link between two processes (up to ``extent`` seconds more per message);
-* ``drift`` a process's clock (rate ``extent``) for a while;
+* ``drift`` a process's clock (rate ``extent``) for a while, within what the leases allow
+  (``_within_drift``, below);
 * ``wipe`` a follower of a role (``~catalog``, ``~order``: the first replica of the role, by
   name, that is up and does not sequence it): crashed and restarted at once on an empty disk
   (a replaced machine, a lost volume). Its sequencer, which had no request on its way to it,
@@ -31,15 +32,15 @@ adding them left every seed's other faults as they were.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from bazar.leases import CLOCK_DRIFT
 from bazar.sim.cluster import FRONTEND, SimCluster
 
 KINDS = ("pause", "hang", "crash", "partition", "cut", "drop", "slow", "drift")
 WEIGHTS = (20, 12, 18, 18, 7, 10, 8, 7)
 HANG = (0.8, 4.0)
 WIPE_CHANCE = 0.35  # of a schedule having a wipe
-DRIFT = 0.05  # a clock runs at most this much fast or slow
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,9 @@ def draw_schedule(
             role = rng.choice(["@catalog", "@order"])
             fault = Fault(at, kind, (role,), round(rng.uniform(*HANG), 3))
         elif kind in ("pause", "crash", "drift"):
-            fault = Fault(
-                at, kind, (rng.choice(targets),), duration, round(rng.uniform(1 - DRIFT, 1 + DRIFT), 4)
-            )
-            if kind != "drift":
-                fault = Fault(at, kind, fault.targets, duration)
+            target = rng.choice(targets)
+            rate = round(rng.uniform(1 - CLOCK_DRIFT, 1 + CLOCK_DRIFT), 4)  # drawn for all three
+            fault = Fault(at, kind, (target,), duration, rate if kind == "drift" else 0.0)
         elif kind == "partition":
             side = rng.choice(
                 [[rng.choice(targets)], rng.sample(cluster_names, rng.randint(1, len(cluster_names) - 1))]
@@ -102,10 +101,40 @@ def draw_schedule(
             extent = round(rng.uniform(0.05, 2.5), 3) if kind == "slow" else 0.0
             fault = Fault(at, kind, (a, b), 0.0 if kind == "drop" else duration, extent)
         faults.append(fault)
+    _within_drift(faults)
     if extra is not None and extra.random() < WIPE_CHANCE:
         role = extra.choice(["catalog", "order"])
         faults.append(Fault(round(start + extra.uniform(0, length), 3), "wipe", (f"~{role}",)))
     return sorted(faults, key=lambda f: f.at)
+
+
+def _within_drift(faults: list[Fault]) -> None:
+    """Move drifts' rates (in place, as little as needed) so that no clock ever runs slower
+    than ``1 - CLOCK_DRIFT`` times another's: what the leases' terms assume, or a failure
+    would be the schedule's, not the code's. A holder's ``HOLDER_TERM`` (``LEASE_TERM * (1 -
+    CLOCK_DRIFT)`` from a receipt before its sequencer's count began) ends first while the
+    holder's clock runs at least ``1 - CLOCK_DRIFT`` times the sequencer's; a sequencer's
+    ``LEADER_TERM`` (``VOTE_GUARD * (1 - 2 * CLOCK_DRIFT)`` from a send before the follower's
+    guard began) while its clock runs at least ``1 - 2 * CLOCK_DRIFT`` times the follower's.
+    Any replica may sequence, so replicas of a role may differ either way; the bound is kept
+    for every pair of processes, as ``bazar.leases`` states it.
+
+    One drift against the undrifted rest (1.0) keeps it: rates are drawn within
+    ``CLOCK_DRIFT`` of 1.0 (the slowest is the edge exactly). Drifts that overlap in time are
+    presumed on different processes (``@catalog`` is resolved when the fault starts): one
+    that breaks the bound with 1.0 or a drift in force when it starts is moved to just within
+    it (1e-4 inside, rounded to 4 decimals: clear of float rounding), so overlapping drifts
+    reach the edge too, and a seed without such a clash draws the schedule it drew before."""
+    placed: list[Fault] = []
+    for i in sorted((i for i, f in enumerate(faults) if f.kind == "drift"), key=lambda i: faults[i].at):
+        fault = faults[i]
+        rates = [1.0, *(d.extent for d in placed if d.at + d.duration >= fault.at)]
+        fastest, slowest = max(rates), min(rates)
+        if not (slowest >= fault.extent * (1 - CLOCK_DRIFT) and fault.extent >= fastest * (1 - CLOCK_DRIFT)):
+            low = round(fastest * (1 - CLOCK_DRIFT) + 1e-4, 4)
+            high = round(slowest / (1 - CLOCK_DRIFT) - 1e-4, 4)
+            fault = faults[i] = replace(fault, extent=min(max(fault.extent, low), high))
+        placed.append(fault)
 
 
 class Injector:
