@@ -12,6 +12,7 @@ bounded whatever clients send.
 
 from __future__ import annotations
 
+import functools
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -43,8 +44,10 @@ _ROUTE_WORDS = frozenset(
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
+@functools.lru_cache(maxsize=4096)
 def route_label(path: str) -> str:
-    """The route a path belongs to: ``/bazar/info/7`` → ``/bazar/info/:id``, a topic → ``:arg``."""
+    """The route a path belongs to: ``/bazar/info/7`` → ``/bazar/info/:id``, a topic → ``:arg``.
+    Remembered: every request and channel call asks, mostly for the same few paths."""
     segments = path.split("/")[:6]
     return "/".join(s if s in _ROUTE_WORDS or not s else (":id" if s.isdigit() else ":arg") for s in segments)
 
