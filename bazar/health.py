@@ -42,6 +42,7 @@ NO_MAJORITY = "not ready: its latest writes are not yet on a majority of its rol
 OLD_EPOCH = "in an old epoch: another replica has taken over its role's writes"
 STATUS_FAILED = "not ready: its status check failed"
 TURNED_A_READ_AWAY = "not ready: it could not serve a read"
+NOT_PROBED = "not up yet: no probe has found it ready yet"
 
 # Seconds from a probe that found a replica down to its first quick re-probe; each further
 # one waits twice as long, until the wait would reach the probe interval (then only the
@@ -71,6 +72,7 @@ class Health:
         self._lagging: dict[str, tuple[int, bool, bool]] = {}
         self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
         self._sequencers: dict[str, tuple[int, str]] = {}  # role -> (epoch, replica that sequences in it)
+        self._all_up_said = False  # whether the log said every replica is up (once)
         # Called with (role, previous epoch, new epoch) when a newer epoch is first reported.
         self.on_new_epoch: Callable[[str, int, int], object] = lambda role, previous, epoch: None
 
@@ -129,6 +131,17 @@ class Health:
             return f"lagging: its sequencer reported it behind at write {seq}"
         return None
 
+    def why_unhealthy(self, replica: Replica) -> str | None:
+        """Why ``/bazar/cluster`` calls ``replica`` unhealthy (None: it does not): why reads skip
+        it, or that no probe has found it ready yet. Calls go to a replica nothing is known of
+        (there is nothing better to do), but until a probe has answered, its first one may yet
+        find it refusing or not ready: it is not called healthy, so whoever waits for a
+        healthy cluster (``bazar.launch``) waits for every front end's probes."""
+        why = self.why_unreadable(replica)
+        if why is None and replica.name not in self._seen_up:
+            return NOT_PROBED
+        return why
+
     def _down_state(self, name: str) -> str:
         return "down" if name in self._seen_up else "not up yet"
 
@@ -148,6 +161,10 @@ class Health:
         if up:
             self._seen_up.add(replica.name)
             self._down.pop(replica.name, None)
+            if not self._all_up_said and not self._down and self._seen_up == set(self._roles):
+                # The line to wait for after a start (its later losses and returns are above).
+                self._all_up_said = True
+                log.info("every replica is up: this front end is ready")
         else:
             self._down[replica.name] = why
 

@@ -395,6 +395,27 @@ class HealthProbeTests(SynchronousTestCase):
         self.run_until(2.9)  # the next wait (0.2 s) from its answer
         self.assertEqual(self.client.sent["catalog-2"], [0.0, 0.1, 1.0, 2.0, 2.7])
 
+    def test_the_log_says_when_every_replica_was_first_up(self) -> None:
+        """The line to wait for after starting a cluster by hand: once, the first time every
+        replica is up at once (not when one comes back later)."""
+        line = "every replica is up: this front end is ready"
+        self.client.answers["catalog-2"] = NotSent("catalog-2 is unreachable: ConnectionRefusedError")
+        with capturedLogs() as events:
+
+            def said() -> list[str]:
+                return [formatEvent(e) for e in events if formatEvent(e) == line]
+
+            self.probe.startService()
+            self.health.mark(C1, False, "unreachable: it stopped answering")  # a call failed
+            del self.client.answers["catalog-2"]
+            self.run_until(0.1)
+            self.assertEqual((self.health.is_up(C2), said()), (True, []))  # catalog-1 is down
+            self.run_until(PROBE_INTERVAL)  # the round finds catalog-1 up again
+            self.assertEqual(said(), [line])
+            self.health.mark(C1, False, "unreachable: it stopped answering")
+            self.run_until(2 * PROBE_INTERVAL)
+            self.assertEqual((self.health.is_up(C1), said()), (True, [line]))
+
 
 class ClusterViewTests(SynchronousTestCase):
     """``/bazar/cluster`` shows every replica with the same fields, whatever its state, and says
@@ -404,19 +425,30 @@ class ClusterViewTests(SynchronousTestCase):
     FIELDS = ("name", "role", "url", "healthy", "why_unhealthy", "error", "last_seq", "digest")
     FIELDS += ("sequencer", "epoch")
 
-    def view(self, answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def view(self, answers: dict[str, Any], probe: bool = True) -> dict[str, dict[str, Any]]:
         client = FakeClient()
         for name in ("catalog-1", "catalog-2", "catalog-3", "order-1", "order-2", "order-3"):
             client.answers[name] = status(name, sequencer=f"{name.split('-')[0]}-1", epoch=1)
         client.answers.update(answers)
         app = FrontendApp(parse({"cluster": {"secret": "s"}}), client)  # type: ignore[arg-type]
         replicas = [*app.config.catalog, *app.config.order]
-        self.successResultOf(HealthProbe(app.health, replicas, client, Clock(), 1.0).probe_all())  # type: ignore[arg-type]
+        if probe:
+            self.successResultOf(HealthProbe(app.health, replicas, client, Clock(), 1.0).probe_all())  # type: ignore[arg-type]
         http = StubTreq(app.app.resource())
         response = self.successResultOf(http.get("http://127.0.0.1/bazar/cluster"))
         self.assertEqual(response.code, 200)
         body = json.loads(self.successResultOf(http.content(response)))
         return {r["name"]: r for r in body["replicas"]}
+
+    def test_a_replica_no_probe_has_found_ready_is_not_healthy_yet(self) -> None:
+        """Before a front end's first probes have answered it sends calls to every replica
+        (unknown counts as up), but its ``/bazar/cluster`` calls none healthy: a probe may yet
+        find it refusing or not ready. This page is what ``bazar.launch`` waits on."""
+        view = self.view({}, probe=False)
+        self.assertEqual(
+            {name: (entry["healthy"], entry["why_unhealthy"]) for name, entry in view.items()},
+            {name: (False, "not up yet: no probe has found it ready yet") for name in view},
+        )
 
     def test_every_entry_has_the_same_fields(self) -> None:
         """Healthy, unreachable, restarting: one shape, null where a value is not known."""
@@ -593,6 +625,8 @@ class ClusterHealthTests(SynchronousTestCase):
         """The write succeeds; before its ack the front end drops its cached copy and stops
         reading from the follower; a heartbeat later brings it back in sync, and reads return."""
         self.heartbeat()
+        for replica in self.replicas.values():  # seen up, as by a first probe (which would
+            self.health.mark(replica, True)  # also name the sequencer: writes go round here)
         self.assertEqual(self.cluster.get("/bazar/info/1").headers["x-bazar-replica"], "catalog-1")
         self.assertIn("info/1", self.cluster.cached_keys())
         self.cluster.unreachable("catalog-3")
