@@ -2,11 +2,14 @@
 
 A replica is *up* when its last probe of ``/internal/status`` answered 200 with ``ready``
 (a follower is ready only while the sequencer recently confirmed it has every write); a
-call that cannot reach it marks it down at once, and only a probe brings it back. A
-follower is *lagging* when its sequencer says so: pushed before the sequencer acknowledges a
-write that follower missed, and read from the sequencer's own status in every probe. Each
-such report carries the sequencer's sequence number, so an older report (a probe answer that
-was on its way while a newer push arrived) never overrides a newer one.
+call that cannot reach it marks it down at once, and only a probe brings it back. One a
+probe found down is probed again sooner than the next round (``HealthProbe``), so one that
+was merely not listening or not ready yet at start-up is used again about ``RETRY_AFTER``
+after it is, not a whole ``probe_interval`` later. A follower is *lagging* when its
+sequencer says so: pushed before the sequencer acknowledges a write that follower missed,
+and read from the sequencer's own status in every probe. Each such report carries the
+sequencer's sequence number, so an older report (a probe answer that was on its way while a
+newer push arrived) never overrides a newer one.
 
 Reads go only to replicas that are up and not lagging; writes to replicas that are up, the
 role's sequencer first (as the probes last saw it).
@@ -19,7 +22,7 @@ from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -39,6 +42,15 @@ NO_MAJORITY = "not ready: its latest writes are not yet on a majority of its rol
 OLD_EPOCH = "in an old epoch: another replica has taken over its role's writes"
 STATUS_FAILED = "not ready: its status check failed"
 TURNED_A_READ_AWAY = "not ready: it could not serve a read"
+NOT_PROBED = "not up yet: no probe has found it ready yet"
+
+# Seconds from a probe that found a replica down to its first quick re-probe; each further
+# one waits twice as long, until the wait would reach the probe interval (then only the
+# rounds probe it). So a replica that was not ready at the first probe is used again a
+# tenth of a second after it is, in the first few tenths, and a replica that stays down
+# costs log2(probe_interval / 0.1) quick probes, 4 by default (a refused connection, or a
+# status call of a few milliseconds).
+RETRY_AFTER = 0.1
 
 log = Logger()
 
@@ -60,6 +72,7 @@ class Health:
         self._lagging: dict[str, tuple[int, bool, bool]] = {}
         self._epochs: dict[str, int] = {}  # role -> the newest epoch any of its replicas reported
         self._sequencers: dict[str, tuple[int, str]] = {}  # role -> (epoch, replica that sequences in it)
+        self._all_up_said = False  # whether the log said every replica is up (once)
         # Called with (role, previous epoch, new epoch) when a newer epoch is first reported.
         self.on_new_epoch: Callable[[str, int, int], object] = lambda role, previous, epoch: None
 
@@ -118,6 +131,17 @@ class Health:
             return f"lagging: its sequencer reported it behind at write {seq}"
         return None
 
+    def why_unhealthy(self, replica: Replica) -> str | None:
+        """Why ``/bazar/cluster`` calls ``replica`` unhealthy (None: it does not): why reads skip
+        it, or that no probe has found it ready yet. Calls go to a replica nothing is known of
+        (there is nothing better to do), but until a probe has answered, its first one may yet
+        find it refusing or not ready: it is not called healthy, so whoever waits for a
+        healthy cluster (``bazar.launch``) waits for every front end's probes."""
+        why = self.why_unreadable(replica)
+        if why is None and replica.name not in self._seen_up:
+            return NOT_PROBED
+        return why
+
     def _down_state(self, name: str) -> str:
         return "down" if name in self._seen_up else "not up yet"
 
@@ -137,6 +161,10 @@ class Health:
         if up:
             self._seen_up.add(replica.name)
             self._down.pop(replica.name, None)
+            if not self._all_up_said and not self._down and self._seen_up == set(self._roles):
+                # The line to wait for after a start (its later losses and returns are above).
+                self._all_up_said = True
+                log.info("every replica is up: this front end is ready")
         else:
             self._down[replica.name] = why
 
@@ -160,7 +188,19 @@ class Health:
 
 
 class HealthProbe(TimerService):
-    """Probes every replica every ``interval`` seconds."""
+    """Probes every replica every ``interval`` seconds, and one a probe found down sooner.
+
+    A probe that finds a replica down (refused, not ready, in an old epoch, ...) probes it
+    again ``retry_after`` seconds later, then twice as long after each further such probe,
+    while the wait is shorter than ``interval``. At start-up a front end's first probe may
+    come before a replica listens (or is ready); without this it stayed down a whole
+    interval after it was ready, and the role's writes answered 503 while none of its
+    replicas was up. The waits grow because a replica that stays down (dead, or hung: each
+    probe then waits ``interval`` for its answer) needs no more than the rounds. At most one
+    quick re-probe per replica is scheduled or under way; the first probe that finds it up
+    starts the waits over. Failure detection is not touched: a failed call still marks a
+    replica down at once, and only a probe brings it back.
+    """
 
     def __init__(
         self,
@@ -169,23 +209,55 @@ class HealthProbe(TimerService):
         client: ReplicaClient,
         clock: IReactorTime,
         interval: float,
+        retry_after: float = RETRY_AFTER,
     ) -> None:
         super().__init__(interval, self.probe_all)
-        self.clock = clock
+        self.clock = clock  # TimerService's, typed Optional there
+        self._time = clock
         self.health = health
         self.replicas = list(replicas)
         self.client = client
         self.interval = interval
+        self.retry_after = retry_after
+        self._waits: dict[str, float] = {}  # replica -> the wait before its next quick re-probe
+        # replica -> its quick re-probe's call, kept until that probe has answered (at most one)
+        self._retries: dict[str, IDelayedCall] = {}
+
+    def stopService(self) -> Deferred[None] | None:
+        for call in self._retries.values():
+            if call.active():
+                call.cancel()
+        self._retries.clear()
+        return super().stopService()
 
     def probe_all(self) -> Deferred[Any]:
         return DeferredList([self.probe(r) for r in self.replicas], consumeErrors=True)
 
-    def probe(self, replica: Replica) -> Deferred[None]:
+    def probe(self, replica: Replica, retry: bool = False) -> Deferred[bool | Failure]:
+        """Probe ``replica``; its Deferred fires with whether it found it up. ``retry``: this
+        is its quick re-probe."""
         d = self.client.request("GET", replica, STATUS_PATH, timeout=self.interval)
         d.addCallbacks(self._answered, self._unreachable, callbackArgs=(replica,), errbackArgs=(replica,))
+        d.addBoth(self._then, replica, retry)
         return d
 
-    def _answered(self, response: ReplicaResponse, replica: Replica) -> None:
+    def _then(self, result: bool | Failure, replica: Replica, retry: bool) -> bool | Failure:
+        """After a probe (``result``: whether it found ``replica`` up, or how reading its answer
+        failed): when, if at all, to probe it again before the next round."""
+        name = replica.name
+        up = result is True
+        if retry:
+            self._retries.pop(name, None)
+        if up:
+            self._waits.pop(name, None)
+        elif name not in self._retries and self.running:
+            wait = self._waits.get(name, self.retry_after)
+            if wait < self.interval:
+                self._waits[name] = 2 * wait
+                self._retries[name] = self._time.callLater(wait, self.probe, replica, True)
+        return result
+
+    def _answered(self, response: ReplicaResponse, replica: Replica) -> bool:
         try:
             status = response.json() if response.code == 200 else {}
         except ValueError:
@@ -204,7 +276,7 @@ class HealthProbe(TimerService):
         detail = f"status {response.code}, ready {ready}, epoch {epoch}" if why else ""
         self.health.mark(replica, not why, why, detail)
         if not current:
-            return
+            return False
         if status.get("sequencer") == replica.name:
             # The sequencer has every write by definition (after a failover, perhaps one that
             # was reported lagging before it took over).
@@ -218,6 +290,8 @@ class HealthProbe(TimerService):
                 pushed=False,
                 confirmed=follower.get("confirmed", -1),
             )
+        return not why
 
-    def _unreachable(self, failure: Failure, replica: Replica) -> None:
+    def _unreachable(self, failure: Failure, replica: Replica) -> bool:
         self.health.mark(replica, False, unreachable(failure), failure.getErrorMessage())
+        return False

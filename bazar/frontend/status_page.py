@@ -44,7 +44,7 @@ def cluster_view(
     )
     out = []
     for replica, (ok, result) in zip(replicas.all, results, strict=True):
-        why = replicas.health.why_unreadable(replica)
+        why = replicas.health.why_unhealthy(replica)
         if not ok and why is None:  # it answered its status with an error
             why = STATUS_FAILED
         # The same fields for every replica: null where it could not be asked.

@@ -1,7 +1,8 @@
 """A whole cluster, ``twistd -n bazar-cluster``, on free loopback ports, started and healthy.
 
-The config is written with ``bazar.config``'s writer; the cluster is healthy when
-``GET /bazar/cluster`` says every replica is.
+The config is written with ``bazar.config``'s writer; the cluster is healthy when every front
+end's ``GET /bazar/cluster`` says every replica is (each front end probes the replicas on its
+own, and calls none healthy before a probe has found it so: ``bazar.health``).
 """
 
 from __future__ import annotations
@@ -114,12 +115,24 @@ def cluster_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     return None
 
 
-def wait_healthy(url: str, processes: Sequence[Process], timeout: float, what: str) -> dict[str, Any]:
-    """``cluster_status(url)`` once every replica is healthy; StartError, with the ends of the
-    processes' logs, as soon as one of them exits, or after ``timeout`` seconds."""
+def wait_healthy(
+    urls: Sequence[str], processes: Sequence[Process], timeout: float, what: str
+) -> dict[str, Any]:
+    """``cluster_status`` of the first of ``urls`` (front ends) once each of them says every
+    replica is healthy; StartError, with the ends of the processes' logs, as soon as one of
+    them exits, or after ``timeout`` seconds. Every front end, not only the first: each
+    probes on its own, and one whose first probe came before a replica listened holds it
+    down until a probe finds it up (writes answer 503 while no replica of a role is up)."""
 
     def ready() -> dict[str, Any] | bool | None:
-        return any(not p.running() for p in processes) or cluster_status(url)
+        if any(not p.running() for p in processes):
+            return True
+        statuses = []
+        for url in urls:
+            statuses.append(cluster_status(url))
+            if statuses[-1] is None:
+                return None
+        return statuses[0]
 
     status = poll(ready, timeout, interval=0.1)
     exited = [p for p in processes if not p.running()]
@@ -201,7 +214,7 @@ def start_cluster(
         else:
             process = processes.start(name, args, directory, layout.all_ports())
         try:
-            wait_healthy(layout.frontend, [process], timeout, what)
+            wait_healthy([layout.url(f) for f in layout.frontends], [process], timeout, what)
         except BaseException as e:
             exited = not process.running()
             process.stop(STOP_TIMEOUT)

@@ -222,14 +222,3 @@ def assert_replicas_agree(status: dict[str, Any]) -> None:
         assert all(r["healthy"] for r in mine), mine
         assert len({r["digest"] for r in mine}) == 1, f"{role} digests differ: {mine}"
         assert len({r["last_seq"] for r in mine}) == 1, f"{role} last_seq differ: {mine}"
-
-
-async def every_replica_up(get: Callable[[str], Awaitable[Reply]], frontends: list[str]) -> bool:
-    """Whether each front end (its base URL) sees every replica up on its ``/bazar/cluster``:
-    until its first probes have, it answers 503 (``get``: the test's way to send a GET)."""
-    for url in frontends:
-        seen = await get(url + "/bazar/cluster")
-        replicas = seen.body.get("replicas", []) if seen.code == 200 else []
-        if not replicas or not all(r.get("healthy") for r in replicas):
-            return False
-    return True

@@ -354,10 +354,12 @@ class HostCluster:
         return self.processes[name]
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> dict[str, Any]:
-        """The cluster's status once every replica is healthy; StartError (with every log's
-        end) as soon as a process exits, or after ``timeout``."""
-        self.guard(self.frontend)
-        return wait_healthy(self.frontend, list(self.processes.values()), timeout, "the netns cluster")
+        """The cluster's status once every front end sees every replica healthy; StartError
+        (with every log's end) as soon as a process exits, or after ``timeout``."""
+        urls = [self.url(name) for name in self.frontends]
+        for url in urls:
+            self.guard(url)
+        return wait_healthy(urls, list(self.processes.values()), timeout, "the netns cluster")
 
     def in_its_namespace(self, name: str) -> bool:
         """Whether process ``name`` runs in the namespace made for it (same namespace inode)."""

@@ -19,7 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from bazar.launch import Cluster
 from bazar.leases import LEASE_TERM
 from tests.history import History
-from tests.integration.api import Reply, eventually, every_replica_up, request, sleep
+from tests.integration.api import Reply, eventually, request, sleep
 from tests.integration.cluster import start_cluster
 
 pytestmark = pytest.mark.integration
@@ -35,16 +35,12 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 async def leases_held(http: HTTPClient, cluster: Cluster) -> dict[str, Any] | None:
-    """``/bazar/cluster`` at the last front end, once every front end holds its leases and
-    sees every replica up."""
+    """``/bazar/cluster`` at the last front end, once every front end holds its leases (that
+    each sees every replica up, ``bazar.launch`` waited for)."""
     reply = await request(http, "GET", cluster.url(FRONTENDS[-1]) + "/bazar/cluster")
     frontends = reply.body.get("frontends", []) if reply.code == 200 else []
     held = [f for f in frontends if f.get("healthy") and all(x["valid"] for x in f["leases"].values())]
-    if len(held) < len(FRONTENDS):
-        return None
-    urls = [cluster.url(f) for f in FRONTENDS]
-    up = await every_replica_up(lambda url: request(http, "GET", url), urls)
-    return reply.body if up else None
+    return reply.body if len(held) == len(FRONTENDS) else None
 
 
 @pytest_twisted.ensureDeferred

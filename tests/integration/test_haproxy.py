@@ -42,7 +42,7 @@ from bazar.leases import LEASE_TERM
 from bazar.protocol import SECRET_HEADER
 from tests.history import History
 from tests.integration import netns
-from tests.integration.api import TRANSPORT_ERRORS, Reply, eventually, every_replica_up, request, sleep
+from tests.integration.api import TRANSPORT_ERRORS, Reply, eventually, request, sleep
 
 pytestmark = pytest.mark.integration
 
@@ -132,15 +132,12 @@ async def call(http: HTTPClient, balanced: Balanced, method: str, url: str, **kw
 
 
 async def leases_held(http: HTTPClient, balanced: Balanced) -> bool:
-    """Whether both front ends hold every lease (``/bazar/cluster`` at frontend-2), and each
-    sees every replica up."""
+    """Whether both front ends hold every lease (``/bazar/cluster`` at frontend-2; that each
+    sees every replica up, ``HostCluster.wait_healthy`` waited for)."""
     reply = await call(http, balanced, "GET", balanced.cluster.url(FRONTENDS[-1]) + "/bazar/cluster")
     frontends = reply.body.get("frontends", []) if reply.code == 200 else []
     held = [f for f in frontends if f.get("healthy") and all(x["valid"] for x in f["leases"].values())]
-    if len(held) < len(FRONTENDS):
-        return False
-    urls = [balanced.cluster.url(f) for f in FRONTENDS]
-    return await every_replica_up(lambda url: call(http, balanced, "GET", url), urls)
+    return len(held) == len(FRONTENDS)
 
 
 async def served_by(http: HTTPClient, balanced: Balanced, count: int) -> list[str]:

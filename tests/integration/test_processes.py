@@ -8,19 +8,20 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 from treq.client import HTTPClient
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 
 from bazar.channel import Channel
 from bazar.config import load
 from bazar.launch import CATALOGS, NAMES, Cluster, Layout, Process, Processes, port_is_free, twistd, wait_for
 from bazar.protocol import REPLICATE_PATH, SECRET_HEADER
 from tests.integration.api import Api, Reply, eventually, request
-from tests.integration.cluster import run_twistd, write_config
+from tests.integration.cluster import run_twistd, start_cluster, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -248,6 +249,36 @@ def test_sigterm_stops_the_cluster_and_every_child(fresh_cluster: Cluster) -> No
     assert [name for name, pid in children.items() if pid is not None and pid_alive(pid)] == []
     assert [port for port in fresh_cluster.layout.all_ports() if not port_is_free(port)] == []
     assert parent.group() == []
+
+
+@pytest.fixture
+def fresh_two(tmp_path: Path) -> Iterator[Cluster]:
+    """A fresh cluster with two front ends (each probes the replicas on its own); stopped by
+    process group whatever the test did."""
+    running = start_cluster(tmp_path, frontends=2)
+    yield running
+    running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_right_after_the_start_all_succeed(fresh_two: Cluster, http: HTTPClient) -> None:
+    """The moment the launcher says the cluster is started, purchases and price and stock
+    updates through every front end at once all answer 200: none 503 because a front end's
+    first probe came before a replica listened (or was ready)."""
+    writes = []
+    for name in fresh_two.layout.frontends:
+        url = fresh_two.url(name)
+        writes += [
+            ("POST", url + "/bazar/purchase/1", {"quantity": 1}),
+            ("POST", url + "/bazar/purchase/2", {"quantity": 1}),
+            ("PUT", url + "/bazar/update_price/3", {"price": 30}),
+            ("PUT", url + "/bazar/update_quantity/4", {"delta": 1}),
+        ]
+    replies = await defer.gatherResults(
+        [defer.ensureDeferred(request(http, method, url, body=body)) for method, url, body in writes],
+        consumeErrors=True,
+    )
+    assert [(w[1], r.code) for w, r in zip(writes, replies, strict=True) if r.code != 200] == []
 
 
 @pytest.mark.parametrize("victim", ["catalog-2", "order-1"])

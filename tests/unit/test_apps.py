@@ -346,6 +346,10 @@ class WriteTests(ClusterTestCase):
         self.cluster.post("/bazar/purchase/1")
         self.cluster.post("/bazar/purchase/1")
         self.cluster.put("/bazar/update_quantity/6", {"delta": 1})
+        (probe,) = self.cluster.probe  # healthy: as a probe found it (none has until now)
+        probed = probe.probe_all()
+        self.cluster.flush()
+        self.successResultOf(probed)
         code, _, view = self.cluster.get("/bazar/cluster")
         self.assertEqual(code, 200)
         replicas = view["replicas"]

@@ -201,11 +201,14 @@ class FakeClient:
     def __init__(self) -> None:
         self.answers: dict[str, Any] = {}
         self.calls: list[tuple[str, str, str, float | None]] = []
+        self.clock = Clock()  # the probe's and the front end's (its lookups run on it)
+        self.sent: dict[str, list[float]] = {}  # replica -> when each request to it was sent
 
     def request(
         self, method: str, replica: Replica, path: str, body: Any = None, timeout: float | None = None
     ) -> Deferred[ReplicaResponse]:
         self.calls.append((method, replica.name, path, timeout))
+        self.sent.setdefault(replica.name, []).append(round(self.clock.seconds(), 6))
         answer = self.answers.get(replica.name, status(replica.name))
         if isinstance(answer, Deferred):
             return answer
@@ -220,7 +223,7 @@ class HealthProbeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.health = Health(CATALOGS)
         self.client = FakeClient()
-        self.clock = Clock()
+        self.clock = self.client.clock
         self.probe = HealthProbe(self.health, CATALOGS, self.client, self.clock, PROBE_INTERVAL)  # type: ignore[arg-type]
         self.addCleanup(self.stop)
 
@@ -230,6 +233,16 @@ class HealthProbeTests(SynchronousTestCase):
 
     def probe_all(self) -> None:
         self.successResultOf(self.probe.probe_all())
+
+    def run_until(self, end: float) -> None:
+        """Advance the clock from one due call to the next (exactly, unlike fixed steps) until ``end``."""
+        end += 1e-9  # a sum of waits (0.1 + 0.2) may pass a round ``end`` by a hair
+        while True:
+            due = [c.getTime() for c in self.clock.getDelayedCalls() if c.getTime() <= end]
+            if not due:
+                break
+            self.clock.advance(max(min(due) - self.clock.seconds(), 0))
+        self.clock.advance(end - self.clock.seconds())
 
     def test_asks_every_replica_for_its_status(self) -> None:
         self.probe_all()
@@ -319,14 +332,89 @@ class HealthProbeTests(SynchronousTestCase):
         self.client.answers["catalog-2"] = Unavailable("catalog-2 is unreachable")
         self.clock.advance(PROBE_INTERVAL)  # a failed probe does not stop the loop
         self.assertFalse(self.health.is_up(C2))
-        self.clock.advance(PROBE_INTERVAL)
-        self.assertEqual(len(self.client.calls), 12)
-        self.probe.stopService()
+        self.run_until(3 * PROBE_INTERVAL)
+        self.assertEqual(len(self.client.calls), 12 + 3)  # + catalog-2 probed again sooner, 3 times
+        self.probe.stopService()  # its 4th quick re-probe (due at 3.5 s) is cancelled
         self.assertFalse(self.probe.running)
         self.clock.advance(10 * PROBE_INTERVAL)
-        self.assertEqual(len(self.client.calls), 12)
+        self.assertEqual(len(self.client.calls), 15)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.probe.stopService()  # stopping twice is harmless
+
+    def test_a_replica_refused_at_start_up_is_up_within_a_tenth_of_a_second_of_listening(self) -> None:
+        """A fresh cluster starts its front end and its replicas together: the front end's first
+        probe may come before catalog-2 listens. Once it listens, the front end uses it again
+        within 0.1 s, not a whole probe_interval later (till then, with the sequencer also
+        refused, every write was a 503)."""
+        self.client.answers["catalog-2"] = NotSent("catalog-2 is unreachable: ConnectionRefusedError")
+        self.probe.startService()
+        self.assertFalse(self.health.is_up(C2))
+        del self.client.answers["catalog-2"]  # it listens now, and is ready
+        self.clock.advance(0.1)
+        self.assertTrue(self.health.is_up(C2))
+
+    def test_a_replica_that_stays_down_is_probed_again_less_and_less_often(self) -> None:
+        """Found down, it is probed again after 0.1 s, then after twice as long each time,
+        while that is sooner than the next round; then only the rounds probe it."""
+        self.client.answers["catalog-2"] = NotSent("catalog-2 is unreachable: ConnectionRefusedError")
+        self.probe.startService()
+        self.run_until(4.0)
+        self.assertEqual(self.client.sent["catalog-2"], [0.0, 0.1, 0.3, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0])
+        self.assertEqual(self.client.sent["catalog-1"], [0.0, 1.0, 2.0, 3.0, 4.0])
+
+    def test_not_ready_is_probed_again_sooner_too(self) -> None:
+        """A follower that listens but has not caught up yet (at start-up, until its sequencer
+        has reached it) is used as soon as it is ready, not a round later; found up, its waits
+        start over: found down again, it is probed again 0.1 s later."""
+        self.client.answers["catalog-3"] = status("catalog-3", ready=False)
+        self.probe.startService()
+        self.run_until(0.1)
+        self.assertFalse(self.health.is_up(C3))
+        del self.client.answers["catalog-3"]
+        self.run_until(0.3)
+        self.assertTrue(self.health.is_up(C3))
+        self.assertEqual(self.client.sent["catalog-3"], [0.0, 0.1, 0.3])
+        self.client.answers["catalog-3"] = status("catalog-3", ready=False)
+        self.run_until(1.1)  # the round at 1.0 s finds it down
+        self.assertEqual(self.client.sent["catalog-3"], [0.0, 0.1, 0.3, 1.0, 1.1])
+
+    def test_one_quick_probe_at_a_time(self) -> None:
+        """A quick re-probe that hangs (up to the interval, in production) is awaited before the
+        next one is scheduled: a round that meanwhile finds the replica down starts no second
+        line of quick re-probes beside it."""
+        refused = NotSent("catalog-2 is unreachable: ConnectionRefusedError")
+        self.client.answers["catalog-2"] = refused
+        self.probe.startService()
+        hung: Deferred[ReplicaResponse] = Deferred()
+        self.client.answers["catalog-2"] = hung
+        self.run_until(0.5)  # its quick re-probe at 0.1 s hangs
+        self.client.answers["catalog-2"] = refused
+        self.run_until(2.5)  # the rounds at 1.0 and 2.0 find it down
+        self.assertEqual(self.client.sent["catalog-2"], [0.0, 0.1, 1.0, 2.0])
+        hung.errback(Unavailable("catalog-2 is unreachable: ResponseNeverReceived"))
+        self.run_until(2.9)  # the next wait (0.2 s) from its answer
+        self.assertEqual(self.client.sent["catalog-2"], [0.0, 0.1, 1.0, 2.0, 2.7])
+
+    def test_the_log_says_when_every_replica_was_first_up(self) -> None:
+        """The line to wait for after starting a cluster by hand: once, the first time every
+        replica is up at once (not when one comes back later)."""
+        line = "every replica is up: this front end is ready"
+        self.client.answers["catalog-2"] = NotSent("catalog-2 is unreachable: ConnectionRefusedError")
+        with capturedLogs() as events:
+
+            def said() -> list[str]:
+                return [formatEvent(e) for e in events if formatEvent(e) == line]
+
+            self.probe.startService()
+            self.health.mark(C1, False, "unreachable: it stopped answering")  # a call failed
+            del self.client.answers["catalog-2"]
+            self.run_until(0.1)
+            self.assertEqual((self.health.is_up(C2), said()), (True, []))  # catalog-1 is down
+            self.run_until(PROBE_INTERVAL)  # the round finds catalog-1 up again
+            self.assertEqual(said(), [line])
+            self.health.mark(C1, False, "unreachable: it stopped answering")
+            self.run_until(2 * PROBE_INTERVAL)
+            self.assertEqual((self.health.is_up(C1), said()), (True, [line]))
 
 
 class ClusterViewTests(SynchronousTestCase):
@@ -337,20 +425,30 @@ class ClusterViewTests(SynchronousTestCase):
     FIELDS = ("name", "role", "url", "healthy", "why_unhealthy", "error", "last_seq", "digest")
     FIELDS += ("sequencer", "epoch")
 
-    def view(self, answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def view(self, answers: dict[str, Any], probe: bool = True) -> dict[str, dict[str, Any]]:
         client = FakeClient()
-        client.clock = Clock()  # type: ignore[attr-defined]  # the front end's lookups run on it (none here)
         for name in ("catalog-1", "catalog-2", "catalog-3", "order-1", "order-2", "order-3"):
             client.answers[name] = status(name, sequencer=f"{name.split('-')[0]}-1", epoch=1)
         client.answers.update(answers)
         app = FrontendApp(parse({"cluster": {"secret": "s"}}), client)  # type: ignore[arg-type]
         replicas = [*app.config.catalog, *app.config.order]
-        self.successResultOf(HealthProbe(app.health, replicas, client, Clock(), 1.0).probe_all())  # type: ignore[arg-type]
+        if probe:
+            self.successResultOf(HealthProbe(app.health, replicas, client, Clock(), 1.0).probe_all())  # type: ignore[arg-type]
         http = StubTreq(app.app.resource())
         response = self.successResultOf(http.get("http://127.0.0.1/bazar/cluster"))
         self.assertEqual(response.code, 200)
         body = json.loads(self.successResultOf(http.content(response)))
         return {r["name"]: r for r in body["replicas"]}
+
+    def test_a_replica_no_probe_has_found_ready_is_not_healthy_yet(self) -> None:
+        """Before a front end's first probes have answered it sends calls to every replica
+        (unknown counts as up), but its ``/bazar/cluster`` calls none healthy: a probe may yet
+        find it refusing or not ready. This page is what ``bazar.launch`` waits on."""
+        view = self.view({}, probe=False)
+        self.assertEqual(
+            {name: (entry["healthy"], entry["why_unhealthy"]) for name, entry in view.items()},
+            {name: (False, "not up yet: no probe has found it ready yet") for name in view},
+        )
 
     def test_every_entry_has_the_same_fields(self) -> None:
         """Healthy, unreachable, restarting: one shape, null where a value is not known."""
@@ -527,6 +625,8 @@ class ClusterHealthTests(SynchronousTestCase):
         """The write succeeds; before its ack the front end drops its cached copy and stops
         reading from the follower; a heartbeat later brings it back in sync, and reads return."""
         self.heartbeat()
+        for replica in self.replicas.values():  # seen up, as by a first probe (which would
+            self.health.mark(replica, True)  # also name the sequencer: writes go round here)
         self.assertEqual(self.cluster.get("/bazar/info/1").headers["x-bazar-replica"], "catalog-1")
         self.assertIn("info/1", self.cluster.cached_keys())
         self.cluster.unreachable("catalog-3")

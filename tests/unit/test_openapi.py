@@ -24,6 +24,7 @@ from bazar.config import Replica, parse
 from bazar.errors import Unavailable
 from bazar.frontend import openapi
 from bazar.frontend.app import FrontendApp
+from bazar.health import HealthProbe
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # Werkzeug adds HEAD to every GET rule (twisted.web answers it without the body): not documented.
@@ -231,6 +232,7 @@ class FakeReplicaClient:
         status = {
             "name": replica.name,
             "role": replica.role,
+            "ready": True,
             "sequencer": f"{replica.role}-1",
             "last_seq": 3,
             "digest": "0" * 64,
@@ -241,7 +243,11 @@ class FakeReplicaClient:
 class ServedTests(SynchronousTestCase):
     def setUp(self) -> None:
         config = parse({"cluster": {"secret": "unit-test"}})
-        app = FrontendApp(config, FakeReplicaClient(down="order-2"))  # type: ignore[arg-type]
+        client = FakeReplicaClient(down="order-2")
+        app = FrontendApp(config, client)  # type: ignore[arg-type]
+        replicas = [*config.catalog, *config.order]
+        # What /bazar/cluster calls healthy, a probe has found so.
+        self.successResultOf(HealthProbe(app.health, replicas, client, Clock(), 1.0).probe_all())  # type: ignore[arg-type]
         self.http = StubTreq(app.app.resource())
 
     def get(self, path: str) -> tuple[int, str | None, bytes]:
