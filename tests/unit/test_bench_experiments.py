@@ -403,11 +403,15 @@ class FrontendsTests(SynchronousTestCase):
     def test_notes(self) -> None:
         rows = frontends.frontends_rows({k: {"rps": v} for k, v in FRONTEND_RUNS.items()})
         prices = [
-            {"frontends": 1, "p50_ms": 2.0, "errors": 0},
-            {"frontends": 4, "p50_ms": 3.0, "errors": 2},
+            {"frontends": 1, "p50_ms": 2.0, "errors": 0, "rounds_p50_ms": [2.0, 2.5]},
+            {"frontends": 4, "p50_ms": 3.0, "errors": 2, "rounds_p50_ms": [3.0, 2.0]},
         ]
         notes = frontends.frontends_notes(rows, prices, ["no ceiling (2 front end(s), round 2/3): x"])
         self.assertEqual(notes[0], "no ceiling (2 front end(s), round 2/3): x")
         self.assertIn("2 front end(s), each round's req/s: ceiling 2,000, hits 1,500 / 1,300", notes[2])
         self.assertIn("a price update's p50: 2.00 ms with 1 front end(s), 3.00 ms with 4 (1.50x)", notes[3])
-        self.assertEqual(notes[4], "price updates, 4 front end(s): 2 not 2xx")
+        self.assertEqual(
+            notes[4],
+            "a price update's p50 in each round, 1 / 4: 2.00 / 3.00 ms (1.50x), 2.50 / 2.00 ms (0.80x)",
+        )
+        self.assertEqual(notes[5], "price updates, 4 front end(s): 2 not 2xx")

@@ -14,6 +14,7 @@ The load: ``_drive``; the statistics: ``frontends_rows`` (pure); the words:
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from bazar.bench import wrk
 from bazar.bench.cluster import ClusterInfo, frontends_cpu, processes_cpu, start_ceilings, start_cluster
 from bazar.bench.experiments.context import Context, summary_row
 from bazar.bench.experiments.throughput import lower_median
-from bazar.bench.experiments.writes import PRICE, restore_prices, write_plan
+from bazar.bench.experiments.writes import PRICE, write_plan
+from bazar.bench.load import Sample
 from bazar.bench.stats import ratio
 from bazar.launch import StartError
 
@@ -34,7 +36,8 @@ CEILING = "ceiling"
 HITS = "hits"
 MISSES = "misses"
 WORKLOADS = (CEILING, HITS, MISSES)
-PRICE_WARM_UP = 20  # price updates before the measured ones
+PRICE_WARM_UP = 20  # price updates before the measured ones, on each cluster
+PRICE_ROUNDS = 5  # alternate rounds of price updates on the two clusters
 FRONTENDS_READY_SECONDS = 30.0  # every front end listed healthy, once the cluster is up
 
 
@@ -54,7 +57,6 @@ class Runs:
 async def _drive(ctx: Context, stage: str) -> Runs:
     s = ctx.settings
     measured = Runs(wrk_args=s.wrk_args)
-    priced = {min(s.frontends), max(s.frontends)}
     for count in s.frontends:
         directory = ctx.workdir / f"frontends-{count}"
         ctx.progress.say(f"{stage} starting a cluster with {count} front end(s) on one port ...")
@@ -70,14 +72,17 @@ async def _drive(ctx: Context, stage: str) -> Runs:
                 measured.problems.append(f"{count} front ends: {e}")
                 continue
             await _rounds(ctx, stage, cluster, count, measured)
-            if count in priced:
-                measured.prices[count] = await _prices(ctx, stage, cluster, count)
         finally:
-            ctx.forget(cluster)
-            if cluster.process is not None:
-                cluster.process.stop()
-                ctx.processes.started.remove(cluster.process)
+            _stop(ctx, cluster)
+    await _prices(ctx, stage, sorted({min(s.frontends), max(s.frontends)}), measured)
     return measured
+
+
+def _stop(ctx: Context, cluster: ClusterInfo) -> None:
+    ctx.forget(cluster)
+    if cluster.process is not None:
+        cluster.process.stop()
+        ctx.processes.started.remove(cluster.process)
 
 
 async def _frontends_ready(ctx: Context, cluster: ClusterInfo, count: int) -> None:
@@ -162,15 +167,45 @@ async def served(ctx: Context, cluster: ClusterInfo) -> dict[str, tuple[int, int
     }
 
 
-async def _prices(ctx: Context, stage: str, cluster: ClusterInfo, count: int) -> dict[str, Any]:
-    """Price updates from one client, one at a time, through the shared port."""
-    plan = write_plan(PRICE, ctx.book_ids)
-    await ctx.loop(cluster, f"{stage} price updates, {count} front end(s), warm-up", plan, PRICE_WARM_UP, 1)
-    result = await ctx.loop(
-        cluster, f"{stage} price updates, {count} front end(s)", plan, ctx.settings.samples, 1
-    )
-    await restore_prices(ctx, cluster)
-    return summary_row(result.samples, frontends=count)
+async def _prices(ctx: Context, stage: str, counts: Sequence[int], measured: Runs) -> None:
+    """Price updates from one client, one at a time, through each cluster's shared port: a
+    cluster of the fewest front ends and one of the most, both running, in ``PRICE_ROUNDS``
+    alternate rounds. One cluster after the other, their p50s differed by more than the
+    fan-out costs (0.83x to 1.38x in three runs of the same code): a machine that drifts
+    within minutes drifts for both this way, and both have the other's idle processes beside
+    them."""
+    clusters: dict[int, ClusterInfo] = {}
+    try:
+        for count in counts:
+            ctx.progress.say(f"{stage} starting a cluster with {count} front end(s) for price updates ...")
+            directory = ctx.workdir / f"prices-{count}"
+            try:
+                clusters[count] = start_cluster(
+                    ctx.processes, directory, f"prices-{count}", 5, frontends=count
+                )
+                await _frontends_ready(ctx, clusters[count], count)
+            except StartError as e:
+                measured.problems.append(f"price updates, {count} front ends: {e}")
+                return
+        plan = write_plan(PRICE, ctx.book_ids)
+        for count, cluster in clusters.items():
+            label = f"{stage} price updates, {count} front end(s), warm-up"
+            await ctx.loop(cluster, label, plan, PRICE_WARM_UP, 1)
+        samples: dict[int, list[Sample]] = {count: [] for count in counts}
+        rounds: dict[int, list[float]] = {count: [] for count in counts}
+        each = max(1, ctx.settings.samples // PRICE_ROUNDS)
+        for number in range(1, PRICE_ROUNDS + 1):
+            for count in counts if number % 2 else reversed(counts):
+                label = f"{stage} price updates, {count} front end(s), round {number}/{PRICE_ROUNDS}"
+                result = await ctx.loop(clusters[count], label, plan, each, 1)
+                samples[count].extend(result.samples)
+                if ok := [sample.ms for sample in result.samples if sample.ok]:
+                    rounds[count].append(statistics.median(ok))
+        for count in counts:
+            measured.prices[count] = summary_row(samples[count], frontends=count, rounds_p50_ms=rounds[count])
+    finally:
+        for cluster in clusters.values():
+            _stop(ctx, cluster)
 
 
 async def frontends(ctx: Context, stage: str) -> dict[str, Any]:
@@ -257,7 +292,8 @@ def frontends_caption(wrk_args: str, size: int, samples: int) -> str:
         "processes (the front ends, or the bare ones) used over each run, as cores (CPU seconds per "
         "second) and requests per CPU second (medians of the rounds): on a machine others load too, "
         f"req/s is how much CPU they got, requests per CPU second what they did with it. Then {samples} "
-        "price updates from one client, one at a time, with the fewest and the most front ends."
+        "price updates from one client, one at a time, with the fewest and the most front ends: two "
+        f"clusters running at once, in {PRICE_ROUNDS} alternate rounds."
     )
 
 
@@ -283,6 +319,12 @@ def frontends_notes(
             f"({many['p50_ms'] / few['p50_ms']:.2f}x): the sequencer pushes its keys to every front end "
             "before the write is acknowledged"
         )
+        pairs = list(zip(few.get("rounds_p50_ms", []), many.get("rounds_p50_ms", []), strict=False))
+        if pairs:
+            each = ", ".join(f"{a:.2f} / {b:.2f} ms ({b / a:.2f}x)" for a, b in pairs)
+            notes.append(
+                f"a price update's p50 in each round, {few['frontends']} / {many['frontends']}: {each}"
+            )
     for row in prices:
         if row.get("errors"):
             notes.append(f"price updates, {row['frontends']} front end(s): {row['errors']} not 2xx")
