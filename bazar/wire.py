@@ -93,8 +93,9 @@ def encode_answer(call_id: int, answer: Answer) -> bytes:
 
 def decode(frame: bytes) -> tuple[int, Request | Answer]:
     """A frame's call id, and the call or answer it holds."""
+    kind = frame[0] if frame else None
     try:
-        if frame[:1] == b"Q":
+        if kind == REQUEST:
             _, call_id, secret, method, path = _REQUEST_HEAD.unpack_from(frame)
             start = _REQUEST_HEAD.size
             ends = (start + secret, start + secret + method, start + secret + method + path)
@@ -106,7 +107,7 @@ def decode(frame: bytes) -> tuple[int, Request | Answer]:
                 frame[ends[1] : ends[2]].decode(),
                 frame[ends[2] :],
             )
-        if frame[:1] == b"A":
+        if kind == ANSWER:
             _, call_id, code, seq, epoch, replica, sequencer = _ANSWER_HEAD.unpack_from(frame)
             start = _ANSWER_HEAD.size
             names_end = start + replica + max(sequencer - 1, 0)
