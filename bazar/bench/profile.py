@@ -13,6 +13,8 @@ metrics, AMP, HTTP, Deferreds, Bazar's own code, the reactor) and by function (o
 
 ``--code DIR``: the cluster's processes import Bazar from ``DIR`` (another checkout, e.g. the
 code before a change) while this tool runs from its own: the same measurement of both.
+``--cpu N``: every process of the cluster on CPU ``N`` alone and the clients on the others, so
+that purchases per second say what one core buys (Linux).
 The cluster runs in a temporary directory and is stopped at the end, however the run ends.
 """
 
@@ -27,7 +29,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +173,12 @@ async def run(reactor: IBenchReactor, args: argparse.Namespace, processes: Proce
     os.environ["BAZAR_PROFILE"] = str(profiles)
     say(f"starting a cluster in {directory}")
     cluster = start_cluster(processes, directory, "profile", cache_size=5)
+    if args.cpu is not None:
+        parent = [cluster.process.pid] if cluster.process is not None else []  # ``bazar-cluster``
+        pin([*pids_of(cluster).values(), *parent], args.cpu)
+        others = os.sched_getaffinity(0) - {args.cpu}
+        if others:
+            os.sched_setaffinity(0, others)  # the clients
     target = Target.from_url(cluster.url)
     stock = [Call("stock", "PUT", f"/bazar/update_quantity/{b}", b'{"quantity":%d}' % STOCK) for b in BOOKS]
     await closed_loop(reactor, target, stock.__getitem__, count=len(stock), concurrency=1, max_seconds=30)
@@ -211,12 +219,22 @@ async def run(reactor: IBenchReactor, args: argparse.Namespace, processes: Proce
         f"{purchases} purchases in {result.elapsed:.1f} s ({purchases / result.elapsed:.0f}/s, "
         f"{total:.2f} ms of CPU each), {args.clients} clients; {len(profiled.samples)} more profiled; "
         f"{failed} not 200; load average {load:.2f} at the end"
+        + (f"; the cluster on CPU {args.cpu} alone" if args.cpu is not None else "")
     )
     print(table(hops))
     if args.json:
         figures = {"purchases": purchases, "seconds": result.elapsed, "failed": failed, "load": load}
         args.json.write_text(json.dumps({**figures, "hops": [vars(h) for h in hops]}, indent=2))
     return 0 if purchases and not failed else 1
+
+
+def pin(pids: Iterable[int], cpu: int) -> None:
+    """Every thread of these processes on CPU ``cpu`` alone (``--cpu``: the cluster's CPU cost
+    as throughput on one core). Threads started later (adbapi's) inherit it from the thread
+    that starts them."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), {cpu})
 
 
 def pids_of(cluster: ClusterInfo) -> dict[str, int]:
@@ -239,7 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--code", type=Path, help="a checkout of Bazar for the cluster's processes")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--keep", type=Path, help="copy each process's profile here (<name>.pstats)")
+    parser.add_argument(
+        "--cpu", type=int, help="run the whole cluster on this CPU alone, the clients on the others (Linux)"
+    )
     args = parser.parse_args(argv)
+    if args.cpu is not None and args.cpu not in os.sched_getaffinity(0):
+        parser.error(f"--cpu {args.cpu}: this process may run on CPUs {sorted(os.sched_getaffinity(0))} only")
     started = time.monotonic()
     try:
         return react_in_tempdir(

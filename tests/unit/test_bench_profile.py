@@ -126,3 +126,38 @@ class FiguresTests(SynchronousTestCase):
         self.assertEqual(len(lines), 4)
         self.assertTrue(lines[2].startswith("| order-1 | 1.25 | AMP 70%, Bazar 20%, json 10% | "), lines[2])
         self.assertEqual(lines[3], "| order-2 | ? |  |  |")
+
+
+class PinTests(SynchronousTestCase):
+    def test_every_thread_of_a_process_on_one_cpu(self) -> None:
+        """``--cpu``: each thread a process already has, and one it starts later, runs on the
+        CPU given alone."""
+        child = subprocess.Popen(
+            [sys.executable, "-c", PINNED_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.addCleanup(child.wait)
+        self.addCleanup(child.kill)
+        assert child.stdout is not None and child.stdin is not None
+        self.assertEqual(child.stdout.readline().strip(), "started")
+        cpu = min(os.sched_getaffinity(0))
+        profile.pin([child.pid], cpu)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        self.assertEqual(child.stdout.readline().strip(), f"[[{cpu}], [{cpu}], [{cpu}]]")
+
+
+PINNED_CHILD = """
+import os, sys, threading
+seen = []
+def note():
+    seen.append(sorted(os.sched_getaffinity(0)))
+first = threading.Thread(target=lambda: (ready.wait(), note()))
+ready = threading.Event()
+first.start()
+print("started", flush=True)
+sys.stdin.readline()
+ready.set(); first.join()
+note()
+later = threading.Thread(target=note); later.start(); later.join()
+print(seen, flush=True)
+"""
