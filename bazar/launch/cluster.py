@@ -102,7 +102,9 @@ def write_config(
 
 
 def cluster_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """``GET /bazar/cluster`` when every replica is healthy, else None."""
+    """``GET /bazar/cluster`` when every replica is healthy and every front end it lists holds
+    its leases (until then a front end answers every read as a miss: a cluster that has just
+    started would not show its cache), else None."""
     try:
         code, body = get_json(url + "/bazar/cluster", timeout=timeout)
     except (OSError, ValueError):
@@ -110,7 +112,12 @@ def cluster_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     if code != 200 or not isinstance(body, dict):
         return None
     replicas = body.get("replicas", [])
-    if replicas and all(r.get("healthy") for r in replicas):
+    frontends = body.get("frontends", [])
+    leases_held = all(
+        f.get("healthy") and all(lease.get("valid") for lease in f.get("leases", {}).values())
+        for f in frontends
+    )
+    if replicas and all(r.get("healthy") for r in replicas) and leases_held:
         return body
     return None
 

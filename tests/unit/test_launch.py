@@ -55,3 +55,20 @@ class StartClusterTests(SynchronousTestCase):
         self.assertEqual(len(urls), 2)
         self.assertEqual(polls[urls[1]], 2)  # asked until it saw every replica up
         self.assertFalse(started.process.stopped)
+
+
+class ClusterStatusTests(SynchronousTestCase):
+    def status_with(self, frontends: list[dict[str, Any]]) -> dict[str, Any] | None:
+        body = {"replicas": [{"name": "catalog-1", "healthy": True}], "frontends": frontends}
+        self.patch(cluster, "get_json", lambda url, timeout: (200, body))
+        return cluster.cluster_status("http://127.0.0.1:5000")
+
+    def test_ready_only_once_every_front_end_holds_its_leases(self) -> None:
+        """Every replica healthy is not enough: until a front end holds its cache lease it
+        answers every read as a miss (the walkthrough's second read would not be a hit)."""
+        held = {"catalog": {"valid": True}, "order": {"valid": True}}
+        lapsed = {"catalog": {"valid": False}, "order": {"valid": True}}
+        one = {"name": "frontend-1", "healthy": True, "leases": held}
+        self.assertIsNotNone(self.status_with([one]))
+        self.assertIsNone(self.status_with([one, {"name": "frontend-2", "healthy": True, "leases": lapsed}]))
+        self.assertIsNone(self.status_with([one, {"name": "frontend-2", "healthy": False, "error": "x"}]))
