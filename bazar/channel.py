@@ -89,8 +89,9 @@ def carried_route(method: str, path: str) -> tuple[str, tuple[tuple[str, str], .
 
 def channel_response(answer: Answer) -> ReplicaResponse:
     """A channel call's answer, as ``ReplicaClient`` gives one over HTTP."""
-    a = answer
-    return ReplicaResponse(a.code, a.body, a.replica, {}, a.seq, a.sequencer, a.epoch)
+    return ReplicaResponse(
+        answer.code, answer.body, answer.replica, {}, answer.seq, answer.sequencer, answer.epoch
+    )
 
 
 # A carried route's handler: the raw JSON body and the route's path arguments, to the answer.
