@@ -115,7 +115,9 @@ class CachedReads:
 
         path = f"{path}?{page.query()}"
         catalogs = self.replicas.catalogs
-        return self.read(request, key, lambda: self.replicas.read(catalogs, path).addCallback(public))
+        return self.read(
+            request, key, lambda: self.replicas.read(catalogs, path, self._shown).addCallback(public)
+        )
 
     def read(self, request: IRequest, key: str, fetch: Callable[[], Deferred[ReplicaResponse]]) -> Any:
         """Answer from the cache, or through ``fetch`` (then cached): a read at the next
@@ -137,4 +139,10 @@ class CachedReads:
     def _look_up(self, book_ids: list[int]) -> Deferred[dict[int, ReplicaResponse]]:
         """Every book a batch of misses wants, in one read (see ``bazar.batching``)."""
         path = f"{LOOKUP_PATH}?ids={','.join(map(str, book_ids))}"
-        return self.replicas.read(self.replicas.catalogs, path).addCallback(split_lookup, book_ids)
+        return self.replicas.read(self.replicas.catalogs, path, self._shown).addCallback(
+            split_lookup, book_ids
+        )
+
+    def _shown(self) -> int:
+        """The newest catalog write any answer has shown: no read may go behind it."""
+        return self.cache.observed

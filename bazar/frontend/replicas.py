@@ -7,6 +7,7 @@ in ``Health`` (its probe says when it may be used again) and the call goes on to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -64,14 +65,23 @@ class Replicas:
         raise none_can_answer(role, f"{method} {path}", "take it", error, NotSent)
 
     @inlineCallbacks
-    def read(self, replicas: SequencerFirst[Replica], path: str) -> Any:
+    def read(
+        self, replicas: SequencerFirst[Replica], path: str, at_least: Callable[[], int] = lambda: 0
+    ) -> Any:
         """GET from the next readable replica in turn; from the one after if it cannot be
         reached, cannot serve reads now (503: e.g. a sequencer holding a write no majority
         has), or answers from an older epoch than the newest one known (it may lack writes
         acknowledged since the takeover). Its probe says when it may be read again. Just after
         a takeover, before the new sequencer has reported on anyone, only an answer from the
         sequencer itself is used. (A replica answers reads only under a lease,
-        ``bazar.leases``: whichever answers has every acknowledged write.)"""
+        ``bazar.leases``: whichever answers has every acknowledged write.)
+
+        ``at_least()``: the newest write an earlier answer showed (the cache's ``observed``).
+        A follower shows a write as soon as it has it, before the sequencer acknowledges it;
+        if the sequencer dies then, another follower still under its lease may lack that
+        write, and its answer would take a later read back in time (simulator seed
+        2784048756). An answer from a replica behind ``at_least()`` is not used: the next
+        replica is asked (the one that showed the write, or the sequencer, has it)."""
         error: Unavailable | None = None
         rotation = replicas.rotation()
         for replica in rotation:
@@ -87,6 +97,11 @@ class Replicas:
             elif response.epoch and not self.health.current_epoch(replica.role, response.epoch):
                 error = Unavailable(f"{replica.name} answered from epoch {response.epoch}, an old one")
                 why = OLD_EPOCH
+            elif response.seq < (shown := at_least()):
+                error = Unavailable(
+                    f"{replica.name} is at write {response.seq}, behind write {shown} that an answer showed"
+                )
+                continue  # not down: it catches up
             elif self.health.readable(replica):
                 return response
             elif response.sequencer == replica.name:
