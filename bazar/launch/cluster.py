@@ -112,14 +112,17 @@ def cluster_status(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     if code != 200 or not isinstance(body, dict):
         return None
     replicas = body.get("replicas", [])
-    frontends = body.get("frontends", [])
-    leases_held = all(
-        f.get("healthy") and all(lease.get("valid") for lease in f.get("leases", {}).values())
-        for f in frontends
-    )
+    leases_held = all(holds_its_leases(f) for f in body.get("frontends", []))
     if replicas and all(r.get("healthy") for r in replicas) and leases_held:
         return body
     return None
+
+
+def holds_its_leases(frontend: dict[str, Any]) -> bool:
+    """Whether a front end ``/bazar/cluster`` lists answered and holds every role's lease: it
+    may answer from its cache (until its first grant, every read is a miss)."""
+    leases = frontend.get("leases", {})
+    return bool(frontend.get("healthy")) and all(lease.get("valid") for lease in leases.values())
 
 
 def wait_healthy(

@@ -16,7 +16,7 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from bazar.launch import Cluster
+from bazar.launch import Cluster, holds_its_leases
 from bazar.leases import LEASE_TERM
 from tests.history import History
 from tests.integration.api import Reply, eventually, request, sleep
@@ -39,7 +39,7 @@ async def leases_held(http: HTTPClient, cluster: Cluster) -> dict[str, Any] | No
     each sees every replica up, ``bazar.launch`` waited for)."""
     reply = await request(http, "GET", cluster.url(FRONTENDS[-1]) + "/bazar/cluster")
     frontends = reply.body.get("frontends", []) if reply.code == 200 else []
-    held = [f for f in frontends if f.get("healthy") and all(x["valid"] for x in f["leases"].values())]
+    held = [f for f in frontends if holds_its_leases(f)]
     return reply.body if len(held) == len(FRONTENDS) else None
 
 

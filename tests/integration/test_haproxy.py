@@ -37,7 +37,7 @@ import pytest_twisted
 from treq.client import HTTPClient
 from twisted.internet import defer
 
-from bazar.launch import START_TIMEOUT, Process, StartError, wait_for
+from bazar.launch import START_TIMEOUT, Process, StartError, holds_its_leases, wait_for
 from bazar.leases import LEASE_TERM
 from bazar.protocol import SECRET_HEADER
 from tests.history import History
@@ -136,7 +136,7 @@ async def leases_held(http: HTTPClient, balanced: Balanced) -> bool:
     sees every replica up, ``HostCluster.wait_healthy`` waited for)."""
     reply = await call(http, balanced, "GET", balanced.cluster.url(FRONTENDS[-1]) + "/bazar/cluster")
     frontends = reply.body.get("frontends", []) if reply.code == 200 else []
-    held = [f for f in frontends if f.get("healthy") and all(x["valid"] for x in f["leases"].values())]
+    held = [f for f in frontends if holds_its_leases(f)]
     return len(held) == len(FRONTENDS)
 
 
